@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+// The `atlasvae` command line: one yargs program, one module per subcommand (./commands/).
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { commands } from './commands/index.js';
+import { CliError } from '@atlasvae/shared/errors';
+
+async function main(): Promise<void> {
+  let cli = yargs(hideBin(process.argv))
+    .scriptName('atlasvae')
+    .usage('$0 <command> [options]\n\nTrain scVI variational autoencoders on single-cell atlases, data-parallel over WebSocket workers.')
+    .strict()
+    .demandCommand(1, 'Name a command (see the list above).')
+    .recommendCommands()
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .fail((msg, err) => {
+      if (err) throw err;
+      console.error(msg);
+      console.error('Run `atlasvae --help` for usage.');
+      process.exit(2);
+    });
+  for (const c of commands) cli = c(cli);
+  await cli.parseAsync();
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof CliError) {
+    console.error(`atlasvae: ${err.message}`);
+    process.exit(err.exitCode);
+  }
+  console.error(err instanceof Error ? err.stack ?? err.message : String(err));
+  process.exit(1);
+});

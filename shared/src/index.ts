@@ -1,0 +1,5 @@
+export * from './config.js';
+export * from './batch.js';
+export * from './rng.js';
+export * from './plan.js';
+export * from './errors.js';
