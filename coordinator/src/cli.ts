@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // The `atlasvae` command line: one yargs program, one module per subcommand (./commands/).
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
 import { CliError } from '@atlasvae/shared/errors';
+import { configureLogging, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@atlasvae/shared/log';
 
 async function main(): Promise<void> {
-  let cli = yargs(hideBin(process.argv))
+  let cli: Argv = yargs(hideBin(process.argv))
     .scriptName('atlasvae')
     .usage('$0 <command> [options]\n\nTrain scVI variational autoencoders on single-cell atlases, data-parallel over WebSocket workers.')
     .strict()
@@ -16,6 +17,14 @@ async function main(): Promise<void> {
     .alias('h', 'help')
     .version(false)
     .wrap(Math.min(110, process.stdout.columns || 110))
+    .option('log-format', {
+      choices: LOG_FORMATS,
+      default: 'text' as LogFormat,
+      global: true,
+      describe: 'log lines for people (text) or one JSON object per line for cluster log collectors (json)',
+    })
+    .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, global: true, describe: 'least severe level logged' })
+    .middleware((argv) => configureLogging({ format: argv['log-format'] as LogFormat, level: argv['log-level'] as LogLevel }))
     .fail((msg, err) => {
       if (err) throw err;
       console.error(msg);
