@@ -1,0 +1,292 @@
+// Fused likelihood kernels: one pass per cell over its genes computes −log p(x | z) and, when asked,
+// its gradient with respect to the decoder head's logits, the ZINB dropout logits and px_r.
+// The lgamma/digamma terms of NB and ZINB are evaluated only at nonzero counts (for integer x they
+// cancel where x = 0). Arithmetic in float64, results stored as float32.
+import type { CellBatch } from '../batch.js';
+import type { ModelConfig } from '../config.js';
+import { digammaScalar, lgammaScalar, logFactorial } from './special.js';
+
+/** eps inside the logs, as scvi's log_nb_positive / log_zinb_positive */
+export const LIKELIHOOD_EPS = 1e-8;
+const LOG_2PI = Math.log(2 * Math.PI);
+
+export interface LikelihoodInput {
+  cfg: ModelConfig;
+  batch: CellBatch;
+  /** [nCells, nGenes] scale-head logits (before softmax); for gaussian the mean of log1p(x) */
+  logits: Float32Array;
+  /** [nCells, nGenes] zinb dropout logits, else null */
+  dropLogits: Float32Array | null;
+  /** px_r slice ([G] or [G, nBatch]) or null for poisson */
+  pxr: Float32Array | null;
+  needGrad: boolean;
+}
+
+export interface LikelihoodOutput {
+  /** −log p(x | z) per cell */
+  rec: Float64Array;
+  /** d Σ rec / d logits */
+  dLogits: Float32Array | null;
+  dDrop: Float32Array | null;
+  /** d Σ rec / d px_r, in px_r's layout */
+  dPxr: Float64Array | null;
+}
+
+/** Per-(batch row, gene) tables of dispersion terms: row r = batch code for gene-batch, else row 0. */
+interface DispersionTables {
+  rows: number;
+  theta: Float64Array;
+  logThetaEps: Float64Array;
+  thetaOverThetaEps: Float64Array;
+  lgTheta: Float64Array;
+  dgTheta: Float64Array;
+}
+
+function dispersionTables(cfg: ModelConfig, pxr: Float32Array, withDigamma: boolean): DispersionTables {
+  const G = cfg.nGenes;
+  const rows = cfg.dispersion === 'gene-batch' ? cfg.nBatch : 1;
+  const n = rows * G;
+  const t: DispersionTables = {
+    rows,
+    theta: new Float64Array(n),
+    logThetaEps: new Float64Array(n),
+    thetaOverThetaEps: new Float64Array(n),
+    lgTheta: new Float64Array(n),
+    dgTheta: new Float64Array(withDigamma ? n : 0),
+  };
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < G; g++) {
+      const raw = rows === 1 ? pxr[g]! : pxr[g * rows + r]!;
+      const th = Math.exp(raw);
+      const j = r * G + g;
+      t.theta[j] = th;
+      t.logThetaEps[j] = Math.log(th + LIKELIHOOD_EPS);
+      t.thetaOverThetaEps[j] = th / (th + LIKELIHOOD_EPS);
+      t.lgTheta[j] = lgammaScalar(th);
+      if (withDigamma) t.dgTheta[j] = digammaScalar(th);
+    }
+  }
+  return t;
+}
+
+/** softmax of row `i` of logits into `out` */
+function softmaxRow(logits: Float32Array, i: number, G: number, out: Float64Array): void {
+  const o = i * G;
+  let max = -Infinity;
+  for (let g = 0; g < G; g++) if (logits[o + g]! > max) max = logits[o + g]!;
+  let sum = 0;
+  for (let g = 0; g < G; g++) {
+    const e = Math.exp(logits[o + g]! - max);
+    out[g] = e;
+    sum += e;
+  }
+  const inv = 1 / sum;
+  for (let g = 0; g < G; g++) out[g] *= inv;
+}
+
+function softplus(v: number): number {
+  return v > 0 ? v + Math.log1p(Math.exp(-v)) : Math.log1p(Math.exp(v));
+}
+
+function sigmoid(v: number): number {
+  return v >= 0 ? 1 / (1 + Math.exp(-v)) : Math.exp(v) / (1 + Math.exp(v));
+}
+
+export function likelihood(inp: LikelihoodInput): LikelihoodOutput {
+  const { cfg } = inp;
+  switch (cfg.likelihood) {
+    case 'nb':
+    case 'zinb':
+      return negativeBinomial(inp);
+    case 'poisson':
+      return poisson(inp);
+    case 'gaussian':
+      return gaussian(inp);
+    default:
+      throw new Error(`unknown likelihood ${String(cfg.likelihood)}`);
+  }
+}
+
+function dispersionRow(cfg: ModelConfig, batch: CellBatch, i: number): number {
+  return cfg.dispersion === 'gene-batch' ? batch.batch[i]! : 0;
+}
+
+/** Fold per-(row, gene) dispersion gradients back into px_r's layout ([G] or [G, nBatch]). */
+function toPxrLayout(cfg: ModelConfig, acc: Float64Array, rows: number): Float64Array {
+  if (rows === 1) return acc;
+  const G = cfg.nGenes;
+  const out = new Float64Array(G * rows);
+  for (let r = 0; r < rows; r++) for (let g = 0; g < G; g++) out[g * rows + r] = acc[r * G + g]!;
+  return out;
+}
+
+function negativeBinomial(inp: LikelihoodInput): LikelihoodOutput {
+  const { cfg, batch, logits, needGrad } = inp;
+  const zinb = cfg.likelihood === 'zinb';
+  const drop = inp.dropLogits;
+  if (zinb && !drop) throw new Error('zinb needs dropout logits');
+  const G = cfg.nGenes;
+  const B = batch.nCells;
+  const EPS = LIKELIHOOD_EPS;
+  const tab = dispersionTables(cfg, inp.pxr!, needGrad);
+  const rec = new Float64Array(B);
+  const dLogits = needGrad ? new Float32Array(B * G) : null;
+  const dDrop = needGrad && zinb ? new Float32Array(B * G) : null;
+  const dPxr = needGrad ? new Float64Array(tab.rows * G) : null;
+  const s = new Float64Array(G);
+  const bb = new Float64Array(G);
+  const { indptr, indices, counts } = batch;
+  for (let i = 0; i < B; i++) {
+    softmaxRow(logits, i, G, s);
+    const lib = batch.library[i]!;
+    const off = dispersionRow(cfg, batch, i) * G;
+    const ro = i * G;
+    let p = indptr[i]!;
+    const end = indptr[i + 1]!;
+    let next = p < end ? indices[p]! : G;
+    let ll = 0;
+    let sumB = 0;
+    for (let g = 0; g < G; g++) {
+      const mu = lib * s[g]!;
+      const j = off + g;
+      const th = tab.theta[j]!;
+      const denom = th + mu + EPS;
+      const lthmu = Math.log(denom);
+      const thTerm = th * (tab.logThetaEps[j]! - lthmu);
+      let x = 0;
+      if (g === next) {
+        x = counts[p]!;
+        p++;
+        next = p < end ? indices[p]! : G;
+      }
+      const pi = zinb ? drop![ro + g]! : 0;
+      const spNegPi = zinb ? softplus(-pi) : 0;
+      if (x > 0) {
+        const lmu = Math.log(mu + EPS);
+        const lg = lgammaScalar(x + th) - tab.lgTheta[j]! - logFactorial(x);
+        ll += thTerm + x * (lmu - lthmu) + lg + (zinb ? -spNegPi - pi : 0);
+        if (needGrad) {
+          const inv = 1 / denom;
+          const dmu = -th * inv + x / (mu + EPS) - x * inv;
+          const dth = tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv - x * inv + digammaScalar(x + th) - tab.dgTheta[j]!;
+          const b = mu * dmu;
+          bb[g] = b;
+          sumB += b;
+          dPxr![j] -= dth * th;
+          if (zinb) dDrop![ro + g] = sigmoid(pi); // −(sigmoid(−π) − 1)
+        }
+      } else if (zinb) {
+        const t = -pi + thTerm;
+        ll += softplus(t) - spNegPi;
+        if (needGrad) {
+          const inv = 1 / denom;
+          const sg = sigmoid(t);
+          const b = mu * (-sg * th * inv);
+          bb[g] = b;
+          sumB += b;
+          dPxr![j] -= sg * (tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv) * th;
+          dDrop![ro + g] = sg - sigmoid(-pi);
+        }
+      } else {
+        ll += thTerm;
+        if (needGrad) {
+          const inv = 1 / denom;
+          const b = -mu * th * inv;
+          bb[g] = b;
+          sumB += b;
+          dPxr![j] -= (tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv) * th;
+        }
+      }
+    }
+    rec[i] = -ll;
+    if (needGrad) for (let g = 0; g < G; g++) dLogits![ro + g] = -(bb[g]! - s[g]! * sumB);
+  }
+  return { rec, dLogits, dDrop, dPxr: dPxr ? toPxrLayout(cfg, dPxr, tab.rows) : null };
+}
+
+function poisson(inp: LikelihoodInput): LikelihoodOutput {
+  const { cfg, batch, logits, needGrad } = inp;
+  const G = cfg.nGenes;
+  const B = batch.nCells;
+  const rec = new Float64Array(B);
+  const dLogits = needGrad ? new Float32Array(B * G) : null;
+  const s = new Float64Array(G);
+  const { indptr, indices, counts } = batch;
+  for (let i = 0; i < B; i++) {
+    softmaxRow(logits, i, G, s);
+    const lib = batch.library[i]!;
+    // Σ_g (x log μ − μ − log x!) with Σ_g μ = lib
+    let ll = -lib;
+    let xSum = 0;
+    for (let p = indptr[i]!; p < indptr[i + 1]!; p++) {
+      const x = counts[p]!;
+      if (x === 0) continue;
+      ll += x * Math.log(lib * s[indices[p]!]!) - logFactorial(x);
+      xSum += x;
+    }
+    rec[i] = -ll;
+    if (needGrad) {
+      // d rec/d logit_g = −(b_g − s_g Σ b) with b = x − μ
+      const ro = i * G;
+      const sumB = xSum - lib;
+      for (let g = 0; g < G; g++) dLogits![ro + g] = lib * s[g]! + s[g]! * sumB;
+      for (let p = indptr[i]!; p < indptr[i + 1]!; p++) dLogits![ro + indices[p]!] -= counts[p]!;
+    }
+  }
+  return { rec, dLogits, dDrop: null, dPxr: null };
+}
+
+function gaussian(inp: LikelihoodInput): LikelihoodOutput {
+  const { cfg, batch, logits, needGrad } = inp;
+  const G = cfg.nGenes;
+  const B = batch.nCells;
+  const pxr = inp.pxr!;
+  const rows = cfg.dispersion === 'gene-batch' ? cfg.nBatch : 1;
+  const rec = new Float64Array(B);
+  const dLogits = needGrad ? new Float32Array(B * G) : null;
+  const dPxr = needGrad ? new Float64Array(G * rows) : null;
+  const y = new Float64Array(G);
+  const { indptr, indices, counts } = batch;
+  for (let i = 0; i < B; i++) {
+    y.fill(0);
+    for (let p = indptr[i]!; p < indptr[i + 1]!; p++) y[indices[p]!] = Math.log1p(counts[p]!);
+    const r = dispersionRow(cfg, batch, i);
+    const ro = i * G;
+    let nll = 0;
+    for (let g = 0; g < G; g++) {
+      const k = rows === 1 ? g : g * rows + r;
+      const logVar = pxr[k]!;
+      const invVar = Math.exp(-logVar);
+      const d = y[g]! - logits[ro + g]!;
+      const q = d * d * invVar;
+      nll += 0.5 * (q + logVar + LOG_2PI);
+      if (needGrad) {
+        dLogits![ro + g] = -d * invVar;
+        dPxr![k] += 0.5 * (1 - q);
+      }
+    }
+    rec[i] = nll;
+  }
+  return { rec, dLogits, dDrop: null, dPxr };
+}
+
+/** Normalised expression per cell (rows sum to 1) from the head's logits. */
+export function scaleFromLogits(cfg: ModelConfig, logits: Float32Array, nCells: number): Float32Array {
+  const G = cfg.nGenes;
+  const out = new Float32Array(nCells * G);
+  const row = new Float64Array(G);
+  for (let i = 0; i < nCells; i++) {
+    if (cfg.likelihood === 'gaussian') {
+      // the head predicts log1p expression: normalise expm1 of it
+      let sum = 0;
+      for (let g = 0; g < G; g++) {
+        const v = Math.expm1(Math.max(0, logits[i * G + g]!));
+        row[g] = v;
+        sum += v;
+      }
+      for (let g = 0; g < G; g++) row[g] = sum > 0 ? row[g]! / sum : 1 / G;
+    } else softmaxRow(logits, i, G, row);
+    for (let g = 0; g < G; g++) out[i * G + g] = row[g]!;
+  }
+  return out;
+}
