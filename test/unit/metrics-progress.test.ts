@@ -1,0 +1,100 @@
+// Progress in the terminal: lines every few seconds when stderr is not a TTY, JSON lines with
+// --log-format json, a redrawn bar on a TTY. A fake clock drives time; output is checked exactly.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Logger } from '@atlasvae/shared/log';
+import { Progress, formatDuration, renderBar } from '@atlasvae/coordinator/progress';
+
+function sink(isTTY = false): { out: string[]; stream: { isTTY: boolean; columns: number; write(s: string): boolean } } {
+  const out: string[] = [];
+  return { out, stream: { isTTY, columns: 100, write: (s: string) => (out.push(s), true) } };
+}
+
+test('non-TTY: a line every 5 seconds with percent, cells/s and ETA, and a final line', () => {
+  const { out, stream } = sink(false);
+  const logger = new Logger({ sink: stream, now: () => new Date('2026-11-25T10:00:00Z') });
+  let t = 100;
+  const p = new Progress({ totalSteps: 100, totalEpochs: 4, stream, logger, now: () => t });
+  assert.equal(p.mode, 'lines');
+  for (let step = 1; step <= 40; step++) {
+    t += 0.5; // 2 steps/s, 128 cells per step
+    p.update({ cells: 128, epoch: Math.floor((step - 1) / 25), elbo: 2000 - step });
+  }
+  // lines at t=100.5 (first update), 105.5, 110.5, 115.5: every 5 s, not every step
+  assert.equal(out.length, 4);
+  assert.equal(out[3], '10:00:00 INFO  training 31.0% step 31/100 epoch 2/4 256 cells/s ETA 35s elbo 1969.0\n');
+  p.finish();
+  assert.equal(out.length, 5);
+  assert.equal(out[4], '10:00:00 INFO  training done: training 40.0% step 40/100 epoch 2/4 256 cells/s ETA 30s elbo 1960.0\n');
+  p.update({ cells: 1 });
+  assert.equal(out.length, 5, 'nothing after finish');
+});
+
+test('json: progress records with numbers a log collector can graph', () => {
+  const { out, stream } = sink(true);
+  const logger = new Logger({ sink: stream, format: 'json', now: () => new Date('2026-11-25T10:00:00Z') });
+  let t = 0;
+  const p = new Progress({ totalSteps: 10, stream, logger, now: () => t, intervalSeconds: 2 });
+  assert.equal(p.mode, 'json', 'json logs win over a TTY');
+  for (let i = 0; i < 10; i++) {
+    t += 1;
+    p.update({ cells: 100, epoch: 0, elbo: 500 });
+  }
+  p.finish();
+  const recs = out.map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(
+    recs.map((r) => r.step),
+    [1, 3, 5, 7, 9, 10],
+  );
+  assert.deepEqual(recs[2], {
+    time: '2026-11-25T10:00:00.000Z',
+    level: 'info',
+    msg: 'progress',
+    task: 'training',
+    step: 5,
+    totalSteps: 10,
+    percent: 50,
+    epoch: 0,
+    totalEpochs: null,
+    cells: 500,
+    cellsPerSecond: 100,
+    etaSeconds: 5,
+    elapsedSeconds: 5,
+    elbo: 500,
+    validationElbo: null,
+  });
+  assert.equal(recs[5]!.msg, 'progress done');
+  assert.equal(recs[5]!.etaSeconds, 0);
+});
+
+test('TTY: the bar is redrawn in place and log lines do not tear it', () => {
+  const { out, stream } = sink(true);
+  const logger = new Logger({ sink: stream, now: () => new Date('2026-11-25T10:00:00Z') });
+  let t = 0;
+  const p = new Progress({ totalSteps: 4, stream, logger, now: () => t });
+  assert.equal(p.mode, 'bar');
+  t = 1;
+  p.update({ cells: 50 });
+  assert.match(out.at(-1)!, /^\rtraining \[#+\.+\]  25% \| step 1\/4 \| 50\.0 cells\/s \| ETA 3s\x1b\[K$/);
+  logger.warn('worker lost', { worker: 'w1' });
+  assert.deepEqual(out.slice(-3, -1), ['\r\x1b[K', '10:00:00 WARN  worker lost worker=w1\n']);
+  assert.match(out.at(-1)!, /^\rtraining \[/, 'bar drawn again below the log line');
+  t = 2;
+  p.update({ cells: 50 });
+  p.finish();
+  assert.equal(out.at(-1), '\n');
+  logger.info('after');
+  assert.equal(out.at(-1), '10:00:00 INFO  after\n', 'logger restored after finish');
+});
+
+test('bar fits the terminal; durations read naturally', () => {
+  const s = {
+    label: 'training', completedSteps: 7, totalSteps: 10, fraction: 0.7, epoch: 0, totalEpochs: 1, cells: 1,
+    cellsPerSecond: 12345.6, etaSeconds: 4000, elapsedSeconds: 1, elbo: 1, validationElbo: null,
+  };
+  const line = renderBar(s, 80);
+  assert.ok(line.length <= 79, line);
+  assert.match(renderBar(s, 200), /\[#{28}\.{12}\]  70% \| step 7\/10 \| epoch 1\/1 \| 12,346 cells\/s \| ETA 1h06m \| elbo 1\.0$/);
+  assert.equal(formatDuration(75), '1m15s');
+  assert.equal(formatDuration(null), '?');
+});
