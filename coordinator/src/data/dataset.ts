@@ -1,0 +1,311 @@
+// Reading a prepared dataset: the manifest, the train/validation split, and cells by global index
+// served from the shards' record batches through a small LRU cache (memory flat in atlas size).
+// The epoch plan's block shuffle touches a window of ~1,024-cell blocks at a time, so a cache of a
+// few dozen record batches serves a whole window from memory.
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
+import type { CellBatch, CellSource } from '@atlasvae/shared/batch';
+import { recordBatchToCellBatch, recordBatchSourceRows, recordBatchBarcodes, encodeCellBatch, shardSchema } from '@atlasvae/shared/arrowBatch';
+import { manifestProblems, MANIFEST_FILE, type DatasetManifest, type ShardInfo } from '@atlasvae/shared/manifest';
+import { trainValidationSplit } from '@atlasvae/shared/plan';
+import { InputError } from '@atlasvae/shared/errors';
+
+const SHARD_LAYOUT = shardSchema.fields.map((f) => `${f.name}:${String(f.type)}`).join(',');
+
+export interface OpenDatasetOptions {
+  /** hash every shard and compare with the manifest (reads the whole dataset once) */
+  verifyChecksums?: boolean;
+  /** bytes of decoded record batches kept in memory (default 192 MiB) */
+  cacheBytes?: number;
+  /** shard files kept open at once (default 16) */
+  maxOpenShards?: number;
+}
+
+/** One decoded record batch. */
+interface Block {
+  cells: CellBatch;
+  rb: RecordBatch;
+  bytes: number;
+}
+
+interface ShardHandle {
+  reader: Awaited<ReturnType<typeof RecordBatchReader.from>>;
+  /** reads on one handle are serialized: the Arrow file reader seeks then reads */
+  queue: Promise<unknown>;
+}
+
+export interface Dataset {
+  dir: string;
+  manifest: DatasetManifest;
+  /** global indices of training cells, ascending */
+  train: Uint32Array;
+  /** global indices of validation cells, ascending */
+  validation: Uint32Array;
+  source: DatasetSource;
+  close(): Promise<void>;
+}
+
+/** Cells of a prepared dataset by global index. */
+export class DatasetSource implements CellSource {
+  readonly nCells: number;
+  readonly nGenes: number;
+  readonly nBatch: number;
+  private readonly firstCells: Float64Array;
+  private readonly cache = new Map<number, Block>();
+  private cachedBytes = 0;
+  private readonly loading = new Map<number, Promise<Block>>();
+  private readonly handles = new Map<number, Promise<ShardHandle>>();
+  private readonly rbCells: number;
+  /** record batches decoded from disk (for tests and metrics) */
+  blocksRead = 0;
+
+  constructor(readonly dir: string, readonly manifest: DatasetManifest, private readonly o: Required<Pick<OpenDatasetOptions, 'cacheBytes' | 'maxOpenShards'>>) {
+    this.nCells = manifest.nCells;
+    this.nGenes = manifest.nGenes;
+    this.nBatch = manifest.batchCategories.length;
+    this.rbCells = manifest.recordBatchCells;
+    this.firstCells = Float64Array.from(manifest.shards.map((s) => s.firstCell));
+  }
+
+  /** shard holding a global cell index */
+  private shardOf(cell: number): number {
+    let lo = 0, hi = this.firstCells.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.firstCells[mid]! <= cell) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /** key of the record batch holding a cell: shard * 2^20 + batch number */
+  private blockKey(cell: number): number {
+    const s = this.shardOf(cell);
+    return s * 1048576 + Math.floor((cell - this.firstCells[s]!) / this.rbCells);
+  }
+
+  private openShard(s: number): Promise<ShardHandle> {
+    let h = this.handles.get(s);
+    if (h) {
+      // keep recently used handles at the end of the map (LRU order)
+      this.handles.delete(s);
+      this.handles.set(s, h);
+      return h;
+    }
+    const info = this.manifest.shards[s]!;
+    const file = path.join(this.dir, info.file);
+    h = (async () => {
+      let fh: fs.promises.FileHandle;
+      try {
+        fh = await fs.promises.open(file, 'r');
+      } catch (e) {
+        throw new InputError(file, `cannot open shard (${(e as Error).message})`);
+      }
+      try {
+        const reader = await RecordBatchReader.from(fh);
+        await reader.open();
+        if (!reader.isFile() || reader.numRecordBatches !== info.recordBatches) throw new Error(`expected an Arrow file with ${info.recordBatches} record batches`);
+        const names = reader.schema.fields.map((f) => `${f.name}:${String(f.type)}`).join(',');
+        if (names !== SHARD_LAYOUT) throw new Error(`unexpected columns ${names}`);
+        return { reader, queue: Promise.resolve() };
+      } catch (e) {
+        await fh.close().catch(() => undefined);
+        throw new InputError(file, `corrupt shard (${(e as Error).message})`);
+      }
+    })();
+    this.handles.set(s, h);
+    while (this.handles.size > this.o.maxOpenShards) {
+      const [oldest, oh] = this.handles.entries().next().value as [number, Promise<ShardHandle>];
+      this.handles.delete(oldest);
+      void oh.then((x) => x.queue.then(() => x.reader.cancel())).catch(() => undefined);
+    }
+    return h;
+  }
+
+  private async readBlock(key: number): Promise<Block> {
+    const s = Math.floor(key / 1048576);
+    const r = key - s * 1048576;
+    const info: ShardInfo = this.manifest.shards[s]!;
+    const h = await this.openShard(s);
+    const read = h.queue.then(() => h.reader.readRecordBatch(r));
+    h.queue = read.catch(() => undefined);
+    let rb: RecordBatch | null;
+    try {
+      rb = await read;
+    } catch (e) {
+      throw new InputError(path.join(this.dir, info.file), `corrupt record batch ${r} (${(e as Error).message})`);
+    }
+    const expected = Math.min(this.rbCells, info.cells - r * this.rbCells);
+    if (!rb || rb.numRows !== expected) throw new InputError(path.join(this.dir, info.file), `record batch ${r} is missing or has the wrong number of cells`);
+    const cells = recordBatchToCellBatch(rb, this.nGenes);
+    if (cells.cellIndex[0] !== info.firstCell + r * this.rbCells) throw new InputError(path.join(this.dir, info.file), `record batch ${r} starts at the wrong cell`);
+    this.blocksRead++;
+    return { cells, rb, bytes: cells.indices.byteLength * 2 + cells.nCells * 32 };
+  }
+
+  private async block(key: number): Promise<Block> {
+    const hit = this.cache.get(key);
+    if (hit) {
+      this.cache.delete(key);
+      this.cache.set(key, hit);
+      return hit;
+    }
+    let p = this.loading.get(key);
+    if (!p) {
+      p = this.readBlock(key).then((b) => {
+        this.loading.delete(key);
+        this.cache.set(key, b);
+        this.cachedBytes += b.bytes;
+        while (this.cachedBytes > this.o.cacheBytes && this.cache.size > 1) {
+          const [k, old] = this.cache.entries().next().value as [number, Block];
+          this.cache.delete(k);
+          this.cachedBytes -= old.bytes;
+        }
+        return b;
+      }, (e: unknown) => {
+        this.loading.delete(key);
+        throw e;
+      });
+      this.loading.set(key, p);
+    }
+    return p;
+  }
+
+  /** Record batches holding the given cells, keyed as blockKey does. */
+  private async blocksFor(indices: ArrayLike<number>): Promise<{ keys: Float64Array; blocks: Map<number, Block> }> {
+    const keys = new Float64Array(indices.length);
+    const wanted = new Set<number>();
+    for (let i = 0; i < indices.length; i++) {
+      const c = indices[i]!;
+      if (!(c >= 0 && c < this.nCells) || !Number.isInteger(c)) throw new RangeError(`cell index ${c} outside 0..${this.nCells - 1}`);
+      const k = this.blockKey(c);
+      keys[i] = k;
+      wanted.add(k);
+    }
+    const blocks = new Map<number, Block>();
+    await Promise.all([...wanted].map(async (k) => blocks.set(k, await this.block(k))));
+    return { keys, blocks };
+  }
+
+  /** Cells in the order asked. */
+  async getCells(indices: ArrayLike<number>): Promise<CellBatch> {
+    const { keys, blocks } = await this.blocksFor(indices);
+    const n = indices.length;
+    const rowOf = new Int32Array(n);
+    const from: CellBatch[] = new Array(n);
+    const indptr = new Int32Array(n + 1);
+    let nnz = 0;
+    for (let i = 0; i < n; i++) {
+      const b = blocks.get(keys[i]!)!.cells;
+      const r = indices[i]! - b.cellIndex[0]!;
+      from[i] = b;
+      rowOf[i] = r;
+      nnz += b.indptr[r + 1]! - b.indptr[r]!;
+      indptr[i + 1] = nnz;
+    }
+    const out: CellBatch = {
+      nCells: n, nGenes: this.nGenes, indptr,
+      indices: new Int32Array(nnz), counts: new Float32Array(nnz),
+      library: new Float32Array(n), batch: new Int32Array(n), label: new Int32Array(n), cellIndex: new Uint32Array(n),
+    };
+    for (let i = 0; i < n; i++) {
+      const b = from[i]!;
+      const r = rowOf[i]!;
+      const s = b.indptr[r]!, e = b.indptr[r + 1]!;
+      out.indices.set(b.indices.subarray(s, e), indptr[i]!);
+      out.counts.set(b.counts.subarray(s, e), indptr[i]!);
+      out.library[i] = b.library[r]!;
+      out.batch[i] = b.batch[r]!;
+      out.label[i] = b.label[r]!;
+      out.cellIndex[i] = b.cellIndex[r]!;
+    }
+    return out;
+  }
+
+  /** The wire form of a microbatch: Arrow IPC stream bytes of `getCells(indices)`. */
+  async getCellsArrow(indices: ArrayLike<number>): Promise<Uint8Array> {
+    return encodeCellBatch(await this.getCells(indices));
+  }
+
+  /** Source-file row and barcode of each cell, in the order asked (for writing results back). */
+  async getSourceRows(indices: ArrayLike<number>): Promise<{ sourceRow: Uint32Array; barcodes: string[] }> {
+    const { keys, blocks } = await this.blocksFor(indices);
+    const sourceRow = new Uint32Array(indices.length);
+    const barcodes: string[] = new Array(indices.length);
+    const decoded = new Map<number, { rows: Uint32Array; codes: string[] }>();
+    for (let i = 0; i < indices.length; i++) {
+      const k = keys[i]!;
+      let d = decoded.get(k);
+      const blk = blocks.get(k)!;
+      if (!d) {
+        d = { rows: recordBatchSourceRows(blk.rb), codes: recordBatchBarcodes(blk.rb) };
+        decoded.set(k, d);
+      }
+      const r = indices[i]! - blk.cells.cellIndex[0]!;
+      sourceRow[i] = d.rows[r]!;
+      barcodes[i] = d.codes[r]!;
+    }
+    return { sourceRow, barcodes };
+  }
+
+  async close(): Promise<void> {
+    const hs = [...this.handles.values()];
+    this.handles.clear();
+    this.cache.clear();
+    this.cachedBytes = 0;
+    for (const h of hs) {
+      try {
+        const x = await h;
+        await x.queue;
+        await x.reader.cancel();
+      } catch { /* failed opens have nothing to close */ }
+    }
+  }
+}
+
+/** sha256 of a file, streamed. */
+export async function sha256File(file: string): Promise<string> {
+  const hash = crypto.createHash('sha256');
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Reads and validates manifest.json of a dataset folder. */
+export function readManifest(dir: string): DatasetManifest {
+  const file = path.join(dir, MANIFEST_FILE);
+  if (!fs.existsSync(dir)) throw new InputError(dir, 'no such dataset folder');
+  if (!fs.existsSync(file)) throw new InputError(dir, `not a prepared dataset (no ${MANIFEST_FILE}); run \`atlasvae prepare\` or \`atlasvae simulate\` first`);
+  let m: unknown;
+  try {
+    m = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new InputError(file, `not valid JSON (${(e as Error).message})`);
+  }
+  const problems = manifestProblems(m);
+  if (problems.length > 0) throw new InputError(file, problems.join('; '));
+  return m as DatasetManifest;
+}
+
+/** Opens a prepared dataset: manifest, split, and a cell source over its shards. */
+export async function openDataset(dir: string, o: OpenDatasetOptions = {}): Promise<Dataset> {
+  const manifest = readManifest(dir);
+  for (const s of manifest.shards) {
+    const file = path.join(dir, s.file);
+    let size: number;
+    try {
+      size = fs.statSync(file).size;
+    } catch {
+      throw new InputError(file, 'shard listed in the manifest is missing');
+    }
+    if (size !== s.bytes) throw new InputError(file, `shard has ${size} bytes, the manifest says ${s.bytes} (truncated or replaced)`);
+    if (o.verifyChecksums) {
+      const h = await sha256File(file);
+      if (h !== s.sha256) throw new InputError(file, 'sha256 does not match the manifest (corrupt shard)');
+    }
+  }
+  const { train, validation } = trainValidationSplit(manifest.nCells, manifest.split.seed, manifest.split.trainFraction);
+  const source = new DatasetSource(dir, manifest, { cacheBytes: o.cacheBytes ?? 192 * 1048576, maxOpenShards: o.maxOpenShards ?? 16 });
+  return { dir, manifest, train, validation, source, close: () => source.close() };
+}

@@ -1,0 +1,232 @@
+// The Arrow form of a CellBatch: one row per cell (global index, sparse gene indices and counts,
+// library size, batch and label codes). The same schema is used for minibatch messages on the
+// wire (Arrow IPC stream bytes) and, with two extra columns (source row, barcode), for the
+// record batches of a prepared dataset's shard files.
+//
+// Vectors are built straight from the batch's typed arrays (makeData), and decoding returns
+// views into the message bytes where Arrow's alignment allows, so there are no per-cell objects.
+import {
+  Field, Schema, List, Int32, Uint32, Float32, Utf8, Struct,
+  makeData, RecordBatch, RecordBatchStreamWriter, RecordBatchReader, type Data,
+} from 'apache-arrow';
+import type { CellBatch } from './batch.js';
+
+export const COL = {
+  cell: 'cell',
+  genes: 'genes',
+  counts: 'counts',
+  library: 'library',
+  batch: 'batch',
+  label: 'label',
+  sourceRow: 'source_row',
+  barcode: 'barcode',
+} as const;
+
+const int32 = new Int32();
+const float32 = new Float32();
+const uint32 = new Uint32();
+const genesType = new List(new Field('item', int32, false));
+const countsType = new List(new Field('item', float32, false));
+
+const wireFields = [
+  new Field(COL.cell, uint32, false),
+  new Field(COL.genes, genesType, false),
+  new Field(COL.counts, countsType, false),
+  new Field(COL.library, float32, false),
+  new Field(COL.batch, int32, false),
+  new Field(COL.label, int32, false),
+];
+
+/** Minibatch messages: the CellBatch fields. */
+export const cellBatchSchema = new Schema(wireFields);
+/** Shard record batches: plus the cell's row in the source file and its barcode. */
+export const shardSchema = new Schema([...wireFields, new Field(COL.sourceRow, uint32, false), new Field(COL.barcode, new Utf8(), false)]);
+
+/** Per-cell columns a shard stores beyond the CellBatch. */
+export interface ShardExtra {
+  sourceRow: Uint32Array;
+  barcodes: readonly string[];
+}
+
+function columnData(b: CellBatch): Data[] {
+  const n = b.nCells;
+  const nnz = b.indptr[n]! - b.indptr[0]!;
+  let offsets = b.indptr;
+  let indices = b.indices;
+  let counts = b.counts;
+  if (b.indptr[0] !== 0) {
+    // a batch whose rows start inside its arrays: rebase so offsets start at 0
+    const base = b.indptr[0]!;
+    offsets = new Int32Array(n + 1);
+    for (let i = 0; i <= n; i++) offsets[i] = b.indptr[i]! - base;
+    indices = b.indices.subarray(base, base + nnz);
+    counts = b.counts.subarray(base, base + nnz);
+  } else if (indices.length !== nnz) {
+    indices = indices.subarray(0, nnz);
+    counts = counts.subarray(0, nnz);
+  }
+  return [
+    makeData({ type: uint32, length: n, nullCount: 0, data: b.cellIndex }),
+    makeData({ type: genesType, length: n, nullCount: 0, valueOffsets: offsets, child: makeData({ type: int32, length: nnz, nullCount: 0, data: indices }) }),
+    // a separate offsets array: Arrow's writer merges overlapping views of one buffer when joining output chunks
+    makeData({ type: countsType, length: n, nullCount: 0, valueOffsets: offsets.slice(), child: makeData({ type: float32, length: nnz, nullCount: 0, data: counts }) }),
+    makeData({ type: float32, length: n, nullCount: 0, data: b.library }),
+    makeData({ type: int32, length: n, nullCount: 0, data: b.batch }),
+    makeData({ type: int32, length: n, nullCount: 0, data: b.label }),
+  ];
+}
+
+const utf8Encoder = new TextEncoder();
+
+function utf8Data(strings: readonly string[]): Data<Utf8> {
+  const parts = strings.map((s) => utf8Encoder.encode(s));
+  const offsets = new Int32Array(strings.length + 1);
+  for (let i = 0; i < parts.length; i++) offsets[i + 1] = offsets[i]! + parts[i]!.length;
+  const bytes = new Uint8Array(offsets[strings.length]!);
+  for (let i = 0; i < parts.length; i++) bytes.set(parts[i]!, offsets[i]!);
+  return makeData({ type: new Utf8(), length: strings.length, nullCount: 0, valueOffsets: offsets, data: bytes });
+}
+
+/** A record batch of the wire schema, or of the shard schema when `extra` is given. */
+export function cellBatchToRecordBatch(b: CellBatch, extra?: ShardExtra): RecordBatch {
+  const children = columnData(b);
+  let schema = cellBatchSchema;
+  if (extra) {
+    if (extra.sourceRow.length !== b.nCells || extra.barcodes.length !== b.nCells) throw new Error('shard extra columns must have one value per cell');
+    children.push(makeData({ type: uint32, length: b.nCells, nullCount: 0, data: extra.sourceRow }), utf8Data(extra.barcodes));
+    schema = shardSchema;
+  }
+  const data = makeData({ type: new Struct(schema.fields), length: b.nCells, nullCount: 0, children });
+  return new RecordBatch(schema, data);
+}
+
+/** Arrow IPC stream bytes (one record batch) of a minibatch. */
+export function encodeCellBatch(b: CellBatch): Uint8Array {
+  const writer = new RecordBatchStreamWriter();
+  writer.write(cellBatchToRecordBatch(b));
+  writer.finish();
+  return writer.toUint8Array(true);
+}
+
+/** Thrown for Arrow bytes that are not a valid cell batch. */
+export class CellBatchFormatError extends Error {
+  constructor(problem: string) {
+    super(`invalid cell batch: ${problem}`);
+    this.name = 'CellBatchFormatError';
+  }
+}
+
+function child(rb: RecordBatch, name: string): Data {
+  const idx = rb.schema.fields.findIndex((f) => f.name === name);
+  if (idx < 0) throw new CellBatchFormatError(`missing column "${name}"`);
+  return rb.data.children[idx]!;
+}
+
+function values<T extends Int32Array | Uint32Array | Float32Array>(d: Data, ctor: { new (n: number): T; BYTES_PER_ELEMENT: number }, name: string, n: number): T {
+  const v = d.values as unknown;
+  if (!(v instanceof ctor)) throw new CellBatchFormatError(`column "${name}" has the wrong type`);
+  const arr = v as T;
+  const start = d.offset;
+  if (arr.length < start + n) throw new CellBatchFormatError(`column "${name}" is too short`);
+  return (start === 0 && arr.length === n ? arr : arr.subarray(start, start + n)) as T;
+}
+
+/** The CellBatch held by a record batch of either schema (views where possible). */
+export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number): CellBatch {
+  const n = rb.numRows;
+  const g = child(rb, COL.genes);
+  const c = child(rb, COL.counts);
+  const go = g.valueOffsets as unknown;
+  const co = c.valueOffsets as unknown;
+  if (!(go instanceof Int32Array) || !(co instanceof Int32Array) || !g.children[0] || !c.children[0]) throw new CellBatchFormatError('genes and counts must be List<Int32> and List<Float32>');
+  let indptr = (go as Int32Array).subarray(g.offset, g.offset + n + 1);
+  const cOff = (co as Int32Array).subarray(c.offset, c.offset + n + 1);
+  if (indptr.length !== n + 1) throw new CellBatchFormatError('genes offsets are too short');
+  for (let i = 0; i <= n; i++) if (indptr[i] !== cOff[i]) throw new CellBatchFormatError('genes and counts have different row lengths');
+  const base = indptr[0]!;
+  const nnz = indptr[n]! - base;
+  const gi = g.children[0].values as unknown;
+  const cv = c.children[0].values as unknown;
+  if (!(gi instanceof Int32Array) || !(cv instanceof Float32Array)) throw new CellBatchFormatError('genes and counts must be List<Int32> and List<Float32>');
+  const giOff = g.children[0].offset, cvOff = c.children[0].offset;
+  if ((gi as Int32Array).length < giOff + base + nnz || (cv as Float32Array).length < cvOff + base + nnz) throw new CellBatchFormatError('list values are too short');
+  const indices = (gi as Int32Array).subarray(giOff + base, giOff + base + nnz);
+  const counts = (cv as Float32Array).subarray(cvOff + base, cvOff + base + nnz);
+  if (base !== 0) {
+    const re = new Int32Array(n + 1);
+    for (let i = 0; i <= n; i++) re[i] = indptr[i]! - base;
+    indptr = re;
+  }
+  for (let i = 0; i < n; i++) if (indptr[i + 1]! < indptr[i]!) throw new CellBatchFormatError('row offsets decrease');
+  for (let k = 0; k < nnz; k++) {
+    const x = indices[k]!;
+    if (x < 0 || x >= nGenes) throw new CellBatchFormatError(`gene index ${x} outside 0..${nGenes - 1}`);
+  }
+  return {
+    nCells: n,
+    nGenes,
+    indptr,
+    indices,
+    counts,
+    library: values(child(rb, COL.library), Float32Array, COL.library, n),
+    batch: values(child(rb, COL.batch), Int32Array, COL.batch, n),
+    label: values(child(rb, COL.label), Int32Array, COL.label, n),
+    cellIndex: values(child(rb, COL.cell), Uint32Array, COL.cell, n),
+  };
+}
+
+/** Source rows of a shard record batch. */
+export function recordBatchSourceRows(rb: RecordBatch): Uint32Array {
+  return values(child(rb, COL.sourceRow), Uint32Array, COL.sourceRow, rb.numRows);
+}
+
+/** Barcodes of a shard record batch. */
+export function recordBatchBarcodes(rb: RecordBatch): string[] {
+  const d = child(rb, COL.barcode);
+  const offs = d.valueOffsets as Int32Array;
+  const bytes = d.values as Uint8Array;
+  const dec = new TextDecoder();
+  const out: string[] = [];
+  for (let i = 0; i < rb.numRows; i++) out.push(dec.decode(bytes.subarray(offs[d.offset + i]!, offs[d.offset + i + 1]!)));
+  return out;
+}
+
+/** A minibatch from Arrow IPC stream bytes; throws CellBatchFormatError on anything malformed. */
+export function decodeCellBatch(bytes: Uint8Array, nGenes: number): CellBatch {
+  let batches: RecordBatch[];
+  try {
+    const reader = RecordBatchReader.from(bytes);
+    batches = [...reader];
+  } catch (e) {
+    throw new CellBatchFormatError(`not an Arrow IPC stream (${(e as Error).message})`);
+  }
+  if (batches.length === 0) throw new CellBatchFormatError('no record batch');
+  const parts = batches.map((rb) => recordBatchToCellBatch(rb, nGenes));
+  return parts.length === 1 ? parts[0]! : concatCellBatches(parts);
+}
+
+/** Cells of several batches, in order, as one batch. */
+export function concatCellBatches(parts: CellBatch[]): CellBatch {
+  const nGenes = parts[0]!.nGenes;
+  const n = parts.reduce((s, p) => s + p.nCells, 0);
+  const nnz = parts.reduce((s, p) => s + p.indptr[p.nCells]!, 0);
+  const out: CellBatch = {
+    nCells: n, nGenes,
+    indptr: new Int32Array(n + 1), indices: new Int32Array(nnz), counts: new Float32Array(nnz),
+    library: new Float32Array(n), batch: new Int32Array(n), label: new Int32Array(n), cellIndex: new Uint32Array(n),
+  };
+  let row = 0, at = 0;
+  for (const p of parts) {
+    const pn = p.indptr[p.nCells]!;
+    out.indices.set(p.indices.subarray(0, pn), at);
+    out.counts.set(p.counts.subarray(0, pn), at);
+    for (let i = 1; i <= p.nCells; i++) out.indptr[row + i] = at + p.indptr[i]!;
+    out.library.set(p.library, row);
+    out.batch.set(p.batch, row);
+    out.label.set(p.label, row);
+    out.cellIndex.set(p.cellIndex, row);
+    row += p.nCells;
+    at += pn;
+  }
+  return out;
+}
