@@ -3,4 +3,8 @@ import type { Argv } from 'yargs';
 
 export type CommandModule = (y: Argv) => Argv;
 
-export const commands: CommandModule[] = [];
+import { simulateCommand } from './simulate.js';
+
+export const commands: CommandModule[] = [
+  simulateCommand,
+];

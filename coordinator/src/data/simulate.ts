@@ -73,14 +73,16 @@ export function simulationModel(o: SimulationOptions): SimulationModel {
       return p;
     }),
   );
-  const width = String(G - 1).length;
+  return { o, ...simulatedNames(o), profiles, theta };
+}
+
+/** Gene, batch and cell-type names of a simulated atlas. */
+export function simulatedNames(o: Pick<SimulationOptions, 'genes' | 'batches' | 'cellTypes'>): { genes: string[]; batchNames: string[]; typeNames: string[] } {
+  const width = String(o.genes - 1).length;
   return {
-    o,
-    genes: Array.from({ length: G }, (_, g) => `Gene${String(g).padStart(width, '0')}`),
+    genes: Array.from({ length: o.genes }, (_, g) => `Gene${String(g).padStart(width, '0')}`),
     batchNames: Array.from({ length: o.batches }, (_, b) => `batch${b}`),
     typeNames: Array.from({ length: o.cellTypes }, (_, t) => `type${t}`),
-    profiles,
-    theta,
   };
 }
 

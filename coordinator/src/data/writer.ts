@@ -186,6 +186,7 @@ export class DatasetWriter {
       ...rest,
     };
     fs.writeFileSync(path.join(this.tmpDir, MANIFEST_FILE), JSON.stringify(manifest, null, 1));
+    fs.chmodSync(this.tmpDir, 0o755); // mkdtemp makes it private
     let old: string | null = null;
     if (fs.existsSync(this.outDir)) {
       old = `${this.tmpDir}.old`;
