@@ -1,0 +1,106 @@
+// The coordinator's WebSocket endpoint: TLS when given a certificate, token check and protocol
+// version check at the HTTP upgrade (refused before any WebSocket exists), maxPayload sized from
+// the model, heartbeats, and a per-connection hello handshake. Every violation closes only the
+// offending connection, with a logged reason.
+
+import http from 'node:http';
+import https from 'node:https';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, WebSocket } from 'ws';
+import { tokenChecker } from '@atlasvae/shared/protocol/auth';
+import { PROTOCOL_HEADER, PROTOCOL_VERSION, TOKEN_HEADER, CLOSE } from '@atlasvae/shared/protocol/messages';
+import { MAX_HEADER_BYTES } from '@atlasvae/shared/protocol/frame';
+import type { RejectReason } from './events.js';
+
+export interface EndpointOptions {
+  host: string;
+  port: number;
+  token: string | null;
+  tls: { cert: string | Buffer; key: string | Buffer } | null;
+  /** largest message a worker may send (a result: header + gradient + BN statistics) */
+  maxPayload: number;
+  heartbeatMs: number;
+}
+
+export interface EndpointHandlers {
+  open(ws: WebSocket, remote: string): void;
+  rejected(reason: RejectReason, detail: string, remote: string): void;
+}
+
+export function maxWorkerPayload(paramLength: number, bnLength: number): number {
+  return 8 + MAX_HEADER_BYTES + 4 * (paramLength + bnLength);
+}
+
+function refuse(socket: Duplex, status: number, text: string, body: string): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+}
+
+export class Endpoint {
+  private readonly server: http.Server | https.Server;
+  private readonly wss: WebSocketServer;
+  private readonly alive = new WeakMap<WebSocket, boolean>();
+  private heartbeat: NodeJS.Timeout | null = null;
+  readonly url: Promise<string>;
+
+  constructor(private readonly opts: EndpointOptions, private readonly handlers: EndpointHandlers) {
+    const check = opts.token ? tokenChecker(opts.token) : null;
+    const onRequest = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
+      res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
+      res.end('atlasvae coordinator: connect with `atlasvae worker --connect ws://host:port`\n');
+    };
+    this.server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) : http.createServer(onRequest);
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload, perMessageDeflate: false, clientTracking: true });
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      const remote = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
+      socket.on('error', () => undefined);
+      if (check && !check(req.headers[TOKEN_HEADER])) {
+        handlers.rejected('bad-token', 'missing or wrong token', remote);
+        return refuse(socket, 401, 'Unauthorized', 'wrong or missing token (set --token or ATLASVAE_TOKEN to the coordinator\'s)');
+      }
+      const pv = req.headers[PROTOCOL_HEADER];
+      if (pv !== undefined && pv !== String(PROTOCOL_VERSION)) {
+        handlers.rejected('bad-protocol-version', `protocol ${String(pv)}`, remote);
+        return refuse(socket, 426, 'Upgrade Required', `this coordinator speaks protocol ${PROTOCOL_VERSION}, the worker ${String(pv)}: use the same atlasvae version`);
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        this.alive.set(ws, true);
+        ws.on('pong', () => this.alive.set(ws, true));
+        handlers.open(ws, remote);
+      });
+    });
+    this.server.on('clientError', (_err, socket) => socket.destroy());
+    this.url = new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(opts.port, opts.host, () => {
+        const a = this.server.address();
+        const port = typeof a === 'object' && a ? a.port : opts.port;
+        const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+        resolve(`${opts.tls ? 'wss' : 'ws'}://${host}:${port}`);
+      });
+    });
+    this.heartbeat = setInterval(() => this.beat(), opts.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  /** Terminate connections that did not answer the previous ping. */
+  private beat(): void {
+    for (const ws of this.wss.clients) {
+      if (this.alive.get(ws) === false) {
+        this.handlers.rejected('heartbeat-timeout', 'no pong', '');
+        ws.terminate();
+        continue;
+      }
+      this.alive.set(ws, false);
+      ws.ping();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    for (const ws of this.wss.clients) ws.close(CLOSE.goingAway, 'coordinator shutting down');
+    await new Promise<void>((r) => setTimeout(r, 50));
+    for (const ws of this.wss.clients) ws.terminate();
+    await new Promise<void>((r) => this.wss.close(() => r()));
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}

@@ -1,0 +1,77 @@
+// Wire framing: one WebSocket binary message = a msgpack header plus an optional raw payload.
+//
+//   0      4          4+H        P (= 4+H rounded up to a multiple of 8)
+//   | u32 H | msgpack  | zero pad | payload bytes (Float32 values or Arrow IPC) … end |
+//
+// The payload starts at an 8-byte aligned offset so the receiver can view it as a Float32Array
+// without copying whenever the message buffer itself is aligned (it is for fresh allocations).
+
+import { Packr, Unpackr } from 'msgpackr';
+
+/** Headers are small; anything larger is refused before decoding. */
+export const MAX_HEADER_BYTES = 64 * 1024;
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+const unpackr = new Unpackr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+
+export class FrameError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FrameError';
+  }
+}
+
+function payloadOffset(headerBytes: number): number {
+  return (4 + headerBytes + 7) & ~7;
+}
+
+/** Build one frame: header, padding, then each payload part in order (a single copy of each). */
+export function encodeFrame(header: object, ...payload: ArrayBufferView[]): Buffer {
+  const head = packr.pack(header);
+  const start = payloadOffset(head.byteLength);
+  let total = start;
+  for (const p of payload) total += p.byteLength;
+  const out = Buffer.allocUnsafeSlow(total);
+  out.writeUInt32LE(head.byteLength, 0);
+  head.copy(out, 4);
+  out.fill(0, 4 + head.byteLength, start);
+  let pos = start;
+  for (const p of payload) {
+    out.set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength), pos);
+    pos += p.byteLength;
+  }
+  return out;
+}
+
+export interface DecodedFrame {
+  /** the decoded msgpack header, not yet validated */
+  header: unknown;
+  /** the payload bytes (a view into the message, no copy) */
+  payload: Uint8Array;
+}
+
+/** Split a frame into header and payload; throws FrameError on anything malformed. */
+export function decodeFrame(data: Uint8Array): DecodedFrame {
+  if (data.byteLength < 5) throw new FrameError(`frame of ${data.byteLength} bytes is too short`);
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const h = view.getUint32(0, true);
+  if (h === 0 || h > MAX_HEADER_BYTES) throw new FrameError(`header length ${h} is out of range`);
+  const start = payloadOffset(h);
+  if (4 + h > data.byteLength || start > data.byteLength) throw new FrameError(`header length ${h} exceeds the ${data.byteLength}-byte frame`);
+  let header: unknown;
+  try {
+    header = unpackr.unpack(data.subarray(4, 4 + h));
+  } catch (e) {
+    throw new FrameError(`header is not valid msgpack (${(e as Error).message})`);
+  }
+  return { header, payload: data.subarray(start) };
+}
+
+/** The payload as Float32 values: a view when aligned, otherwise one copy. */
+export function payloadAsFloat32(payload: Uint8Array): Float32Array {
+  if (payload.byteLength % 4 !== 0) throw new FrameError(`payload of ${payload.byteLength} bytes is not a whole number of float32 values`);
+  if (payload.byteOffset % 4 === 0) return new Float32Array(payload.buffer, payload.byteOffset, payload.byteLength / 4);
+  const out = new Float32Array(payload.byteLength / 4);
+  new Uint8Array(out.buffer).set(payload);
+  return out;
+}

@@ -1,0 +1,172 @@
+// The coordinator ⇄ worker messages. Each is a msgpack header (below) plus a typed payload:
+//
+//   worker → coordinator
+//     hello   {protocol, backend, name, pid}                         no payload
+//     result  {version, step, microbatch, nCells, …loss sums, computeMs, gradLength, bnLength}
+//                                                                    Float32[gradLength + bnLength]: gradient, then BN stats
+//     failure {version, step, microbatch, message}                   no payload
+//   coordinator → worker
+//     welcome {protocol, workerId, modelConfig, seed, paramLength, bnLength, maxWorkBytes}
+//     params  {version}                                             Float32[paramLength]
+//     work    {version, step, epoch, microbatch, nCells, klWeight}  Arrow IPC bytes of the microbatch
+//     done    {reason}                                              no payload
+//
+// `version` is the parameter version: the number of optimizer steps applied so far. `step` is the
+// global step the microbatch belongs to (equal to the version it must be computed with).
+
+import type { ModelConfig } from '../config.js';
+
+/** Bumped on any incompatible change to the messages below. */
+export const PROTOCOL_VERSION = 1;
+
+/** HTTP headers of the WebSocket upgrade request. */
+export const TOKEN_HEADER = 'authorization';
+export const PROTOCOL_HEADER = 'x-atlasvae-protocol';
+
+export interface HelloMsg { type: 'hello'; protocol: number; backend: string; name: string; pid: number }
+export interface ResultMsg {
+  type: 'result';
+  version: number;
+  step: number;
+  microbatch: number;
+  nCells: number;
+  reconstructionSum: number;
+  klSum: number;
+  lossSum: number;
+  computeMs: number;
+  gradLength: number;
+  bnLength: number;
+}
+export interface FailureMsg { type: 'failure'; version: number; step: number; microbatch: number; message: string }
+export type WorkerMessage = HelloMsg | ResultMsg | FailureMsg;
+
+export interface WelcomeMsg {
+  type: 'welcome';
+  protocol: number;
+  workerId: number;
+  modelConfig: ModelConfig;
+  seed: number;
+  paramLength: number;
+  bnLength: number;
+  /** largest work payload the coordinator will send (the worker sizes its maxPayload from it) */
+  maxWorkBytes: number;
+}
+export interface ParamsMsg { type: 'params'; version: number }
+export interface WorkMsg { type: 'work'; version: number; step: number; epoch: number; microbatch: number; nCells: number; klWeight: number }
+export interface DoneMsg { type: 'done'; reason: string }
+export type CoordinatorMessage = WelcomeMsg | ParamsMsg | WorkMsg | DoneMsg;
+
+/** A message that failed validation; `reason` is short and safe to log and to send as a close reason. */
+export class ProtocolError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = 'ProtocolError';
+  }
+}
+
+type Kind = 'int' | 'num' | 'str' | 'obj';
+type Schema = Record<string, Kind>;
+
+const SCHEMAS: Record<string, Schema> = {
+  hello: { protocol: 'int', backend: 'str', name: 'str', pid: 'int' },
+  result: {
+    version: 'int', step: 'int', microbatch: 'int', nCells: 'int',
+    reconstructionSum: 'num', klSum: 'num', lossSum: 'num', computeMs: 'num', gradLength: 'int', bnLength: 'int',
+  },
+  failure: { version: 'int', step: 'int', microbatch: 'int', message: 'str' },
+  welcome: { protocol: 'int', workerId: 'int', modelConfig: 'obj', seed: 'int', paramLength: 'int', bnLength: 'int', maxWorkBytes: 'int' },
+  params: { version: 'int' },
+  work: { version: 'int', step: 'int', epoch: 'int', microbatch: 'int', nCells: 'int', klWeight: 'num' },
+  done: { reason: 'str' },
+};
+
+const WORKER_TYPES = new Set(['hello', 'result', 'failure']);
+const COORDINATOR_TYPES = new Set(['welcome', 'params', 'work', 'done']);
+const MAX_STRING = 1024;
+
+function checkFields(h: Record<string, unknown>, schema: Schema): void {
+  for (const [k, kind] of Object.entries(schema)) {
+    const v = h[k];
+    switch (kind) {
+      case 'int':
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new ProtocolError(`${h.type}.${k} must be a non-negative integer`);
+        break;
+      case 'num':
+        if (typeof v !== 'number' || !Number.isFinite(v)) throw new ProtocolError(`${h.type}.${k} must be a finite number`);
+        break;
+      case 'str':
+        if (typeof v !== 'string' || v.length > MAX_STRING) throw new ProtocolError(`${h.type}.${k} must be a string of at most ${MAX_STRING} characters`);
+        break;
+      case 'obj':
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ProtocolError(`${h.type}.${k} must be an object`);
+        break;
+    }
+  }
+}
+
+function checkShape(header: unknown, allowed: Set<string>): Record<string, unknown> {
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new ProtocolError('header is not a map');
+  const h = header as Record<string, unknown>;
+  if (typeof h.type !== 'string' || !allowed.has(h.type)) throw new ProtocolError(`unknown message type ${JSON.stringify(String(h.type)).slice(0, 40)}`);
+  checkFields(h, SCHEMAS[h.type]!);
+  return h;
+}
+
+/** Sizes a worker's messages must match: derived from the model being trained. */
+export interface ExpectedSizes {
+  paramLength: number;
+  bnLength: number;
+}
+
+/** Validate a worker → coordinator message (header and payload size). */
+export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes: ExpectedSizes): WorkerMessage {
+  const h = checkShape(header, WORKER_TYPES);
+  switch (h.type) {
+    case 'result': {
+      const r = h as unknown as ResultMsg;
+      if (r.gradLength !== sizes.paramLength) throw new ProtocolError(`result.gradLength ${r.gradLength} != model parameter count ${sizes.paramLength}`);
+      if (r.bnLength !== sizes.bnLength) throw new ProtocolError(`result.bnLength ${r.bnLength} != model BatchNorm statistics count ${sizes.bnLength}`);
+      if (r.nCells === 0) throw new ProtocolError('result.nCells must be positive');
+      const want = 4 * (r.gradLength + r.bnLength);
+      if (payloadBytes !== want) throw new ProtocolError(`result payload is ${payloadBytes} bytes, expected ${want}`);
+      return r;
+    }
+    default:
+      if (payloadBytes !== 0) throw new ProtocolError(`${h.type} carries an unexpected ${payloadBytes}-byte payload`);
+      return h as unknown as WorkerMessage;
+  }
+}
+
+/** Validate a coordinator → worker message. `sizes` is null before the welcome. */
+export function parseCoordinatorMessage(header: unknown, payloadBytes: number, sizes: ExpectedSizes | null): CoordinatorMessage {
+  const h = checkShape(header, COORDINATOR_TYPES);
+  switch (h.type) {
+    case 'welcome':
+      if (payloadBytes !== 0) throw new ProtocolError('welcome carries an unexpected payload');
+      return h as unknown as WelcomeMsg;
+    case 'params':
+      if (!sizes) throw new ProtocolError('params before welcome');
+      if (payloadBytes !== 4 * sizes.paramLength) throw new ProtocolError(`params payload is ${payloadBytes} bytes, expected ${4 * sizes.paramLength}`);
+      return h as unknown as ParamsMsg;
+    case 'work':
+      if (!sizes) throw new ProtocolError('work before welcome');
+      if (payloadBytes === 0) throw new ProtocolError('work without a microbatch payload');
+      return h as unknown as WorkMsg;
+    default:
+      if (payloadBytes !== 0) throw new ProtocolError(`${h.type} carries an unexpected payload`);
+      return h as unknown as CoordinatorMessage;
+  }
+}
+
+/** Close codes used on protocol violations (RFC 6455 ranges; 4000+ are application defined). */
+export const CLOSE = {
+  normal: 1000,
+  goingAway: 1001,
+  protocolError: 1002,
+  unsupported: 1003,
+  policyViolation: 1008,
+  tooBig: 1009,
+  badVersion: 4001,
+  timeout: 4002,
+  replaced: 4003,
+} as const;

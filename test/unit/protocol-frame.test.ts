@@ -1,0 +1,81 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError, MAX_HEADER_BYTES } from '@atlasvae/shared/protocol/frame';
+import { parseWorkerMessage, parseCoordinatorMessage, ProtocolError, PROTOCOL_VERSION } from '@atlasvae/shared/protocol/messages';
+import { tokenChecker, bearer } from '@atlasvae/shared/protocol/auth';
+import { Rng } from '@atlasvae/shared/rng';
+
+const sizes = { paramLength: 1000, bnLength: 8 };
+
+test('a result frame round-trips: header, and the gradient as an aligned Float32 view', () => {
+  const grad = new Float32Array(1000).map((_, i) => i * 0.5 - 3);
+  const bn = new Float32Array(8).fill(2);
+  const hdr = { type: 'result', version: 7, step: 7, microbatch: 2, nCells: 128, reconstructionSum: 1.5, klSum: 0.25, lossSum: 1.6, computeMs: 3, gradLength: 1000, bnLength: 8 };
+  const frame = encodeFrame(hdr, grad, bn);
+  const { header, payload } = decodeFrame(frame);
+  const msg = parseWorkerMessage(header, payload.byteLength, sizes);
+  assert.equal(msg.type, 'result');
+  assert.deepEqual(header, hdr);
+  const f = payloadAsFloat32(payload);
+  assert.equal(f.buffer, frame.buffer, 'payload is viewed in place, not copied');
+  assert.deepEqual(f.subarray(0, 1000), grad);
+  assert.deepEqual(f.subarray(1000), bn);
+  // an unaligned copy of the same bytes still decodes (with one copy)
+  const shifted = new Uint8Array(frame.byteLength + 1);
+  shifted.set(frame, 1);
+  const d2 = decodeFrame(shifted.subarray(1));
+  assert.deepEqual(payloadAsFloat32(d2.payload).subarray(0, 1000), grad);
+});
+
+test('malformed frames and messages are refused with a reason', () => {
+  assert.throws(() => decodeFrame(new Uint8Array(3)), FrameError);
+  const big = Buffer.alloc(16);
+  big.writeUInt32LE(MAX_HEADER_BYTES + 1, 0);
+  assert.throws(() => decodeFrame(big), /out of range/);
+  const over = Buffer.alloc(16);
+  over.writeUInt32LE(100, 0);
+  assert.throws(() => decodeFrame(over), /exceeds/);
+  const notMsgpack = Buffer.from([4, 0, 0, 0, 0xc1, 0xc1, 0xc1, 0xc1]);
+  assert.throws(() => decodeFrame(notMsgpack), FrameError);
+  const bad = (h: unknown, n = 0): RegExp | void => void assert.throws(() => parseWorkerMessage(h, n, sizes), ProtocolError);
+  bad(null); bad([1, 2]); bad({ type: 'nope' }); bad({ type: 'welcome' });
+  bad({ type: 'hello', protocol: PROTOCOL_VERSION, backend: 'wasm', name: 'x' }); // pid missing
+  bad({ type: 'hello', protocol: -1, backend: 'wasm', name: 'x', pid: 1 });
+  bad({ type: 'hello', protocol: 1, backend: 'x'.repeat(5000), name: 'x', pid: 1 });
+  bad({ type: 'hello', protocol: 1, backend: 'wasm', name: 'x', pid: 1 }, 4); // unexpected payload
+  const r = { type: 'result', version: 1, step: 1, microbatch: 0, nCells: 5, reconstructionSum: 1, klSum: 1, lossSum: 1, computeMs: 1, gradLength: 1000, bnLength: 8 };
+  assert.equal(parseWorkerMessage(r, 4 * 1008, sizes).type, 'result');
+  bad(r, 4 * 1007); // wrong payload size
+  bad({ ...r, gradLength: 999 }, 4 * 1007);
+  bad({ ...r, nCells: 0 }, 4 * 1008);
+  bad({ ...r, version: 1.5 }, 4 * 1008);
+  bad({ ...r, lossSum: 'x' }, 4 * 1008);
+  assert.throws(() => parseCoordinatorMessage({ type: 'params', version: 1 }, 4000, null), /before welcome/);
+  assert.throws(() => parseCoordinatorMessage({ type: 'params', version: 1 }, 3996, sizes), /expected 4000/);
+});
+
+test('random bytes never decode into a valid message', () => {
+  const rng = new Rng(42);
+  for (let i = 0; i < 2000; i++) {
+    const n = 1 + rng.int(200);
+    const b = new Uint8Array(n);
+    for (let j = 0; j < n; j++) b[j] = rng.int(256);
+    if (i % 2 === 0 && n >= 4) new DataView(b.buffer).setUint32(0, rng.int(n), true);
+    try {
+      const { header, payload } = decodeFrame(b);
+      parseWorkerMessage(header, payload.byteLength, sizes);
+      assert.fail('random bytes were accepted');
+    } catch (e) {
+      assert.ok(e instanceof FrameError || e instanceof ProtocolError, String(e));
+    }
+  }
+});
+
+test('token check: right token passes, anything else fails', () => {
+  const check = tokenChecker('s3cret');
+  assert.equal(check(bearer('s3cret')), true);
+  assert.equal(check(bearer('s3cre')), false);
+  assert.equal(check('s3cret'), false);
+  assert.equal(check(undefined), false);
+  assert.equal(check(bearer('')), false);
+});

@@ -1,0 +1,254 @@
+// The worker process's connection to a coordinator: authenticate, receive the model and its
+// parameters, compute microbatch gradients, send them back. Reconnects with exponential backoff
+// when the coordinator goes away (e.g. restarts from a checkpoint); stops on `done`, on a rejected
+// token or protocol version, or after `giveUpAfterMs` without a coordinator.
+
+import os from 'node:os';
+import { WebSocket, type ClientOptions } from 'ws';
+import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
+import {
+  PROTOCOL_VERSION, PROTOCOL_HEADER, TOKEN_HEADER, CLOSE, ProtocolError,
+  parseCoordinatorMessage, type ExpectedSizes, type HelloMsg, type ResultMsg, type FailureMsg, type WorkMsg,
+} from '@atlasvae/shared/protocol/messages';
+import { bearer } from '@atlasvae/shared/protocol/auth';
+import type { GradientEngine } from './engine.js';
+
+export interface WorkerOptions {
+  url: string;
+  token?: string;
+  engine: GradientEngine;
+  name?: string;
+  /** give up after this long without a connection (0 = never) */
+  giveUpAfterMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  /** TLS: accept a self-signed coordinator certificate (ws `rejectUnauthorized: false`) */
+  insecure?: boolean;
+  /** extra CA certificate (PEM) for wss */
+  ca?: string | Buffer;
+  log?: (msg: string) => void;
+  /** observer hooks for metrics */
+  events?: WorkerEvents;
+}
+
+export interface WorkerEvents {
+  connected?(url: string, workerId: number): void;
+  disconnected?(code: number, reason: string): void;
+  microbatchComputed?(info: { step: number; microbatch: number; nCells: number; computeMs: number }): void;
+  bytes?(direction: 'sent' | 'received', n: number): void;
+}
+
+export interface WorkerOutcome {
+  reason: 'done' | 'rejected' | 'gave-up' | 'stopped';
+  message: string;
+  microbatches: number;
+}
+
+/** Not retried: the coordinator refuses this worker. */
+class Rejected extends Error {}
+
+export class WorkerClient {
+  private ws: WebSocket | null = null;
+  private stopped = false;
+  private sizes: ExpectedSizes | null = null;
+  private paramVersion = -1;
+  private computed = 0;
+  private readonly log: (m: string) => void;
+
+  constructor(private readonly opts: WorkerOptions) {
+    this.log = opts.log ?? ((m) => console.error(m));
+  }
+
+  /** Run until the coordinator says done, rejects us, or we give up. */
+  async run(): Promise<WorkerOutcome> {
+    const initial = this.opts.backoffInitialMs ?? 250;
+    const max = this.opts.backoffMaxMs ?? 5000;
+    let delay = initial;
+    let lastConnected = Date.now();
+    for (;;) {
+      if (this.stopped) return this.outcome('stopped', 'stopped');
+      let session: { welcomed: boolean; done: string | null };
+      try {
+        session = await this.session();
+      } catch (e) {
+        if (e instanceof Rejected) return this.outcome('rejected', e.message);
+        throw e;
+      }
+      if (session.done !== null) return this.outcome('done', session.done);
+      if (this.stopped) return this.outcome('stopped', 'stopped');
+      if (session.welcomed) {
+        delay = initial;
+        lastConnected = Date.now();
+      }
+      const giveUp = this.opts.giveUpAfterMs ?? 0;
+      if (giveUp > 0 && Date.now() - lastConnected > giveUp) return this.outcome('gave-up', `no coordinator at ${this.opts.url} for ${Math.round(giveUp / 1000)} s`);
+      const wait = delay * (0.75 + 0.5 * Math.random());
+      await new Promise((r) => setTimeout(r, wait));
+      delay = Math.min(max, delay * 2);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.ws?.close(CLOSE.goingAway, 'worker stopping');
+  }
+
+  private outcome(reason: WorkerOutcome['reason'], message: string): WorkerOutcome {
+    return { reason, message, microbatches: this.computed };
+  }
+
+  /** One connection, from open to close. Resolves when it ends; throws Rejected when not to retry. */
+  private session(): Promise<{ welcomed: boolean; done: string | null }> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { [PROTOCOL_HEADER]: String(PROTOCOL_VERSION) };
+      if (this.opts.token) headers[TOKEN_HEADER] = bearer(this.opts.token);
+      const wsOpts: ClientOptions = {
+        headers,
+        perMessageDeflate: false,
+        // masking protects browser-era intermediaries; workers are not browsers, and an all-zero
+        // mask lets ws send the gradient without an extra masked copy
+        generateMask: (mask: Buffer) => void mask.fill(0),
+        // the coordinator's messages are parameters and microbatches; sized after the welcome
+        maxPayload: 1 << 30,
+        handshakeTimeout: 10_000,
+      };
+      if (this.opts.insecure) wsOpts.rejectUnauthorized = false;
+      if (this.opts.ca) wsOpts.ca = this.opts.ca;
+      const ws = new WebSocket(this.opts.url, wsOpts);
+      this.ws = ws;
+      let welcomed = false;
+      let done: string | null = null;
+      let rejected: string | null = null;
+
+      ws.on('unexpected-response', (_req, res) => {
+        const code = res.statusCode ?? 0;
+        let body = '';
+        res.on('data', (c: Buffer) => { if (body.length < 500) body += c.toString('utf8'); });
+        res.on('end', () => {
+          const msg = `coordinator refused the connection: HTTP ${code}${body ? ` (${body.trim()})` : ''}`;
+          if (code === 401 || code === 403 || code === 426) rejected = msg;
+          else this.log(`atlasvae worker: ${msg}`);
+          ws.terminate();
+        });
+      });
+      ws.on('error', (err) => {
+        if (!welcomed) this.log(`atlasvae worker: cannot reach ${this.opts.url}: ${err.message}`);
+      });
+      ws.on('open', () => {
+        const hello: HelloMsg = { type: 'hello', protocol: PROTOCOL_VERSION, backend: this.opts.engine.backend, name: this.opts.name ?? os.hostname(), pid: process.pid };
+        this.send(ws, encodeFrame(hello));
+      });
+      ws.on('message', (data: Buffer, isBinary: boolean) => {
+        if (!isBinary) return ws.close(CLOSE.unsupported, 'text frames are not part of the protocol');
+        this.opts.events?.bytes?.('received', data.byteLength);
+        try {
+          const r = this.handle(ws, data);
+          if (r === 'welcome') {
+            welcomed = true;
+          } else if (r !== null) {
+            done = r;
+            ws.close(CLOSE.normal, 'done');
+          }
+        } catch (e) {
+          if (e instanceof Rejected) {
+            rejected = e.message;
+            ws.close(CLOSE.badVersion, 'protocol version mismatch');
+          } else if (e instanceof ProtocolError || e instanceof FrameError) {
+            this.log(`atlasvae worker: invalid message from the coordinator (${e.message}); reconnecting`);
+            ws.close(CLOSE.protocolError, e.message.slice(0, 120));
+          } else {
+            this.log(`atlasvae worker: ${(e as Error).stack ?? e}`);
+            ws.close(CLOSE.goingAway, 'worker error');
+          }
+        }
+      });
+      ws.on('close', (code, reasonBuf) => {
+        this.ws = null;
+        const reason = reasonBuf.toString('utf8');
+        this.opts.events?.disconnected?.(code, reason);
+        if (code === CLOSE.badVersion || code === CLOSE.policyViolation) rejected ??= `coordinator closed the connection: ${reason || code}`;
+        if (rejected) return reject(new Rejected(rejected));
+        if (welcomed && done === null && !this.stopped) this.log(`atlasvae worker: connection closed (${code}${reason ? ` ${reason}` : ''}); reconnecting`);
+        resolve({ welcomed, done });
+      });
+    });
+  }
+
+  private send(ws: WebSocket, frame: Buffer): void {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    ws.send(frame, { binary: true });
+    this.opts.events?.bytes?.('sent', frame.byteLength);
+  }
+
+  /** Handle one message: 'welcome', a done reason, or null. */
+  private handle(ws: WebSocket, data: Buffer): 'welcome' | string | null {
+    const { header, payload } = decodeFrame(data);
+    const msg = parseCoordinatorMessage(header, payload.byteLength, this.sizes);
+    switch (msg.type) {
+      case 'welcome': {
+        if (msg.protocol !== PROTOCOL_VERSION) throw new Rejected(`coordinator speaks protocol ${msg.protocol}, this worker ${PROTOCOL_VERSION}`);
+        this.sizes = { paramLength: msg.paramLength, bnLength: msg.bnLength };
+        this.paramVersion = -1;
+        // queue work behind the (possibly async) model build: messages keep arriving meanwhile
+        this.ready = this.opts.engine.configure(msg.modelConfig, msg.seed, msg.paramLength, msg.bnLength);
+        this.log(`atlasvae worker: connected to ${this.opts.url} as worker ${msg.workerId} (${this.opts.engine.backend})`);
+        this.opts.events?.connected?.(this.opts.url, msg.workerId);
+        this.chain(() => undefined);
+        return 'welcome';
+      }
+      case 'params': {
+        // a view into the message (ws hands each message its own buffer): no copy
+        const params = payloadAsFloat32(payload);
+        const version = msg.version;
+        this.chain(() => {
+          this.opts.engine.setParams(params);
+          this.paramVersion = version;
+        });
+        return null;
+      }
+      case 'work': {
+        this.chain(() => this.compute(ws, msg, payload));
+        return null;
+      }
+      case 'done':
+        return msg.reason || 'done';
+    }
+  }
+
+  private ready: Promise<void> = Promise.resolve();
+
+  /** Run `fn` after everything queued before it (the model build, earlier messages), in order. */
+  private chain(fn: () => void): void {
+    this.ready = this.ready.then(fn).catch((e: unknown) => {
+      this.log(`atlasvae worker: ${(e as Error).stack ?? e}`);
+      this.ws?.close(CLOSE.goingAway, 'worker error');
+    });
+  }
+
+  private compute(ws: WebSocket, w: WorkMsg, arrow: Uint8Array): void {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    if (w.version !== this.paramVersion) {
+      const f: FailureMsg = { type: 'failure', version: w.version, step: w.step, microbatch: w.microbatch, message: `have parameters v${this.paramVersion}, work needs v${w.version}` };
+      this.send(ws, encodeFrame(f));
+      return;
+    }
+    const t0 = performance.now();
+    let g;
+    try {
+      g = this.opts.engine.gradient({ step: w.step, epoch: w.epoch, microbatch: w.microbatch, nCells: w.nCells, klWeight: w.klWeight, arrow });
+    } catch (e) {
+      const f: FailureMsg = { type: 'failure', version: w.version, step: w.step, microbatch: w.microbatch, message: (e as Error).message.slice(0, 1000) };
+      this.send(ws, encodeFrame(f));
+      return;
+    }
+    const computeMs = performance.now() - t0;
+    const r: ResultMsg = {
+      type: 'result', version: w.version, step: w.step, microbatch: w.microbatch, nCells: g.nCells,
+      reconstructionSum: g.reconstructionSum, klSum: g.klSum, lossSum: g.lossSum, computeMs,
+      gradLength: g.grad.length, bnLength: g.bnStats.length,
+    };
+    this.send(ws, encodeFrame(r, g.grad, g.bnStats));
+    this.computed++;
+    this.opts.events?.microbatchComputed?.({ step: w.step, microbatch: w.microbatch, nCells: g.nCells, computeMs });
+  }
+}

@@ -1,0 +1,43 @@
+// What a worker computes for one microbatch. The real engine runs the shared model; the simulated
+// one (benchmarks of the coordinator's capacity) skips the math and returns a right-sized gradient.
+
+import type { ModelConfig } from '@atlasvae/shared/config';
+import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+
+export interface WorkItem {
+  /** global step = parameter version the gradient is computed at */
+  step: number;
+  epoch: number;
+  microbatch: number;
+  nCells: number;
+  klWeight: number;
+  /** Arrow IPC bytes of the microbatch */
+  arrow: Uint8Array;
+}
+
+export interface GradientEngine {
+  /** backend name for logs and metrics (wasm, tensorflow, cpu, simulated) */
+  readonly backend: string;
+  /** (Re)build for a model; called on every welcome (a coordinator may restart with another model). */
+  configure(modelConfig: ModelConfig, seed: number, paramLength: number, bnLength: number): Promise<void>;
+  setParams(params: Float32Array): void;
+  gradient(item: WorkItem): MicrobatchGradient;
+}
+
+/** Returns zeros of the right size immediately: measures the coordinator and the network, not the math. */
+export class SimulatedEngine implements GradientEngine {
+  readonly backend = 'simulated';
+  private grad = new Float32Array(0);
+  private bn = new Float32Array(0);
+
+  async configure(_cfg: ModelConfig, _seed: number, paramLength: number, bnLength: number): Promise<void> {
+    this.grad = new Float32Array(paramLength);
+    this.bn = new Float32Array(bnLength);
+  }
+
+  setParams(): void {}
+
+  gradient(item: WorkItem): MicrobatchGradient {
+    return { grad: this.grad, nCells: item.nCells, reconstructionSum: 0, klSum: 0, lossSum: 0, bnStats: this.bn };
+  }
+}
