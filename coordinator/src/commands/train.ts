@@ -1,0 +1,40 @@
+// `atlasvae train`: the embedded default, a coordinator plus N local worker processes.
+import crypto from 'node:crypto';
+import type { Argv } from 'yargs';
+import { CliError } from '@atlasvae/shared/errors';
+import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
+import { trainingOptions, type TrainingFlags } from '../server/setup.js';
+import { runCoordinator } from '../server/run.js';
+import { LocalWorkers } from '../server/localWorkers.js';
+import { reportOutcome } from '../server/report.js';
+import { serveOptions } from './coordinator.js';
+
+export const trainCommand = (y: Argv): Argv =>
+  y.command(
+    'train',
+    'Train on this machine: a coordinator and --local-workers worker processes (more workers may join on --port)',
+    (b) =>
+      serveOptions(trainingOptions(b))
+        .option('local-workers', { type: 'number', default: 2, describe: 'worker processes to start here (one per core is a good start)' })
+        .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend of the local workers' })
+        .option('port', { type: 'number', default: 0, describe: 'port for extra workers (0: any free port)' })
+        .option('host', { type: 'string', default: '127.0.0.1', describe: 'interface to listen on (0.0.0.0 lets other machines join)' })
+        .example('$0 train --data atlas/ --local-workers 2 --checkpoint out/model.ckpt', 'train with two local workers'),
+    async (argv) => {
+      const n = argv['local-workers'];
+      if (!Number.isInteger(n) || n < 0) throw new CliError('--local-workers must be a non-negative integer');
+      const token = argv.token ?? process.env.ATLASVAE_TOKEN ?? crypto.randomBytes(18).toString('base64url');
+      const workers = new LocalWorkers(n, argv.backend);
+      try {
+        const r = await runCoordinator(argv as unknown as TrainingFlags, {
+          host: argv.host, port: argv.port, token, tlsCert: argv['tls-cert'], tlsKey: argv['tls-key'],
+          minWorkers: Math.max(1, Math.min(argv['min-workers'], n || 1)), metricsPort: argv['metrics-port'], metricsHost: argv['metrics-host'],
+          audit: argv.audit,
+          onListening: (url) => workers.start(url.replace('0.0.0.0', '127.0.0.1'), token),
+        });
+        reportOutcome(r);
+      } finally {
+        await workers.stop();
+      }
+    },
+  );

@@ -1,0 +1,531 @@
+// The coordinator: walks the epoch plan step by step, hands each step's microbatches (Arrow IPC
+// bytes) to whichever workers are connected, collects their summed gradients, applies one
+// optimizer step with the results in microbatch order, and broadcasts the new parameters.
+//
+// Invariants:
+// - the plan comes from (seed, epoch) only; a microbatch's noise from (seed, step, microbatch);
+//   so the parameters never depend on how many workers there were or who computed what;
+// - a result is accepted only for the current parameter version and only once per microbatch;
+//   a step completes only when every microbatch has exactly one accepted result;
+// - a worker that leaves, fails or exceeds the step timeout has its microbatches handed out again.
+
+import type { WebSocket } from 'ws';
+import { epochPlan, type PlannedStep } from '@atlasvae/shared/plan';
+import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
+import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import { saveCheckpoint, type Checkpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
+import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
+import {
+  PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
+  type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg,
+} from '@atlasvae/shared/protocol/messages';
+import { Endpoint, maxWorkerPayload } from './connections.js';
+import { StepRun, type StepItem } from './stepRun.js';
+import { notify, type CoordinatorObserver, type ObserverList, type RejectReason, type StepReport, type WorkerInfo } from './events.js';
+import type { TrainingData } from './data.js';
+import type { Optimizer } from './optimizer.js';
+
+export interface CoordinatorOptions {
+  host: string;
+  port: number;
+  token: string | null;
+  tls: { cert: string | Buffer; key: string | Buffer } | null;
+  /** workers to wait for before the first step */
+  minWorkers: number;
+  /** a microbatch held longer than this is handed to another worker */
+  stepTimeoutMs: number;
+  /** write a checkpoint every this many steps (0: only at the end) */
+  checkpointEvery: number;
+  checkpointPath: string | null;
+  /** stop after this many optimizer steps in total (null: run all epochs) */
+  maxSteps: number | null;
+  heartbeatMs?: number;
+  helloTimeoutMs?: number;
+  /** microbatches a worker may hold at once (>1 overlaps transfer with compute) */
+  workerDepth?: number;
+  /** a microbatch that failed on this many workers stops training */
+  maxFailures?: number;
+}
+
+export interface TrainingSetup {
+  modelConfig: ModelConfig;
+  trainConfig: TrainConfig;
+  data: TrainingData;
+  optimizer: Optimizer;
+  /** where to start: the next step to run */
+  position: CheckpointPosition;
+  history: unknown[];
+}
+
+export interface EpochRecord {
+  epoch: number;
+  nCells: number;
+  /** per-cell means */
+  loss: number;
+  reconstruction: number;
+  kl: number;
+  /** negative ELBO per cell (reconstruction + KL), scvi's elbo_train */
+  elbo: number;
+  partial?: boolean;
+}
+
+export interface TrainOutcome {
+  position: CheckpointPosition;
+  history: EpochRecord[];
+  stopped: 'finished' | 'max-steps' | 'interrupted';
+  lastCheckpoint: string | null;
+}
+
+interface Conn {
+  id: number;
+  ws: WebSocket;
+  info: WorkerInfo;
+  ready: boolean;
+  helloTimer: NodeJS.Timeout | null;
+}
+
+interface Current {
+  run: StepRun;
+  version: number;
+  epoch: number;
+  klWeight: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+interface EpochAcc {
+  epoch: number;
+  nCells: number;
+  loss: number;
+  reconstruction: number;
+  kl: number;
+}
+
+export class Coordinator {
+  private readonly observers: ObserverList = [];
+  private endpoint: Endpoint | null = null;
+  private readonly conns = new Map<number, Conn>();
+  private nextWorkerId = 1;
+  private current: Current | null = null;
+  private readonly sizes: ExpectedSizes;
+  private paramsFrame: Buffer | null = null;
+  private version: number;
+  private stopRequested = false;
+  private workerWaiters: (() => void)[] = [];
+  private expiryTimer: NodeJS.Timeout | null = null;
+  private readonly maxWorkBytes: number;
+  url = '';
+
+  constructor(private readonly opts: CoordinatorOptions, private readonly setup: TrainingSetup) {
+    this.sizes = { paramLength: setup.optimizer.params.length, bnLength: setup.optimizer.bnStatsLength };
+    this.version = setup.position.globalStep;
+    this.maxWorkBytes = setup.data.maxMicrobatchBytes(setup.trainConfig.microbatch);
+  }
+
+  observe(o: Partial<CoordinatorObserver>): this {
+    this.observers.push(o);
+    return this;
+  }
+
+  private emit<K extends keyof CoordinatorObserver>(name: K, ...args: Parameters<CoordinatorObserver[K]>): void {
+    notify(this.observers, name, ...args);
+  }
+
+  get connectedWorkers(): number {
+    let n = 0;
+    for (const c of this.conns.values()) if (c.ready) n++;
+    return n;
+  }
+
+  async listen(): Promise<string> {
+    this.endpoint = new Endpoint(
+      {
+        host: this.opts.host,
+        port: this.opts.port,
+        token: this.opts.token,
+        tls: this.opts.tls,
+        maxPayload: maxWorkerPayload(this.sizes.paramLength, this.sizes.bnLength),
+        heartbeatMs: this.opts.heartbeatMs ?? 10_000,
+      },
+      {
+        open: (ws, remote) => this.onOpen(ws, remote),
+        rejected: (reason, detail, remote) => this.reject(reason, detail, remote),
+      },
+    );
+    this.url = await this.endpoint.url;
+    this.emit('listening', this.url);
+    return this.url;
+  }
+
+  /** Finish the current step, write a checkpoint, and stop. */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  async close(reason = 'training finished'): Promise<void> {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    const done = encodeFrame({ type: 'done', reason });
+    for (const c of this.conns.values()) if (c.ready) this.sendRaw(c, done);
+    await this.endpoint?.close();
+    this.endpoint = null;
+  }
+
+  private reject(reason: RejectReason, detail: string, remote: string): void {
+    this.emit('connectionRejected', reason, detail, remote);
+    this.emit('log', 'warn', `rejected connection ${remote}: ${reason}${detail ? ` (${detail})` : ''}`);
+  }
+
+  // ---------------------------------------------------------------- connections and messages
+
+  private onOpen(ws: WebSocket, remote: string): void {
+    const id = this.nextWorkerId++;
+    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, ready: false, helloTimer: null };
+    this.conns.set(id, c);
+    c.helloTimer = setTimeout(() => this.drop(c, 'hello-timeout', 'no hello within the time limit', CLOSE.policyViolation), this.opts.helloTimeoutMs ?? 10_000);
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(c, data, isBinary));
+    ws.on('close', (code, reason) => this.onClose(c, `${code}${reason.length ? ` ${reason.toString('utf8')}` : ''}`));
+    ws.on('error', (err) => {
+      // ws reports oversize frames and framing errors here, then closes
+      const reasonCode: RejectReason = /max payload|too big/i.test(err.message) ? 'oversize' : 'malformed-frame';
+      this.reject(reasonCode, err.message, remote);
+    });
+  }
+
+  /** Close a connection for a protocol violation. */
+  private drop(c: Conn, reason: RejectReason, detail: string, code: number = CLOSE.protocolError): void {
+    this.reject(reason, `worker ${c.id}: ${detail}`, c.info.remote);
+    c.ws.close(code, `${reason}: ${detail}`.slice(0, 120));
+    // don't wait for the close handshake of a misbehaving peer
+    setTimeout(() => c.ws.terminate(), 1000).unref();
+  }
+
+  private onClose(c: Conn, why: string): void {
+    if (c.helloTimer) clearTimeout(c.helloTimer);
+    if (!this.conns.delete(c.id)) return;
+    if (!c.ready) return;
+    c.ready = false;
+    this.emit('workerDisconnected', c.info, why, this.connectedWorkers);
+    this.emit('log', 'info', `worker ${c.id} (${c.info.name}, ${c.info.backend}) left: ${why}; ${this.connectedWorkers} connected`);
+    const cur = this.current;
+    if (cur) {
+      for (const i of cur.run.release(c.id)) {
+        this.emit('microbatchRedone', { globalStep: cur.version, microbatch: i, reason: 'disconnect', workerId: c.id });
+      }
+      this.dispatch();
+    }
+  }
+
+  private onMessage(c: Conn, data: Buffer, isBinary: boolean): void {
+    this.emit('bytes', 'received', data.byteLength);
+    if (!this.conns.has(c.id)) return;
+    if (!isBinary) return this.drop(c, 'text-frame', 'text frames are not part of the protocol', CLOSE.unsupported);
+    let header: unknown;
+    let payload: Uint8Array;
+    try {
+      ({ header, payload } = decodeFrame(data));
+    } catch (e) {
+      return this.drop(c, 'malformed-frame', (e as FrameError).message);
+    }
+    let msg;
+    try {
+      msg = parseWorkerMessage(header, payload.byteLength, this.sizes);
+    } catch (e) {
+      if (e instanceof ProtocolError) return this.drop(c, 'invalid-message', e.reason);
+      throw e;
+    }
+    if (!c.ready) {
+      if (msg.type !== 'hello') return this.drop(c, 'unexpected-message', `${msg.type} before hello`);
+      if (msg.protocol !== PROTOCOL_VERSION) {
+        return this.drop(c, 'bad-protocol-version', `worker speaks protocol ${msg.protocol}, coordinator ${PROTOCOL_VERSION}`, CLOSE.badVersion);
+      }
+      return this.welcome(c, msg.backend, msg.name, msg.pid);
+    }
+    switch (msg.type) {
+      case 'hello':
+        return this.drop(c, 'unexpected-message', 'second hello');
+      case 'result':
+        return this.onResult(c, msg, payload);
+      case 'failure':
+        return this.onFailure(c, msg);
+    }
+  }
+
+  private welcome(c: Conn, backend: string, name: string, pid: number): void {
+    if (c.helloTimer) clearTimeout(c.helloTimer);
+    c.helloTimer = null;
+    c.info = { ...c.info, backend, name: `${name}:${pid}` };
+    const w: WelcomeMsg = {
+      type: 'welcome', protocol: PROTOCOL_VERSION, workerId: c.id, modelConfig: this.setup.modelConfig,
+      seed: this.setup.trainConfig.seed, paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength,
+      maxWorkBytes: this.maxWorkBytes,
+    };
+    this.sendRaw(c, encodeFrame(w));
+    this.sendRaw(c, this.currentParamsFrame());
+    c.ready = true;
+    this.emit('workerConnected', c.info, this.connectedWorkers);
+    this.emit('log', 'info', `worker ${c.id} joined (${c.info.name}, ${backend}, ${c.info.remote}); ${this.connectedWorkers} connected`);
+    const waiters = this.workerWaiters;
+    this.workerWaiters = [];
+    for (const w of waiters) w();
+    this.dispatch();
+  }
+
+  private onResult(c: Conn, r: ResultMsg, payload: Uint8Array): void {
+    const cur = this.current;
+    if (!cur || r.version !== cur.version) return this.emit('resultDropped', 'stale', c.id);
+    if (r.step !== r.version) return this.drop(c, 'invalid-message', `result.step ${r.step} != version ${r.version}`);
+    const item = cur.run.items[r.microbatch];
+    if (!item) return this.drop(c, 'invalid-message', `microbatch ${r.microbatch} does not exist in step ${cur.version}`);
+    if (r.nCells !== item.nCells) return this.drop(c, 'invalid-message', `result for ${r.nCells} cells, microbatch has ${item.nCells}`);
+    const flat = payloadAsFloat32(payload);
+    const g: MicrobatchGradient = {
+      grad: flat.subarray(0, r.gradLength),
+      bnStats: flat.subarray(r.gradLength),
+      nCells: r.nCells,
+      reconstructionSum: r.reconstructionSum,
+      klSum: r.klSum,
+      lossSum: r.lossSum,
+    };
+    const outcome = cur.run.accept(c.id, r.microbatch, g, r.computeMs);
+    if (outcome !== 'accepted') {
+      this.emit('resultDropped', outcome, c.id);
+    } else {
+      this.emit('microbatchAccepted', { globalStep: cur.version, epoch: cur.epoch, microbatch: r.microbatch, workerId: c.id, cells: item.cells, computeMs: r.computeMs });
+    }
+    if (cur.run.complete) cur.resolve();
+    else this.dispatch();
+  }
+
+  private onFailure(c: Conn, f: FailureMsg): void {
+    const cur = this.current;
+    if (!cur || f.version !== cur.version || !cur.run.items[f.microbatch]) return;
+    this.emit('log', 'warn', `worker ${c.id} failed microbatch ${f.microbatch} of step ${f.step}: ${f.message}`);
+    const n = cur.run.fail(c.id, f.microbatch);
+    this.emit('microbatchRedone', { globalStep: cur.version, microbatch: f.microbatch, reason: 'failure', workerId: c.id });
+    if (n >= (this.opts.maxFailures ?? 3)) {
+      cur.reject(new Error(`microbatch ${f.microbatch} of step ${cur.version} failed ${n} times; last error from worker ${c.id}: ${f.message}`));
+      return;
+    }
+    this.dispatch();
+  }
+
+  private sendRaw(c: Conn, frame: Buffer): void {
+    if (c.ws.readyState !== c.ws.OPEN) return;
+    c.ws.send(frame, { binary: true });
+    this.emit('bytes', 'sent', frame.byteLength);
+  }
+
+  private currentParamsFrame(): Buffer {
+    this.paramsFrame ??= encodeFrame({ type: 'params', version: this.version }, this.setup.optimizer.params);
+    return this.paramsFrame;
+  }
+
+  /** Hand pending microbatches to workers: first one each, then up to `workerDepth` each. */
+  private dispatch(): void {
+    const cur = this.current;
+    if (!cur || cur.run.pending === 0) return;
+    const ready = [...this.conns.values()].filter((c) => c.ready);
+    if (ready.length === 0) return;
+    const depth = this.opts.workerDepth ?? 2;
+    const now = performance.now();
+    for (let d = 1; d <= depth; d++) {
+      const held = ready.map((c) => ({ c, n: cur.run.heldBy(c.id) })).sort((a, b) => a.n - b.n || a.c.id - b.c.id);
+      for (const { c, n } of held) {
+        if (n >= d) continue;
+        const item = cur.run.take(c.id, now);
+        if (!item) return;
+        const w: WorkMsg = { type: 'work', version: cur.version, step: cur.version, epoch: cur.epoch, microbatch: item.index, nCells: item.nCells, klWeight: cur.klWeight };
+        this.sendRaw(c, encodeFrame(w, item.arrow));
+      }
+    }
+  }
+
+  private checkExpiry(): void {
+    const cur = this.current;
+    if (!cur) return;
+    const expired = cur.run.expire(performance.now(), this.opts.stepTimeoutMs);
+    for (const e of expired) {
+      this.emit('microbatchRedone', { globalStep: cur.version, microbatch: e.index, reason: 'timeout', workerId: e.workerId });
+      this.emit('log', 'warn', `worker ${e.workerId} exceeded the step timeout on microbatch ${e.index} of step ${cur.version}; handing it to another worker`);
+    }
+    if (expired.length) this.dispatch();
+  }
+
+  private waitForWorkers(n: number): Promise<void> {
+    if (this.connectedWorkers >= n) return Promise.resolve();
+    this.emit('waitingForWorkers', this.connectedWorkers, n);
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.connectedWorkers >= n) resolve();
+        else this.workerWaiters.push(check);
+      };
+      this.workerWaiters.push(check);
+    });
+  }
+
+  // ---------------------------------------------------------------- the training loop
+
+  private async prepareStep(p: PlannedStep): Promise<StepItem[]> {
+    const items: StepItem[] = [];
+    for (let i = 0; i < p.microbatches.length; i++) {
+      const cells = p.microbatches[i]!;
+      items.push({ index: i, nCells: cells.length, cells, arrow: await this.setup.data.microbatchArrow(cells) });
+    }
+    return items;
+  }
+
+  async train(): Promise<TrainOutcome> {
+    const { trainConfig: tc, data } = this.setup;
+    const pos = { ...this.setup.position };
+    const history = (this.setup.history as EpochRecord[]).filter((h) => !h.partial);
+    const partial = (this.setup.history as EpochRecord[]).find((h) => h.partial && h.epoch === pos.epoch);
+    let acc: EpochAcc = partial
+      ? { epoch: pos.epoch, nCells: partial.nCells, loss: partial.loss * partial.nCells, reconstruction: partial.reconstruction * partial.nCells, kl: partial.kl * partial.nCells }
+      : { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
+    let lastCheckpoint: string | null = null;
+    let stopped: TrainOutcome['stopped'] = 'finished';
+    const timer = Math.max(50, Math.min(1000, this.opts.stepTimeoutMs / 4));
+    this.expiryTimer = setInterval(() => this.checkExpiry(), timer);
+    this.expiryTimer.unref();
+
+    await this.waitForWorkers(Math.max(1, this.opts.minWorkers));
+    const planFor = (epoch: number): PlannedStep[] => epochPlan(data.train, { ...tc, seed: tc.seed, epoch });
+    let plan = pos.epoch < tc.epochs ? planFor(pos.epoch) : [];
+    let epochStart = performance.now();
+    // the next step's microbatches are read and encoded while the current step computes
+    let prefetch: Promise<StepItem[]> | null = null;
+    const nextPlanned = (): PlannedStep | null => {
+      if (pos.stepInEpoch + 1 < plan.length) return plan[pos.stepInEpoch + 1]!;
+      if (pos.epoch + 1 < tc.epochs) return planFor(pos.epoch + 1)[0] ?? null;
+      return null;
+    };
+
+    try {
+      while (pos.epoch < tc.epochs) {
+        if (pos.stepInEpoch >= plan.length) {
+          // epoch finished
+          const rec = this.closeEpoch(acc, performance.now() - epochStart);
+          history.push(rec);
+          pos.epoch++;
+          pos.stepInEpoch = 0;
+          acc = { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
+          epochStart = performance.now();
+          if (pos.epoch < tc.epochs) plan = planFor(pos.epoch);
+          continue;
+        }
+        if (this.opts.maxSteps !== null && pos.globalStep >= this.opts.maxSteps) {
+          stopped = 'max-steps';
+          break;
+        }
+        if (this.stopRequested) {
+          stopped = 'interrupted';
+          break;
+        }
+        const planned = plan[pos.stepInEpoch]!;
+        const t0 = performance.now();
+        const items = await (prefetch ?? this.prepareStep(planned));
+        const dataWaitMs = performance.now() - t0;
+        const nextP = nextPlanned();
+        prefetch = nextP ? this.prepareStep(nextP) : null;
+        prefetch?.catch(() => undefined);
+
+        const report = await this.runStep(pos, plan.length, items, dataWaitMs, t0);
+        acc.nCells += report.nCells;
+        acc.loss += report.loss * report.nCells;
+        acc.reconstruction += report.reconstruction * report.nCells;
+        acc.kl += report.kl * report.nCells;
+        pos.globalStep++;
+        pos.stepInEpoch++;
+        this.emit('stepCompleted', report);
+        if (this.opts.checkpointEvery > 0 && pos.globalStep % this.opts.checkpointEvery === 0) {
+          lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
+        }
+      }
+    } finally {
+      if (this.expiryTimer) clearInterval(this.expiryTimer);
+      this.expiryTimer = null;
+    }
+    lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
+    const out: EpochRecord[] = [...history];
+    if (acc.nCells > 0 && pos.stepInEpoch > 0) out.push(this.epochRecord(acc, true));
+    return { position: pos, history: out, stopped, lastCheckpoint };
+  }
+
+  private epochRecord(acc: EpochAcc, partial: boolean): EpochRecord {
+    const n = Math.max(1, acc.nCells);
+    const r: EpochRecord = {
+      epoch: acc.epoch, nCells: acc.nCells, loss: acc.loss / n, reconstruction: acc.reconstruction / n, kl: acc.kl / n,
+      elbo: (acc.reconstruction + acc.kl) / n,
+    };
+    if (partial) r.partial = true;
+    return r;
+  }
+
+  private closeEpoch(acc: EpochAcc, ms: number): EpochRecord {
+    const rec = this.epochRecord(acc, false);
+    this.emit('epochCompleted', { ...rec, ms });
+    return rec;
+  }
+
+  private async runStep(pos: CheckpointPosition, stepsInEpoch: number, items: StepItem[], dataWaitMs: number, t0: number): Promise<StepReport> {
+    const { trainConfig: tc } = this.setup;
+    const klWeight = klWeightForEpoch(pos.epoch, tc);
+    const run = new StepRun(pos.globalStep, items);
+    const done = new Promise<void>((resolve, reject) => {
+      this.current = { run, version: this.version, epoch: pos.epoch, klWeight, resolve, reject };
+    });
+    const tDispatch = performance.now();
+    this.dispatch();
+    if (this.connectedWorkers === 0) this.emit('waitingForWorkers', 0, 1);
+    try {
+      await done;
+    } finally {
+      this.current = null;
+    }
+    const tCollected = performance.now();
+    const results = run.results as MicrobatchGradient[];
+    let nCells = 0, loss = 0, rec = 0, kl = 0;
+    for (const r of results) {
+      nCells += r.nCells;
+      loss += r.lossSum;
+      rec += r.reconstructionSum;
+      kl += r.klSum;
+    }
+    if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${pos.globalStep} (epoch ${pos.epoch}): the loss is ${loss}`);
+    const timing = this.setup.optimizer.apply(results, pos.epoch);
+    this.version++;
+    const tb = performance.now();
+    this.paramsFrame = null;
+    const frame = this.currentParamsFrame();
+    for (const c of this.conns.values()) if (c.ready) this.sendRaw(c, frame);
+    const tEnd = performance.now();
+    const collectMs = tCollected - tDispatch;
+    const computeMs = Math.min(collectMs, Math.max(0, ...run.computeMsByWorker.values()));
+    return {
+      globalStep: pos.globalStep, epoch: pos.epoch, stepInEpoch: pos.stepInEpoch, stepsInEpoch,
+      nCells, microbatches: items.length, loss: loss / nCells, reconstruction: rec / nCells, kl: kl / nCells, klWeight,
+      totalMs: tEnd - t0, computeMs, communicationMs: collectMs - computeMs,
+      applyMs: timing.applyMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: tEnd - tb,
+      workers: this.connectedWorkers, redone: run.redone,
+    };
+  }
+
+  private checkpoint(pos: CheckpointPosition, history: EpochRecord[], acc: EpochAcc): string | null {
+    const path = this.opts.checkpointPath;
+    if (!path) return null;
+    const t0 = performance.now();
+    const { modelConfig, trainConfig, data, optimizer } = this.setup;
+    const snap = optimizer.snapshot();
+    const hist: EpochRecord[] = [...history];
+    if (acc.nCells > 0 && pos.stepInEpoch > 0) hist.push(this.epochRecord(acc, true));
+    const ckpt: Checkpoint = {
+      format: 'atlasvae-checkpoint', version: 1, modelConfig, trainConfig,
+      params: snap.params, buffers: snap.buffers, adam: snap.adam,
+      position: { ...pos }, genes: data.genes, batchCategories: data.batchCategories, labelCategories: data.labelCategories,
+      manifestHash: data.manifestHash, history: hist, createdAt: new Date().toISOString(),
+    };
+    saveCheckpoint(path, ckpt);
+    this.emit('checkpointWritten', { path, globalStep: pos.globalStep, bytes: 4 * (snap.params.length * 3 + snap.buffers.length), ms: performance.now() - t0 });
+    return path;
+  }
+}

@@ -1,0 +1,55 @@
+// The coordinator's optimizer state: the shared training step (applyStep: gradients summed in
+// microbatch order, Adam with coupled L2, BatchNorm running-statistics merge) over a
+// TrainingState. The single-process trainer uses the same applyStep, so both agree by construction.
+
+import type { ModelConfig, TrainConfig } from '@atlasvae/shared/config';
+import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import type { Checkpoint } from '@atlasvae/shared/checkpoint';
+import { bufferLayout } from '@atlasvae/shared/model/layout';
+import { applyStep, initTrainingState, type TrainingState } from '@atlasvae/shared/train/step';
+
+export interface Optimizer {
+  /** current parameters (what workers compute with) */
+  readonly params: Float32Array;
+  /** floats of BatchNorm batch statistics a worker returns per microbatch */
+  readonly bnStatsLength: number;
+  /** one optimizer step; returns the time it took (sum, Adam and BN merge are one call) */
+  apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number };
+  snapshot(): { params: Float32Array; buffers: Float32Array; adam: { m: Float32Array; v: Float32Array; t: number } };
+}
+
+export class SharedStepOptimizer implements Optimizer {
+  readonly bnStatsLength: number;
+
+  constructor(private readonly state: TrainingState, private readonly modelConfig: ModelConfig, private readonly trainConfig: TrainConfig) {
+    this.bnStatsLength = bufferLayout(modelConfig).size;
+  }
+
+  static fresh(modelConfig: ModelConfig, trainConfig: TrainConfig): SharedStepOptimizer {
+    return new SharedStepOptimizer(initTrainingState(modelConfig, trainConfig.seed), modelConfig, trainConfig);
+  }
+
+  static fromCheckpoint(c: Checkpoint): SharedStepOptimizer {
+    const state: TrainingState = {
+      params: c.params, buffers: c.buffers, adam: { m: c.adam.m, v: c.adam.v, t: c.adam.t },
+      globalStep: c.position.globalStep, epoch: c.position.epoch, stepInEpoch: c.position.stepInEpoch,
+    };
+    return new SharedStepOptimizer(state, c.modelConfig, c.trainConfig);
+  }
+
+  get params(): Float32Array {
+    return this.state.params;
+  }
+
+  apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number } {
+    const t0 = performance.now();
+    this.state.epoch = epoch;
+    const s = applyStep(this.state, results, this.trainConfig, this.modelConfig);
+    return { applyMs: performance.now() - t0, gradNorm: s.gradNorm };
+  }
+
+  snapshot(): ReturnType<Optimizer['snapshot']> {
+    const s = this.state;
+    return { params: s.params.slice(), buffers: s.buffers.slice(), adam: { m: s.adam.m.slice(), v: s.adam.v.slice(), t: s.adam.t } };
+  }
+}

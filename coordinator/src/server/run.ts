@@ -1,0 +1,94 @@
+// Run a coordinator from flags to the end of training: used by `coordinator`, `train` and `demo`.
+
+import fs from 'node:fs';
+import { getLogger } from '@atlasvae/shared/log';
+import { CliError } from '@atlasvae/shared/errors';
+import { startMetricsServer } from '../metrics.js';
+import { Coordinator, type TrainOutcome } from './coordinator.js';
+import { prepareTraining, type TrainingFlags, type PreparedTraining } from './setup.js';
+import { wireCoordinator } from './observe.js';
+
+export interface ServeOptions {
+  host: string;
+  port: number;
+  token: string | null;
+  tlsCert?: string;
+  tlsKey?: string;
+  minWorkers: number;
+  metricsPort?: number;
+  metricsHost?: string;
+  audit?: string;
+  progress?: boolean;
+  /** called once the endpoint listens (e.g. to start local workers) */
+  onListening?: (url: string, prepared: PreparedTraining) => void | Promise<void>;
+}
+
+export interface RunResult extends TrainOutcome {
+  prepared: PreparedTraining;
+  seconds: number;
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw new CliError(`${file}: cannot read the TLS ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Promise<RunResult> {
+  const log = getLogger('coordinator');
+  if ((s.tlsCert === undefined) !== (s.tlsKey === undefined)) throw new CliError('--tls-cert and --tls-key go together');
+  if (!Number.isInteger(s.port) || s.port < 0 || s.port > 65535) throw new CliError(`--port: ${s.port} is not a port number`);
+  if (!Number.isInteger(s.minWorkers) || s.minWorkers < 1) throw new CliError('--min-workers must be a positive integer');
+  const tls = s.tlsCert && s.tlsKey ? { cert: readPem(s.tlsCert, 'certificate'), key: readPem(s.tlsKey, 'key') } : null;
+  if (!s.token && s.host !== '127.0.0.1' && s.host !== 'localhost' && s.host !== '::1') {
+    log.warn('no --token (or ATLASVAE_TOKEN): any client that reaches this port can join as a worker');
+  }
+  const prepared = await prepareTraining(flags, (m) => log.info(m));
+  const { setup } = prepared;
+  const coordinator = new Coordinator(
+    {
+      host: s.host, port: s.port, token: s.token, tls, minWorkers: s.minWorkers,
+      stepTimeoutMs: flags['step-timeout'] * 1000, checkpointEvery: flags['checkpoint-every'],
+      checkpointPath: flags.checkpoint ?? null, maxSteps: prepared.maxSteps,
+    },
+    setup,
+  );
+  const wiring = wireCoordinator(coordinator, setup, { progress: s.progress ?? true, auditPath: s.audit, maxSteps: prepared.maxSteps });
+  const metricsServer = await startMetricsServer(wiring.metrics, s.metricsPort, s.metricsHost);
+  let interrupts = 0;
+  const onSignal = (sig: string): void => {
+    interrupts++;
+    if (interrupts > 1) process.exit(130);
+    log.warn(`${sig}: finishing the current step, writing a checkpoint, then stopping (again to quit at once)`);
+    coordinator.requestStop();
+  };
+  const onInt = (): void => onSignal('SIGINT');
+  const onTerm = (): void => onSignal('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  const t0 = performance.now();
+  let ok = false;
+  try {
+    const url = await coordinator.listen().catch((e: Error) => {
+      throw new CliError(`cannot listen on ${s.host}:${s.port} (${e.message})`);
+    });
+    const mc = setup.modelConfig;
+    log.info('training', {
+      cells: setup.data.train.length, genes: mc.nGenes, batches: mc.nBatch, epochs: setup.trainConfig.epochs,
+      globalBatch: setup.trainConfig.globalBatch, microbatch: setup.trainConfig.microbatch, parameters: setup.optimizer.params.length,
+    });
+    await s.onListening?.(url, prepared);
+    const outcome = await coordinator.train();
+    ok = true;
+    return { ...outcome, prepared, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+    wiring.finish(ok);
+    await coordinator.close(ok ? 'training finished' : 'coordinator stopped');
+    await metricsServer?.stop();
+    await prepared.dataset.close();
+  }
+}

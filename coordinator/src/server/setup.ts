@@ -1,0 +1,112 @@
+// From command-line options to a training setup: the dataset, the model and training
+// configuration (fresh, or from a checkpoint on --resume), and the optimizer state.
+
+import fs from 'node:fs';
+import type { Argv } from 'yargs';
+import { defaultModelConfig, defaultTrainConfig, type Likelihood, type DispersionMode, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
+import { loadCheckpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
+import { CliError, InputError } from '@atlasvae/shared/errors';
+import { openDataset, type Dataset } from '../data/dataset.js';
+import { trainingData, type TrainingData } from './data.js';
+import { SharedStepOptimizer } from './optimizer.js';
+import type { TrainingSetup } from './coordinator.js';
+
+export interface TrainingFlags {
+  data: string;
+  epochs?: number;
+  'max-steps'?: number;
+  seed: number;
+  'global-batch'?: number;
+  microbatch: number;
+  lr?: number;
+  'kl-warmup'?: number;
+  'n-hidden': number;
+  'n-latent': number;
+  'n-layers': number;
+  dropout: number;
+  likelihood: Likelihood;
+  dispersion: DispersionMode;
+  checkpoint?: string;
+  'checkpoint-every': number;
+  resume: boolean;
+  'step-timeout': number;
+}
+
+/** Options shared by `coordinator` and `train`. */
+export function trainingOptions<T>(y: Argv<T>) {
+  return y
+    .option('data', { type: 'string', demandOption: true, describe: 'prepared dataset folder (from `atlasvae prepare` or `atlasvae simulate`)' })
+    .option('epochs', { type: 'number', describe: 'epochs to train (default: scvi\'s min(round(20000 / cells × 400), 400))' })
+    .option('max-steps', { type: 'number', describe: 'stop after this many optimizer steps in total (the plan position is checkpointed)' })
+    .option('seed', { type: 'number', default: 0, describe: 'seed of initialisation, epoch plans and noise' })
+    .option('global-batch', { type: 'number', describe: 'cells per optimizer step (default: 128)' })
+    .option('microbatch', { type: 'number', default: 128, describe: 'cells per gradient computation; a step is split into microbatches of about this size' })
+    .option('lr', { type: 'number', describe: 'Adam learning rate (default 1e-3)' })
+    .option('kl-warmup', { type: 'number', describe: 'epochs of linear KL warm-up (default 400, scvi\'s)' })
+    .option('n-hidden', { type: 'number', default: 128, describe: 'hidden units per layer' })
+    .option('n-latent', { type: 'number', default: 10, describe: 'latent dimensions' })
+    .option('n-layers', { type: 'number', default: 1, describe: 'hidden layers in encoder and decoder' })
+    .option('dropout', { type: 'number', default: 0.1, describe: 'encoder dropout rate' })
+    .option('likelihood', { choices: ['nb', 'zinb', 'poisson', 'gaussian'] as const, default: 'nb' as Likelihood, describe: 'count likelihood' })
+    .option('dispersion', { choices: ['gene', 'gene-batch'] as const, default: 'gene' as DispersionMode, describe: 'NB dispersion per gene or per gene and batch' })
+    .option('checkpoint', { type: 'string', describe: 'checkpoint file, written atomically every --checkpoint-every steps and at the end' })
+    .option('checkpoint-every', { type: 'number', default: 500, describe: 'steps between checkpoints (0: only at the end)' })
+    .option('resume', { type: 'boolean', default: false, describe: 'continue from --checkpoint (when it exists) exactly where it stopped' })
+    .option('step-timeout', { type: 'number', default: 120, describe: 'seconds a worker may hold a microbatch before it is handed to another worker' });
+}
+
+function positiveInt(name: string, v: number | undefined): void {
+  if (v !== undefined && (!Number.isInteger(v) || v <= 0)) throw new CliError(`--${name} must be a positive integer (got ${v})`);
+}
+
+export interface PreparedTraining {
+  setup: TrainingSetup;
+  dataset: Dataset;
+  data: TrainingData;
+  resumed: boolean;
+  maxSteps: number | null;
+}
+
+export async function prepareTraining(f: TrainingFlags, log: (m: string) => void): Promise<PreparedTraining> {
+  for (const k of ['epochs', 'max-steps', 'global-batch', 'microbatch', 'n-hidden', 'n-latent', 'n-layers'] as const) positiveInt(k, f[k]);
+  if (!(f['step-timeout'] > 0)) throw new CliError('--step-timeout must be a positive number of seconds');
+  if (!Number.isInteger(f['checkpoint-every']) || f['checkpoint-every'] < 0) throw new CliError('--checkpoint-every must be a non-negative integer');
+  if (f.resume && !f.checkpoint) throw new CliError('--resume needs --checkpoint PATH');
+  const dataset = await openDataset(f.data);
+  const data = trainingData(dataset);
+  if (data.train.length === 0) throw new InputError(f.data, 'the dataset has no training cells');
+
+  if (f.resume && f.checkpoint && fs.existsSync(f.checkpoint)) {
+    const c = loadCheckpoint(f.checkpoint);
+    if (c.manifestHash && data.manifestHash && c.manifestHash !== data.manifestHash) {
+      throw new InputError(f.checkpoint, `was trained on another dataset than ${f.data} (manifest hash differs)`);
+    }
+    if (c.modelConfig.nGenes !== data.nGenes || c.modelConfig.nBatch !== data.nBatch) {
+      throw new InputError(f.checkpoint, `model is for ${c.modelConfig.nGenes} genes × ${c.modelConfig.nBatch} batches, the dataset has ${data.nGenes} × ${data.nBatch}`);
+    }
+    const trainConfig: TrainConfig = { ...c.trainConfig, epochs: f.epochs ?? c.trainConfig.epochs };
+    const setup: TrainingSetup = {
+      modelConfig: c.modelConfig, trainConfig, data,
+      optimizer: SharedStepOptimizer.fromCheckpoint(c),
+      position: { ...c.position }, history: c.history,
+    };
+    log(`resuming from ${f.checkpoint}: epoch ${c.position.epoch}, step ${c.position.stepInEpoch} of the epoch, ${c.position.globalStep} steps done`);
+    return { setup, dataset, data, resumed: true, maxSteps: f['max-steps'] ?? null };
+  }
+  if (f.resume) log(`--resume: ${f.checkpoint} does not exist yet; starting from scratch`);
+
+  const modelConfig: ModelConfig = defaultModelConfig(data.nGenes, data.nBatch, {
+    nHidden: f['n-hidden'], nLatent: f['n-latent'], nLayers: f['n-layers'], dropoutRate: f.dropout,
+    likelihood: f.likelihood, dispersion: f.dispersion,
+  });
+  const over: Partial<TrainConfig> = { seed: f.seed, microbatch: f.microbatch };
+  if (f.epochs !== undefined) over.epochs = f.epochs;
+  if (f['global-batch'] !== undefined) over.globalBatch = f['global-batch'];
+  if (f.lr !== undefined) over.lr = f.lr;
+  if (f['kl-warmup'] !== undefined) over.nEpochsKlWarmup = f['kl-warmup'];
+  const trainConfig = defaultTrainConfig(dataset.manifest.nCells, over);
+  if (trainConfig.microbatch > trainConfig.globalBatch) trainConfig.microbatch = trainConfig.globalBatch;
+  const position: CheckpointPosition = { epoch: 0, stepInEpoch: 0, globalStep: 0 };
+  const setup: TrainingSetup = { modelConfig, trainConfig, data, optimizer: SharedStepOptimizer.fresh(modelConfig, trainConfig), position, history: [] };
+  return { setup, dataset, data, resumed: false, maxSteps: f['max-steps'] ?? null };
+}

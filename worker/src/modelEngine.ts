@@ -1,0 +1,48 @@
+// The real gradient engine: the shared scVI model on the chosen TensorFlow.js backend.
+// Noise comes from (seed, step, microbatch), so any worker computes the same gradient.
+
+import type { ModelConfig } from '@atlasvae/shared/config';
+import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
+import { createModel, type VaeModel } from '@atlasvae/shared/model/vae';
+import { microbatchNoise } from '@atlasvae/shared/model/noise';
+import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
+import type { GradientEngine, WorkItem } from './engine.js';
+
+export class ModelEngine implements GradientEngine {
+  private model: VaeModel | null = null;
+  private cfg: ModelConfig | null = null;
+  private seed = 0;
+
+  private constructor(readonly backend: string) {}
+
+  /** Start the compute backend, then return an engine that uses it. */
+  static async create(choice: BackendChoice, log?: (m: string) => void): Promise<ModelEngine> {
+    return new ModelEngine(await initBackend(choice, log));
+  }
+
+  async configure(cfg: ModelConfig, seed: number, paramLength: number, bnLength: number): Promise<void> {
+    if (!this.model || JSON.stringify(cfg) !== JSON.stringify(this.cfg)) {
+      this.model?.dispose();
+      this.model = createModel(cfg);
+      this.cfg = cfg;
+    }
+    this.seed = seed;
+    if (this.model.layout.size !== paramLength || this.model.bufferLayout.size * 1 !== bnLength) {
+      throw new Error(`model layout (${this.model.layout.size} parameters, ${this.model.bufferLayout.size} BN statistics) differs from the coordinator's (${paramLength}, ${bnLength}): use the same atlasvae version`);
+    }
+  }
+
+  setParams(params: Float32Array): void {
+    this.model!.setParams(params);
+  }
+
+  gradient(item: WorkItem): MicrobatchGradient {
+    const model = this.model!;
+    const cfg = this.cfg!;
+    const batch = decodeCellBatch(item.arrow, cfg.nGenes);
+    if (batch.nCells !== item.nCells) throw new Error(`microbatch holds ${batch.nCells} cells, the message says ${item.nCells}`);
+    const noise = microbatchNoise(cfg, this.seed, item.step, item.microbatch, batch.nCells);
+    return model.gradient(batch, noise, item.klWeight);
+  }
+}
