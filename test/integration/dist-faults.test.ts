@@ -1,0 +1,184 @@
+// Fault tolerance with real processes on loopback: a worker killed with SIGKILL mid-epoch, the
+// coordinator killed with SIGKILL and resumed from its checkpoint, and garbage thrown at a live
+// coordinator. Each run must end with exactly the parameters of an undisturbed run.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { WebSocket } from 'ws';
+import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
+import { encodeFrame } from '@atlasvae/shared/protocol/frame';
+import { PROTOCOL_HEADER } from '@atlasvae/shared/protocol/messages';
+import { bearer } from '@atlasvae/shared/protocol/auth';
+import { Rng } from '@atlasvae/shared/rng';
+import { openDataset } from '@atlasvae/coordinator/data/dataset';
+import { tempDir } from '../helpers/paths.js';
+import { run, runOk, freePort, simulatedDataset, readAudit, waitForStep, kill9, file, type Proc } from './dist-harness.js';
+
+const TOKEN = 'test-token-1234';
+const env = { ATLASVAE_TOKEN: TOKEN };
+let dir = '';
+let data = '';
+let train: Uint32Array;
+let reference: Checkpoint;
+
+// 2,700 training cells, global batch 256 in 4 microbatches: 11 steps per epoch, 33 in all
+const TRAIN_ARGS = ['--epochs', '3', '--global-batch', '256', '--microbatch', '64', '--n-hidden', '64', '--seed', '5', '--checkpoint-every', '4', '--log-level', 'info'];
+
+function workerProc(port: number, name: string): Proc {
+  return run(['worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', 'wasm', '--name', name, '--give-up-after', '60', '--log-level', 'info'], env);
+}
+
+function coordinatorProc(port: number, extra: string[]): Proc {
+  return run(['coordinator', '--data', data, '--host', '127.0.0.1', '--port', String(port), ...TRAIN_ARGS, ...extra], env);
+}
+
+function assertSameTraining(c: Checkpoint, what: string): void {
+  assert.deepEqual(c.position, reference.position, `${what}: plan position`);
+  assert.deepEqual(c.params, reference.params, `${what}: parameters differ from the undisturbed run`);
+  assert.deepEqual(c.buffers, reference.buffers, `${what}: BatchNorm statistics differ`);
+  assert.deepEqual(c.adam, reference.adam, `${what}: optimizer state differs`);
+}
+
+before(async () => {
+  dir = tempDir('atlasvae-dist-faults-');
+  data = await simulatedDataset(file(dir, 'data'), 3000, 1000, 11);
+  const ds = await openDataset(data);
+  train = ds.train;
+  await ds.close();
+  const ckpt = file(dir, 'reference.ckpt');
+  await runOk(['train', '--data', data, '--local-workers', '2', '--backend', 'wasm', '--checkpoint', ckpt, ...TRAIN_ARGS], env);
+  reference = loadCheckpoint(ckpt);
+  assert.equal(reference.position.globalStep, 33);
+});
+
+after(() => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a worker killed with SIGKILL mid-epoch: training finishes, each cell used once per epoch, same parameters', async () => {
+  const port = await freePort();
+  const audit = file(dir, 'kill-worker.audit');
+  const ckpt = file(dir, 'kill-worker.ckpt');
+  const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '2']);
+  await coord.waitFor(/coordinator listening/);
+  const victim = workerProc(port, 'victim');
+  const survivor = workerProc(port, 'survivor');
+  await waitForStep(audit, 4, coord);
+  await kill9(victim);
+  const { code } = await coord.exited;
+  assert.equal(code, 0, coord.output());
+  assert.equal((await survivor.exited).code, 0, survivor.output());
+  const out = coord.output();
+  assert.match(out, /victim:\d+, wasm\) left/);
+  assert.ok(out.indexOf('victim') < out.indexOf('training finished'));
+
+  // every training cell exactly once per epoch, counted from the microbatches the coordinator accepted
+  const lines = readAudit(audit);
+  for (let epoch = 0; epoch < 3; epoch++) {
+    const count = new Map<number, number>();
+    for (const a of lines.filter((l) => l.epoch === epoch)) for (const c of a.cells) count.set(c, (count.get(c) ?? 0) + 1);
+    const expected = 11 * 256 > train.length ? train.length : 11 * 256;
+    assert.equal(count.size, expected, `epoch ${epoch}: distinct cells`);
+    for (const c of train) assert.equal(count.get(c), 1, `epoch ${epoch}: cell ${c} used ${count.get(c) ?? 0} times`);
+  }
+  const redone = (out.match(/microbatch handed out again/g) ?? []).length;
+  console.log(`  microbatches redone after the kill: ${redone}`);
+  assertSameTraining(loadCheckpoint(ckpt), 'after a worker was killed');
+});
+
+test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume: workers reconnect, same parameters', async () => {
+  const port = await freePort();
+  const audit = file(dir, 'kill-coordinator.audit');
+  const ckpt = file(dir, 'kill-coordinator.ckpt');
+  const args = ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '2'];
+  const first = coordinatorProc(port, args);
+  await first.waitFor(/coordinator listening/);
+  const w1 = workerProc(port, 'w1');
+  const w2 = workerProc(port, 'w2');
+  await waitForStep(audit, 14, first); // epoch 1, after the checkpoint of step 12
+  await kill9(first);
+  const saved = loadCheckpoint(ckpt);
+  assert.ok(saved.position.globalStep >= 12 && saved.position.globalStep < 33, `checkpoint at step ${saved.position.globalStep}`);
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('kill-coordinator.ckpt') && f.endsWith('.tmp')), [], 'no temporary files left');
+
+  const second = coordinatorProc(port, [...args, '--resume']);
+  const { code } = await second.exited;
+  assert.equal(code, 0, second.output());
+  assert.match(second.output(), new RegExp(`resuming from .*${saved.position.globalStep} steps done`));
+  assert.match(second.output(), /worker \d+ joined \(w1/);
+  assert.match(second.output(), /worker \d+ joined \(w2/);
+  assert.equal((await w1.exited).code, 0, w1.output());
+  assert.equal((await w2.exited).code, 0, w2.output());
+  assertSameTraining(loadCheckpoint(ckpt), 'after the coordinator was killed and resumed');
+});
+
+/** Open a raw connection; resolves with how it ended: HTTP status, or close code. */
+function attack(port: number, o: { token?: string | null; protocol?: string; send?: (ws: WebSocket) => void }): Promise<string> {
+  return new Promise((resolve) => {
+    const headers: Record<string, string> = {};
+    if (o.token !== null) headers.authorization = bearer(o.token ?? TOKEN);
+    if (o.protocol) headers[PROTOCOL_HEADER] = o.protocol;
+    const ws = new WebSocket(`ws://127.0.0.1:${port}`, { headers });
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(`http ${res.statusCode}`);
+      ws.terminate();
+    });
+    ws.on('error', () => undefined);
+    ws.on('open', () => o.send?.(ws));
+    ws.on('close', (code) => resolve(`close ${code}`));
+  });
+}
+
+const hello = (protocol = 1): Buffer => encodeFrame({ type: 'hello', protocol, backend: 'evil', name: 'attacker', pid: 1 });
+
+test('random bytes and malformed messages at a live coordinator change nothing', async () => {
+  const port = await freePort();
+  const ckpt = file(dir, 'garbage.ckpt');
+  const audit = file(dir, 'garbage.audit');
+  const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '1']);
+  await coord.waitFor(/coordinator listening/);
+  const honest = workerProc(port, 'honest');
+  await waitForStep(audit, 1, coord);
+
+  const rng = new Rng(99);
+  const random = (n: number): Buffer => {
+    const b = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) b[i] = rng.int(256);
+    return b;
+  };
+  const outcomes: Record<string, string> = {};
+  outcomes.noToken = await attack(port, { token: null });
+  outcomes.wrongToken = await attack(port, { token: 'guess' });
+  outcomes.wrongProtocolHeader = await attack(port, { protocol: '99' });
+  outcomes.wrongProtocolHello = await attack(port, { send: (ws) => ws.send(hello(2)) });
+  outcomes.textFrame = await attack(port, { send: (ws) => ws.send('hello') });
+  outcomes.resultBeforeHello = await attack(port, { send: (ws) => ws.send(encodeFrame({ type: 'result', version: 0, step: 0, microbatch: 0, nCells: 1, reconstructionSum: 0, klSum: 0, lossSum: 0, computeMs: 0, gradLength: 1, bnLength: 1 }, new Float32Array(2))) });
+  outcomes.oversize = await attack(port, { send: (ws) => { ws.send(hello()); ws.send(Buffer.alloc(64 << 20)); } });
+  outcomes.badSizes = await attack(port, { send: (ws) => { ws.send(hello()); ws.send(encodeFrame({ type: 'result', version: 1, step: 1, microbatch: 0, nCells: 64, reconstructionSum: 0, klSum: 0, lossSum: 0, computeMs: 0, gradLength: 10, bnLength: 2 }, new Float32Array(12))); } });
+  outcomes.notMsgpack = await attack(port, { send: (ws) => { ws.send(hello()); ws.send(Buffer.from([8, 0, 0, 0, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])); } });
+  for (let i = 0; i < 12; i++) {
+    outcomes[`random${i}`] = await attack(port, { send: (ws) => { if (i % 2) ws.send(hello()); ws.send(random(1 + rng.int(5000))); } });
+  }
+  assert.equal(coord.child.exitCode, null, 'the attacks ended while training was still running');
+  assert.doesNotMatch(coord.output(), /training finished/, 'the attacks ended while training was still running');
+
+  const { code } = await coord.exited;
+  assert.equal(code, 0, coord.output());
+  assert.equal((await honest.exited).code, 0);
+  assert.equal(outcomes.noToken, 'http 401');
+  assert.equal(outcomes.wrongToken, 'http 401');
+  assert.equal(outcomes.wrongProtocolHeader, 'http 426');
+  assert.equal(outcomes.wrongProtocolHello, 'close 4001');
+  assert.equal(outcomes.textFrame, 'close 1003');
+  assert.equal(outcomes.oversize, 'close 1009');
+  for (const k of ['resultBeforeHello', 'badSizes', 'notMsgpack']) assert.equal(outcomes[k], 'close 1002', k);
+  for (let i = 0; i < 12; i++) assert.match(outcomes[`random${i}`]!, /^close 10(02|09)$/, `random${i}`);
+  const out = coord.output();
+  for (const reason of ['bad-token', 'bad-protocol-version', 'text-frame', 'invalid-message', 'malformed-frame', 'oversize']) {
+    assert.match(out, new RegExp(`rejected connection .*${reason}`), reason);
+  }
+  // the honest worker was never disturbed: it left only when training was done
+  assert.equal((out.match(/honest:\d+, wasm\) left/g) ?? []).length, 1);
+  assert.match(out, /honest:\d+, wasm\) left: 1000 done/);
+  assertSameTraining(loadCheckpoint(ckpt), 'after the attacks');
+});
