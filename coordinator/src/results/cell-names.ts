@@ -1,13 +1,17 @@
-// How results name cells: their dataset's batch and label category names, and optionally a
-// barcode and a row in the source file, looked up by global cell index.
+// How results name cells: their dataset's batch and label category names, and (when the dataset
+// keeps them) each cell's barcode and row in the source file, looked up a chunk at a time.
+
+export interface CellIdentity {
+  /** row of each cell in the source file (for writing back into the .h5ad) */
+  sourceRow: Uint32Array;
+  barcodes: string[];
+}
 
 export interface CellNaming {
   batchNames: string[];
   labelNames: string[];
-  /** barcode of a global cell index, when the dataset keeps them */
-  barcode?: (cell: number) => string;
-  /** row of a global cell index in the source file (for writing back into the .h5ad) */
-  sourceRow?: (cell: number) => number;
+  /** barcodes and source rows of global cell indices, in the order given */
+  lookup?: (cells: Uint32Array) => Promise<CellIdentity>;
 }
 
 export function nameOf(names: string[], code: number): string {

@@ -27,11 +27,14 @@ export async function writeEmbeddingTable(engine: InferenceEngine, plan: ChunkPl
     await forEachChunk(
       plan,
       engine.parallelism,
-      (c) => engine.encode(c.batch),
-      async (c, { qm, qv }) => {
+      async (c) => {
+        const [enc, id] = await Promise.all([engine.encode(c.batch), opts.naming.lookup?.(c.batch.cellIndex)]);
+        return { ...enc, id };
+      },
+      async (c, { qm, qv, id }) => {
         const n = c.batch.nCells;
         const cols: Record<string, Column> = {};
-        if (opts.naming.barcode) cols.cell = Array.from(c.batch.cellIndex, (g) => opts.naming.barcode!(g));
+        if (id) cols.cell = id.barcodes;
         cols.cell_index = c.batch.cellIndex;
         cols.batch = Array.from(c.datasetBatch, (b) => nameOf(opts.naming.batchNames, b));
         cols.label = Array.from(c.batch.label, (l) => nameOf(opts.naming.labelNames, l));
@@ -72,17 +75,19 @@ export async function writeEmbeddingH5ad(
 ): Promise<{ nCells: number; nObs: number; missing: number }> {
   const L = engine.config.nLatent;
   const nObs = await h5adObsCount(sourceH5ad);
-  const rowOf = opts.naming.sourceRow ?? ((g: number) => g);
   const mean = new Float32Array(nObs * L).fill(NaN);
   const variance = opts.variance ? new Float32Array(nObs * L).fill(NaN) : null;
   let filled = 0;
   await forEachChunk(
     plan,
     engine.parallelism,
-    (c) => engine.encode(c.batch),
-    (c, { qm, qv }) => {
+    async (c) => {
+      const [enc, id] = await Promise.all([engine.encode(c.batch), opts.naming.lookup?.(c.batch.cellIndex)]);
+      return { ...enc, rows: id ? id.sourceRow : c.batch.cellIndex };
+    },
+    (c, { qm, qv, rows }) => {
       for (let i = 0; i < c.batch.nCells; i++) {
-        const r = rowOf(c.batch.cellIndex[i]!);
+        const r = rows[i]!;
         if (!(r >= 0 && r < nObs)) throw new Error(`cell ${c.batch.cellIndex[i]} maps to row ${r} outside the source's ${nObs} rows`);
         mean.set(qm.subarray(i * L, (i + 1) * L), r * L);
         variance?.set(qv.subarray(i * L, (i + 1) * L), r * L);

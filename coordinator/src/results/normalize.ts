@@ -30,17 +30,20 @@ export async function writeNormalizedExpression(engine: InferenceEngine, plan: C
       plan,
       engine.parallelism,
       (c) =>
-        engine.normalizedScale(c.batch, {
-          samples: opts.samples,
-          transformBatch: opts.transformBatch,
-          seed: opts.seed,
-          chunk: c.index,
-          genes: opts.genes,
-        }),
-      async (c, scale) => {
+        Promise.all([
+          engine.normalizedScale(c.batch, {
+            samples: opts.samples,
+            transformBatch: opts.transformBatch,
+            seed: opts.seed,
+            chunk: c.index,
+            genes: opts.genes,
+          }),
+          opts.naming.lookup?.(c.batch.cellIndex),
+        ]),
+      async (c, [scale, id]) => {
         const n = c.batch.nCells;
         const cols: Record<string, Column> = {};
-        if (opts.naming.barcode) cols.cell = Array.from(c.batch.cellIndex, (g) => opts.naming.barcode!(g));
+        if (id) cols.cell = id.barcodes;
         cols.cell_index = c.batch.cellIndex;
         cols.batch = Array.from(c.datasetBatch, (b) => nameOf(opts.naming.batchNames, b));
         cols.label = Array.from(c.batch.label, (l) => nameOf(opts.naming.labelNames, l));
