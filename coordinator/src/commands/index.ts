@@ -4,6 +4,10 @@ import { simulateCommand } from './simulate.js';
 import { coordinatorCommand } from './coordinator.js';
 import { workerCommand } from './worker.js';
 import { trainCommand } from './train.js';
+import { embedCommand } from './embed.js';
+import { normalizeCommand } from './normalize.js';
+import { evaluateCommand } from './evaluate.js';
+import { umapCommand } from './umap.js';
 
 export type CommandModule = (y: Argv) => Argv;
 
@@ -12,4 +16,8 @@ export const commands: CommandModule[] = [
   coordinatorCommand,
   workerCommand,
   trainCommand,
+  embedCommand,
+  normalizeCommand,
+  evaluateCommand,
+  umapCommand,
 ];

@@ -19,7 +19,7 @@ export interface EvaluateOptions {
   /** latent metrics use at most this many cells (seeded subsample): kNN is exact, O(n²) */
   maxMetricCells: number;
   naming: CellNaming;
-  /** optional per-cell table (cell_index, reconstruction, kl, elbo, marginal_ll) */
+  /** optional per-cell table (cell_index, reconstruction, kl, elbo = reconstruction + kl, marginal_ll = log p(x)) */
   perCellOut?: string;
   onChunk?: (cells: number) => void;
   onPhase?: (phase: string) => void;
@@ -27,11 +27,15 @@ export interface EvaluateOptions {
 
 export interface EvaluationReport {
   nCells: number;
-  /** per-cell means; the ELBO is −(reconstruction + KL), KL unweighted */
+  /** per-cell means. `elbo` follows scvi's get_elbo and the trainer's validation ELBO: reconstruction
+   * (−log p(x|z)) + KL (unweighted), i.e. the negative evidence lower bound; lower is better */
   elbo: number;
   reconstruction: number;
   kl: number;
-  marginalLogLikelihood: { samples: number; mean: number; minusElboGap: number } | null;
+  /** logLikelihood: mean log p(x) (importance-sampled); negative: −logLikelihood as scvi's
+   * get_marginal_ll reports it, comparable to `elbo` and never above it in expectation;
+   * gapToElbo = elbo − negative (≥ 0: how loose the bound is) */
+  marginalLogLikelihood: { samples: number; logLikelihood: number; negative: number; gapToElbo: number } | null;
   knnAccuracy: (Omit<KnnAccuracy, 'perLabel'> & { perLabel: { label: string; nCells: number; accuracy: number }[] }) | null;
   batchMixing: (Omit<BatchMixing, 'perBatch'> & { perBatch: { batch: string; nCells: number; normalizedEntropy: number }[] }) | null;
   notes: string[];
@@ -77,7 +81,7 @@ export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, op
         for (let i = 0; i < k; i++) {
           sumRec += r.reconstruction[i]!;
           sumKl += r.kl[i]!;
-          elbo[i] = -(r.reconstruction[i]! + r.kl[i]!);
+          elbo[i] = r.reconstruction[i]! + r.kl[i]!;
           if (r.marginal) sumMarg += r.marginal[i]!;
           const row = inMetric[c.offset + i]!;
           if (row >= 0) {
@@ -111,10 +115,11 @@ export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, op
   const rec = sumRec / n, kl = sumKl / n;
   const report: EvaluationReport = {
     nCells: n,
-    elbo: -(rec + kl),
+    elbo: rec + kl,
     reconstruction: rec,
     kl,
-    marginalLogLikelihood: opts.samples > 0 ? { samples: opts.samples, mean: sumMarg / n, minusElboGap: sumMarg / n + (rec + kl) } : null,
+    marginalLogLikelihood:
+      opts.samples > 0 ? { samples: opts.samples, logLikelihood: sumMarg / n, negative: -sumMarg / n, gapToElbo: rec + kl + sumMarg / n } : null,
     knnAccuracy: null,
     batchMixing: null,
     notes,

@@ -1,0 +1,99 @@
+// `atlasvae umap`: a UMAP picture of the latent space, coloured by cell type or batch.
+import type { Argv } from 'yargs';
+import { CliError } from '@atlasvae/shared/errors';
+import { log } from '@atlasvae/shared/log';
+import { openResultsInputs, allCells } from '../results/inputs.js';
+import { withModelAndData, requirePositiveInt, chunkProgress } from '../results/command-options.js';
+import { readEmbeddingFile, encodeCategories } from '../results/embedding-file.js';
+import { forEachChunk } from '../results/cell-stream.js';
+import { writeUmapPng } from '../results/umap-plot.js';
+import { Progress } from '../progress.js';
+
+const COLOR_BY = ['label', 'batch'] as const;
+
+export function umapCommand(y: Argv): Argv {
+  return y.command(
+    'umap',
+    'UMAP of the latent space as a PNG coloured by cell type or batch, with a legend',
+    (c) =>
+      withModelAndData(c)
+        .option('embedding', { type: 'string', describe: 'an embedding from `atlasvae embed` (.arrow or .csv) instead of --checkpoint/--data' })
+        .option('out', { type: 'string', demandOption: true, describe: 'output .png' })
+        .option('color-by', { choices: COLOR_BY, default: 'label' as (typeof COLOR_BY)[number], describe: 'colour cells by cell type (label) or batch' })
+        .option('max-cells', { type: 'number', describe: 'plot a seeded random subsample of at most this many cells' })
+        .option('seed', { type: 'number', default: 0, describe: 'seed of UMAP and the subsample' })
+        .option('width', { type: 'number', default: 1000, describe: 'image width in pixels' })
+        .option('height', { type: 'number', default: 800, describe: 'image height in pixels' })
+        .option('neighbors', { type: 'number', default: 15, describe: 'UMAP n_neighbors' })
+        .option('min-dist', { type: 'number', default: 0.3, describe: 'UMAP min_dist' })
+        .option('epochs', { type: 'number', describe: 'UMAP optimisation epochs (default: umap-js: 500 below 10k cells, 200 above)' })
+        .example('$0 umap --embedding latent.arrow --out umap.png', 'from an embedding file, coloured by cell type')
+        .example('$0 umap --checkpoint model.ckpt --data atlas/ --color-by batch --max-cells 100000 --out batches.png', 'straight from a model, 100k cells'),
+    async (a) => {
+      if (!a.out.toLowerCase().endsWith('.png')) throw new CliError(`${a.out}: the output must be a .png`);
+      const width = requirePositiveInt('width', a.width);
+      const height = requirePositiveInt('height', a.height);
+      if (width < 200 || height < 150) throw new CliError('--width/--height: the image must be at least 200 × 150');
+      const maxCells = a['max-cells'] === undefined ? Infinity : requirePositiveInt('max-cells', a['max-cells']);
+      let latent: Float32Array, dim: number, codes: Int32Array, names: string[], what: string;
+      if (a.embedding) {
+        if (a.checkpoint || a.data) throw new CliError('give either --embedding or --checkpoint/--data, not both');
+        const e = await readEmbeddingFile(a.embedding);
+        const values = a['color-by'] === 'label' ? e.label : e.batch;
+        if (!values) throw new CliError(`${a.embedding}: has no ${a['color-by']} column to colour by`);
+        ({ codes, names } = encodeCategories(values));
+        ({ latent, dim } = e);
+        what = a.embedding;
+      } else {
+        if (!a.checkpoint || !a.data) throw new CliError('give --embedding FILE, or --checkpoint and --data');
+        const inputs = await openResultsInputs({ checkpoint: a.checkpoint, data: a.data, backend: a.backend, asBatch: a['as-batch'] });
+        try {
+          const m = inputs.dataset.manifest;
+          dim = inputs.checkpoint.modelConfig.nLatent;
+          const cells = allCells(inputs.dataset);
+          latent = new Float32Array(cells.length * dim);
+          codes = new Int32Array(cells.length);
+          const plan = { source: inputs.dataset.source, cells, chunkSize: requirePositiveInt('chunk-cells', a['chunk-cells']), batchMap: inputs.batchMap };
+          const progress = chunkProgress('embed', plan);
+          await forEachChunk(plan, inputs.engine.parallelism, (c) => inputs.engine.encode(c.batch), (c, { qm }) => {
+            latent.set(qm, c.offset * dim);
+            codes.set(a['color-by'] === 'label' ? c.batch.label : c.datasetBatch, c.offset);
+            progress.tick(c.batch.nCells);
+          });
+          progress.finish();
+          names = a['color-by'] === 'label' ? m.labelCategories : m.batchCategories;
+          if (a['color-by'] === 'label' && names.length === 0) log.warn(`${a.data}: the dataset has no cell-type labels; all cells are drawn as unknown`);
+          what = a.data;
+        } finally {
+          await inputs.close();
+        }
+      }
+      const n = codes.length;
+      const shown = Math.min(n, maxCells);
+      log.info(`umap: ${shown.toLocaleString('en-US')} of ${n.toLocaleString('en-US')} cells, finding neighbours`);
+      let layout: Progress | null = null;
+      const r = writeUmapPng(a.out, {
+        latent,
+        dim,
+        codes,
+        names,
+        seed: a.seed,
+        maxCells,
+        width,
+        height,
+        title: `atlasvae UMAP of ${what.replace(/\/+$/, '').split('/').pop()} by ${a['color-by']}`,
+        umap: {
+          nNeighbors: requirePositiveInt('neighbors', a.neighbors),
+          minDist: a['min-dist'],
+          nEpochs: a.epochs,
+          onEpoch: (e, total) => {
+            layout ??= new Progress({ label: 'umap layout', totalSteps: total });
+            layout.update({ cells: 0, completedSteps: e });
+          },
+        },
+      });
+      (layout as Progress | null)?.finish();
+      log.info(`${a.out}: ${width}×${height} PNG, ${r.nPlotted.toLocaleString('en-US')} cells, ${names.length} ${a['color-by'] === 'label' ? 'cell types' : 'batches'}`);
+    },
+  );
+}
