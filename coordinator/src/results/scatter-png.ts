@@ -62,7 +62,7 @@ export function renderScatter(input: ScatterInput): ScatterOutput {
   const more = entries.length - shown.length;
   const legendLabels = shown.map((e) => e.label).concat(more ? [`+${more} more`] : []);
   const maxLegendW = Math.floor(W * 0.45);
-  const legendW = Math.min(maxLegendW, Math.max(...legendLabels.map((l) => textWidth(l, scale))) + sw + 3 * pad);
+  const legendW = Math.min(maxLegendW, Math.max(...legendLabels.map((l) => textWidth(l, scale))) + sw + 4 * pad);
   const legendX = W - legendW;
   shown.forEach((e, r) => {
     const y = titleH + r * rowH;
