@@ -1,0 +1,69 @@
+// Adam (torch.optim.Adam semantics) against a hand-computed two-step example, and the merging of
+// microbatch BatchNorm statistics into the running statistics by applyStep.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { adamStep, initAdam } from '@atlasvae/shared/train/adam';
+import { applyStep, initTrainingState } from '@atlasvae/shared/train/step';
+import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
+import { bufferLayout, paramLayout } from '@atlasvae/shared/model/layout';
+import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+
+function near(a: number, b: number, tol: number, what: string): void {
+  assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
+}
+
+test('Adam: bias correction, eps outside the sqrt, coupled L2 weight decay (two steps by hand)', () => {
+  const p = Float32Array.from([1, -2]);
+  const s = initAdam(2);
+  const cfg = { lr: 0.1, eps: 0.01, weightDecay: 0.1 };
+  // step 1: g' = g + wd·p = (0.6, −0.1); m̂ = g', v̂ = g'²; p −= lr·m̂/(|g'| + eps)
+  adamStep(p, [0.5, 0.1], s, cfg);
+  near(p[0]!, 1 - 0.06 / 0.61, 1e-6, 'p0 after step 1');
+  near(p[1]!, -2 + 0.01 / 0.11, 1e-6, 'p1 after step 1');
+  near(s.m[0]!, 0.06, 1e-8, 'm0');
+  near(s.v[1]!, 1e-5, 1e-10, 'v1');
+  // step 2 (values from numpy with the same formulas)
+  adamStep(p, [0.5, 0.1], s, cfg);
+  near(p[0]!, 0.80333769, 1e-6, 'p0 after step 2');
+  near(p[1]!, -1.8188911, 1e-6, 'p1 after step 2');
+  near(s.m[0]!, 0.11301639, 1e-7, 'm0 after step 2');
+  near(s.v[0]!, 7.07933469e-4, 1e-9, 'v0 after step 2');
+  assert.equal(s.t, 2);
+});
+
+test('applyStep: gradients summed over microbatches and divided by total cells; BN statistics folded in microbatch order', () => {
+  const mc = defaultModelConfig(20, 2, { nHidden: 4, nLatent: 2 });
+  const tc = defaultTrainConfig(100, { lr: 0.01, weightDecay: 0 });
+  const size = paramLayout(mc).size;
+  const bsize = bufferLayout(mc).size;
+  const mk = (n: number, g: number, stat: number): MicrobatchGradient => ({
+    grad: new Float32Array(size).fill(g),
+    nCells: n,
+    reconstructionSum: 10 * n,
+    klSum: n,
+    lossSum: 10.5 * n,
+    bnStats: new Float32Array(bsize).fill(stat),
+  });
+  const a = initTrainingState(mc, 3);
+  const b = initTrainingState(mc, 3);
+  const before = a.params.slice();
+  const summary = applyStep(a, [mk(3, 2, 5), mk(1, 6, 9)], tc, mc);
+  // microbatch gradients are sums over their cells: mean gradient = (2 + 6)/4 = 2 for every parameter
+  applyStep(b, [mk(4, 8, 0)], tc, mc);
+  assert.deepEqual(a.params, b.params, 'same as one microbatch carrying the mean gradient');
+  assert.notDeepEqual(a.params, before);
+  near(summary.gradNorm, 2 * Math.sqrt(size), 1e-3, 'gradient norm of the mean gradient');
+  assert.equal(summary.cells, 4);
+  near(summary.loss, 10.5, 1e-12, 'mean loss');
+  near(summary.reconstruction, 10, 1e-12, 'mean reconstruction');
+  assert.equal(a.globalStep, 1);
+  assert.equal(a.stepInEpoch, 1);
+  // running_mean starts at 0: (1−m)·((1−m)·0 + m·5) + m·9 ; running_var starts at 1
+  const m = mc.bnMomentum;
+  near(a.buffers[0]!, (1 - m) * (m * 5) + m * 9, 1e-7, 'running_mean');
+  near(a.buffers[mc.nHidden]!, (1 - m) * ((1 - m) * 1 + m * 5) + m * 9, 1e-7, 'running_var');
+  // order matters: the other order gives another result
+  const c = initTrainingState(mc, 3);
+  applyStep(c, [mk(1, 6, 9), mk(3, 2, 5)], tc, mc);
+  assert.notEqual(c.buffers[0], a.buffers[0]);
+});
