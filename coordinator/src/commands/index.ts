@@ -1,6 +1,7 @@
 // Every subcommand registers itself here: one module per command.
 import type { Argv } from 'yargs';
 import { simulateCommand } from './simulate.js';
+import { prepareCommand } from './prepare.js';
 import { coordinatorCommand } from './coordinator.js';
 import { workerCommand } from './worker.js';
 import { trainCommand } from './train.js';
@@ -13,6 +14,7 @@ export type CommandModule = (y: Argv) => Argv;
 
 export const commands: CommandModule[] = [
   simulateCommand,
+  prepareCommand,
   coordinatorCommand,
   workerCommand,
   trainCommand,

@@ -5,7 +5,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import type { CellBatch } from '@atlasvae/shared/batch';
 import { InputError } from '@atlasvae/shared/errors';
-import { forEachLine, readTsvRows, firstExisting } from './text.js';
+import { fileChunks, readTsvRows, firstExisting } from './text.js';
 
 export interface MtxFiles {
   dir: string;
@@ -60,51 +60,77 @@ export async function readBarcodes(file: string): Promise<string[]> {
   return (await readTsvRows(file)).map((r) => r[0]!);
 }
 
-const ENTRY_CHUNK = 1 << 16;
+export interface MtxEntries {
+  /** 0-based gene (row) */
+  rows: Int32Array;
+  /** 0-based cell (column) */
+  cols: Int32Array;
+  vals: Float64Array;
+  n: number;
+}
 
 /**
- * Streams the entries of a coordinate MatrixMarket file in chunks (0-based row, column, value).
- * Checks the header, index ranges and the entry count against the header.
+ * The entries of a coordinate MatrixMarket file, block by block (one block per chunk of file
+ * bytes; the arrays are reused between blocks). Checks the header, index ranges and the entry
+ * count against the header.
  */
-export async function streamMtxEntries(
-  file: string,
-  onHeader: (h: MtxHeader) => void,
-  onEntries: (rows: Int32Array, cols: Int32Array, vals: Float64Array, n: number) => void,
-): Promise<MtxHeader> {
-  let header: MtxHeader | null = null;
-  let sawBanner = false;
-  let lineNo = 0;
-  let count = 0;
-  const rows = new Int32Array(ENTRY_CHUNK);
-  const cols = new Int32Array(ENTRY_CHUNK);
-  const vals = new Float64Array(ENTRY_CHUNK);
-  let n = 0;
+export async function* mtxEntryBlocks(file: string, onHeader: (h: MtxHeader) => void): AsyncGenerator<MtxEntries> {
+  const p = new MtxParser(file, onHeader);
+  let rest: Buffer | null = null;
+  for await (const chunk of fileChunks(file)) {
+    const buf: Buffer = rest ? Buffer.concat([rest, chunk]) : chunk;
+    let start = 0;
+    for (;;) {
+      const nl = buf.indexOf(10, start);
+      if (nl < 0) break;
+      p.line(buf, start, nl > start && buf[nl - 1] === 13 ? nl - 1 : nl);
+      start = nl + 1;
+    }
+    rest = start < buf.length ? Buffer.from(buf.subarray(start)) : null;
+    if (p.block.n > 0) {
+      yield p.block;
+      p.block.n = 0;
+    }
+  }
+  if (rest && rest.length > 0) p.line(rest, 0, rest[rest.length - 1] === 13 ? rest.length - 1 : rest.length);
+  if (p.block.n > 0) yield p.block;
+  p.end();
+}
 
-  const bad = (msg: string): never => {
-    throw new InputError(file, `line ${lineNo}: ${msg}`);
-  };
+class MtxParser {
+  header: MtxHeader | null = null;
+  private sizeSeen = false;
+  lineNo = 0;
+  count = 0;
+  block: MtxEntries = { rows: new Int32Array(1 << 16), cols: new Int32Array(1 << 16), vals: new Float64Array(1 << 16), n: 0 };
 
-  await forEachLine(file, (buf, s, e) => {
-    lineNo++;
-    if (!sawBanner) {
+  constructor(private readonly file: string, private readonly onHeader: (h: MtxHeader) => void) {}
+
+  private bad(msg: string): never {
+    throw new InputError(this.file, `line ${this.lineNo}: ${msg}`);
+  }
+
+  line(buf: Buffer, s: number, e: number): void {
+    this.lineNo++;
+    if (!this.header) {
       const line = buf.toString('latin1', s, e).trim();
       const m = /^%%MatrixMarket\s+matrix\s+(\w+)\s+(\w+)\s+(\w+)/i.exec(line);
-      if (!m) bad('not a MatrixMarket file (expected a "%%MatrixMarket matrix coordinate ..." banner)');
-      if (m![1]!.toLowerCase() !== 'coordinate') bad(`only coordinate (sparse) MatrixMarket is supported, found "${m![1]}"`);
-      const field = m![2]!.toLowerCase();
-      if (field !== 'integer' && field !== 'real' && field !== 'pattern' && field !== 'double') bad(`unsupported value type "${m![2]}"`);
-      if (m![3]!.toLowerCase() !== 'general') bad(`unsupported symmetry "${m![3]}" (expected general)`);
-      header = { nRows: 0, nCols: 0, nnz: -1, field: field === 'double' ? 'real' : (field as MtxHeader['field']) };
-      sawBanner = true;
+      if (!m) this.bad('not a MatrixMarket file (expected a "%%MatrixMarket matrix coordinate ..." banner)');
+      if (m[1]!.toLowerCase() !== 'coordinate') this.bad(`only coordinate (sparse) MatrixMarket is supported, found "${m[1]}"`);
+      const field = m[2]!.toLowerCase();
+      if (field !== 'integer' && field !== 'real' && field !== 'pattern' && field !== 'double') this.bad(`unsupported value type "${m[2]}"`);
+      if (m[3]!.toLowerCase() !== 'general') this.bad(`unsupported symmetry "${m[3]}" (expected general)`);
+      this.header = { nRows: 0, nCols: 0, nnz: 0, field: field === 'double' ? 'real' : (field as MtxHeader['field']) };
       return;
     }
     if (e <= s || buf[s] === 37 /* % */) return;
-    const h = header!;
-    if (h.nnz < 0) {
+    const h = this.header;
+    if (!this.sizeSeen) {
       const parts = buf.toString('latin1', s, e).trim().split(/\s+/).map(Number);
-      if (parts.length !== 3 || parts.some((x) => !Number.isInteger(x) || x < 0)) bad('expected the size line "rows columns entries"');
+      if (parts.length !== 3 || parts.some((x) => !Number.isInteger(x) || x < 0)) this.bad('expected the size line "rows columns entries"');
       [h.nRows, h.nCols, h.nnz] = parts as [number, number, number];
-      onHeader(h);
+      this.sizeSeen = true;
+      this.onHeader(h);
       return;
     }
     // entry line: row col [value], parsed from bytes
@@ -115,7 +141,7 @@ export async function streamMtxEntries(
     while (p < e && (buf[p] === 32 || buf[p] === 9)) p++;
     let c = 0, dc = 0;
     while (p < e && buf[p]! >= 48 && buf[p]! <= 57) { c = c * 10 + buf[p]! - 48; p++; dc++; }
-    if (dr === 0 || dc === 0) bad('malformed entry');
+    if (dr === 0 || dc === 0) this.bad('malformed entry');
     let v = 1;
     if (h.field !== 'pattern') {
       while (p < e && (buf[p] === 32 || buf[p] === 9)) p++;
@@ -127,30 +153,56 @@ export async function streamMtxEntries(
       if (dv > 0 && dv < 16 && q === e) v = iv;
       else {
         const txt = buf.toString('latin1', vs, e).trim();
-        v = txt === '' ? NaN : Number(txt);
-        if (txt === '' ) bad('missing value');
-        if (Number.isNaN(v) && !/^[-+]?nan$/i.test(txt)) bad(`malformed value "${txt}"`);
+        if (txt === '') this.bad('missing value');
+        v = Number(txt);
+        if (Number.isNaN(v) && !/^[-+]?nan$/i.test(txt)) this.bad(`malformed value "${txt}"`);
       }
     }
-    if (r < 1 || r > h.nRows) bad(`row ${r} outside 1..${h.nRows}`);
-    if (c < 1 || c > h.nCols) bad(`column ${c} outside 1..${h.nCols}`);
-    if (count >= h.nnz) bad(`more entries than the ${h.nnz} the header declares`);
-    rows[n] = r - 1;
-    cols[n] = c - 1;
-    vals[n] = v;
-    n++;
-    count++;
-    if (n === ENTRY_CHUNK) {
-      onEntries(rows, cols, vals, n);
-      n = 0;
+    if (r < 1 || r > h.nRows) this.bad(`row ${r} outside 1..${h.nRows}`);
+    if (c < 1 || c > h.nCols) this.bad(`column ${c} outside 1..${h.nCols}`);
+    if (this.count >= h.nnz) this.bad(`more entries than the ${h.nnz} the header declares`);
+    const b = this.block;
+    if (b.n === b.rows.length) {
+      const grow = <T extends Int32Array | Float64Array>(a: T): T => { const x = new (a.constructor as new (n: number) => T)(a.length * 2); x.set(a); return x; };
+      b.rows = grow(b.rows); b.cols = grow(b.cols); b.vals = grow(b.vals);
     }
-  });
-  if (!header) throw new InputError(file, 'empty file');
-  const h = header as MtxHeader;
-  if (h.nnz < 0) throw new InputError(file, 'missing size line');
-  if (n > 0) onEntries(rows, cols, vals, n);
-  if (count !== h.nnz) throw new InputError(file, `truncated: the header declares ${h.nnz} entries, found ${count}`);
-  return h;
+    b.rows[b.n] = r - 1;
+    b.cols[b.n] = c - 1;
+    b.vals[b.n] = v;
+    b.n++;
+    this.count++;
+  }
+
+  end(): void {
+    if (!this.header) throw new InputError(this.file, 'empty file');
+    if (!this.sizeSeen) throw new InputError(this.file, 'missing size line');
+    if (this.count !== this.header.nnz) throw new InputError(this.file, `truncated: the header declares ${this.header.nnz} entries, found ${this.count}`);
+  }
+}
+
+/** Just the header (banner and size line) of a MatrixMarket file. */
+export async function readMtxHeader(file: string): Promise<MtxHeader> {
+  let found: MtxHeader | null = null;
+  const it = mtxEntryBlocks(file, (h) => { found = h; });
+  try {
+    // the first block comes from the first chunk of the file, which holds the header
+    await it.next();
+  } finally {
+    await it.return(undefined);
+  }
+  if (!found) throw new InputError(file, 'no MatrixMarket size line in the first megabyte');
+  return found;
+}
+
+/** Streams all entries through a callback (see mtxEntryBlocks). */
+export async function streamMtxEntries(
+  file: string,
+  onHeader: (h: MtxHeader) => void,
+  onEntries: (rows: Int32Array, cols: Int32Array, vals: Float64Array, n: number) => void,
+): Promise<MtxHeader> {
+  let header: MtxHeader | null = null;
+  for await (const b of mtxEntryBlocks(file, (h) => { header = h; onHeader(h); })) onEntries(b.rows, b.cols, b.vals, b.n);
+  return header!;
 }
 
 /** A whole 10x MatrixMarket folder as one CSR batch (cells are rows). */
