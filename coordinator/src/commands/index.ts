@@ -9,6 +9,7 @@ import { embedCommand } from './embed.js';
 import { normalizeCommand } from './normalize.js';
 import { evaluateCommand } from './evaluate.js';
 import { umapCommand } from './umap.js';
+import { demoCommand } from './demo.js';
 
 export type CommandModule = (y: Argv) => Argv;
 
@@ -22,4 +23,5 @@ export const commands: CommandModule[] = [
   normalizeCommand,
   evaluateCommand,
   umapCommand,
+  demoCommand,
 ];
