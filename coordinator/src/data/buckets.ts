@@ -22,9 +22,9 @@ export class CellBuckets {
   private readonly counts: Float64Array;
 
   /** `expectedEntries` sizes buckets so that each holds about BUCKET_TARGET_ENTRIES entries */
-  constructor(readonly nCells: number, expectedEntries: number, tmpRoot = os.tmpdir()) {
+  constructor(readonly nCells: number, expectedEntries: number, tmpRoot = os.tmpdir(), bucketEntries = BUCKET_TARGET_ENTRIES) {
     const perCell = Math.max(1, expectedEntries / Math.max(1, nCells));
-    this.bucketCells = Math.max(256, Math.min(nCells, Math.floor(BUCKET_TARGET_ENTRIES / perCell)));
+    this.bucketCells = Math.max(1, Math.min(nCells, Math.floor(bucketEntries / perCell)));
     const n = Math.max(1, Math.ceil(nCells / this.bucketCells));
     this.dir = fs.mkdtempSync(path.join(tmpRoot, 'atlasvae-sort-'));
     this.fill = new Int32Array(n);

@@ -260,7 +260,7 @@ class Hdf5Source implements MatrixSource {
     const gp = this.readIndptr();
     const nnz = gp[gp.length - 1]!;
     this.buckets?.close();
-    const buckets = new CellBuckets(m.nCells, nnz, this.o.tmpDir);
+    const buckets = new CellBuckets(m.nCells, nnz, this.o.tmpDir, this.o.sortBucketEntries);
     this.buckets = buckets;
     try {
       for (let g0 = 0; g0 < m.nGenes;) {

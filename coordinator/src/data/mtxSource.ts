@@ -97,7 +97,7 @@ class MtxSource implements MatrixSource {
 
   private async *sortedRows(): AsyncGenerator<RowChunk> {
     this.buckets?.close();
-    const buckets = new CellBuckets(this.nCells, this.header.nnz, this.o.tmpDir);
+    const buckets = new CellBuckets(this.nCells, this.header.nnz, this.o.tmpDir, this.o.sortBucketEntries);
     this.buckets = buckets;
     try {
       for await (const b of mtxEntryBlocks(this.file, () => undefined)) {

@@ -30,6 +30,8 @@ export interface PrepareOptions {
   allowNonInteger: boolean;
   force?: boolean;
   tmpDir?: string;
+  /** entries per external-sort bucket (tests) */
+  sortBucketEntries?: number;
   onProgress?: (phase: string, cellsDone: number, cellsTotal: number) => void;
   onWarning?: (msg: string) => void;
 }
@@ -112,7 +114,7 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
   checkOutputDir(o.out, o.force ?? false);
   const warnings: string[] = [];
   const warn = (m: string): void => { warnings.push(m); o.onWarning?.(m); };
-  const src = await openSource(o.input, { layer: o.layer, useRaw: o.useRaw, tmpDir: o.tmpDir });
+  const src = await openSource(o.input, { layer: o.layer, useRaw: o.useRaw, tmpDir: o.tmpDir, sortBucketEntries: o.sortBucketEntries });
   const file = src.format === 'mtx' ? path.dirname(src.file) : src.file;
   let writer: DatasetWriter | null = null;
   try {
@@ -201,7 +203,7 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
     const nCells = w.cellsWritten;
     const trainFraction = o.trainFraction ?? 0.9;
     const split = trainValidationSplit(nCells, o.seed, trainFraction);
-    const { onProgress: _p, onWarning: _w, tmpDir: _t, force: _f, ...options } = o;
+    const { onProgress: _p, onWarning: _w, tmpDir: _t, force: _f, sortBucketEntries: _b, ...options } = o;
     const manifest = await w.finish({
       batchKey: o.batchKey ?? null,
       batchCategories: batch ? batch.categories : ['all'],

@@ -60,6 +60,8 @@ export interface OpenSourceOptions {
   useRaw?: boolean;
   /** folder for temporary files (external sort) */
   tmpDir?: string;
+  /** entries per external-sort bucket (default BUCKET_TARGET_ENTRIES; small values exercise many buckets) */
+  sortBucketEntries?: number;
 }
 
 /** Opens INPUT by what it is: a MatrixMarket folder, an .h5ad, or a 10x .h5. */

@@ -1,0 +1,40 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { loessFit } from '@atlasvae/coordinator/data/loess';
+import { GeneMoments, ClippedMoments, clipModel, selectHvg } from '@atlasvae/coordinator/data/hvg';
+import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
+import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data/obs';
+import { Rng } from '@atlasvae/shared/rng';
+import { repoRoot, sharedPath, skipUnlessShared } from '../helpers/paths.js';
+
+test('loess: reproduces a quadratic exactly and smooths noise towards the trend', () => {
+  const rng = new Rng(5);
+  const x = Array.from({ length: 400 }, () => rng.uniform() * 4 - 2);
+  const quad = x.map((v) => 1.5 - 0.7 * v + 0.3 * v * v);
+  const fit = loessFit(x, quad, 0.3, 2);
+  for (let i = 0; i < x.length; i++) assert.ok(Math.abs(fit[i]! - quad[i]!) < 1e-9, `point ${i}`);
+  const noisy = quad.map((v) => v + 0.5 * rng.normal());
+  const f2 = loessFit(x, noisy, 0.3, 2);
+  let errFit = 0, errRaw = 0;
+  for (let i = 0; i < x.length; i++) { errFit += (f2[i]! - quad[i]!) ** 2; errRaw += (noisy[i]! - quad[i]!) ** 2; }
+  assert.ok(errFit < errRaw / 5, `loess error ${errFit} vs noise ${errRaw}`);
+});
+
+test('seurat_v3 HVG on kang matches the independently computed fixture', { skip: skipUnlessShared('data/kang_example_sce_1556/matrix.mtx.gz') }, async () => {
+  const fixture = JSON.parse(fs.readFileSync(path.join(repoRoot, 'test/fixtures/hvg_kang_seurat_v3.json'), 'utf8')) as {
+    n_top_genes: number; by_batch: { genes: string[] }; single_batch: { genes: string[] };
+  };
+  const dir = sharedPath('data/kang_example_sce_1556')!;
+  const { batch: b, genes, barcodes } = await readMtxInMemory(dir);
+  const batches = categorize(obsColumnFor(await readObsTsv(path.join(dir, 'labels.tsv')), 'batch', barcodes));
+  for (const [name, codes, nBatch] of [['by_batch', batches.codes, batches.categories.length], ['single_batch', new Int32Array(b.nCells), 1]] as const) {
+    const m = new GeneMoments(nBatch, b.nGenes);
+    for (let i = 0; i < b.nCells; i++) m.addCell(codes[i]!, b.indices, b.counts, b.indptr[i]!, b.indptr[i + 1]!);
+    const c = new ClippedMoments(clipModel(m), b.nGenes);
+    for (let i = 0; i < b.nCells; i++) c.addCell(codes[i]!, b.indices, b.counts, b.indptr[i]!, b.indptr[i + 1]!);
+    const hv = selectHvg(m, c, fixture.n_top_genes);
+    assert.deepEqual(hv.selected.map((g) => genes[g]), fixture[name].genes, name);
+  }
+});
