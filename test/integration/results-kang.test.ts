@@ -141,7 +141,7 @@ test('results on kang_example: evaluate, embed (.h5ad/.arrow), normalize, umap',
     await t.test('umap: the PNG decodes at the requested size, one distinct colour per cell type', async () => {
       t0 = performance.now();
       const png = path.join(dir, 'kang_umap.png');
-      await cli(['umap', '--embedding', path.join(dir, 'kang_latent.arrow'), '--out', png, '--width', '900', '--height', '700']);
+      await cli(['umap', '--embedding', path.join(dir, 'kang_latent.arrow'), '--out', png, '--width', '900', '--height', '700', '--epochs', '200']);
       const img = pngColours(png);
       assert.equal(img.width, 900);
       assert.equal(img.height, 700);
@@ -150,7 +150,7 @@ test('results on kang_example: evaluate, embed (.h5ad/.arrow), normalize, umap',
       for (const c of colours) assert.ok(img.count(c) > 100, `colour ${c} covers ${img.count(c)} pixels`);
       // batch colouring straight from the model, subsampled
       const png2 = path.join(dir, 'kang_umap_batch.png');
-      await cli(['umap', '--checkpoint', ckpt, '--data', ds, '--color-by', 'batch', '--max-cells', '800', '--out', png2, '--backend', 'wasm']);
+      await cli(['umap', '--checkpoint', ckpt, '--data', ds, '--color-by', 'batch', '--max-cells', '800', '--epochs', '200', '--out', png2, '--backend', 'wasm']);
       const img2 = pngColours(png2);
       assert.equal(img2.width, 1000);
       for (const c of categoryColours(4)) assert.ok(img2.count(c) > 50, `batch colour ${c}`);
