@@ -12,10 +12,39 @@ type H5File = InstanceType<typeof h5wasm.File>;
 type H5Group = InstanceType<typeof h5wasm.Group>;
 type H5Dataset = InstanceType<typeof h5wasm.Dataset>;
 
-let ready: Promise<unknown> | null = null;
+interface ErrorSwitch {
+  activate_throwing_error_handler(): number;
+  deactivate_throwing_error_handler(): number;
+}
+let ready: Promise<ErrorSwitch> | null = null;
+let errors: ErrorSwitch | null = null;
 async function h5(): Promise<void> {
-  ready ??= h5wasm.ready;
-  await ready;
+  ready ??= h5wasm.ready as unknown as Promise<ErrorSwitch>;
+  errors = await ready;
+}
+
+/** The innermost message of an HDF5 error stack ("truncated file: eof = …"). */
+function hdf5Problem(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e);
+  const lines = text.split('\n').map((l) => /#\d+: .* in [\w]+\(\): (.*)$/.exec(l)?.[1]).filter((x): x is string => !!x);
+  return lines.length ? lines[lines.length - 1]! : text.split('\n')[0]!;
+}
+
+/**
+ * Runs h5wasm calls with HDF5's errors thrown (instead of printed to stderr and ignored) and
+ * reported as an InputError naming the file. Only around our own calls: h5wasm's default
+ * handler is restored afterwards for other users in the process.
+ */
+function guard<T>(file: string, what: string, fn: () => T): T {
+  errors?.activate_throwing_error_handler();
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(file, `cannot read ${what}: ${hdf5Problem(e)} (truncated or corrupt file?)`);
+  } finally {
+    errors?.deactivate_throwing_error_handler();
+  }
 }
 
 function isGroup(e: unknown): e is H5Group {
@@ -61,11 +90,7 @@ function strings(v: unknown, file: string, what: string): string[] {
 }
 
 function read(file: string, d: H5Dataset, what: string, start?: number, end?: number): unknown {
-  try {
-    return start === undefined ? d.value : d.slice([[start, end!]]);
-  } catch (e) {
-    throw new InputError(file, `cannot read ${what} (${(e as Error).message}); the file may be truncated or corrupt`);
-  }
+  return guard(file, what, () => (start === undefined ? d.value : d.slice([[start, end!]])));
 }
 
 function need<T>(x: T | null | undefined, file: string, msg: string): T {
@@ -152,11 +177,19 @@ class Hdf5Source implements MatrixSource {
   obsKeys(): string[] {
     const g = this.obsGroup;
     if (!g) return [];
+    return guard(this.file, 'obs', () => this.obsKeyList(g));
+  }
+
+  private obsKeyList(g: H5Group): string[] {
     const index = attrString(g, '_index') ?? '_index';
     return g.keys().filter((k) => k !== index && k !== '__categories');
   }
 
   obsColumn(key: string): ObsValues {
+    return guard(this.file, `obs/${key}`, () => this.readObsColumn(key));
+  }
+
+  private readObsColumn(key: string): ObsValues {
     const g = this.obsGroup;
     const keys = this.obsKeys();
     if (!g || !keys.includes(key)) {
@@ -295,13 +328,17 @@ class Hdf5Source implements MatrixSource {
 
 export async function openHdf5Source(file: string, o: OpenSourceOptions): Promise<MatrixSource> {
   await h5();
-  let f: H5File;
+  const f = guard(file, 'the HDF5 file', () => new h5wasm.File(path.resolve(file), 'r'));
   try {
-    f = new h5wasm.File(path.resolve(file), 'r');
+    return guard(file, 'the file structure', () => openKnownLayout(file, f, o));
   } catch (e) {
-    throw new InputError(file, `cannot open as HDF5 (${(e as Error).message}); the file may be truncated or corrupt`);
+    try { f.close(); } catch { /* closed */ }
+    throw e;
   }
-  try {
+}
+
+function openKnownLayout(file: string, f: H5File, o: OpenSourceOptions): MatrixSource {
+  {
     const keys = f.keys();
     if (keys.includes('X') || keys.includes('obs')) return openH5ad(file, f, o);
     if (o.layer || o.useRaw) throw new InputError(file, '--layer and --use-raw apply to .h5ad input only (this is a 10x .h5)');
@@ -311,10 +348,6 @@ export async function openHdf5Source(file: string, o: OpenSourceOptions): Promis
       if (isGroup(g) && g.keys().includes('gene_names')) return open10xV2(file, f, g, k, o);
     }
     throw new InputError(file, `HDF5 file is neither AnnData (no X/obs) nor 10x (no matrix group); top-level entries: ${keys.join(', ') || 'none'}`);
-  } catch (e) {
-    try { f.close(); } catch { /* closed */ }
-    if (e instanceof InputError) throw e;
-    throw new InputError(file, `cannot read (${(e as Error).message}); the file may be truncated or corrupt`);
   }
 }
 
