@@ -1,0 +1,252 @@
+// Distributed-training benchmark (`npm run bench`):
+//  (a) cells/s with 1 and 2 local worker processes against the single-process trainer;
+//  (b) coordinator time per step: aggregation, optimizer, Arrow encoding, sending, and their share;
+//  (c) capacity: N = 1…32 simulated workers (no math, right-sized gradients at once): steps/s and
+//      gradient GB/s the coordinator sustains on loopback, beside raw ws loopback throughput
+//      measured in the same run with the same message sizes.
+// Medians of repeats; the machine is shared, so read the numbers as noisy.
+
+import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { defaultModelConfig, defaultTrainConfig, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
+import { initBackend } from '@atlasvae/shared/backend';
+import { train } from '@atlasvae/shared/train/trainer';
+import { applyStep, initTrainingState } from '@atlasvae/shared/train/step';
+import { bufferLayout } from '@atlasvae/shared/model/layout';
+import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import { encodeFrame } from '@atlasvae/shared/protocol/frame';
+import { configureLogging } from '@atlasvae/shared/log';
+import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
+import { openDataset, type Dataset } from '@atlasvae/coordinator/data/dataset';
+import { trainingData, type TrainingData } from '@atlasvae/coordinator/server/data';
+import { Coordinator } from '@atlasvae/coordinator/server/coordinator';
+import { SharedStepOptimizer } from '@atlasvae/coordinator/server/optimizer';
+import type { StepReport } from '@atlasvae/coordinator/server/events';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const cli = path.resolve(here, '../../../coordinator/dist/cli.js');
+const simWorkers = path.join(here, 'dist-simworkers.js');
+
+const GENES = 2000;
+const REPEATS = Number(process.env.ATLASVAE_BENCH_REPEATS ?? 3);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const round = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
+
+function children(): { spawn(args: string[], file?: string): ChildProcess; killAll(): Promise<void> } {
+  const list: ChildProcess[] = [];
+  return {
+    spawn(args, file = cli) {
+      const c = fork(file, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+      list.push(c);
+      return c;
+    },
+    async killAll() {
+      await Promise.all(list.map((c) => new Promise<void>((r) => {
+        if (c.exitCode !== null || c.signalCode !== null) return r();
+        c.once('exit', () => r());
+        c.kill('SIGKILL');
+      })));
+    },
+  };
+}
+
+interface Timed {
+  cellsPerSecond: number;
+  reports: StepReport[];
+}
+
+/** Train `steps` steps with an in-process coordinator and `workers` worker processes; time steps after `warmup`. */
+async function distributed(ds: Dataset, data: TrainingData, mc: ModelConfig, tc: TrainConfig, workers: number, steps: number, warmup: number, simulate = false, encodeMs?: number[]): Promise<Timed> {
+  const token = 'bench';
+  const timedData: TrainingData = encodeMs
+    ? { ...data, microbatchArrow: async (cells) => { const t = performance.now(); const b = await data.microbatchArrow(cells); encodeMs.push(performance.now() - t); return b; } }
+    : data;
+  const coord = new Coordinator(
+    { host: '127.0.0.1', port: 0, token, tls: null, minWorkers: workers, stepTimeoutMs: 600_000, checkpointEvery: 0, checkpointPath: null, maxSteps: steps },
+    { modelConfig: mc, trainConfig: tc, data: timedData, optimizer: SharedStepOptimizer.fresh(mc, tc), position: { epoch: 0, stepInEpoch: 0, globalStep: 0 }, history: [] },
+  );
+  const reports: StepReport[] = [];
+  const stamps: number[] = [];
+  coord.observe({ stepCompleted: (s) => { reports.push(s); stamps.push(performance.now()); } });
+  const url = await coord.listen();
+  const kids = children();
+  try {
+    if (simulate) kids.spawn(['protocol', url, token, String(workers)], simWorkers);
+    else for (let i = 0; i < workers; i++) kids.spawn(['worker', '--connect', url, '--token', token, '--backend', 'wasm', '--log-level', 'warn']);
+    await coord.train();
+  } finally {
+    await coord.close();
+    await kids.killAll();
+  }
+  void ds;
+  const timed = reports.slice(warmup);
+  const cells = timed.reduce((a, r) => a + r.nCells, 0);
+  const seconds = (stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000;
+  return { cellsPerSecond: cells / seconds, reports: timed };
+}
+
+async function singleProcess(ds: Dataset, mc: ModelConfig, tc: TrainConfig, steps: number, warmup: number): Promise<number> {
+  await initBackend('wasm', () => undefined);
+  const stamps: number[] = [];
+  const cells: number[] = [];
+  const r = await train({ source: ds.source, modelConfig: mc, trainConfig: tc, trainCells: ds.train, validationCells: new Uint32Array(0), maxSteps: steps, onStep: (s) => { stamps.push(performance.now()); cells.push(s.cells); } });
+  r.model.dispose();
+  const n = cells.slice(warmup).reduce((a, b) => a + b, 0);
+  return n / ((stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000);
+}
+
+/** Raw ws ceiling: the server sends `bytes` to each of N echo clients and waits for all N echoes, `rounds` times. */
+async function rawWs(n: number, bytes: number, rounds: number): Promise<{ roundsPerSecond: number; upGBps: number }> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 30 });
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  const port = (wss.address() as { port: number }).port;
+  const clients: WebSocket[] = [];
+  const kids = children();
+  const connected = new Promise<void>((resolve) => wss.on('connection', (ws) => {
+    clients.push(ws);
+    if (clients.length === n) resolve();
+  }));
+  kids.spawn(['raw', `ws://127.0.0.1:${port}`, String(n)], simWorkers);
+  await connected;
+  const payload = encodeFrame({ type: 'params', version: 0 }, new Float32Array(bytes / 4));
+  let pending = 0;
+  let done: () => void = () => undefined;
+  for (const ws of clients) ws.on('message', () => { if (--pending === 0) done(); });
+  const round1 = (): Promise<void> => new Promise((r) => {
+    done = r;
+    pending = n;
+    for (const ws of clients) ws.send(payload, { binary: true });
+  });
+  for (let i = 0; i < 2; i++) await round1();
+  const t0 = performance.now();
+  for (let i = 0; i < rounds; i++) await round1();
+  const s = (performance.now() - t0) / 1000;
+  for (const ws of clients) ws.close();
+  await kids.killAll();
+  await new Promise<void>((r) => wss.close(() => r()));
+  return { roundsPerSecond: rounds / s, upGBps: (rounds * n * payload.byteLength) / s / 1e9 };
+}
+
+/** applyStep with K microbatch results vs 1: the difference is K−1 aggregation passes. */
+function applySplit(mc: ModelConfig, tc: TrainConfig, k: number): { aggregationMs: number; optimizerMs: number } {
+  const state = initTrainingState(mc, tc.seed);
+  const n = state.params.length;
+  const bn = bufferLayout(mc).size;
+  const mk = (): MicrobatchGradient => ({ grad: new Float32Array(n).fill(1e-3), bnStats: new Float32Array(bn).fill(0.5), nCells: 128, reconstructionSum: 1, klSum: 1, lossSum: 1 });
+  const one = [mk()];
+  const many = Array.from({ length: k }, mk);
+  const time = (rs: MicrobatchGradient[]): number => {
+    const xs: number[] = [];
+    for (let i = 0; i < 15; i++) {
+      const t = performance.now();
+      applyStep(state, rs, tc, mc);
+      xs.push(performance.now() - t);
+    }
+    return median(xs.slice(3));
+  };
+  const t1 = time(one);
+  const tk = time(many);
+  const perPass = Math.max(0, (tk - t1) / Math.max(1, k - 1));
+  return { aggregationMs: perPass * k, optimizerMs: Math.max(0, tk - perPass * k) };
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  configureLogging({ level: 'error' });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'atlasvae-bench-dist-'));
+  try {
+    await simulateToDataset({ ...defaultSimulationOptions, cells: 8000, genes: GENES, out: path.join(dir, 'data'), shardCells: 8192, seed: 3 });
+    const ds = await openDataset(path.join(dir, 'data'));
+    const data = trainingData(ds);
+    const mc = defaultModelConfig(GENES, ds.manifest.batchCategories.length);
+    const tc = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 256, microbatch: 128, seed: 1 });
+    const STEPS = 22, WARMUP = 4;
+
+    // (a) throughput
+    const single: number[] = [], one: number[] = [], two: number[] = [];
+    const stepReports: StepReport[] = [];
+    const encodeMs: number[] = [];
+    for (let r = 0; r < REPEATS; r++) {
+      single.push(await singleProcess(ds, mc, tc, STEPS, WARMUP));
+      one.push((await distributed(ds, data, mc, tc, 1, STEPS, WARMUP)).cellsPerSecond);
+      const t2 = await distributed(ds, data, mc, tc, 2, STEPS, WARMUP, false, encodeMs);
+      two.push(t2.cellsPerSecond);
+      stepReports.push(...t2.reports);
+    }
+    const throughput = {
+      genes: GENES, globalBatch: tc.globalBatch, microbatch: tc.microbatch, repeats: REPEATS,
+      singleProcessCellsPerSecond: round(median(single), 0),
+      oneWorkerCellsPerSecond: round(median(one), 0),
+      twoWorkersCellsPerSecond: round(median(two), 0),
+      oneWorkerVsSingleProcess: round(median(one) / median(single), 3),
+      scalingEfficiencyTwoWorkers: round(median(two) / (2 * median(one)), 3),
+      cpuCores: os.cpus().length,
+      loadAverage1m: round(os.loadavg()[0]!, 1),
+    };
+
+    // (b) coordinator time per step (2 workers)
+    const k = Math.ceil(tc.globalBatch / tc.microbatch);
+    const split = applySplit(mc, tc, k);
+    const total = median(stepReports.map((s) => s.totalMs));
+    const apply = median(stepReports.map((s) => s.applyMs));
+    const broadcast = median(stepReports.map((s) => s.broadcastMs));
+    const encode = median(encodeMs) * k;
+    const coordinatorMs = apply + broadcast + encode;
+    const coordinatorStep = {
+      parameters: stepReports.length ? SharedStepOptimizer.fresh(mc, tc).params.length : 0,
+      microbatchesPerStep: k,
+      stepMs: round(total),
+      workerComputeMs: round(median(stepReports.map((s) => s.computeMs))),
+      applyStepMs: round(apply),
+      aggregationMs: round(split.aggregationMs),
+      optimizerMs: round(split.optimizerMs),
+      arrowEncodingMs: round(encode),
+      sendingParamsMs: round(broadcast),
+      coordinatorMs: round(coordinatorMs),
+      coordinatorShareOfStep: round(coordinatorMs / total, 3),
+      note: 'Arrow encoding of the next step overlaps the current one (prefetch); applyStep sums and steps in one call, split by timing it with K and with 1 result',
+    };
+
+    // (c) capacity with simulated workers
+    const gradBytes = 4 * (SharedStepOptimizer.fresh(mc, tc).params.length + bufferLayout(mc).size);
+    const capacity: Record<string, unknown>[] = [];
+    for (const n of [1, 2, 4, 8, 16, 32]) {
+      const ctc = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 16 * n, microbatch: 16, seed: 1 });
+      const steps = n >= 16 ? 14 : 24;
+      const sps: number[] = [];
+      for (let r = 0; r < REPEATS; r++) {
+        const t = await distributed(ds, data, mc, ctc, n, steps, 4, true);
+        sps.push(t.cellsPerSecond / ctc.globalBatch);
+      }
+      const raws: { roundsPerSecond: number; upGBps: number }[] = [];
+      for (let r = 0; r < REPEATS; r++) raws.push(await rawWs(n, gradBytes, n >= 16 ? 10 : 20));
+      const stepsPerSecond = median(sps);
+      const rawRounds = median(raws.map((x) => x.roundsPerSecond));
+      capacity.push({
+        workers: n,
+        stepsPerSecond: round(stepsPerSecond, 1),
+        gradientGBps: round((stepsPerSecond * n * gradBytes) / 1e9, 3),
+        rawWsRoundsPerSecond: round(rawRounds, 1),
+        rawWsGradientGBps: round(median(raws.map((x) => x.upGBps)), 3),
+        fractionOfRawWs: round(stepsPerSecond / rawRounds, 3),
+      });
+    }
+    await ds.close();
+    return {
+      a_throughput: throughput,
+      b_coordinatorStep: coordinatorStep,
+      c_capacity: { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer', points: capacity },
+    };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,20 @@
+// `npm run bench`: runs every benchmark module and prints one JSON object (module name → results).
+// Add a module by importing it below; each exports `async function run(): Promise<Record<string, unknown>>`.
+// `npm run bench -- NAME…` runs only the named modules.
+import * as dist from './dist.js';
+
+const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { dist };
+
+const only = process.argv.slice(2);
+const out: Record<string, unknown> = {};
+for (const [name, m] of Object.entries(modules)) {
+  if (only.length && !only.includes(name)) continue;
+  const t0 = performance.now();
+  try {
+    out[name] = { ...(await m.run()), seconds: Math.round((performance.now() - t0) / 100) / 10 };
+  } catch (e) {
+    out[name] = { error: e instanceof Error ? e.message : String(e) };
+  }
+}
+process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+process.exit(0);
