@@ -2,8 +2,9 @@
 // Add a module by importing it below; each exports `async function run(): Promise<Record<string, unknown>>`.
 // `npm run bench -- NAME…` runs only the named modules.
 import * as dist from './dist.js';
+import * as results from './results.js';
 
-const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { dist };
+const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { dist, results };
 
 const only = process.argv.slice(2);
 const out: Record<string, unknown> = {};
