@@ -1,10 +1,11 @@
 // `npm run bench`: runs every benchmark module and prints one JSON object (module name → results).
 // Add a module by importing it below; each exports `async function run(): Promise<Record<string, unknown>>`.
 // `npm run bench -- NAME…` runs only the named modules.
+import * as data from './data.js';
 import * as dist from './dist.js';
 import * as results from './results.js';
 
-const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { dist, results };
+const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { data, dist, results };
 
 const only = process.argv.slice(2);
 const out: Record<string, unknown> = {};

@@ -17,7 +17,7 @@ const SHARD_LAYOUT = shardSchema.fields.map((f) => `${f.name}:${String(f.type)}`
 export interface OpenDatasetOptions {
   /** hash every shard and compare with the manifest (reads the whole dataset once) */
   verifyChecksums?: boolean;
-  /** bytes of decoded record batches kept in memory (default 192 MiB) */
+  /** bytes of decoded record batches kept in memory (default 256 MiB) */
   cacheBytes?: number;
   /** shard files kept open at once (default 16) */
   maxOpenShards?: number;
@@ -191,42 +191,70 @@ export class DatasetSource implements CellSource {
 
   /** Cells in the order asked. */
   async getCells(indices: ArrayLike<number>): Promise<CellBatch> {
+    return this.gather(indices, null);
+  }
+
+  /** The wire form of a microbatch: Arrow IPC stream bytes of `getCells(indices)`. */
+  async getCellsArrow(indices: ArrayLike<number>): Promise<Uint8Array> {
+    // the batch is encoded at once, so it can live in reused scratch arrays (less garbage)
+    return encodeCellBatch(await this.gather(indices, this.scratch));
+  }
+
+  private readonly scratch = { indices: new Int32Array(0), counts: new Float32Array(0) };
+
+  private async gather(indices: ArrayLike<number>, scratch: { indices: Int32Array; counts: Float32Array } | null): Promise<CellBatch> {
     const { keys, blocks } = await this.blocksFor(indices);
     const n = indices.length;
     const rowOf = new Int32Array(n);
     const from: CellBatch[] = new Array(n);
     const indptr = new Int32Array(n + 1);
     let nnz = 0;
+    let lastKey = -1;
+    let b: CellBatch | null = null;
     for (let i = 0; i < n; i++) {
-      const b = blocks.get(keys[i]!)!.cells;
-      const r = indices[i]! - b.cellIndex[0]!;
-      from[i] = b;
+      if (keys[i] !== lastKey) {
+        lastKey = keys[i]!;
+        b = blocks.get(lastKey)!.cells;
+      }
+      const r = indices[i]! - b!.cellIndex[0]!;
+      from[i] = b!;
       rowOf[i] = r;
-      nnz += b.indptr[r + 1]! - b.indptr[r]!;
+      nnz += b!.indptr[r + 1]! - b!.indptr[r]!;
       indptr[i + 1] = nnz;
     }
-    const out: CellBatch = {
-      nCells: n, nGenes: this.nGenes, indptr,
-      indices: new Int32Array(nnz), counts: new Float32Array(nnz),
-      library: new Float32Array(n), batch: new Int32Array(n), label: new Int32Array(n), cellIndex: new Uint32Array(n),
-    };
-    for (let i = 0; i < n; i++) {
-      const b = from[i]!;
-      const r = rowOf[i]!;
-      const s = b.indptr[r]!, e = b.indptr[r + 1]!;
-      out.indices.set(b.indices.subarray(s, e), indptr[i]!);
-      out.counts.set(b.counts.subarray(s, e), indptr[i]!);
-      out.library[i] = b.library[r]!;
-      out.batch[i] = b.batch[r]!;
-      out.label[i] = b.label[r]!;
-      out.cellIndex[i] = b.cellIndex[r]!;
+    let indicesOut: Int32Array, countsOut: Float32Array;
+    if (scratch) {
+      if (scratch.indices.length < nnz) {
+        scratch.indices = new Int32Array(Math.ceil(nnz * 1.25));
+        scratch.counts = new Float32Array(scratch.indices.length);
+      }
+      indicesOut = scratch.indices.subarray(0, nnz);
+      countsOut = scratch.counts.subarray(0, nnz);
+    } else {
+      indicesOut = new Int32Array(nnz);
+      countsOut = new Float32Array(nnz);
     }
-    return out;
-  }
-
-  /** The wire form of a microbatch: Arrow IPC stream bytes of `getCells(indices)`. */
-  async getCellsArrow(indices: ArrayLike<number>): Promise<Uint8Array> {
-    return encodeCellBatch(await this.getCells(indices));
+    const library = new Float32Array(n), batch = new Int32Array(n), label = new Int32Array(n), cellIndex = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      const c = from[i]!;
+      const r = rowOf[i]!;
+      const s = c.indptr[r]!, e = c.indptr[r + 1]!;
+      const at = indptr[i]!;
+      if (e - s > 24) {
+        indicesOut.set(c.indices.subarray(s, e), at);
+        countsOut.set(c.counts.subarray(s, e), at);
+      } else {
+        for (let k = s; k < e; k++) {
+          indicesOut[at + k - s] = c.indices[k]!;
+          countsOut[at + k - s] = c.counts[k]!;
+        }
+      }
+      library[i] = c.library[r]!;
+      batch[i] = c.batch[r]!;
+      label[i] = c.label[r]!;
+      cellIndex[i] = c.cellIndex[r]!;
+    }
+    return { nCells: n, nGenes: this.nGenes, indptr, indices: indicesOut, counts: countsOut, library, batch, label, cellIndex };
   }
 
   /** Source-file row and barcode of each cell, in the order asked (for writing results back). */
@@ -306,6 +334,6 @@ export async function openDataset(dir: string, o: OpenDatasetOptions = {}): Prom
     }
   }
   const { train, validation } = trainValidationSplit(manifest.nCells, manifest.split.seed, manifest.split.trainFraction);
-  const source = new DatasetSource(dir, manifest, { cacheBytes: o.cacheBytes ?? 192 * 1048576, maxOpenShards: o.maxOpenShards ?? 16 });
+  const source = new DatasetSource(dir, manifest, { cacheBytes: o.cacheBytes ?? 256 * 1048576, maxOpenShards: o.maxOpenShards ?? 16 });
   return { dir, manifest, train, validation, source, close: () => source.close() };
 }

@@ -118,9 +118,23 @@ export async function simulateCells(model: SimulationModel, onCell: (c: Simulate
     for (let g = 0; g < G; g++) {
       const mu = L * p[g]!;
       const th = theta[g]!;
-      // NB as Gamma–Poisson; skip the gamma draw when the mean is so small that a zero is near certain
-      const lam = mu < 1e-3 ? mu : (mu * sampleGamma(rng, th)) / th;
-      const x = samplePoisson(rng, lam);
+      // NB(μ, θ) by inversion of its CDF from P(0) = (θ/(θ+μ))^θ, one uniform per gene; large
+      // means (long searches) as a Gamma–Poisson mixture instead
+      const q = mu / (th + mu);
+      const p0 = Math.exp(th * Math.log1p(-q));
+      const u = (rng.nextU32() + 0.5) / 4294967296;
+      let x = 0;
+      if (u >= p0) {
+        if (mu > 30) x = samplePoisson(rng, (mu * sampleGamma(rng, th)) / th);
+        else {
+          let pk = p0, cdf = p0;
+          while (u > cdf && x < 10000) {
+            pk *= ((x + th) / (x + 1)) * q;
+            x++;
+            cdf += pk;
+          }
+        }
+      }
       if (x > 0) {
         genes[nnz] = g;
         counts[nnz] = x;
