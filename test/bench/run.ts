@@ -4,8 +4,9 @@
 import * as data from './data.js';
 import * as dist from './dist.js';
 import * as results from './results.js';
+import * as step from './step.js';
 
-const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { data, dist, results };
+const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, data, dist, results };
 
 const only = process.argv.slice(2);
 const out: Record<string, unknown> = {};

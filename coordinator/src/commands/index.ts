@@ -10,6 +10,7 @@ import { normalizeCommand } from './normalize.js';
 import { evaluateCommand } from './evaluate.js';
 import { umapCommand } from './umap.js';
 import { demoCommand } from './demo.js';
+import { trainLocalCommand } from './trainLocal.js';
 
 export type CommandModule = (y: Argv) => Argv;
 
@@ -24,4 +25,5 @@ export const commands: CommandModule[] = [
   evaluateCommand,
   umapCommand,
   demoCommand,
+  trainLocalCommand,
 ];

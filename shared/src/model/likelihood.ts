@@ -4,7 +4,7 @@
 // cancel where x = 0). Arithmetic in float64, results stored as float32.
 import type { CellBatch } from '../batch.js';
 import type { ModelConfig } from '../config.js';
-import { digammaScalar, lgammaScalar, logFactorial } from './special.js';
+import { digammaScalar, digammaShiftDiff, fastExp, lgammaScalar, lgammaShiftDiff, logFactorial } from './special.js';
 
 /** eps inside the logs, as scvi's log_nb_positive / log_zinb_positive */
 export const LIKELIHOOD_EPS = 1e-8;
@@ -20,12 +20,14 @@ export interface LikelihoodInput {
   /** px_r slice ([G] or [G, nBatch]) or null for poisson */
   pxr: Float32Array | null;
   needGrad: boolean;
+  /** write dLogits/dDrop as [nGenes, nCells] (what the backward products want) instead of [nCells, nGenes] */
+  transposedGrads?: boolean;
 }
 
 export interface LikelihoodOutput {
   /** −log p(x | z) per cell */
   rec: Float64Array;
-  /** d Σ rec / d logits */
+  /** d Σ rec / d logits ([nCells, nGenes], or [nGenes, nCells] with transposedGrads) */
   dLogits: Float32Array | null;
   dDrop: Float32Array | null;
   /** d Σ rec / d px_r, in px_r's layout */
@@ -76,7 +78,7 @@ function softmaxRow(logits: Float32Array, i: number, G: number, out: Float64Arra
   for (let g = 0; g < G; g++) if (logits[o + g]! > max) max = logits[o + g]!;
   let sum = 0;
   for (let g = 0; g < G; g++) {
-    const e = Math.exp(logits[o + g]! - max);
+    const e = fastExp(logits[o + g]! - max);
     out[g] = e;
     sum += e;
   }
@@ -96,6 +98,7 @@ export function likelihood(inp: LikelihoodInput): LikelihoodOutput {
   const { cfg } = inp;
   switch (cfg.likelihood) {
     case 'nb':
+      return negativeBinomialFast(inp);
     case 'zinb':
       return negativeBinomial(inp);
     case 'poisson':
@@ -105,6 +108,11 @@ export function likelihood(inp: LikelihoodInput): LikelihoodOutput {
     default:
       throw new Error(`unknown likelihood ${String(cfg.likelihood)}`);
   }
+}
+
+/** strides (per cell, per gene) of the gradient outputs */
+function gradStrides(inp: LikelihoodInput): [number, number] {
+  return inp.transposedGrads ? [1, inp.batch.nCells] : [inp.cfg.nGenes, 1];
 }
 
 function dispersionRow(cfg: ModelConfig, batch: CellBatch, i: number): number {
@@ -120,8 +128,97 @@ function toPxrLayout(cfg: ModelConfig, acc: Float64Array, rows: number): Float64
   return out;
 }
 
+/**
+ * NB in two passes per cell: a branch-free dense pass treating every count as 0 (one exp, one log and
+ * one division per gene), then a correction at the nonzero counts only.
+ */
+function negativeBinomialFast(inp: LikelihoodInput): LikelihoodOutput {
+  const { cfg, batch, logits, needGrad } = inp;
+  const G = cfg.nGenes;
+  const B = batch.nCells;
+  const [si, sg] = gradStrides(inp);
+  const EPS = LIKELIHOOD_EPS;
+  const tab = dispersionTables(cfg, inp.pxr!, needGrad);
+  const theta = tab.theta;
+  const lte = tab.logThetaEps;
+  const tte = tab.thetaOverThetaEps;
+  const rec = new Float64Array(B);
+  const dLogits = needGrad ? new Float32Array(B * G) : null;
+  const dPxr = needGrad ? new Float64Array(tab.rows * G) : null;
+  const s = new Float64Array(G);
+  const bb = new Float64Array(G);
+  const lthmuRow = new Float64Array(G);
+  const { indptr, indices, counts } = batch;
+  for (let i = 0; i < B; i++) {
+    const ro = i * G;
+    let max = -Infinity;
+    for (let g = 0; g < G; g++) if (logits[ro + g]! > max) max = logits[ro + g]!;
+    let sum = 0;
+    for (let g = 0; g < G; g++) {
+      const e = fastExp(logits[ro + g]! - max);
+      s[g] = e;
+      sum += e;
+    }
+    const invSum = 1 / sum;
+    const muScale = batch.library[i]! * invSum;
+    const off = dispersionRow(cfg, batch, i) * G;
+    let ll = 0;
+    let sumB = 0;
+    if (needGrad) {
+      for (let g = 0; g < G; g++) {
+        const mu = s[g]! * muScale;
+        const th = theta[off + g]!;
+        const denom = th + mu + EPS;
+        const lthmu = Math.log(denom);
+        lthmuRow[g] = lthmu;
+        const d = lte[off + g]! - lthmu;
+        ll += th * d;
+        const thInv = th / denom;
+        const b = -mu * thInv;
+        bb[g] = b;
+        sumB += b;
+        dPxr![off + g] -= (d + tte[off + g]! - thInv) * th;
+      }
+    } else {
+      for (let g = 0; g < G; g++) {
+        const th = theta[off + g]!;
+        const lthmu = Math.log(th + s[g]! * muScale + EPS);
+        lthmuRow[g] = lthmu;
+        ll += th * (lte[off + g]! - lthmu);
+      }
+    }
+    for (let p = indptr[i]!; p < indptr[i + 1]!; p++) {
+      const x = counts[p]!;
+      if (!(x > 0)) continue;
+      const g = indices[p]!;
+      const j = off + g;
+      const mu = s[g]! * muScale;
+      const th = theta[j]!;
+      const lthmu = lthmuRow[g]!;
+      ll += x * (Math.log(mu + EPS) - lthmu) + lgammaShiftDiff(x, th, tab.lgTheta[j]!) - logFactorial(x);
+      if (needGrad) {
+        const inv = 1 / (th + mu + EPS);
+        const b = mu * (x / (mu + EPS) - x * inv);
+        bb[g] += b;
+        sumB += b;
+        dPxr![j] -= (-x * inv + digammaShiftDiff(x, th, tab.dgTheta[j]!)) * th;
+      }
+    }
+    rec[i] = -ll;
+    if (needGrad) {
+      const dl = dLogits!;
+      const c = sumB * invSum;
+      const gi = i * si;
+      for (let g = 0; g < G; g++) dl[gi + g * sg] = s[g]! * c - bb[g]!;
+    }
+  }
+  return { rec, dLogits, dDrop: null, dPxr: dPxr ? toPxrLayout(cfg, dPxr, tab.rows) : null };
+}
+
+/** NB or ZINB, one branchy pass per gene (the general form; ZINB needs every gene's case anyway). */
 function negativeBinomial(inp: LikelihoodInput): LikelihoodOutput {
   const { cfg, batch, logits, needGrad } = inp;
+  const [si, sg] = gradStrides(inp);
   const zinb = cfg.likelihood === 'zinb';
   const drop = inp.dropLogits;
   if (zinb && !drop) throw new Error('zinb needs dropout logits');
@@ -163,29 +260,29 @@ function negativeBinomial(inp: LikelihoodInput): LikelihoodOutput {
       const spNegPi = zinb ? softplus(-pi) : 0;
       if (x > 0) {
         const lmu = Math.log(mu + EPS);
-        const lg = lgammaScalar(x + th) - tab.lgTheta[j]! - logFactorial(x);
+        const lg = lgammaShiftDiff(x, th, tab.lgTheta[j]!) - logFactorial(x);
         ll += thTerm + x * (lmu - lthmu) + lg + (zinb ? -spNegPi - pi : 0);
         if (needGrad) {
           const inv = 1 / denom;
           const dmu = -th * inv + x / (mu + EPS) - x * inv;
-          const dth = tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv - x * inv + digammaScalar(x + th) - tab.dgTheta[j]!;
+          const dth = tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv - x * inv + digammaShiftDiff(x, th, tab.dgTheta[j]!);
           const b = mu * dmu;
           bb[g] = b;
           sumB += b;
           dPxr![j] -= dth * th;
-          if (zinb) dDrop![ro + g] = sigmoid(pi); // −(sigmoid(−π) − 1)
+          if (zinb) dDrop![i * si + g * sg] = sigmoid(pi); // −(sigmoid(−π) − 1)
         }
       } else if (zinb) {
         const t = -pi + thTerm;
         ll += softplus(t) - spNegPi;
         if (needGrad) {
           const inv = 1 / denom;
-          const sg = sigmoid(t);
-          const b = mu * (-sg * th * inv);
+          const sgm = sigmoid(t);
+          const b = mu * (-sgm * th * inv);
           bb[g] = b;
           sumB += b;
-          dPxr![j] -= sg * (tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv) * th;
-          dDrop![ro + g] = sg - sigmoid(-pi);
+          dPxr![j] -= sgm * (tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv) * th;
+          dDrop![i * si + g * sg] = sgm - sigmoid(-pi);
         }
       } else {
         ll += thTerm;
@@ -199,13 +296,14 @@ function negativeBinomial(inp: LikelihoodInput): LikelihoodOutput {
       }
     }
     rec[i] = -ll;
-    if (needGrad) for (let g = 0; g < G; g++) dLogits![ro + g] = -(bb[g]! - s[g]! * sumB);
+    if (needGrad) for (let g = 0; g < G; g++) dLogits![i * si + g * sg] = -(bb[g]! - s[g]! * sumB);
   }
   return { rec, dLogits, dDrop, dPxr: dPxr ? toPxrLayout(cfg, dPxr, tab.rows) : null };
 }
 
 function poisson(inp: LikelihoodInput): LikelihoodOutput {
   const { cfg, batch, logits, needGrad } = inp;
+  const [si, sg] = gradStrides(inp);
   const G = cfg.nGenes;
   const B = batch.nCells;
   const rec = new Float64Array(B);
@@ -227,10 +325,10 @@ function poisson(inp: LikelihoodInput): LikelihoodOutput {
     rec[i] = -ll;
     if (needGrad) {
       // d rec/d logit_g = −(b_g − s_g Σ b) with b = x − μ
-      const ro = i * G;
+      const gi = i * si;
       const sumB = xSum - lib;
-      for (let g = 0; g < G; g++) dLogits![ro + g] = lib * s[g]! + s[g]! * sumB;
-      for (let p = indptr[i]!; p < indptr[i + 1]!; p++) dLogits![ro + indices[p]!] -= counts[p]!;
+      for (let g = 0; g < G; g++) dLogits![gi + g * sg] = lib * s[g]! + s[g]! * sumB;
+      for (let p = indptr[i]!; p < indptr[i + 1]!; p++) dLogits![gi + indices[p]! * sg] -= counts[p]!;
     }
   }
   return { rec, dLogits, dDrop: null, dPxr: null };
@@ -238,6 +336,7 @@ function poisson(inp: LikelihoodInput): LikelihoodOutput {
 
 function gaussian(inp: LikelihoodInput): LikelihoodOutput {
   const { cfg, batch, logits, needGrad } = inp;
+  const [si, sg] = gradStrides(inp);
   const G = cfg.nGenes;
   const B = batch.nCells;
   const pxr = inp.pxr!;
@@ -261,7 +360,7 @@ function gaussian(inp: LikelihoodInput): LikelihoodOutput {
       const q = d * d * invVar;
       nll += 0.5 * (q + logVar + LOG_2PI);
       if (needGrad) {
-        dLogits![ro + g] = -d * invVar;
+        dLogits![i * si + g * sg] = -d * invVar;
         dPxr![k] += 0.5 * (1 - q);
       }
     }

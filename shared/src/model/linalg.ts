@@ -12,18 +12,49 @@ export function setBackendMatmulThreshold(macs: number): void {
   BACKEND_MIN_MACS = macs;
 }
 
-/** C[m×n] = A[m×k] · B[k×n] */
-export function matmul(a: Float32Array, m: number, k: number, b: Float32Array, n: number): Float32Array {
+/**
+ * A row-major matrix whose backend tensor is created once and kept until dispose(): weights used by
+ * several products between parameter updates are uploaded once, and the backend's packed copy of a
+ * right-hand operand (XNNPACK packs it per tensor) is reused.
+ */
+export class Mat {
+  private t: tf.Tensor2D | null = null;
+  constructor(readonly data: Float32Array, readonly rows: number, readonly cols: number) {}
+  tensor(): tf.Tensor2D {
+    if (!this.t) this.t = tf.tensor2d(this.data, [this.rows, this.cols]);
+    return this.t;
+  }
+  dispose(): void {
+    this.t?.dispose();
+    this.t = null;
+  }
+}
+
+export type Operand = Float32Array | Mat;
+
+function dataOf(x: Operand): Float32Array {
+  return x instanceof Mat ? x.data : x;
+}
+
+/**
+ * C[m×n] = A[m×k] · B[k×n]. On the backend the right operand B is the one packed per call, so
+ * callers arrange products to have a small B, or a cached Mat.
+ */
+export function matmul(a: Operand, m: number, k: number, b: Operand, n: number): Float32Array {
   if (m * k * n >= BACKEND_MIN_MACS) {
-    const ta = tf.tensor2d(a, [m, k]);
-    const tb = tf.tensor2d(b, [k, n]);
+    const ta = a instanceof Mat ? a.tensor() : tf.tensor2d(a, [m, k]);
+    const tb = b instanceof Mat ? b.tensor() : tf.tensor2d(b, [k, n]);
     const tc = tf.matMul(ta, tb);
     const c = tc.dataSync() as Float32Array;
-    ta.dispose();
-    tb.dispose();
+    if (!(a instanceof Mat)) ta.dispose();
+    if (!(b instanceof Mat)) tb.dispose();
     tc.dispose();
     return c;
   }
+  return matmulJs(dataOf(a), m, k, dataOf(b), n);
+}
+
+function matmulJs(a: Float32Array, m: number, k: number, b: Float32Array, n: number): Float32Array {
   const c = new Float32Array(m * n);
   for (let i = 0; i < m; i++) {
     const ci = i * n;
@@ -38,7 +69,7 @@ export function matmul(a: Float32Array, m: number, k: number, b: Float32Array, n
 }
 
 /** Bᵀ of a row-major [rows×cols] matrix, as [cols×rows]. */
-export function transpose(a: Float32Array, rows: number, cols: number, out = new Float32Array(rows * cols)): Float32Array {
+export function transpose(a: Float32Array, rows: number, cols: number, out: Float32Array = new Float32Array(rows * cols)): Float32Array {
   // blocked for cache locality
   const BS = 32;
   for (let i0 = 0; i0 < rows; i0 += BS) {

@@ -7,7 +7,7 @@ import type { ModelConfig } from '../config.js';
 import { bnBackward, bnEval, bnTrain, type BnTrainResult } from './batchnorm.js';
 import { bufferLayout, decoderInputSize, encoderInputSize, hasDispersion, hiddenPrefix, paramLayout, initBuffers, initParams } from './layout.js';
 import { likelihood, scaleFromLogits } from './likelihood.js';
-import { addBias, addColumnSums, matmul, transpose } from './linalg.js';
+import { addBias, addColumnSums, Mat, matmul, transpose } from './linalg.js';
 import type { CellTerms, MicrobatchGradient, MicrobatchNoise, ParamLayout, VaeModelApi } from './types.js';
 
 interface EncoderLayerCache {
@@ -29,6 +29,16 @@ export function log1pDense(b: CellBatch): Float32Array {
   for (let i = 0; i < b.nCells; i++) {
     const row = i * b.nGenes;
     for (let k = b.indptr[i]!; k < b.indptr[i + 1]!; k++) out[row + b.indices[k]!] = Math.log1p(b.counts[k]!);
+  }
+  return out;
+}
+
+/** log1p of the counts as a dense [nGenes, nCells] matrix (the transpose of log1pDense) */
+export function log1pDenseT(b: CellBatch): Float32Array {
+  const n = b.nCells;
+  const out = new Float32Array(n * b.nGenes);
+  for (let i = 0; i < n; i++) {
+    for (let k = b.indptr[i]!; k < b.indptr[i + 1]!; k++) out[b.indices[k]! * n + i] = Math.log1p(b.counts[k]!);
   }
   return out;
 }
@@ -66,8 +76,8 @@ export class VaeModel implements VaeModelApi {
   private readonly buffers: Float32Array;
   private readonly views = new Map<string, Float32Array>();
   private readonly bufferViews = new Map<string, Float32Array>();
-  /** Wᵀ ([in × out]) per Linear prefix, valid until the next setParams */
-  private readonly transposed = new Map<string, Float32Array>();
+  /** W and Wᵀ ([in × out], key `prefix^T`) per Linear prefix with backend tensors, valid until the next setParams */
+  private readonly mats = new Map<string, Mat>();
   private readonly shapes = new Map<string, { out: number; in: number }>();
 
   constructor(readonly config: ModelConfig) {
@@ -86,7 +96,7 @@ export class VaeModel implements VaeModelApi {
   setParams(flat: Float32Array): void {
     if (flat.length !== this.layout.size) throw new RangeError(`parameter vector has ${flat.length} floats, the layout needs ${this.layout.size}`);
     this.params.set(flat);
-    this.transposed.clear();
+    this.clearMats();
   }
 
   getParams(): Float32Array {
@@ -103,7 +113,12 @@ export class VaeModel implements VaeModelApi {
   }
 
   dispose(): void {
-    this.transposed.clear();
+    this.clearMats();
+  }
+
+  private clearMats(): void {
+    for (const m of this.mats.values()) m.dispose();
+    this.mats.clear();
   }
 
   private p(name: string): Float32Array {
@@ -112,32 +127,60 @@ export class VaeModel implements VaeModelApi {
     return v;
   }
 
-  private wT(prefix: string): Float32Array {
-    let t = this.transposed.get(prefix);
-    if (!t) {
+  /** W [out × in] (transposed = false) or Wᵀ [in × out] of a Linear layer */
+  private weight(prefix: string, transposed: boolean): Mat {
+    const key = transposed ? `${prefix}^T` : prefix;
+    let m = this.mats.get(key);
+    if (!m) {
       const s = this.shapes.get(prefix)!;
-      t = transpose(this.p(`${prefix}.weight`), s.out, s.in);
-      this.transposed.set(prefix, t);
+      const w = this.p(`${prefix}.weight`);
+      m = transposed ? new Mat(transpose(w, s.out, s.in), s.in, s.out) : new Mat(w, s.out, s.in);
+      this.mats.set(key, m);
     }
-    return t;
+    return m;
   }
 
-  /** x [n × in] · Wᵀ + b */
+  /** x [n × in] · Wᵀ + b (Wᵀ cached: the packed operand is reused across microbatches) */
   private linear(x: Float32Array, n: number, prefix: string): Float32Array {
     const s = this.shapes.get(prefix)!;
-    const y = matmul(x, n, s.in, this.wT(prefix), s.out);
+    const y = matmul(x, n, s.in, this.weight(prefix, true), s.out);
     addBias(y, n, s.out, this.p(`${prefix}.bias`));
     return y;
   }
 
-  /** Adds dW = dyᵀ x and db = Σ dy into grad; returns dx = dy W when asked. */
-  private linearBackward(dy: Float32Array, x: Float32Array, n: number, prefix: string, grad: GradViews, needDx: boolean): Float32Array | null {
+  /** A wide head (out = nGenes): computed as (W · xᵀ)ᵀ so the per-call packed operand is the small xᵀ. */
+  private head(x: Float32Array, n: number, prefix: string): Float32Array {
     const s = this.shapes.get(prefix)!;
-    const dW = matmul(transpose(dy, n, s.out), s.out, n, x, s.in);
+    const yT = matmul(this.weight(prefix, false), s.out, s.in, transpose(x, n, s.in), n);
+    const b = this.p(`${prefix}.bias`);
+    for (let o = 0; o < s.out; o++) {
+      const bo = b[o]!;
+      const r = o * n;
+      for (let i = 0; i < n; i++) yT[r + i] += bo;
+    }
+    return transpose(yT, s.out, n);
+  }
+
+  /**
+   * Sets dW = dyᵀ x and adds db = Σ dy into grad; returns dx = dy W when asked. With `xT` (the
+   * input transposed, for the wide first encoder layer) dWᵀ = xᵀ · dy is formed instead, so the
+   * per-call packed operand is the small dy.
+   */
+  private linearBackward(dy: Float32Array, x: Float32Array, n: number, prefix: string, grad: GradViews, needDx: boolean, xT?: Float32Array): Float32Array | null {
+    const s = this.shapes.get(prefix)!;
     const gw = grad.get(`${prefix}.weight`);
-    for (let k = 0; k < dW.length; k++) gw[k] += dW[k]!;
+    if (xT) transpose(matmul(xT, s.in, n, dy, s.out), s.in, s.out, gw);
+    else gw.set(matmul(transpose(dy, n, s.out), s.out, n, x, s.in)); // each weight is used once per pass
     addColumnSums(dy, n, s.out, grad.get(`${prefix}.bias`));
-    return needDx ? matmul(dy, n, s.out, this.p(`${prefix}.weight`), s.in) : null;
+    return needDx ? matmul(dy, n, s.out, this.weight(prefix, false), s.in) : null;
+  }
+
+  /** Backward of a wide head: dW = (dyᵀ) · x with the small x packed, dx = dy · W with W cached. */
+  private headBackward(dy: Float32Array, x: Float32Array, n: number, prefix: string, grad: GradViews): Float32Array {
+    const s = this.shapes.get(prefix)!;
+    grad.get(`${prefix}.weight`).set(matmul(transpose(dy, n, s.out), s.out, n, x, s.in));
+    addColumnSums(dy, n, s.out, grad.get(`${prefix}.bias`));
+    return matmul(dy, n, s.out, this.weight(prefix, false), s.in);
   }
 
   gradient(batch: CellBatch, noise: MicrobatchNoise, klWeight: number): MicrobatchGradient {
@@ -206,8 +249,8 @@ export class VaeModel implements VaeModelApi {
       h = out;
       hDim = H;
     }
-    const logits = this.linear(h, B, 'scale');
-    const dropLogits = cfg.likelihood === 'zinb' ? this.linear(h, B, 'drop_logit') : null;
+    const logits = this.head(h, B, 'scale');
+    const dropLogits = cfg.likelihood === 'zinb' ? this.head(h, B, 'drop_logit') : null;
     const lik = likelihood({ cfg, batch, logits, dropLogits, pxr: hasDispersion(cfg) ? this.p('px_r') : null, needGrad: true });
 
     let reconstructionSum = 0;
@@ -223,9 +266,9 @@ export class VaeModel implements VaeModelApi {
       const g = grad.get('px_r');
       for (let k = 0; k < g.length; k++) g[k] += lik.dPxr[k]!;
     }
-    let dh = this.linearBackward(lik.dLogits!, h, B, 'scale', grad, true)!;
+    let dh = this.headBackward(lik.dLogits!, h, B, 'scale', grad);
     if (dropLogits) {
-      const dh2 = this.linearBackward(lik.dDrop!, h, B, 'drop_logit', grad, true)!;
+      const dh2 = this.headBackward(lik.dDrop!, h, B, 'drop_logit', grad);
       for (let j = 0; j < dh.length; j++) dh[j] += dh2[j]!;
     }
     for (let k = cfg.nLayers - 1; k >= 0; k--) {
@@ -257,7 +300,7 @@ export class VaeModel implements VaeModelApi {
       const dy = new Float32Array(B * H);
       for (let j = 0; j < dy.length; j++) dy[j] = c.bn.y[j]! > 0 ? (c.mask ? dOut[j]! * c.mask[j]! : dOut[j]!) : 0;
       const da = bnBackward(dy, B, H, c.bn, this.p(`${pre}.bn.weight`), grad.get(`${pre}.bn.weight`), grad.get(`${pre}.bn.bias`));
-      dOut = this.linearBackward(da, c.input, B, `${pre}.lin`, grad, k > 0) ?? dOut;
+      dOut = this.linearBackward(da, c.input, B, `${pre}.lin`, grad, k > 0, k === 0 ? transpose(c.input, B, c.inDim) : undefined) ?? dOut;
     }
 
     return {
@@ -308,8 +351,8 @@ export class VaeModel implements VaeModelApi {
       hDim = H;
     }
     return {
-      logits: this.linear(h, B, 'scale'),
-      dropLogits: cfg.likelihood === 'zinb' ? this.linear(h, B, 'drop_logit') : null,
+      logits: this.head(h, B, 'scale'),
+      dropLogits: cfg.likelihood === 'zinb' ? this.head(h, B, 'drop_logit') : null,
     };
   }
 

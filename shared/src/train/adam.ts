@@ -31,12 +31,17 @@ export function adamStep(params: Float32Array, grad: ArrayLike<number>, state: A
   const stepSize = cfg.lr / bc1;
   const { m, v } = state;
   const wd = cfg.weightDecay;
+  const eps = cfg.eps;
+  const c1 = 1 - b1;
+  const c2 = 1 - b2;
+  const invSqrtBc2 = 1 / sqrtBc2;
   for (let i = 0; i < params.length; i++) {
-    const g = grad[i]! + wd * params[i]!;
-    const mi = b1 * m[i]! + (1 - b1) * g;
-    const vi = b2 * v[i]! + (1 - b2) * g * g;
+    const p = params[i]!;
+    const g = grad[i]! + wd * p;
+    const mi = b1 * m[i]! + c1 * g;
+    const vi = b2 * v[i]! + c2 * g * g;
     m[i] = mi;
     v[i] = vi;
-    params[i] = params[i]! - (stepSize * mi) / (Math.sqrt(vi) / sqrtBc2 + cfg.eps);
+    params[i] = p - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
   }
 }

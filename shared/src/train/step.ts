@@ -55,6 +55,9 @@ export function cloneTrainingState(s: TrainingState): TrainingState {
   };
 }
 
+/** reused gradient accumulator (zeroed each step; saves a large allocation per step) */
+let scratch = new Float64Array(0);
+
 /**
  * Apply one optimizer step to `state` (in place): sum the microbatch gradients in the order given
  * (microbatch order), divide by the step's total cells, take an Adam step, then fold each
@@ -64,24 +67,34 @@ export function cloneTrainingState(s: TrainingState): TrainingState {
 export function applyStep(state: TrainingState, results: MicrobatchGradient[], trainCfg: TrainConfig, modelCfg: ModelConfig): StepSummary {
   if (results.length === 0) throw new RangeError('applyStep: no microbatch results');
   const n = state.params.length;
-  const sum = new Float64Array(n);
+  if (scratch.length !== n) scratch = new Float64Array(n);
+  else scratch.fill(0);
+  const sum = scratch;
   let cells = 0;
   let loss = 0;
   let rec = 0;
   let kl = 0;
   for (const r of results) {
     if (r.grad.length !== n) throw new RangeError(`applyStep: gradient of ${r.grad.length} floats, parameters have ${n}`);
-    const g = r.grad;
-    for (let i = 0; i < n; i++) sum[i] += g[i]!;
     cells += r.nCells;
     loss += r.lossSum;
     rec += r.reconstructionSum;
     kl += r.klSum;
   }
+  // Σ in microbatch order, then / cells (the last microbatch's pass also divides and takes the norm)
+  const inv = 1 / cells;
   let sq = 0;
-  for (let i = 0; i < n; i++) {
-    sum[i] /= cells;
-    sq += sum[i]! * sum[i]!;
+  for (let k = 0; k < results.length; k++) {
+    const g = results[k]!.grad;
+    if (k < results.length - 1) {
+      for (let i = 0; i < n; i++) sum[i] += g[i]!;
+    } else {
+      for (let i = 0; i < n; i++) {
+        const v = (sum[i]! + g[i]!) * inv;
+        sum[i] = v;
+        sq += v * v;
+      }
+    }
   }
   adamStep(state.params, sum, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay });
   foldBatchNormStats(state.buffers, results, modelCfg);

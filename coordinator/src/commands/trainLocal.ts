@@ -1,0 +1,149 @@
+// `atlasvae train-local`: train in this one process on a 10x MatrixMarket folder held in memory
+// (no workers, no prepared dataset). Same plan, noise and optimizer step as distributed training.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Argv } from 'yargs';
+import { BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
+import { defaultModelConfig, defaultTrainConfig, type DispersionMode, type Likelihood } from '@atlasvae/shared/config';
+import { saveCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
+import { CliError, InputError } from '@atlasvae/shared/errors';
+import { log } from '@atlasvae/shared/log';
+import { trainValidationSplit } from '@atlasvae/shared/plan';
+import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
+import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
+import { readMtxInMemory } from '../data/mtx.js';
+import { categorize, obsColumnFor, readObsTsv } from '../data/obs.js';
+
+const LIKELIHOODS: readonly Likelihood[] = ['nb', 'zinb', 'poisson', 'gaussian'];
+const DISPERSIONS: readonly DispersionMode[] = ['gene', 'gene-batch'];
+
+function positiveInt(name: string, v: number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isInteger(v) || v < 1) throw new CliError(`--${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+export const trainLocalCommand = (y: Argv): Argv =>
+  y.command(
+    'train-local',
+    'Train scVI in this single process on a 10x MatrixMarket folder (counts held in memory)',
+    (b) =>
+      b
+        .option('mtx', { type: 'string', demandOption: true, describe: 'folder with matrix.mtx[.gz] (genes × cells), features/genes.tsv[.gz], barcodes.tsv[.gz]' })
+        .option('labels', { type: 'string', describe: 'cell metadata TSV (first column barcode); default: labels.tsv in the folder when present' })
+        .option('batch-key', { type: 'string', describe: 'metadata column used as the batch covariate (default: one batch)' })
+        .option('label-key', { type: 'string', default: 'cell_type', describe: 'metadata column of cell-type labels (stored in the checkpoint when present)' })
+        .option('epochs', { type: 'number', describe: "epochs (default: scvi's min(round(20000 / cells × 400), 400))" })
+        .option('kl-warmup', { type: 'number', default: 400, describe: 'epochs of linear KL warm-up' })
+        .option('seed', { type: 'number', default: 0, describe: 'seed of initialisation, split, plan and noise' })
+        .option('likelihood', { choices: LIKELIHOODS, default: 'nb' as Likelihood })
+        .option('dispersion', { choices: DISPERSIONS, default: 'gene' as DispersionMode })
+        .option('n-hidden', { type: 'number', default: 128 })
+        .option('n-latent', { type: 'number', default: 10 })
+        .option('n-layers', { type: 'number', default: 1 })
+        .option('dropout', { type: 'number', default: 0.1 })
+        .option('batch-size', { type: 'number', default: 128, describe: 'cells per optimizer step' })
+        .option('lr', { type: 'number', default: 1e-3 })
+        .option('max-steps', { type: 'number', describe: 'stop after this many optimizer steps' })
+        .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
+        .option('out', { type: 'string', describe: 'checkpoint file to write at the end (written atomically)' })
+        .example('$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --out pbmc.ckpt', 'train on a MatrixMarket folder with a batch covariate'),
+    async (a) => {
+      const dir = a.mtx;
+      if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError(dir, 'not a folder');
+      const dropout = a.dropout;
+      if (!(dropout >= 0 && dropout < 1)) throw new CliError(`--dropout must be in [0, 1), got ${dropout}`);
+      const { batch: all, genes, barcodes } = await readMtxInMemory(dir);
+      if (all.nCells < 3) throw new InputError(dir, `only ${all.nCells} cells: too few to train`);
+      const labelsFile = a.labels ?? (fs.existsSync(path.join(dir, 'labels.tsv')) ? path.join(dir, 'labels.tsv') : undefined);
+      let batchCategories = ['0'];
+      let labelCategories: string[] = [];
+      if (a['batch-key'] && !labelsFile) throw new CliError('--batch-key needs a metadata table: give --labels FILE');
+      if (labelsFile) {
+        const obs = await readObsTsv(labelsFile);
+        if (a['batch-key']) {
+          const c = categorize(obsColumnFor(obs, a['batch-key'], barcodes));
+          const missing = c.codes.indexOf(-1);
+          if (missing >= 0) throw new InputError(labelsFile, `cell ${barcodes[missing]} has no value in column "${a['batch-key']}"`);
+          all.batch.set(c.codes);
+          batchCategories = c.categories;
+        }
+        if (obs.columns.has(a['label-key'])) {
+          const c = categorize(obsColumnFor(obs, a['label-key'], barcodes));
+          all.label.set(c.codes);
+          labelCategories = c.categories;
+        }
+      }
+      const backend = await initBackend(a.backend, (m) => log.info(m));
+      const source = new InMemoryCellSource(all, batchCategories.length);
+      const modelConfig = defaultModelConfig(all.nGenes, batchCategories.length, {
+        likelihood: a.likelihood,
+        dispersion: a.dispersion,
+        nHidden: positiveInt('n-hidden', a['n-hidden'])!,
+        nLatent: positiveInt('n-latent', a['n-latent'])!,
+        nLayers: positiveInt('n-layers', a['n-layers'])!,
+        dropoutRate: dropout,
+      });
+      const batchSize = positiveInt('batch-size', a['batch-size'])!;
+      const trainConfig = defaultTrainConfig(all.nCells, {
+        seed: a.seed,
+        nEpochsKlWarmup: a['kl-warmup'],
+        lr: a.lr,
+        globalBatch: batchSize,
+        microbatch: batchSize,
+        ...(a.epochs !== undefined ? { epochs: positiveInt('epochs', a.epochs)! } : {}),
+      });
+      const split = trainValidationSplit(all.nCells, trainConfig.seed, trainConfig.trainFraction);
+      log.info(`train-local: ${all.nCells} cells × ${all.nGenes} genes, ${batchCategories.length} batches, ${split.train.length} train / ${split.validation.length} validation, ${trainConfig.epochs} epochs, ${modelConfig.likelihood}, backend ${backend}`);
+      const t0 = performance.now();
+      const history: EpochSummary[] = [];
+      const result = await train({
+        source,
+        modelConfig,
+        trainConfig,
+        trainCells: split.train,
+        validationCells: split.validation,
+        maxSteps: positiveInt('max-steps', a['max-steps']),
+        onEpoch: (e) => {
+          history.push(e);
+          log.info(`epoch ${e.epoch + 1}/${trainConfig.epochs}: train ELBO ${e.trainElbo.toFixed(2)}, validation ELBO ${e.validationElbo.toFixed(2)}, kl weight ${e.klWeight.toFixed(3)}, ${(e.cells / e.seconds).toFixed(0)} cells/s`);
+        },
+      });
+      const seconds = (performance.now() - t0) / 1000;
+      if (a.out) {
+        const s = result.state;
+        const ckpt: Checkpoint = {
+          format: 'atlasvae-checkpoint',
+          version: 1,
+          modelConfig,
+          trainConfig,
+          params: s.params,
+          buffers: s.buffers,
+          adam: s.adam,
+          position: { epoch: s.epoch, stepInEpoch: s.stepInEpoch, globalStep: s.globalStep },
+          genes,
+          batchCategories,
+          labelCategories,
+          manifestHash: null,
+          history,
+          createdAt: new Date().toISOString(),
+        };
+        saveCheckpoint(a.out, ckpt);
+        log.info(`checkpoint written to ${a.out}`);
+      }
+      const last = history[history.length - 1];
+      process.stdout.write(
+        JSON.stringify({
+          cells: all.nCells,
+          genes: all.nGenes,
+          epochs: history.length,
+          steps: result.state.globalStep,
+          seconds: Number(seconds.toFixed(2)),
+          trainElbo: last?.trainElbo ?? null,
+          validationElbo: last?.validationElbo ?? null,
+          backend,
+          checkpoint: a.out ?? null,
+        }) + '\n',
+      );
+    },
+  );
