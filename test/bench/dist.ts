@@ -250,3 +250,7 @@ export async function run(): Promise<Record<string, unknown>> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** for ad-hoc measurements */
+export const _single = singleProcess;
+export const _distributed = distributed;

@@ -146,19 +146,24 @@ test('random bytes and malformed messages at a live coordinator change nothing',
     for (let i = 0; i < n; i++) b[i] = rng.int(256);
     return b;
   };
-  const outcomes: Record<string, string> = {};
-  outcomes.noToken = await attack(port, { token: null });
-  outcomes.wrongToken = await attack(port, { token: 'guess' });
-  outcomes.wrongProtocolHeader = await attack(port, { protocol: '99' });
-  outcomes.wrongProtocolHello = await attack(port, { send: (ws) => ws.send(hello(2)) });
-  outcomes.textFrame = await attack(port, { send: (ws) => ws.send('hello') });
-  outcomes.resultBeforeHello = await attack(port, { send: (ws) => ws.send(encodeFrame({ type: 'result', version: 0, step: 0, microbatch: 0, nCells: 1, reconstructionSum: 0, klSum: 0, lossSum: 0, computeMs: 0, gradLength: 1, bnLength: 1 }, new Float32Array(2))) });
-  outcomes.oversize = await attack(port, { send: (ws) => { ws.send(hello()); ws.send(Buffer.alloc(64 << 20)); } });
-  outcomes.badSizes = await attack(port, { send: (ws) => { ws.send(hello()); ws.send(encodeFrame({ type: 'result', version: 1, step: 1, microbatch: 0, nCells: 64, reconstructionSum: 0, klSum: 0, lossSum: 0, computeMs: 0, gradLength: 10, bnLength: 2 }, new Float32Array(12))); } });
-  outcomes.notMsgpack = await attack(port, { send: (ws) => { ws.send(hello()); ws.send(Buffer.from([8, 0, 0, 0, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])); } });
+  // all at once, while the honest worker trains
+  const attacks: Record<string, Promise<string>> = {
+    noToken: attack(port, { token: null }),
+    wrongToken: attack(port, { token: 'guess' }),
+    wrongProtocolHeader: attack(port, { protocol: '99' }),
+    wrongProtocolHello: attack(port, { send: (ws) => ws.send(hello(2)) }),
+    textFrame: attack(port, { send: (ws) => ws.send('hello') }),
+    resultBeforeHello: attack(port, { send: (ws) => ws.send(encodeFrame({ type: 'result', version: 0, step: 0, microbatch: 0, nCells: 1, reconstructionSum: 0, klSum: 0, lossSum: 0, computeMs: 0, gradLength: 1, bnLength: 1 }, new Float32Array(2))) }),
+    oversize: attack(port, { send: (ws) => { ws.send(hello()); ws.send(Buffer.alloc(64 << 20)); } }),
+    badSizes: attack(port, { send: (ws) => { ws.send(hello()); ws.send(encodeFrame({ type: 'result', version: 1, step: 1, microbatch: 0, nCells: 64, reconstructionSum: 0, klSum: 0, lossSum: 0, computeMs: 0, gradLength: 10, bnLength: 2 }, new Float32Array(12))); } }),
+    notMsgpack: attack(port, { send: (ws) => { ws.send(hello()); ws.send(Buffer.from([8, 0, 0, 0, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])); } }),
+  };
   for (let i = 0; i < 12; i++) {
-    outcomes[`random${i}`] = await attack(port, { send: (ws) => { if (i % 2) ws.send(hello()); ws.send(random(1 + rng.int(5000))); } });
+    const bytes = random(1 + rng.int(5000));
+    attacks[`random${i}`] = attack(port, { send: (ws) => { if (i % 2) ws.send(hello()); ws.send(bytes); } });
   }
+  const outcomes: Record<string, string> = {};
+  for (const [k, p] of Object.entries(attacks)) outcomes[k] = await p;
   assert.equal(coord.child.exitCode, null, 'the attacks ended while training was still running');
   assert.doesNotMatch(coord.output(), /training finished/, 'the attacks ended while training was still running');
 

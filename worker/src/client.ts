@@ -219,7 +219,8 @@ export class WorkerClient {
 
   /** Run `fn` after everything queued before it (the model build, earlier messages), in order. */
   private chain(fn: () => void): void {
-    this.ready = this.ready.then(fn).catch((e: unknown) => {
+    // yield to the event loop between items so pings, pongs and new messages are served
+    this.ready = this.ready.then(() => new Promise<void>((r) => setImmediate(r))).then(fn).catch((e: unknown) => {
       this.log(`atlasvae worker: ${(e as Error).stack ?? e}`);
       this.ws?.close(CLOSE.goingAway, 'worker error');
     });

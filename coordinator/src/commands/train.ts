@@ -28,7 +28,7 @@ export const trainCommand = (y: Argv): Argv =>
       try {
         const r = await runCoordinator(argv as unknown as TrainingFlags, {
           host: argv.host, port: argv.port, token, tlsCert: argv['tls-cert'], tlsKey: argv['tls-key'],
-          minWorkers: Math.max(1, Math.min(argv['min-workers'], n || 1)), metricsPort: argv['metrics-port'], metricsHost: argv['metrics-host'],
+          minWorkers: Math.max(1, argv['min-workers'] > 1 ? argv['min-workers'] : n), metricsPort: argv['metrics-port'], metricsHost: argv['metrics-host'],
           audit: argv.audit,
           onListening: (url) => workers.start(url.replace('0.0.0.0', '127.0.0.1'), token),
         });

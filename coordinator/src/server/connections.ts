@@ -38,7 +38,8 @@ function refuse(socket: Duplex, status: number, text: string, body: string): voi
 export class Endpoint {
   private readonly server: http.Server | https.Server;
   private readonly wss: WebSocketServer;
-  private readonly alive = new WeakMap<WebSocket, boolean>();
+  /** heartbeats missed in a row: a worker busy with a long microbatch may answer a ping late */
+  private readonly missed = new WeakMap<WebSocket, number>();
   private heartbeat: NodeJS.Timeout | null = null;
   readonly url: Promise<string>;
 
@@ -63,8 +64,8 @@ export class Endpoint {
         return refuse(socket, 426, 'Upgrade Required', `this coordinator speaks protocol ${PROTOCOL_VERSION}, the worker ${String(pv)}: use the same atlasvae version`);
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => {
-        this.alive.set(ws, true);
-        ws.on('pong', () => this.alive.set(ws, true));
+        this.missed.set(ws, 0);
+        ws.on('pong', () => this.missed.set(ws, 0));
         handlers.open(ws, remote);
       });
     });
@@ -82,15 +83,16 @@ export class Endpoint {
     this.heartbeat.unref();
   }
 
-  /** Terminate connections that did not answer the previous ping. */
+  /** Terminate connections that left the last three pings unanswered. */
   private beat(): void {
     for (const ws of this.wss.clients) {
-      if (this.alive.get(ws) === false) {
-        this.handlers.rejected('heartbeat-timeout', 'no pong', '');
+      const missed = this.missed.get(ws) ?? 0;
+      if (missed >= 3) {
+        this.handlers.rejected('heartbeat-timeout', `no pong to ${missed} pings`, '');
         ws.terminate();
         continue;
       }
-      this.alive.set(ws, false);
+      this.missed.set(ws, missed + 1);
       ws.ping();
     }
   }

@@ -162,10 +162,14 @@ export class Coordinator {
     this.stopRequested = true;
   }
 
-  async close(reason = 'training finished'): Promise<void> {
+  /** Stop serving. With `done`, workers are told training is over and exit; without, they see the
+   * connection drop and keep trying to reconnect (a restart with --resume picks them up). */
+  async close(done: string | null = 'training finished'): Promise<void> {
     if (this.expiryTimer) clearInterval(this.expiryTimer);
-    const done = encodeFrame({ type: 'done', reason });
-    for (const c of this.conns.values()) if (c.ready) this.sendRaw(c, done);
+    if (done !== null) {
+      const frame = encodeFrame({ type: 'done', reason: done });
+      for (const c of this.conns.values()) if (c.ready) this.sendRaw(c, frame);
+    }
     await this.endpoint?.close();
     this.endpoint = null;
   }

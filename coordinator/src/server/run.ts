@@ -70,6 +70,7 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
   process.on('SIGTERM', onTerm);
   const t0 = performance.now();
   let ok = false;
+  let finished = false;
   try {
     const url = await coordinator.listen().catch((e: Error) => {
       throw new CliError(`cannot listen on ${s.host}:${s.port} (${e.message})`);
@@ -82,12 +83,14 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
     await s.onListening?.(url, prepared);
     const outcome = await coordinator.train();
     ok = true;
+    finished = outcome.stopped !== 'interrupted';
     return { ...outcome, prepared, seconds: (performance.now() - t0) / 1000 };
   } finally {
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
     wiring.finish(ok);
-    await coordinator.close(ok ? 'training finished' : 'coordinator stopped');
+    // interrupted or failed: leave the workers waiting for a restart with --resume
+    await coordinator.close(ok && finished ? 'training finished' : null);
     await metricsServer?.stop();
     await prepared.dataset.close();
   }
