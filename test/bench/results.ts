@@ -62,7 +62,7 @@ export async function run(): Promise<Record<string, unknown>> {
 
     t0 = performance.now();
     const rep = await evaluateModel(engine, plan, {
-      samples: 0, seed: 0, elboNoise: () => null, knnK: 15, knnFolds: 5, mixingK: 50, maxMetricCells: 20000, naming,
+      samples: 0, seed: 0, elboNoise: null, knnK: 15, knnFolds: 5, mixingK: 50, maxMetricCells: 20000, naming,
     });
     out.evaluateSeconds = +seconds(t0).toFixed(2);
     out.evaluateMetricCells = Math.min(nCells, 20000);
@@ -70,7 +70,7 @@ export async function run(): Promise<Record<string, unknown>> {
 
     const small = { ...plan, cells: cells.subarray(0, 1024) };
     t0 = performance.now();
-    await evaluateModel(engine, small, { samples: 20, seed: 0, elboNoise: () => null, knnK: 15, knnFolds: 5, mixingK: 50, maxMetricCells: 1, naming });
+    await evaluateModel(engine, small, { samples: 20, seed: 0, elboNoise: null, knnK: 15, knnFolds: 5, mixingK: 50, maxMetricCells: 1, naming });
     out.marginalCellSamplesPerSecond = Math.round((1024 * 20) / seconds(t0));
     await ds.close();
 

@@ -7,7 +7,7 @@ import { densify, type CellBatch } from '@atlasvae/shared/batch';
 import { defaultModelConfig } from '@atlasvae/shared/config';
 import type { VaeModelApi, CellTerms } from '@atlasvae/shared/model/types';
 import { Rng } from '@atlasvae/shared/rng';
-import { marginalLogLikelihood } from '@atlasvae/coordinator/results/marginal-ll';
+import { marginalLogLikelihood } from '@atlasvae/shared/model/inference';
 
 const G = 4, L = 2, SIGMA2 = 0.5;
 const W = [[1, 0.5], [-0.3, 1.2], [0.8, -0.7], [0.2, 0.1]];

@@ -3,7 +3,6 @@ import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
 import { writeFileAtomic } from '@atlasvae/shared/checkpoint';
-import { validationNoise } from '@atlasvae/shared/model/noise';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import { withModelAndData, requireOption, requirePositiveInt, requireNonNegativeInt, chunkProgress } from '../results/command-options.js';
 import { evaluateModel } from '../results/evaluate.js';
@@ -47,7 +46,7 @@ export function evaluateCommand(y: Argv): Argv {
         const report = await evaluateModel(inputs.engine, plan, {
           samples,
           seed,
-          elboNoise: (chunk, n) => validationNoise(ck.modelConfig, seed, noiseEpoch, chunk, n),
+          elboNoise: { seed, epoch: noiseEpoch },
           knnK: k,
           knnFolds: folds,
           mixingK: requirePositiveInt('mixing-k', a['mixing-k']),

@@ -6,6 +6,7 @@ import { openResultsInputs, allCells } from '../results/inputs.js';
 import { withModelAndData, requirePositiveInt, chunkProgress } from '../results/command-options.js';
 import { readEmbeddingFile, encodeCategories } from '../results/embedding-file.js';
 import { forEachChunk } from '../results/cell-stream.js';
+import { encodeCells } from '../results/engine.js';
 import { writeUmapPng } from '../results/umap-plot.js';
 import { Progress } from '../progress.js';
 
@@ -55,7 +56,7 @@ export function umapCommand(y: Argv): Argv {
           codes = new Int32Array(cells.length);
           const plan = { source: inputs.dataset.source, cells, chunkSize: requirePositiveInt('chunk-cells', a['chunk-cells']), batchMap: inputs.batchMap };
           const progress = chunkProgress('embed', plan);
-          await forEachChunk(plan, inputs.engine.parallelism, (c) => inputs.engine.encode(c.batch), (c, { qm }) => {
+          await forEachChunk(plan, inputs.engine.parallelism, (c) => encodeCells(inputs.engine, c.batch), (c, { qm }) => {
             latent.set(qm, c.offset * dim);
             codes.set(a['color-by'] === 'label' ? c.batch.label : c.datasetBatch, c.offset);
             progress.tick(c.batch.nCells);

@@ -2,7 +2,7 @@
 // Arrow/CSV table, or scattered into obsm of a copy of the source .h5ad.
 
 import { forEachChunk, type ChunkPlan } from './cell-stream.js';
-import type { InferenceEngine } from './engine.js';
+import { encodeCells, type InferenceEngine } from './engine.js';
 import { createTableWriter, type Column } from './table-writer.js';
 import { writeH5adWithObsm, h5adObsCount } from './h5ad-obsm.js';
 import { nameOf, type CellNaming } from './cell-names.js';
@@ -28,7 +28,7 @@ export async function writeEmbeddingTable(engine: InferenceEngine, plan: ChunkPl
       plan,
       engine.parallelism,
       async (c) => {
-        const [enc, id] = await Promise.all([engine.encode(c.batch), opts.naming.lookup?.(c.batch.cellIndex)]);
+        const [enc, id] = await Promise.all([encodeCells(engine, c.batch), opts.naming.lookup?.(c.batch.cellIndex)]);
         return { ...enc, id };
       },
       async (c, { qm, qv, id }) => {
@@ -82,7 +82,7 @@ export async function writeEmbeddingH5ad(
     plan,
     engine.parallelism,
     async (c) => {
-      const [enc, id] = await Promise.all([engine.encode(c.batch), opts.naming.lookup?.(c.batch.cellIndex)]);
+      const [enc, id] = await Promise.all([encodeCells(engine, c.batch), opts.naming.lookup?.(c.batch.cellIndex)]);
       return { ...enc, rows: id ? id.sourceRow : c.batch.cellIndex };
     },
     (c, { qm, qv, rows }) => {

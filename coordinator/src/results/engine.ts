@@ -1,91 +1,66 @@
-// Where inference runs. Results code asks an InferenceEngine for per-chunk answers; the local
-// engine runs the model in this process, a fleet engine can hand the same requests to workers.
-// Requests are pure functions of (parameters, cells, explicit seeds), so the answer does not
-// depend on which engine (or which worker) computed it.
+// Where inference runs. Results code sends an InferenceEngine requests (shared/model/inference:
+// encode, evaluate, marginal, normalize) chunk by chunk; the local engine runs the model in this
+// process, the fleet engine (fleet.ts) hands the same requests to WebSocket workers. Requests are
+// pure functions of (parameters, buffers, cells, keys), so the answer does not depend on the engine.
 
 import type { CellBatch } from '@atlasvae/shared/batch';
 import type { VaeModelApi, CellTerms } from '@atlasvae/shared/model/types';
 import type { ModelConfig } from '@atlasvae/shared/config';
-import { Rng } from '@atlasvae/shared/rng';
-import { marginalLogLikelihood } from './marginal-ll.js';
-
-export interface NormalizeRequest {
-  /** posterior samples averaged; 0 = use the posterior mean z = q_m */
-  samples: number;
-  /** decode every cell as if from this model batch code */
-  transformBatch?: number;
-  /** noise key */
-  seed: number;
-  chunk: number;
-  /** gene indices to return (all genes when absent) */
-  genes?: Int32Array;
-}
+import { runInference, type InferOutput, type InferRequest } from '@atlasvae/shared/model/inference';
 
 export interface InferenceEngine {
   readonly config: ModelConfig;
   /** how many chunks callers should keep in flight */
   readonly parallelism: number;
-  encode(batch: CellBatch): Promise<{ qm: Float32Array; qv: Float32Array }>;
-  /** evaluation-mode reconstruction and KL per cell with the given ε (null: z = q_m) */
-  evaluate(batch: CellBatch, eps: Float32Array | null): Promise<CellTerms>;
-  marginalLogLikelihood(batch: CellBatch, samples: number, seed: number, chunk: number): Promise<Float64Array>;
-  /** decoder scale (rows sum to 1 over all genes) at the selected genes, [nCells, nSelected] */
-  normalizedScale(batch: CellBatch, req: NormalizeRequest): Promise<Float32Array>;
+  /** where the work runs, for logs and reports (e.g. "local wasm", "3 workers") */
+  describe(): string;
+  run(batch: CellBatch, req: InferRequest): Promise<InferOutput>;
   close(): Promise<void>;
 }
 
-export const NORMALIZE_STREAM = 0x4e4f524d; // "NORM"
+const BASE: Omit<InferRequest, 'op'> = { seed: 0, chunk: 0, noiseEpoch: -1, samples: 0, transformBatch: -1, genes: null };
 
-/** Decoder scale averaged over posterior samples (or at the mean), restricted to `genes`. */
-export function normalizedScale(model: VaeModelApi, batch: CellBatch, req: NormalizeRequest): Float32Array {
-  const n = batch.nCells;
-  const G = model.config.nGenes;
-  const L = model.config.nLatent;
-  const sel = req.genes;
-  const width = sel ? sel.length : G;
-  const { qm, qv } = model.encode(batch);
-  const out = new Float32Array(n * width);
-  const draws = Math.max(1, req.samples);
-  const rng = req.samples > 0 ? new Rng(NORMALIZE_STREAM, req.seed, req.chunk) : null;
-  const z = new Float32Array(n * L);
-  for (let s = 0; s < draws; s++) {
-    if (rng) for (let t = 0; t < n * L; t++) z[t] = qm[t]! + Math.sqrt(qv[t]!) * rng.normal();
-    else z.set(qm);
-    const scale = model.decodeScale(batch, z, req.transformBatch);
-    for (let i = 0; i < n; i++) {
-      const row = i * G;
-      const o = i * width;
-      if (sel) for (let g = 0; g < width; g++) out[o + g]! += scale[row + sel[g]!]!;
-      else for (let g = 0; g < G; g++) out[o + g]! += scale[row + g]!;
-    }
-  }
-  if (draws > 1) for (let t = 0; t < out.length; t++) out[t]! /= draws;
-  return out;
+/** Posterior means and variances, [nCells, nLatent] each. */
+export async function encodeCells(engine: InferenceEngine, batch: CellBatch): Promise<{ qm: Float32Array; qv: Float32Array }> {
+  const { f32 } = await engine.run(batch, { ...BASE, op: 'encode' });
+  const half = f32.length / 2;
+  return { qm: f32.subarray(0, half), qv: f32.subarray(half) };
+}
+
+/** Evaluation-mode reconstruction and KL per cell; ε from the trainer's validation noise (seed, epoch, chunk), or z = q_m when `noise` is null. */
+export async function evaluateCells(engine: InferenceEngine, batch: CellBatch, noise: { seed: number; epoch: number } | null, chunk: number): Promise<CellTerms> {
+  const { f32 } = await engine.run(batch, { ...BASE, op: 'evaluate', seed: noise?.seed ?? 0, noiseEpoch: noise ? noise.epoch : -1, chunk });
+  return { reconstruction: f32.subarray(0, batch.nCells), kl: f32.subarray(batch.nCells) };
+}
+
+export async function marginalCells(engine: InferenceEngine, batch: CellBatch, samples: number, seed: number, chunk: number): Promise<Float64Array> {
+  return (await engine.run(batch, { ...BASE, op: 'marginal', samples, seed, chunk })).f64;
+}
+
+export async function normalizedCells(
+  engine: InferenceEngine,
+  batch: CellBatch,
+  o: { samples: number; seed: number; chunk: number; transformBatch?: number; genes?: Int32Array },
+): Promise<Float32Array> {
+  const req: InferRequest = { ...BASE, op: 'normalize', samples: o.samples, seed: o.seed, chunk: o.chunk, transformBatch: o.transformBatch ?? -1, genes: o.genes ?? null };
+  return (await engine.run(batch, req)).f32;
 }
 
 /** Runs the model in this process. */
 export class LocalEngine implements InferenceEngine {
   readonly parallelism = 1;
-  constructor(private readonly model: VaeModelApi) {}
+  constructor(private readonly model: VaeModelApi, private readonly backend = 'local') {}
 
   get config(): ModelConfig {
     return this.model.config;
   }
 
-  async encode(batch: CellBatch): Promise<{ qm: Float32Array; qv: Float32Array }> {
-    return this.model.encode(batch);
+  describe(): string {
+    return `in-process (${this.backend})`;
   }
 
-  async evaluate(batch: CellBatch, eps: Float32Array | null): Promise<CellTerms> {
-    return this.model.evaluate(batch, eps);
-  }
-
-  async marginalLogLikelihood(batch: CellBatch, samples: number, seed: number, chunk: number): Promise<Float64Array> {
-    return marginalLogLikelihood(this.model, batch, samples, seed, chunk);
-  }
-
-  async normalizedScale(batch: CellBatch, req: NormalizeRequest): Promise<Float32Array> {
-    return normalizedScale(this.model, batch, req);
+  async run(batch: CellBatch, req: InferRequest): Promise<InferOutput> {
+    return runInference(this.model, batch, req);
   }
 
   async close(): Promise<void> {

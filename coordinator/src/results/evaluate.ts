@@ -2,7 +2,7 @@
 // latent-space metrics (cross-validated kNN cell-type accuracy, batch mixing) on the latent means.
 
 import { forEachChunk, type ChunkPlan } from './cell-stream.js';
-import type { InferenceEngine } from './engine.js';
+import { encodeCells, evaluateCells, marginalCells, type InferenceEngine } from './engine.js';
 import { knnCrossValidatedAccuracy, batchMixingEntropy, subsampleIndices, type BatchMixing, type KnnAccuracy } from './latent-metrics.js';
 import { createTableWriter, type TableWriter } from './table-writer.js';
 import { nameOf, type CellNaming } from './cell-names.js';
@@ -11,8 +11,8 @@ export interface EvaluateOptions {
   /** importance samples per cell for the marginal log-likelihood; 0 skips it */
   samples: number;
   seed: number;
-  /** ε of the ELBO for a chunk (the trainer's validation noise, so the numbers agree); null: z = q_m */
-  elboNoise: (chunk: number, nCells: number) => Float32Array | null;
+  /** keys of the ELBO's ε: the trainer's validation noise of (seed, epoch, chunk), so the numbers agree; null: z = q_m */
+  elboNoise: { seed: number; epoch: number } | null;
   knnK: number;
   knnFolds: number;
   mixingK: number;
@@ -69,9 +69,9 @@ export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, op
       async (c) => {
         const needLatent = metricPos.length > 0 && inMetricRange(inMetric, c.offset, c.batch.nCells);
         const [terms, marginal, enc] = await Promise.all([
-          engine.evaluate(c.batch, opts.elboNoise(c.index, c.batch.nCells)),
-          opts.samples > 0 ? engine.marginalLogLikelihood(c.batch, opts.samples, opts.seed, c.index) : Promise.resolve(null),
-          needLatent ? engine.encode(c.batch) : Promise.resolve(null),
+          evaluateCells(engine, c.batch, opts.elboNoise, c.index),
+          opts.samples > 0 ? marginalCells(engine, c.batch, opts.samples, opts.seed, c.index) : Promise.resolve(null),
+          needLatent ? encodeCells(engine, c.batch) : Promise.resolve(null),
         ]);
         return { reconstruction: terms.reconstruction, kl: terms.kl, marginal, qm: enc ? enc.qm : null };
       },

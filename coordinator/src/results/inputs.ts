@@ -78,7 +78,7 @@ export async function openResultsInputs(o: { checkpoint: string; data: string; b
     } catch (e) {
       throw new InputError(o.checkpoint, `parameters do not fit the model configuration (${(e as Error).message})`);
     }
-    const engine = new LocalEngine(model);
+    const engine = new LocalEngine(model, backend);
     const source = dataset.source;
     const naming: CellNaming = {
       batchNames: dataset.manifest.batchCategories,

@@ -3,7 +3,7 @@
 // chosen genes, optionally decoded as if every cell came from one batch (scvi's transform_batch).
 
 import { forEachChunk, type ChunkPlan } from './cell-stream.js';
-import type { InferenceEngine } from './engine.js';
+import { normalizedCells, type InferenceEngine } from './engine.js';
 import { createTableWriter, type Column } from './table-writer.js';
 import { nameOf, type CellNaming } from './cell-names.js';
 
@@ -31,7 +31,7 @@ export async function writeNormalizedExpression(engine: InferenceEngine, plan: C
       engine.parallelism,
       (c) =>
         Promise.all([
-          engine.normalizedScale(c.batch, {
+          normalizedCells(engine, c.batch, {
             samples: opts.samples,
             transformBatch: opts.transformBatch,
             seed: opts.seed,
