@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '@atlasvae/shared/backend';
 import { lgamma, digamma } from '@atlasvae/shared/model/lgamma';
-import { lgammaScalar, digammaScalar, logFactorial } from '@atlasvae/shared/model/special';
+import { lgammaScalar, digammaScalar, logFactorial, lgammaShiftDiff, digammaShiftDiff, fastExp } from '@atlasvae/shared/model/special';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 
 const skip = skipUnlessShared('fixtures', 'lgamma_reference.json');
@@ -56,4 +56,21 @@ test('logFactorial agrees with lgamma(x + 1) and known values', () => {
   assert.ok(Math.abs(logFactorial(5) - Math.log(120)) < 1e-12);
   assert.ok(Math.abs(logFactorial(10000) - lgammaScalar(10001)) < 1e-9 * lgammaScalar(10001));
   assert.ok(Math.abs(logFactorial(2.5) - lgammaScalar(3.5)) < 1e-12);
+});
+
+test('count differences lgamma(x+θ) − lgamma(θ) and ψ(x+θ) − ψ(θ) match the direct forms; fastExp matches Math.exp', () => {
+  for (const theta of [1e-4, 0.03, 0.7, 1, 2.5, 40, 3e4, 1e7]) {
+    for (const x of [0, 1, 2, 3, 5, 8, 9, 17, 250, 2.5]) {
+      const lg = lgammaShiftDiff(x, theta, lgammaScalar(theta));
+      const lgDirect = lgammaScalar(x + theta) - lgammaScalar(theta);
+      assert.ok(Math.abs(lg - lgDirect) <= 1e-9 * Math.max(1, Math.abs(lgammaScalar(x + theta))), `lgamma diff x=${x} θ=${theta}: ${lg} vs ${lgDirect}`);
+      const dg = digammaShiftDiff(x, theta, digammaScalar(theta));
+      const dgDirect = digammaScalar(x + theta) - digammaScalar(theta);
+      assert.ok(Math.abs(dg - dgDirect) <= 1e-9 * Math.max(1, Math.abs(digammaScalar(theta))), `digamma diff x=${x} θ=${theta}: ${dg} vs ${dgDirect}`);
+    }
+  }
+  for (let v = -800; v <= 700; v += 0.37) {
+    const e = Math.exp(v);
+    assert.ok(Math.abs(fastExp(v) - e) <= 1e-9 * e, `fastExp(${v})`);
+  }
 });

@@ -67,8 +67,8 @@ const POW2 = new Float64Array(2100).map((_, i) => Math.pow(2, i - 1075));
  * table): ~1.7x faster than Math.exp in V8, deterministic on every platform.
  */
 export function fastExp(x: number): number {
-  if (x < -745) return 0;
-  if (x > 709) return Math.exp(x);
+  // outside the normal range (denormal or overflowing results) defer to Math.exp
+  if (x < -708 || x > 709) return Math.exp(x);
   const t = x * Math.LOG2E;
   const n = Math.floor(t + 0.5);
   const f = (t - n) * Math.LN2;
