@@ -23,7 +23,7 @@ const FLAGS = ['--global-batch', '512', '--microbatch', '128', '--seed', '7', '-
 
 let dir = '';
 let data = '';
-let ref: { params: Float32Array; buffers: Float32Array; m: Float32Array; v: Float32Array };
+let ref: { params: Float32Array; buffers: Float32Array; m: Float32Array; v: Float32Array; validationElbo: number };
 
 before(async () => {
   if (skip) return;
@@ -35,9 +35,9 @@ before(async () => {
   await initBackend('wasm', () => undefined);
   const modelConfig = defaultModelConfig(ds.manifest.nGenes, ds.manifest.batchCategories.length);
   const trainConfig = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 512, microbatch: 128, seed: 7, nEpochsKlWarmup: 2 });
-  const r = await train({ source: ds.source, modelConfig, trainConfig, trainCells: ds.train, validationCells: new Uint32Array(0), maxSteps: K });
+  const r = await train({ source: ds.source, modelConfig, trainConfig, trainCells: ds.train, validationCells: ds.validation, maxSteps: K });
   assert.equal(r.state.globalStep, K);
-  ref = { params: r.state.params, buffers: r.state.buffers, m: r.state.adam.m, v: r.state.adam.v };
+  ref = { params: r.state.params, buffers: r.state.buffers, m: r.state.adam.m, v: r.state.adam.v, validationElbo: r.history[0]!.validationElbo };
   r.model.dispose();
   await ds.close();
 });
@@ -60,6 +60,10 @@ for (const workers of [1, 2, 3]) {
     };
     console.log(`  ${workers} worker(s): max relative difference ${JSON.stringify(d)}`);
     for (const [k, v] of Object.entries(d)) assert.ok(v <= 1e-5, `${k}: max relative difference ${v}`);
+    // the held-out ELBO the coordinator evaluated after epoch 0 is the trainer's
+    const h = c.history[0] as { epoch: number; validationElbo?: number };
+    assert.equal(h.epoch, 0);
+    assert.ok(Math.abs(h.validationElbo! - ref.validationElbo) <= 1e-6 * Math.abs(ref.validationElbo), `validation ELBO ${h.validationElbo} vs ${ref.validationElbo}`);
     // and training moved the parameters: a run that did nothing would not pass either
     assert.ok(maxRelDiff(c.params, initParams(c.modelConfig, 7)) > 1e-3);
   });

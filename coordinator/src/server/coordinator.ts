@@ -47,6 +47,9 @@ export interface CoordinatorOptions {
   maxFailures?: number;
 }
 
+/** Evaluates the held-out ELBO for the parameters and buffers at the end of an epoch. */
+export type Validator = (params: Float32Array, buffers: Float32Array, epoch: number) => Promise<{ elbo: number; reconstruction: number; kl: number }>;
+
 export interface TrainingSetup {
   modelConfig: ModelConfig;
   trainConfig: TrainConfig;
@@ -66,6 +69,10 @@ export interface EpochRecord {
   kl: number;
   /** negative ELBO per cell (reconstruction + KL), scvi's elbo_train */
   elbo: number;
+  /** held-out negative ELBO per cell (scvi's elbo_validation), when evaluated */
+  validationElbo?: number;
+  validationReconstruction?: number;
+  validationKl?: number;
   partial?: boolean;
 }
 
@@ -114,12 +121,19 @@ export class Coordinator {
   private workerWaiters: (() => void)[] = [];
   private expiryTimer: NodeJS.Timeout | null = null;
   private readonly maxWorkBytes: number;
+  private validator: Validator | null = null;
   url = '';
 
   constructor(private readonly opts: CoordinatorOptions, private readonly setup: TrainingSetup) {
     this.sizes = { paramLength: setup.optimizer.params.length, bnLength: setup.optimizer.bnStatsLength };
     this.version = setup.position.globalStep;
     this.maxWorkBytes = setup.data.maxMicrobatchBytes(setup.trainConfig.microbatch);
+  }
+
+  /** Evaluate the held-out ELBO at the end of each epoch with `v`. */
+  setValidator(v: Validator | null): this {
+    this.validator = v;
+    return this;
   }
 
   observe(o: Partial<CoordinatorObserver>): this {
@@ -408,7 +422,7 @@ export class Coordinator {
       while (pos.epoch < tc.epochs) {
         if (pos.stepInEpoch >= plan.length) {
           // epoch finished
-          const rec = this.closeEpoch(acc, performance.now() - epochStart);
+          const rec = await this.closeEpoch(acc, performance.now() - epochStart);
           history.push(rec);
           pos.epoch++;
           pos.stepInEpoch = 0;
@@ -465,8 +479,15 @@ export class Coordinator {
     return r;
   }
 
-  private closeEpoch(acc: EpochAcc, ms: number): EpochRecord {
+  private async closeEpoch(acc: EpochAcc, ms: number): Promise<EpochRecord> {
     const rec = this.epochRecord(acc, false);
+    if (this.validator) {
+      const snap = this.setup.optimizer.snapshot();
+      const v = await this.validator(snap.params, snap.buffers, acc.epoch);
+      rec.validationElbo = v.elbo;
+      rec.validationReconstruction = v.reconstruction;
+      rec.validationKl = v.kl;
+    }
     this.emit('epochCompleted', { ...rec, ms });
     return rec;
   }

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import type { CellSource } from '@atlasvae/shared/batch';
 import type { Dataset } from '../data/dataset.js';
 
 export interface TrainingData {
@@ -11,6 +12,10 @@ export interface TrainingData {
   nBatch: number;
   /** global indices of the training cells, ascending */
   train: Uint32Array;
+  /** global indices of the held-out cells, ascending */
+  validation: Uint32Array;
+  /** cells by global index (the coordinator evaluates the held-out ELBO itself) */
+  source: CellSource;
   genes: string[];
   batchCategories: string[];
   labelCategories: string[];
@@ -31,6 +36,8 @@ export function trainingData(ds: Dataset): TrainingData {
     nGenes: m.nGenes,
     nBatch: m.batchCategories.length,
     train: ds.train,
+    validation: ds.validation,
+    source: ds.source,
     genes: m.genes,
     batchCategories: m.batchCategories,
     labelCategories: m.labelCategories ?? [],

@@ -54,7 +54,7 @@ export interface CoordinatorObserver {
   microbatchRedone(info: { globalStep: number; microbatch: number; reason: 'disconnect' | 'timeout' | 'failure'; workerId: number }): void;
   microbatchAccepted(info: { globalStep: number; epoch: number; microbatch: number; workerId: number; cells: Uint32Array; computeMs: number }): void;
   stepCompleted(s: StepReport): void;
-  epochCompleted(e: { epoch: number; nCells: number; loss: number; reconstruction: number; kl: number; elbo: number; ms: number }): void;
+  epochCompleted(e: { epoch: number; nCells: number; loss: number; reconstruction: number; kl: number; elbo: number; validationElbo?: number; validationReconstruction?: number; validationKl?: number; ms: number }): void;
   bytes(direction: 'sent' | 'received', n: number): void;
   checkpointWritten(info: { path: string; globalStep: number; bytes: number; ms: number }): void;
   waitingForWorkers(connected: number, needed: number): void;

@@ -25,6 +25,7 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
   const progress = o.progress
     ? new Progress({ label: 'training', totalSteps: total, completedSteps: setup.position.globalStep, totalEpochs: tc.epochs, logger: log })
     : null;
+  let completed = setup.position.globalStep;
   const audit = o.auditPath ? fs.openSync(o.auditPath, 'a') : null;
   metrics.setBackend('js');
   metrics.trainingStarted({ totalSteps: total, completedSteps: setup.position.globalStep, epoch: setup.position.epoch, backend: 'js' });
@@ -49,12 +50,21 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
         // applyStep sums and steps in one call: its time is reported as the optimizer phase
         phaseSeconds: { compute: s.computeMs / 1000, communication: (s.communicationMs + s.broadcastMs) / 1000, optimizer: s.applyMs / 1000 },
       });
-      progress?.update({ cells: s.nCells, completedSteps: s.globalStep + 1, epoch: s.epoch, elbo: s.loss });
+      completed = s.globalStep + 1;
+      progress?.update({ cells: s.nCells, completedSteps: completed, epoch: s.epoch, elbo: s.loss });
       log.debug('step', { ...s });
     },
-    epochCompleted: (e) => log.info(`epoch ${e.epoch + 1}/${tc.epochs} done`, {
-      loss: +e.loss.toFixed(3), elbo: +e.elbo.toFixed(3), reconstruction: +e.reconstruction.toFixed(3), kl: +e.kl.toFixed(3), cells: e.nCells, seconds: +(e.ms / 1000).toFixed(1),
-    }),
+    epochCompleted: (e) => {
+      const fields: Record<string, number> = {
+        loss: +e.loss.toFixed(3), elbo: +e.elbo.toFixed(3), reconstruction: +e.reconstruction.toFixed(3), kl: +e.kl.toFixed(3), cells: e.nCells, seconds: +(e.ms / 1000).toFixed(1),
+      };
+      if (e.validationElbo !== undefined) {
+        fields.validationElbo = +e.validationElbo.toFixed(3);
+        metrics.observeValidation({ elbo: e.validationElbo, reconstruction: e.validationReconstruction, kl: e.validationKl });
+        progress?.update({ cells: 0, completedSteps: completed, validationElbo: e.validationElbo });
+      }
+      log.info(`epoch ${e.epoch + 1}/${tc.epochs} done`, fields);
+    },
     checkpointWritten: (k) => {
       metrics.checkpointWritten();
       log.info('checkpoint written', { path: k.path, step: k.globalStep, ms: Math.round(k.ms) });

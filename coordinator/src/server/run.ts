@@ -7,6 +7,7 @@ import { startMetricsServer } from '../metrics.js';
 import { Coordinator, type TrainOutcome } from './coordinator.js';
 import { prepareTraining, type TrainingFlags, type PreparedTraining } from './setup.js';
 import { wireCoordinator } from './observe.js';
+import { heldOutValidator } from './validation.js';
 
 export interface ServeOptions {
   host: string;
@@ -55,6 +56,11 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
     },
     setup,
   );
+  const nValidation = flags['validation-cells'] ?? 10000;
+  if (!Number.isInteger(nValidation) || nValidation < 0) throw new CliError('--validation-cells must be a non-negative integer');
+  if (nValidation > 0) {
+    coordinator.setValidator(await heldOutValidator(setup.modelConfig, setup.trainConfig.seed, setup.data.source, setup.data.validation, nValidation, 'auto', (m) => log.debug(m)));
+  }
   const wiring = wireCoordinator(coordinator, setup, { progress: s.progress ?? true, auditPath: s.audit, maxSteps: prepared.maxSteps });
   const metricsServer = await startMetricsServer(wiring.metrics, s.metricsPort, s.metricsHost);
   let interrupts = 0;

@@ -30,6 +30,8 @@ export interface TrainingFlags {
   'checkpoint-every': number;
   resume: boolean;
   'step-timeout': number;
+  /** held-out cells evaluated at the end of each epoch (0: none) */
+  'validation-cells'?: number;
 }
 
 /** Options shared by `coordinator` and `train`. */
@@ -52,7 +54,8 @@ export function trainingOptions<T>(y: Argv<T>) {
     .option('checkpoint', { type: 'string', describe: 'checkpoint file, written atomically every --checkpoint-every steps and at the end' })
     .option('checkpoint-every', { type: 'number', default: 500, describe: 'steps between checkpoints (0: only at the end)' })
     .option('resume', { type: 'boolean', default: false, describe: 'continue from --checkpoint (when it exists) exactly where it stopped' })
-    .option('step-timeout', { type: 'number', default: 120, describe: 'seconds a worker may hold a microbatch before it is handed to another worker' });
+    .option('step-timeout', { type: 'number', default: 120, describe: 'seconds a worker may hold a microbatch before it is handed to another worker' })
+    .option('validation-cells', { type: 'number', default: 10000, describe: 'held-out cells whose ELBO the coordinator evaluates after each epoch (0: none)' });
 }
 
 function positiveInt(name: string, v: number | undefined): void {
