@@ -6,7 +6,7 @@
 // Vectors are built straight from the batch's typed arrays (makeData), and decoding returns
 // views into the message bytes where Arrow's alignment allows, so there are no per-cell objects.
 import {
-  Field, Schema, List, Int32, Uint32, Float32, Utf8, Struct,
+  Field, Schema, List, Int32, Uint32, Float32, Utf8, Struct, Table,
   makeData, RecordBatch, RecordBatchStreamWriter, RecordBatchReader, type Data,
 } from 'apache-arrow';
 import type { CellBatch } from './batch.js';
@@ -100,9 +100,27 @@ export function cellBatchToRecordBatch(b: CellBatch, extra?: ShardExtra): Record
   return new RecordBatch(schema, data);
 }
 
+/** The schema message of an IPC stream as a stream writer frames it (8-byte aligned). */
+export function streamSchemaFrame(schema: Schema): Uint8Array {
+  const bytes = RecordBatchStreamWriter.writeAll(new Table(schema)).toUint8Array(true);
+  return bytes.slice(0, bytes.length - 8); // without the end-of-stream marker
+}
+
+let wireSchemaFrame: Uint8Array | null = null;
+function schemaFrame(): Uint8Array {
+  return (wireSchemaFrame ??= streamSchemaFrame(cellBatchSchema));
+}
+
+/** A stream writer that copies the prebuilt schema message instead of encoding it per message. */
+class CellBatchStreamWriter extends RecordBatchStreamWriter {
+  protected override _writeSchema(): this {
+    return this._write(schemaFrame());
+  }
+}
+
 /** Arrow IPC stream bytes (one record batch) of a minibatch. */
 export function encodeCellBatch(b: CellBatch): Uint8Array {
-  const writer = new RecordBatchStreamWriter();
+  const writer = new CellBatchStreamWriter();
   writer.write(cellBatchToRecordBatch(b));
   writer.finish();
   return writer.toUint8Array(true);

@@ -3,11 +3,10 @@
 //   node data-child.js prepare <input> <out>
 //   node data-child.js serve <dataset> <cells to serve>
 import fs from 'node:fs';
-import { simulateToDataset, defaultSimulationOptions, type CellSink } from '@atlasvae/coordinator/data/simulate';
-import { H5adCellSink } from '@atlasvae/coordinator/data/h5adWriter';
-import { prepareDataset } from '@atlasvae/coordinator/data/prepare';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
-import { epochOrder, splitMicrobatches } from '@atlasvae/shared/plan';
+import type { CellSink } from '@atlasvae/coordinator/data/simulate';
+
+// modules are loaded per task: h5wasm compiles its wasm in the background when imported, which
+// would otherwise run during the serving measurement
 
 /** peak resident set of this process, MiB */
 function peakRssMiB(): number {
@@ -22,6 +21,8 @@ async function main(): Promise<void> {
   // CPU time of this process: the machine is shared, so wall-clock rates understate one core's speed
   const cpuSeconds = (since = c0): number => { const u = process.cpuUsage(since); return (u.user + u.system) / 1e6; };
   if (task === 'simulate') {
+    const { simulateToDataset, defaultSimulationOptions } = await import('@atlasvae/coordinator/data/simulate');
+    const { H5adCellSink } = await import('@atlasvae/coordinator/data/h5adWriter');
     const [cells, genes, out, h5ad] = [Number(args[0]), Number(args[1]), args[2]!, args[3]];
     fs.rmSync(out, { recursive: true, force: true });
     const o = { ...defaultSimulationOptions, cells, genes, batches: 4, cellTypes: 8, seed: 1 };
@@ -31,6 +32,7 @@ async function main(): Promise<void> {
     const cpu = cpuSeconds();
     console.log(JSON.stringify({ cells: m.nCells, nnzPerCell: Math.round(m.nnz / m.nCells), seconds: +s.toFixed(2), cellsPerSecond: Math.round(cells / s), cpuSeconds: +cpu.toFixed(2), cellsPerCpuSecond: Math.round(cells / cpu), peakRssMiB: peakRssMiB() }));
   } else if (task === 'prepare') {
+    const { prepareDataset } = await import('@atlasvae/coordinator/data/prepare');
     const [input, out] = [args[0]!, args[1]!];
     fs.rmSync(out, { recursive: true, force: true });
     const { manifest } = await prepareDataset({ input, out, batchKey: 'batch', labelKey: 'cell_type', shardCells: 65536, seed: 0, allowNonInteger: false });
@@ -38,6 +40,8 @@ async function main(): Promise<void> {
     const cpu = cpuSeconds();
     console.log(JSON.stringify({ cells: manifest.nCells, seconds: +s.toFixed(2), cellsPerSecond: Math.round(manifest.nCells / s), cpuSeconds: +cpu.toFixed(2), cellsPerCpuSecond: Math.round(manifest.nCells / cpu), peakRssMiB: peakRssMiB() }));
   } else if (task === 'serve') {
+    const { openDataset } = await import('@atlasvae/coordinator/data/dataset');
+    const { epochOrder, splitMicrobatches } = await import('@atlasvae/shared/plan');
     const [dir, n] = [args[0]!, Number(args[1])];
     const ds = await openDataset(dir);
     const order = epochOrder(ds.train, { seed: 0, epoch: 0, planBlock: 1024, planWindow: 8 });
@@ -45,7 +49,11 @@ async function main(): Promise<void> {
     const t = performance.now();
     const c1 = process.cpuUsage();
     let bytes = 0;
-    for (const mb of splitMicrobatches(cells, 128)) bytes += (await ds.source.getCellsArrow(mb)).byteLength;
+    // as a coordinator would: the next global batch of 1,024 cells is prefetched while this one is served
+    for (let s = 0; s < cells.length; s += 1024) {
+      ds.source.prefetch(cells.subarray(s + 1024, s + 2048));
+      for (const mb of splitMicrobatches(cells.subarray(s, s + 1024), 128)) bytes += (await ds.source.getCellsArrow(mb)).byteLength;
+    }
     const s = (performance.now() - t) / 1000;
     const cpu = cpuSeconds(c1);
     await ds.close();

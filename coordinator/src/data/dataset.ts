@@ -7,11 +7,12 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
 import type { CellBatch, CellSource } from '@atlasvae/shared/batch';
-import { recordBatchToCellBatch, recordBatchSourceRows, recordBatchBarcodes, encodeCellBatch, shardSchema } from '@atlasvae/shared/arrowBatch';
+import { recordBatchToCellBatch, recordBatchSourceRows, recordBatchBarcodes, encodeCellBatch, shardSchema, streamSchemaFrame } from '@atlasvae/shared/arrowBatch';
 import { manifestProblems, MANIFEST_FILE, type DatasetManifest, type ShardInfo } from '@atlasvae/shared/manifest';
 import { trainValidationSplit } from '@atlasvae/shared/plan';
 import { InputError } from '@atlasvae/shared/errors';
 
+let shardSchemaFrame: Uint8Array | null = null;
 const SHARD_LAYOUT = shardSchema.fields.map((f) => `${f.name}:${String(f.type)}`).join(',');
 
 export interface OpenDatasetOptions {
@@ -31,9 +32,12 @@ interface Block {
 }
 
 interface ShardHandle {
-  reader: Awaited<ReturnType<typeof RecordBatchReader.from>>;
-  /** reads on one handle are serialized: the Arrow file reader seeks then reads */
-  queue: Promise<unknown>;
+  fh: fs.promises.FileHandle;
+  /** byte ranges of the record batch messages, from the file's footer */
+  blocks: { offset: number; length: number }[];
+  /** reads in flight; an evicted handle is closed when the last one ends */
+  reading: number;
+  evicted: boolean;
 }
 
 export interface Dataset {
@@ -109,7 +113,14 @@ export class DatasetSource implements CellSource {
         if (!reader.isFile() || reader.numRecordBatches !== info.recordBatches) throw new Error(`expected an Arrow file with ${info.recordBatches} record batches`);
         const names = reader.schema.fields.map((f) => `${f.name}:${String(f.type)}`).join(',');
         if (names !== SHARD_LAYOUT) throw new Error(`unexpected columns ${names}`);
-        return { reader, queue: Promise.resolve() };
+        // the footer (read by Arrow's reader) gives each record batch's byte range; the batches
+        // themselves are read directly (readBlock), one read each
+        const blocks: ShardHandle['blocks'] = [];
+        for (let i = 0; i < info.recordBatches; i++) {
+          const b = reader.footer!.getRecordBatch(i)!;
+          blocks.push({ offset: Number(b.offset), length: Number(b.metaDataLength) + Number(b.bodyLength) });
+        }
+        return { fh, blocks, reading: 0, evicted: false };
       } catch (e) {
         await fh.close().catch(() => undefined);
         throw new InputError(file, `corrupt shard (${(e as Error).message})`);
@@ -119,7 +130,10 @@ export class DatasetSource implements CellSource {
     while (this.handles.size > this.o.maxOpenShards) {
       const [oldest, oh] = this.handles.entries().next().value as [number, Promise<ShardHandle>];
       this.handles.delete(oldest);
-      void oh.then((x) => x.queue.then(() => x.reader.cancel())).catch(() => undefined);
+      void oh.then((x) => {
+        x.evicted = true;
+        if (x.reading === 0) return x.fh.close();
+      }).catch(() => undefined);
     }
     return h;
   }
@@ -129,11 +143,25 @@ export class DatasetSource implements CellSource {
     const r = key - s * 1048576;
     const info: ShardInfo = this.manifest.shards[s]!;
     const h = await this.openShard(s);
-    const read = h.queue.then(() => h.reader.readRecordBatch(r));
-    h.queue = read.catch(() => undefined);
+    const blk = h.blocks[r]!;
     let rb: RecordBatch | null;
     try {
-      rb = await read;
+      // one buffer: the shard schema message (Arrow JS files carry the schema only in the footer),
+      // then the record batch message read right after it, decoded as a two-message stream
+      // (8-byte aligned, so Arrow views the columns without copying)
+      const schema = (shardSchemaFrame ??= streamSchemaFrame(shardSchema));
+      const buf = new Uint8Array(schema.length + blk.length);
+      buf.set(schema, 0);
+      h.reading++;
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await h.fh.read(buf, schema.length, blk.length, blk.offset));
+      } finally {
+        if (--h.reading === 0 && h.evicted) void h.fh.close().catch(() => undefined);
+      }
+      if (bytesRead !== blk.length) throw new Error('short read');
+      const batches = [...RecordBatchReader.from(buf)];
+      rb = batches.length === 1 ? batches[0]! : null;
     } catch (e) {
       throw new InputError(path.join(this.dir, info.file), `corrupt record batch ${r} (${(e as Error).message})`);
     }
@@ -187,6 +215,22 @@ export class DatasetSource implements CellSource {
     const blocks = new Map<number, Block>();
     await Promise.all([...wanted].map(async (k) => blocks.set(k, await this.block(k))));
     return { keys, blocks };
+  }
+
+  /**
+   * Starts loading the record batches holding these cells (e.g. the next step's) without waiting;
+   * a later getCells finds them cached or in flight. Errors surface in that later call.
+   */
+  prefetch(indices: ArrayLike<number>): void {
+    const seen = new Set<number>();
+    for (let i = 0; i < indices.length; i++) {
+      const c = indices[i]!;
+      if (!(c >= 0 && c < this.nCells)) continue;
+      const k = this.blockKey(c);
+      if (seen.has(k) || this.cache.has(k)) continue;
+      seen.add(k);
+      this.block(k).catch(() => undefined);
+    }
   }
 
   /** Cells in the order asked. */
@@ -285,9 +329,7 @@ export class DatasetSource implements CellSource {
     this.cachedBytes = 0;
     for (const h of hs) {
       try {
-        const x = await h;
-        await x.queue;
-        await x.reader.cancel();
+        await (await h).fh.close();
       } catch { /* failed opens have nothing to close */ }
     }
   }
