@@ -159,7 +159,6 @@ export class CoordinatorMetrics {
     if (isNum(run.epoch)) this.families.epoch.set(run.epoch);
     if (run.backend) this.families.setBackend(run.backend);
     this.updateProgress();
-    this.throughput.start();
     if (this.checkpointAt === null) this.checkpointAt = this.now();
   }
 
@@ -177,7 +176,11 @@ export class CoordinatorMetrics {
     const f = this.families;
     f.cells.inc(o.cells);
     f.steps.inc();
-    this.throughput.add(o.cells);
+    // the rate starts with the first step (not with trainingStarted: waiting for workers is not slowness)
+    const t = this.now();
+    const stepSeconds = Object.values(o.phaseSeconds ?? {}).reduce((a, b) => a + (isNum(b) ? b : 0), 0);
+    this.throughput.start(t - stepSeconds);
+    this.throughput.add(o.cells, t);
     f.cellsPerSecond.set(this.throughput.rate());
     this.completed = isNum(o.completedSteps) ? o.completedSteps : this.completed + 1;
     if (isNum(o.totalSteps)) {
@@ -254,7 +257,7 @@ export class CoordinatorMetrics {
 export const metricsCliOptions = {
   'metrics-port': {
     type: 'number',
-    describe: 'serve Prometheus /metrics and /healthz on this port (0: any free port; default: no metrics server)',
+    describe: 'serve Prometheus /metrics and /healthz on this port (0: any free port; default: none). `train`: local worker i serves on this port + i',
   },
   'metrics-host': {
     type: 'string',

@@ -79,6 +79,9 @@ export class Progress {
   private elbo: number | null = null;
   private validationElbo: number | null = null;
   private lastOutput = -Infinity;
+  private started = false;
+  /** cells of the first update (done before rates start) */
+  private firstCells = 0;
   private barVisible = false;
   private finished = false;
   private restoreSink: LogSink | null = null;
@@ -98,8 +101,6 @@ export class Progress {
     // ETA and cells/s over the last 30 s: steady, yet follows a change of pace
     this.cellsMeter = new ThroughputMeter(30, this.now);
     this.stepsMeter = new ThroughputMeter(30, this.now);
-    this.cellsMeter.start(this.startedAt);
-    this.stepsMeter.start(this.startedAt);
     if (this.mode === 'bar') this.interceptLogs();
   }
 
@@ -108,13 +109,31 @@ export class Progress {
     const t = this.now();
     const before = this.completed;
     this.completed = u.completedSteps ?? this.completed + 1;
-    this.cellsMeter.add(u.cells, t);
-    this.stepsMeter.add(Math.max(0, this.completed - before), t);
+    if (!this.started) {
+      // rates count from the first update, not from construction: time spent waiting (for
+      // workers, for data) before work began would otherwise read as slowness. The first line
+      // comes one interval later, when there is a rate to show.
+      this.started = true;
+      this.cellsMeter.start(t);
+      this.stepsMeter.start(t);
+      this.cellsMeter.add(0, t);
+      this.firstCells = u.cells;
+      // a bar appears at once (without a rate yet); lines wait one interval
+      if (this.mode !== 'bar') this.lastOutput = t;
+    } else {
+      this.cellsMeter.add(u.cells, t);
+      this.stepsMeter.add(Math.max(0, this.completed - before), t);
+    }
     if (u.epoch !== undefined) this.epoch = u.epoch;
     if (u.elbo !== undefined && Number.isFinite(u.elbo)) this.elbo = u.elbo;
     if (u.validationElbo !== undefined && Number.isFinite(u.validationElbo)) this.validationElbo = u.validationElbo;
     const every = this.mode === 'bar' ? this.redraw : this.interval;
     if (t - this.lastOutput >= every) this.output(t);
+  }
+
+  /** The latest held-out ELBO (shown from the next output on). */
+  setValidation(elbo: number): void {
+    if (Number.isFinite(elbo)) this.validationElbo = elbo;
   }
 
   /** Final output (always written), and the terminal left on a fresh line. */
@@ -145,7 +164,7 @@ export class Progress {
       fraction,
       epoch: this.epoch,
       totalEpochs: this.totalEpochs,
-      cells: this.cellsMeter.totalCells,
+      cells: this.cellsMeter.totalCells + this.firstCells,
       cellsPerSecond: this.cellsMeter.rate(),
       etaSeconds: eta,
       elapsedSeconds: elapsed,

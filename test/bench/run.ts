@@ -3,10 +3,11 @@
 // `npm run bench -- NAME…` runs only the named modules.
 import * as data from './data.js';
 import * as dist from './dist.js';
+import * as metrics from './metrics.js';
 import * as results from './results.js';
 import * as step from './step.js';
 
-const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, data, dist, results };
+const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, data, dist, results, metrics };
 
 const only = process.argv.slice(2);
 const out: Record<string, unknown> = {};

@@ -43,18 +43,7 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-interface Measurement {
-  /** wall clock: cells per second */
-  cellsPerSecond: number;
-  /** cells per second of this process's CPU time (user + system): robust when other work shares the machine */
-  cellsPerCpuSecond: number;
-  msPerStep: number;
-  /** of which the microbatch gradient (forward + backward) */
-  gradientMs: number;
-  samples: number[];
-}
-
-async function measure(backend: BackendChoice, likelihood: 'nb' | 'zinb', repeats: number, stepsPerRepeat: number): Promise<Measurement> {
+async function measure(backend: BackendChoice, likelihood: 'nb' | 'zinb', repeats: number, stepsPerRepeat: number): Promise<{ cellsPerSecond: number; msPerStep: number; gradientMs: number; samples: number[] }> {
   await initBackend(backend, () => undefined);
   const mc = defaultModelConfig(GENES, 4, { likelihood });
   const tc = defaultTrainConfig(CELLS);
@@ -72,23 +61,13 @@ async function measure(backend: BackendChoice, likelihood: 'nb' | 'zinb', repeat
   for (let i = 0; i < 3; i++) step();
   gradMs = 0;
   const samples: number[] = [];
-  const cpuSamples: number[] = [];
   for (let r = 0; r < repeats; r++) {
     const t0 = performance.now();
-    const c0 = process.cpuUsage();
     for (let s = 0; s < stepsPerRepeat; s++) step();
-    const c = process.cpuUsage(c0);
     samples.push((CELLS * stepsPerRepeat) / ((performance.now() - t0) / 1000));
-    cpuSamples.push((CELLS * stepsPerRepeat) / ((c.user + c.system) / 1e6));
   }
   const cps = median(samples);
-  return {
-    cellsPerSecond: Math.round(cps),
-    cellsPerCpuSecond: Math.round(median(cpuSamples)),
-    msPerStep: Number(((CELLS / cps) * 1000).toFixed(2)),
-    gradientMs: Number((gradMs / (repeats * stepsPerRepeat)).toFixed(2)),
-    samples: samples.map(Math.round),
-  };
+  return { cellsPerSecond: Math.round(cps), msPerStep: Number(((CELLS / cps) * 1000).toFixed(2)), gradientMs: Number((gradMs / (repeats * stepsPerRepeat)).toFixed(2)), samples: samples.map(Math.round) };
 }
 
 export async function run(): Promise<Record<string, unknown>> {
@@ -108,7 +87,6 @@ export async function run(): Promise<Record<string, unknown>> {
     };
   }
   out.stepCellsPerSecond = backends;
-  out.loadAverage = (await import('node:os')).loadavg()[0];
   out.pytorchReference = 'PyTorch 1.13 CPU, one core: 3,600–4,500 cells/s (brief)';
   return out;
 }

@@ -20,14 +20,14 @@ test('non-TTY: a line every 5 seconds with percent, cells/s and ETA, and a final
     t += 0.5; // 2 steps/s, 128 cells per step
     p.update({ cells: 128, epoch: Math.floor((step - 1) / 25), elbo: 2000 - step });
   }
-  // lines at t=100.5 (first update), 105.5, 110.5, 115.5: every 5 s, not every step
-  assert.equal(out.length, 4);
-  assert.equal(out[3], '10:00:00 INFO  training 31.0% step 31/100 epoch 2/4 256 cells/s ETA 35s elbo 1969.0\n');
+  // rates start at the first update (t=100.5); lines at 105.5, 110.5, 115.5: every 5 s, not every step
+  assert.equal(out.length, 3);
+  assert.equal(out[2], '10:00:00 INFO  training 31.0% step 31/100 epoch 2/4 256 cells/s ETA 35s elbo 1969.0\n');
   p.finish();
-  assert.equal(out.length, 5);
-  assert.equal(out[4], '10:00:00 INFO  training done: training 40.0% step 40/100 epoch 2/4 256 cells/s ETA 30s elbo 1960.0\n');
+  assert.equal(out.length, 4);
+  assert.equal(out[3], '10:00:00 INFO  training done: training 40.0% step 40/100 epoch 2/4 256 cells/s ETA 30s elbo 1960.0\n');
   p.update({ cells: 1 });
-  assert.equal(out.length, 5, 'nothing after finish');
+  assert.equal(out.length, 4, 'nothing after finish');
 });
 
 test('json: progress records with numbers a log collector can graph', () => {
@@ -44,9 +44,9 @@ test('json: progress records with numbers a log collector can graph', () => {
   const recs = out.map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.deepEqual(
     recs.map((r) => r.step),
-    [1, 3, 5, 7, 9, 10],
+    [3, 5, 7, 9, 10],
   );
-  assert.deepEqual(recs[2], {
+  assert.deepEqual(recs[1], {
     time: '2026-11-25T10:00:00.000Z',
     level: 'info',
     msg: 'progress',
@@ -63,8 +63,9 @@ test('json: progress records with numbers a log collector can graph', () => {
     elbo: 500,
     validationElbo: null,
   });
-  assert.equal(recs[5]!.msg, 'progress done');
-  assert.equal(recs[5]!.etaSeconds, 0);
+  assert.equal(recs[4]!.msg, 'progress done');
+  assert.equal(recs[4]!.etaSeconds, 0);
+  assert.equal(recs[4]!.cells, 1000);
 });
 
 test('TTY: the bar is redrawn in place and log lines do not tear it', () => {
@@ -75,12 +76,13 @@ test('TTY: the bar is redrawn in place and log lines do not tear it', () => {
   assert.equal(p.mode, 'bar');
   t = 1;
   p.update({ cells: 50 });
-  assert.match(out.at(-1)!, /^\rtraining \[#+\.+\]  25% \| step 1\/4 \| 50\.0 cells\/s \| ETA 3s\x1b\[K$/);
+  assert.match(out.at(-1)!, /^\rtraining \[#+\.+\]  25% \| step 1\/4 \| 0\.0 cells\/s \| ETA \?\x1b\[K$/, 'drawn at once, no rate yet');
   logger.warn('worker lost', { worker: 'w1' });
   assert.deepEqual(out.slice(-3, -1), ['\r\x1b[K', '10:00:00 WARN  worker lost worker=w1\n']);
   assert.match(out.at(-1)!, /^\rtraining \[/, 'bar drawn again below the log line');
   t = 2;
   p.update({ cells: 50 });
+  assert.match(out.at(-1)!, /  50% \| step 2\/4 \| 50\.0 cells\/s \| ETA 2s\x1b\[K$/);
   p.finish();
   assert.equal(out.at(-1), '\n');
   logger.info('after');

@@ -30,7 +30,7 @@ test('worker metrics: per-cell losses, steps, phases, bytes, backend and healthz
     assert.equal(v('atlasvae_cells_total'), 160);
     assert.equal(v('atlasvae_microbatches_total'), 3);
     assert.equal(v('atlasvae_steps_total'), 2, 'two distinct steps');
-    assert.equal(v('atlasvae_cells_per_second'), 160 / 4);
+    assert.equal(v('atlasvae_cells_per_second'), 160 / 3.5, 'from the start of the first computation (t = 0.5) to t = 4');
     assert.equal(v('atlasvae_progress_ratio'), 2 / 8);
     assert.equal(v('atlasvae_elbo', { split: 'train' }), 50, 'last microbatch with a loss: 3200 / 64');
     assert.equal(v('atlasvae_reconstruction_loss', { split: 'train' }), 6000 / 64);
@@ -38,8 +38,9 @@ test('worker metrics: per-cell losses, steps, phases, bytes, backend and healthz
     assert.equal(v('atlasvae_kl_weight'), 0.25);
     assert.equal(v('atlasvae_step_duration_seconds_count', { phase: 'compute' }), 3);
     assert.equal(v('atlasvae_step_duration_seconds_sum', { phase: 'compute' }), 1.25);
-    assert.equal(v('atlasvae_step_duration_seconds_count', { phase: 'communication' }), 2);
-    assert.ok(Math.abs(v('atlasvae_step_duration_seconds_sum', { phase: 'communication' })! - 0.15) < 1e-12);
+    // given waits 0.1 and 0.02 + 0.03; the third measured: starts at 4 - 0.25, previous ended at 2
+    assert.equal(v('atlasvae_step_duration_seconds_count', { phase: 'communication' }), 3);
+    assert.ok(Math.abs(v('atlasvae_step_duration_seconds_sum', { phase: 'communication' })! - (0.15 + 1.75)) < 1e-12);
     assert.equal(v('atlasvae_step_duration_seconds_count', { phase: 'optimizer' }), undefined, 'workers run no optimizer');
     assert.equal(v('atlasvae_sent_bytes_total'), 123);
     assert.equal(v('atlasvae_received_bytes_total'), 4567);
@@ -70,4 +71,17 @@ test('throughput meter: rate over a sliding window', () => {
   // window: the last sample older than 10 s (t=19) up to t=30 -> cells of t=20..30 over 11 s
   assert.equal(meter.rate(), (100 + 10 * 10) / 11);
   assert.equal(meter.totalCells, 20 * 100 + 10 * 10);
+});
+
+test('throughput meter: stays exact over many samples (window start moves, storage compacts)', () => {
+  let t = 0;
+  const meter = new ThroughputMeter(10, () => t);
+  meter.start();
+  for (let i = 1; i <= 5000; i++) {
+    t = i * 0.1; // 10 steps/s of 7 cells
+    meter.add(7);
+  }
+  // window: samples after the one at t=489.9 -> 101 samples over 10.1 s
+  assert.ok(Math.abs(meter.rate() - (101 * 7) / 10.1) < 1e-9, String(meter.rate()));
+  assert.equal(meter.totalCells, 35000);
 });

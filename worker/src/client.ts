@@ -34,7 +34,10 @@ export interface WorkerOptions {
 export interface WorkerEvents {
   connected?(url: string, workerId: number): void;
   disconnected?(code: number, reason: string): void;
-  microbatchComputed?(info: { step: number; microbatch: number; nCells: number; computeMs: number }): void;
+  microbatchComputed?(info: {
+    step: number; microbatch: number; nCells: number; computeMs: number;
+    epoch: number; klWeight: number; lossSum: number; reconstructionSum: number; klSum: number;
+  }): void;
   bytes?(direction: 'sent' | 'received', n: number): void;
 }
 
@@ -250,6 +253,9 @@ export class WorkerClient {
     };
     this.send(ws, encodeFrame(r, g.grad, g.bnStats));
     this.computed++;
-    this.opts.events?.microbatchComputed?.({ step: w.step, microbatch: w.microbatch, nCells: g.nCells, computeMs });
+    this.opts.events?.microbatchComputed?.({
+      step: w.step, microbatch: w.microbatch, nCells: g.nCells, computeMs,
+      epoch: w.epoch, klWeight: w.klWeight, lossSum: g.lossSum, reconstructionSum: g.reconstructionSum, klSum: g.klSum,
+    });
   }
 }

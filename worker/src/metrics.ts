@@ -44,7 +44,10 @@ export function nowSeconds(): number {
  * jitter with every step.
  */
 export class ThroughputMeter {
-  private readonly samples: { t: number; cells: number }[] = [];
+  /** samples[head] is the window's start; cells of samples after it are summed in windowCells */
+  private samples: { t: number; cells: number }[] = [];
+  private head = 0;
+  private windowCells = 0;
   private total = 0;
 
   constructor(
@@ -61,9 +64,17 @@ export class ThroughputMeter {
   add(cells: number, at = this.now()): void {
     if (this.samples.length === 0) this.samples.push({ t: at, cells: 0 });
     this.samples.push({ t: at, cells });
+    this.windowCells += cells;
     this.total += cells;
     // keep one sample older than the window as the window's start
-    while (this.samples.length > 2 && at - this.samples[1]!.t > this.windowSeconds) this.samples.shift();
+    while (this.samples.length - this.head > 2 && at - this.samples[this.head + 1]!.t > this.windowSeconds) {
+      this.head++;
+      this.windowCells -= this.samples[this.head]!.cells;
+    }
+    if (this.head > 1024 && this.head * 2 > this.samples.length) {
+      this.samples = this.samples.slice(this.head);
+      this.head = 0;
+    }
   }
 
   /** cells finished since the first sample */
@@ -73,14 +84,9 @@ export class ThroughputMeter {
 
   /** Cells per second over the window ending at the last sample; 0 before any work. */
   rate(): number {
-    if (this.samples.length < 2) return 0;
-    const first = this.samples[0]!;
-    const last = this.samples[this.samples.length - 1]!;
-    const dt = last.t - first.t;
-    if (dt <= 0) return 0;
-    let cells = 0;
-    for (let i = 1; i < this.samples.length; i++) cells += this.samples[i]!.cells;
-    return cells / dt;
+    if (this.samples.length - this.head < 2) return 0;
+    const dt = this.samples[this.samples.length - 1]!.t - this.samples[this.head]!.t;
+    return dt > 0 ? this.windowCells / dt : 0;
   }
 }
 
@@ -185,7 +191,8 @@ export interface MicrobatchObservation {
   cells: number;
   /** seconds spent computing the gradient */
   computeSeconds: number;
-  /** seconds between sending the previous result and receiving this work (idle, waiting on the coordinator) */
+  /** seconds between sending the previous result and receiving this work (idle, waiting on the
+   * coordinator); default: measured from the previous microbatch's end */
   waitSeconds?: number;
   /** seconds (de)serializing and sending */
   communicationSeconds?: number;
@@ -206,16 +213,20 @@ export class WorkerMetrics {
   readonly registry: Registry;
   readonly families: TrainingMetricFamilies;
   private readonly throughput: ThroughputMeter;
+  private readonly now: () => number;
   private readonly connectedGauge: Gauge;
   private readonly reconnects: Counter;
   private readonly microbatches: Counter;
   private lastStep: number | undefined;
+  /** when the previous microbatch was finished: the gap to the next one is waiting (communication) */
+  private lastEnd: number | undefined;
   private isLive = false;
 
   constructor(opts: { defaultMetrics?: boolean; labels?: Record<string, string>; now?: () => number } = {}) {
     this.registry = createMetricsRegistry('worker', opts);
     this.families = new TrainingMetricFamilies(this.registry, 'worker');
-    this.throughput = new ThroughputMeter(10, opts.now);
+    this.now = opts.now ?? nowSeconds;
+    this.throughput = new ThroughputMeter(10, this.now);
     const registers = [this.registry];
     this.connectedGauge = new Gauge({ name: 'atlasvae_coordinator_connected', help: '1 while connected to a coordinator.', registers });
     this.connectedGauge.set(0);
@@ -238,10 +249,10 @@ export class WorkerMetrics {
     this.connectedGauge.set(1);
     this.families.trainingActive.set(1);
     this.isLive = true;
-    this.throughput.start();
   }
 
   disconnected(): void {
+    this.lastEnd = undefined;
     this.connectedGauge.set(0);
     this.families.trainingActive.set(0);
     this.isLive = false;
@@ -251,7 +262,10 @@ export class WorkerMetrics {
     const f = this.families;
     f.cells.inc(o.cells);
     this.microbatches.inc();
-    this.throughput.add(o.cells);
+    // the rate starts with the first microbatch's computation, not with the connection
+    const t = this.now();
+    this.throughput.start(t - (isNum(o.computeSeconds) ? o.computeSeconds : 0));
+    this.throughput.add(o.cells, t);
     f.cellsPerSecond.set(this.throughput.rate());
     if (o.step !== undefined && o.step !== this.lastStep) {
       f.steps.inc();
@@ -260,7 +274,9 @@ export class WorkerMetrics {
     if (isNum(o.epoch)) f.epoch.set(o.epoch);
     if (o.step !== undefined && isNum(o.totalSteps) && o.totalSteps > 0) f.progress.set(Math.min(1, (o.step + 1) / o.totalSteps));
     if (isNum(o.klWeight)) f.klWeight.set(o.klWeight);
-    f.observePhases({ compute: o.computeSeconds, communication: sumDefined(o.waitSeconds, o.communicationSeconds) });
+    const wait = o.waitSeconds ?? (this.lastEnd === undefined ? undefined : Math.max(0, t - o.computeSeconds - this.lastEnd));
+    this.lastEnd = t;
+    f.observePhases({ compute: o.computeSeconds, communication: sumDefined(wait, o.communicationSeconds) });
     if (o.cells > 0) {
       f.setLosses('train', {
         elbo: isNum(o.lossSum) ? o.lossSum / o.cells : undefined,

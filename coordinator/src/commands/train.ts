@@ -24,7 +24,7 @@ export const trainCommand = (y: Argv): Argv =>
       const n = argv['local-workers'];
       if (!Number.isInteger(n) || n < 0) throw new CliError('--local-workers must be a non-negative integer');
       const token = argv.token ?? process.env.ATLASVAE_TOKEN ?? crypto.randomBytes(18).toString('base64url');
-      const workers = new LocalWorkers(n, argv.backend);
+      const workers = new LocalWorkers(n, argv.backend, undefined, { port: argv['metrics-port'], host: argv['metrics-host'] });
       try {
         const r = await runCoordinator(argv as unknown as TrainingFlags, {
           host: argv.host, port: argv.port, token, tlsCert: argv['tls-cert'], tlsKey: argv['tls-key'],

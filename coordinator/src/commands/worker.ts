@@ -55,7 +55,10 @@ export const workerCommand = (y: Argv): Argv =>
         events: {
           connected: () => metrics.connected(),
           disconnected: () => metrics.disconnected(),
-          microbatchComputed: (m) => metrics.observeMicrobatch({ cells: m.nCells, computeSeconds: m.computeMs / 1000, step: m.step }),
+          microbatchComputed: (m) => metrics.observeMicrobatch({
+            cells: m.nCells, computeSeconds: m.computeMs / 1000, step: m.step, epoch: m.epoch, klWeight: m.klWeight,
+            lossSum: m.lossSum, reconstructionSum: m.reconstructionSum, klSum: m.klSum,
+          }),
           bytes: (d, n) => (d === 'sent' ? metrics.bytesSent(n) : metrics.bytesReceived(n)),
         },
       });

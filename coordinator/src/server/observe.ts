@@ -15,6 +15,9 @@ export interface Wiring {
   finish(ok: boolean): void;
 }
 
+/** reasons that concern the connection itself; the others are a bad message on it */
+const CONNECTION_REASONS = new Set<string>(['bad-token', 'bad-protocol-version', 'hello-timeout', 'heartbeat-timeout']);
+
 export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progress: boolean; auditPath?: string; maxSteps: number | null }): Wiring {
   const log = getLogger('coordinator');
   const metrics = new CoordinatorMetrics();
@@ -34,7 +37,8 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
     listening: (url) => log.info('coordinator listening', { url }),
     workerConnected: (w) => metrics.workerConnected(w.backend),
     workerDisconnected: (w) => metrics.workerDisconnected(w.backend),
-    connectionRejected: (reason) => metrics.rejected(reason === 'bad-token' || reason === 'bad-protocol-version' || reason === 'hello-timeout' ? 'connection' : 'message', reason),
+    connectionRejected: (reason) => metrics.rejected(CONNECTION_REASONS.has(reason) ? 'connection' : 'message', reason),
+    resultDropped: (reason) => metrics.rejected('message', reason),
     microbatchRedone: (r) => {
       metrics.microbatchRedone(1);
       log.info('microbatch handed out again', { step: r.globalStep, microbatch: r.microbatch, reason: r.reason, worker: r.workerId });
@@ -46,7 +50,7 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
     stepCompleted: (s) => {
       metrics.observeStep({
         cells: s.nCells, completedSteps: s.globalStep + 1, totalSteps: total, epoch: s.epoch,
-        elbo: s.loss, reconstruction: s.reconstruction, kl: s.kl, klWeight: s.klWeight, learningRate: tc.lr, gradientNorm: s.gradNorm,
+        elbo: s.reconstruction + s.kl, reconstruction: s.reconstruction, kl: s.kl, klWeight: s.klWeight, learningRate: tc.lr, gradientNorm: s.gradNorm,
         // applyStep sums and steps in one call: its time is reported as the optimizer phase
         phaseSeconds: { compute: s.computeMs / 1000, communication: (s.communicationMs + s.broadcastMs) / 1000, optimizer: s.applyMs / 1000 },
       });
