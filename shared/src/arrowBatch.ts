@@ -149,8 +149,12 @@ function values<T extends Int32Array | Uint32Array | Float32Array>(d: Data, ctor
   return (start === 0 && arr.length === n ? arr : arr.subarray(start, start + n)) as T;
 }
 
-/** The CellBatch held by a record batch of either schema (views where possible). */
-export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number): CellBatch {
+/**
+ * The CellBatch held by a record batch of either schema (views where possible). `checkAllGenes`
+ * false checks only each row's first and last gene index (enough for rows known to be sorted,
+ * e.g. checksummed shards; messages from the network get the full check).
+ */
+export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number, checkAllGenes = true): CellBatch {
   const n = rb.numRows;
   const g = child(rb, COL.genes);
   const c = child(rb, COL.counts);
@@ -176,9 +180,17 @@ export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number): CellBat
     indptr = re;
   }
   for (let i = 0; i < n; i++) if (indptr[i + 1]! < indptr[i]!) throw new CellBatchFormatError('row offsets decrease');
-  for (let k = 0; k < nnz; k++) {
-    const x = indices[k]!;
-    if (x < 0 || x >= nGenes) throw new CellBatchFormatError(`gene index ${x} outside 0..${nGenes - 1}`);
+  if (checkAllGenes) {
+    for (let k = 0; k < nnz; k++) {
+      const x = indices[k]!;
+      if (x < 0 || x >= nGenes) throw new CellBatchFormatError(`gene index ${x} outside 0..${nGenes - 1}`);
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      if (indptr[i + 1] === indptr[i]) continue;
+      const lo = indices[indptr[i]!]!, hi = indices[indptr[i + 1]! - 1]!;
+      if (lo < 0 || hi >= nGenes || hi < lo) throw new CellBatchFormatError(`gene indices of row ${i} outside 0..${nGenes - 1} or unsorted`);
+    }
   }
   return {
     nCells: n,
