@@ -349,6 +349,11 @@ test('a real Prometheus scraping a live training run answers every dashboard que
   const elbo = await instantQuery(promUrl, 'atlasvae_elbo{role="coordinator"}');
   assert.deepEqual(elbo.map((r) => r.metric.split).sort(), ['train', 'validation']);
   for (const r of elbo) assert.ok(Number(r.value[1]) > 0 && Number(r.value[1]) < 1e6, `ELBO ${r.metric.split} = ${r.value[1]}`);
+  const phases = await instantQuery(promUrl, 'sum by (phase) (atlasvae_step_duration_seconds_count{role="coordinator"})');
+  assert.deepEqual(phases.map((r) => r.metric.phase).sort(), ['aggregation', 'communication', 'compute', 'optimizer'], 'every phase of a step is timed');
+  for (const r of phases) assert.ok(Number(r.value[1]) > 0);
+  const workerPhases = await instantQuery(promUrl, 'sum by (phase) (atlasvae_step_duration_seconds_count{role="worker"})');
+  assert.deepEqual(workerPhases.map((r) => r.metric.phase).sort(), ['communication', 'compute']);
   const backends = await instantQuery(promUrl, 'count by (role, backend) (atlasvae_backend_info)');
   assert.ok(backends.some((r) => r.metric.role === 'worker' && r.metric.backend === 'wasm'), JSON.stringify(backends));
 

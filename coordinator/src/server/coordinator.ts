@@ -530,7 +530,7 @@ export class Coordinator {
       globalStep: pos.globalStep, epoch: pos.epoch, stepInEpoch: pos.stepInEpoch, stepsInEpoch,
       nCells, microbatches: items.length, loss: loss / nCells, reconstruction: rec / nCells, kl: kl / nCells, klWeight,
       totalMs: tEnd - t0, computeMs, communicationMs: collectMs - computeMs,
-      applyMs: timing.applyMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: tEnd - tb,
+      applyMs: timing.applyMs, aggregationMs: timing.aggregationMs, optimizerMs: timing.optimizerMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: tEnd - tb,
       workers: this.connectedWorkers, redone: run.redone,
     };
   }

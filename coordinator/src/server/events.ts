@@ -21,6 +21,9 @@ export interface StepReport {
   communicationMs: number;
   /** applyStep: summing microbatch gradients in microbatch order, Adam, BatchNorm merge (one call) */
   applyMs: number;
+  /** the parts of applyMs: summing gradients, then Adam + BatchNorm merge */
+  aggregationMs: number;
+  optimizerMs: number;
   /** L2 norm of the step's mean gradient */
   gradNorm: number;
   /** fetching and encoding Arrow microbatches that were not prefetched in time */

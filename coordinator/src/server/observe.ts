@@ -51,8 +51,10 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
       metrics.observeStep({
         cells: s.nCells, completedSteps: s.globalStep + 1, totalSteps: total, epoch: s.epoch,
         elbo: s.reconstruction + s.kl, reconstruction: s.reconstruction, kl: s.kl, klWeight: s.klWeight, learningRate: tc.lr, gradientNorm: s.gradNorm,
-        // applyStep sums and steps in one call: its time is reported as the optimizer phase
-        phaseSeconds: { compute: s.computeMs / 1000, communication: (s.communicationMs + s.broadcastMs) / 1000, optimizer: s.applyMs / 1000 },
+        phaseSeconds: {
+          compute: s.computeMs / 1000, communication: (s.communicationMs + s.broadcastMs) / 1000,
+          aggregation: s.aggregationMs / 1000, optimizer: s.optimizerMs / 1000,
+        },
       });
       completed = s.globalStep + 1;
       progress?.update({ cells: s.nCells, completedSteps: completed, epoch: s.epoch, elbo: s.loss });

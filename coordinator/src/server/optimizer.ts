@@ -14,7 +14,7 @@ export interface Optimizer {
   /** floats of BatchNorm batch statistics a worker returns per microbatch */
   readonly bnStatsLength: number;
   /** one optimizer step; returns the time it took (sum, Adam and BN merge are one call) */
-  apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number };
+  apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number };
   snapshot(): { params: Float32Array; buffers: Float32Array; adam: { m: Float32Array; v: Float32Array; t: number } };
 }
 
@@ -41,11 +41,11 @@ export class SharedStepOptimizer implements Optimizer {
     return this.state.params;
   }
 
-  apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number } {
+  apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number } {
     const t0 = performance.now();
     this.state.epoch = epoch;
     const s = applyStep(this.state, results, this.trainConfig, this.modelConfig);
-    return { applyMs: performance.now() - t0, gradNorm: s.gradNorm };
+    return { applyMs: performance.now() - t0, gradNorm: s.gradNorm, aggregationMs: s.aggregationMs, optimizerMs: s.optimizerMs };
   }
 
   snapshot(): ReturnType<Optimizer['snapshot']> {

@@ -29,6 +29,9 @@ export interface StepSummary {
   kl: number;
   /** L2 norm of the mean gradient (before weight decay) */
   gradNorm: number;
+  /** milliseconds summing the microbatch gradients, and in Adam + BatchNorm merge (step-time metrics) */
+  aggregationMs: number;
+  optimizerMs: number;
 }
 
 export function initTrainingState(modelCfg: ModelConfig, seed: number): TrainingState {
@@ -66,6 +69,7 @@ let scratch = new Float64Array(0);
  */
 export function applyStep(state: TrainingState, results: MicrobatchGradient[], trainCfg: TrainConfig, modelCfg: ModelConfig): StepSummary {
   if (results.length === 0) throw new RangeError('applyStep: no microbatch results');
+  const t0 = performance.now();
   const n = state.params.length;
   if (scratch.length !== n) scratch = new Float64Array(n);
   else scratch.fill(0);
@@ -96,11 +100,15 @@ export function applyStep(state: TrainingState, results: MicrobatchGradient[], t
       }
     }
   }
+  const t1 = performance.now();
   adamStep(state.params, sum, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay });
   foldBatchNormStats(state.buffers, results, modelCfg);
   state.globalStep += 1;
   state.stepInEpoch += 1;
-  return { globalStep: state.globalStep, epoch: state.epoch, cells, loss: loss / cells, reconstruction: rec / cells, kl: kl / cells, gradNorm: Math.sqrt(sq) };
+  return {
+    globalStep: state.globalStep, epoch: state.epoch, cells, loss: loss / cells, reconstruction: rec / cells, kl: kl / cells, gradNorm: Math.sqrt(sq),
+    aggregationMs: t1 - t0, optimizerMs: performance.now() - t1,
+  };
 }
 
 /** running = (1 − m)·running + m·stat for each microbatch in order (stats in buffer-layout order). */
