@@ -24,8 +24,7 @@ interface DecoderLayerCache {
 }
 
 /** log1p of the counts as a dense [nCells, nGenes] matrix */
-export function log1pDense(b: CellBatch): Float32Array {
-  const out = new Float32Array(b.nCells * b.nGenes);
+export function log1pDense(b: CellBatch, out: Float32Array = new Float32Array(b.nCells * b.nGenes)): Float32Array {
   for (let i = 0; i < b.nCells; i++) {
     const row = i * b.nGenes;
     for (let k = b.indptr[i]!; k < b.indptr[i + 1]!; k++) out[row + b.indices[k]!] = Math.log1p(b.counts[k]!);
@@ -79,6 +78,8 @@ export class VaeModel implements VaeModelApi {
   /** W and Wᵀ ([in × out], key `prefix^T`) per Linear prefix with backend tensors, valid until the next setParams */
   private readonly mats = new Map<string, Mat>();
   private readonly shapes = new Map<string, { out: number; in: number }>();
+  /** reusable work buffers by purpose (each used once per pass; saves large allocations per step) */
+  private readonly pool = new Map<string, Float32Array>();
 
   constructor(readonly config: ModelConfig) {
     if (config.nBatch < 1) throw new RangeError('nBatch must be at least 1');
@@ -121,6 +122,16 @@ export class VaeModel implements VaeModelApi {
     this.mats.clear();
   }
 
+  /** a work buffer for `key` of exactly `size` floats; contents undefined unless `zero` */
+  private scratch(key: string, size: number, zero = false): Float32Array {
+    let b = this.pool.get(key);
+    if (!b || b.length !== size) {
+      b = new Float32Array(size);
+      this.pool.set(key, b);
+    } else if (zero) b.fill(0);
+    return b;
+  }
+
   private p(name: string): Float32Array {
     const v = this.views.get(name);
     if (!v) throw new Error(`no parameter ${name}`);
@@ -134,7 +145,7 @@ export class VaeModel implements VaeModelApi {
     if (!m) {
       const s = this.shapes.get(prefix)!;
       const w = this.p(`${prefix}.weight`);
-      m = transposed ? new Mat(transpose(w, s.out, s.in), s.in, s.out) : new Mat(w, s.out, s.in);
+      m = transposed ? new Mat(transpose(w, s.out, s.in, this.scratch(`WT:${prefix}`, w.length)), s.in, s.out) : new Mat(w, s.out, s.in);
       this.mats.set(key, m);
     }
     return m;
@@ -158,7 +169,7 @@ export class VaeModel implements VaeModelApi {
       const r = o * n;
       for (let i = 0; i < n; i++) yT[r + i] += bo;
     }
-    return transpose(yT, s.out, n);
+    return transpose(yT, s.out, n, this.scratch(`logits:${prefix}`, yT.length));
   }
 
   /**
@@ -170,7 +181,7 @@ export class VaeModel implements VaeModelApi {
     const s = this.shapes.get(prefix)!;
     const gw = grad.get(`${prefix}.weight`);
     if (xT) transpose(matmul(xT, s.in, n, dy, s.out), s.in, s.out, gw);
-    else gw.set(matmul(transpose(dy, n, s.out), s.out, n, x, s.in)); // each weight is used once per pass
+    else gw.set(matmul(transpose(dy, n, s.out, this.scratch(`dyT:${prefix}`, dy.length)), s.out, n, x, s.in)); // each weight is used once per pass
     addColumnSums(dy, n, s.out, grad.get(`${prefix}.bias`));
     return needDx ? matmul(dy, n, s.out, this.weight(prefix, false), s.in) : null;
   }
@@ -178,7 +189,7 @@ export class VaeModel implements VaeModelApi {
   /** Backward of a wide head: dW = (dyᵀ) · x with the small x packed, dx = dy · W with W cached. */
   private headBackward(dy: Float32Array, x: Float32Array, n: number, prefix: string, grad: GradViews): Float32Array {
     const s = this.shapes.get(prefix)!;
-    grad.get(`${prefix}.weight`).set(matmul(transpose(dy, n, s.out), s.out, n, x, s.in));
+    grad.get(`${prefix}.weight`).set(matmul(transpose(dy, n, s.out, this.scratch(`dyT:${prefix}`, dy.length)), s.out, n, x, s.in));
     addColumnSums(dy, n, s.out, grad.get(`${prefix}.bias`));
     return matmul(dy, n, s.out, this.weight(prefix, false), s.in);
   }
@@ -201,7 +212,7 @@ export class VaeModel implements VaeModelApi {
 
     // encoder
     const enc: EncoderLayerCache[] = [];
-    let x = log1pDense(batch);
+    let x = log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
     for (let k = 0; k < cfg.nLayers; k++) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
       const inDim = encoderInputSize(cfg, k);
@@ -300,7 +311,7 @@ export class VaeModel implements VaeModelApi {
       const dy = new Float32Array(B * H);
       for (let j = 0; j < dy.length; j++) dy[j] = c.bn.y[j]! > 0 ? (c.mask ? dOut[j]! * c.mask[j]! : dOut[j]!) : 0;
       const da = bnBackward(dy, B, H, c.bn, this.p(`${pre}.bn.weight`), grad.get(`${pre}.bn.weight`), grad.get(`${pre}.bn.bias`));
-      dOut = this.linearBackward(da, c.input, B, `${pre}.lin`, grad, k > 0, k === 0 ? transpose(c.input, B, c.inDim) : undefined) ?? dOut;
+      dOut = this.linearBackward(da, c.input, B, `${pre}.lin`, grad, k > 0, k === 0 ? transpose(c.input, B, c.inDim, this.scratch('x0T', c.input.length)) : undefined) ?? dOut;
     }
 
     return {
@@ -322,7 +333,7 @@ export class VaeModel implements VaeModelApi {
     this.checkBatch(batch);
     const B = batch.nCells;
     const H = cfg.nHidden;
-    let x = log1pDense(batch);
+    let x = log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
     for (let k = 0; k < cfg.nLayers; k++) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
       const a = this.linear(x, B, `${pre}.lin`);
