@@ -16,6 +16,8 @@ export interface ProgressStream extends LogSink {
 export interface ProgressOptions {
   /** what is progressing, e.g. "training", "prepare" */
   label?: string;
+  /** what the count counts: "step" (default: "step 3/10", with cells/s), or e.g. "cells", "epochs" ("300/1,000 cells") */
+  unit?: string;
   /** steps of the whole run; 0 or undefined: unknown (no percentage, no ETA) */
   totalSteps?: number;
   /** steps already done (a resumed run) */
@@ -46,6 +48,9 @@ export interface ProgressUpdate {
 
 export interface ProgressSnapshot {
   label: string;
+  unit: string;
+  /** units per second (steps, cells, epochs...) */
+  unitsPerSecond: number;
   completedSteps: number;
   totalSteps: number | null;
   /** 0..1, null when the total is unknown */
@@ -64,6 +69,7 @@ export interface ProgressSnapshot {
 export class Progress {
   readonly mode: ProgressMode;
   private readonly label: string;
+  private readonly unit: string;
   private readonly stream: ProgressStream;
   private readonly logger: Logger;
   private readonly now: () => number;
@@ -88,6 +94,7 @@ export class Progress {
 
   constructor(opts: ProgressOptions = {}) {
     this.label = opts.label ?? 'training';
+    this.unit = opts.unit ?? 'step';
     this.stream = opts.stream ?? process.stderr;
     this.logger = opts.logger ?? rootLog;
     this.now = opts.now ?? nowSeconds;
@@ -159,6 +166,8 @@ export class Progress {
     else if (remaining !== null && stepsPerSecond > 0) eta = remaining / stepsPerSecond;
     return {
       label: this.label,
+      unit: this.unit,
+      unitsPerSecond: stepsPerSecond,
       completedSteps: this.completed,
       totalSteps: this.totalSteps,
       fraction,
@@ -189,6 +198,7 @@ export class Progress {
       case 'json':
         this.logger.info(final ? 'progress done' : 'progress', {
           task: s.label,
+          ...(s.unit === 'step' ? {} : { unit: s.unit, unitsPerSecond: round(s.unitsPerSecond, 1) }),
           step: s.completedSteps,
           totalSteps: s.totalSteps,
           percent: s.fraction === null ? null : round(100 * s.fraction, 2),
@@ -250,10 +260,15 @@ export function formatRate(x: number): string {
 
 function stats(s: ProgressSnapshot): string[] {
   const parts: string[] = [];
-  if (s.totalSteps !== null) parts.push(`step ${s.completedSteps}/${s.totalSteps}`);
-  else parts.push(`step ${s.completedSteps}`);
+  if (s.unit === 'step') {
+    parts.push(s.totalSteps !== null ? `step ${s.completedSteps}/${s.totalSteps}` : `step ${s.completedSteps}`);
+  } else {
+    const n = (x: number): string => x.toLocaleString('en-US');
+    parts.push(s.totalSteps !== null ? `${n(s.completedSteps)}/${n(s.totalSteps)} ${s.unit}` : `${n(s.completedSteps)} ${s.unit}`);
+  }
   if (s.epoch !== null) parts.push(s.totalEpochs !== null ? `epoch ${s.epoch + 1}/${s.totalEpochs}` : `epoch ${s.epoch + 1}`);
-  parts.push(`${formatRate(s.cellsPerSecond)} cells/s`);
+  if (s.unit === 'step' || s.unit === 'cells' || s.cells > 0) parts.push(`${formatRate(s.cellsPerSecond)} cells/s`);
+  else parts.push(`${formatRate(s.unitsPerSecond)} ${s.unit}/s`);
   parts.push(`ETA ${formatDuration(s.etaSeconds)}`);
   if (s.elbo !== null) parts.push(`elbo ${s.elbo.toFixed(1)}`);
   if (s.validationElbo !== null) parts.push(`val ${s.validationElbo.toFixed(1)}`);

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Logger } from '@atlasvae/shared/log';
-import { Progress, formatDuration, renderBar } from '@atlasvae/coordinator/progress';
+import { Progress, formatDuration, renderBar, renderLine } from '@atlasvae/coordinator/progress';
 
 function sink(isTTY = false): { out: string[]; stream: { isTTY: boolean; columns: number; write(s: string): boolean } } {
   const out: string[] = [];
@@ -91,7 +91,7 @@ test('TTY: the bar is redrawn in place and log lines do not tear it', () => {
 
 test('bar fits the terminal; durations read naturally', () => {
   const s = {
-    label: 'training', completedSteps: 7, totalSteps: 10, fraction: 0.7, epoch: 0, totalEpochs: 1, cells: 1,
+    label: 'training', unit: 'step', unitsPerSecond: 1, completedSteps: 7, totalSteps: 10, fraction: 0.7, epoch: 0, totalEpochs: 1, cells: 1,
     cellsPerSecond: 12345.6, etaSeconds: 4000, elapsedSeconds: 1, elbo: 1, validationElbo: null,
   };
   const line = renderBar(s, 80);
@@ -99,4 +99,32 @@ test('bar fits the terminal; durations read naturally', () => {
   assert.match(renderBar(s, 200), /\[#{28}\.{12}\]  70% \| step 7\/10 \| epoch 1\/1 \| 12,346 cells\/s \| ETA 1h06m \| elbo 1\.0$/);
   assert.equal(formatDuration(75), '1m15s');
   assert.equal(formatDuration(null), '?');
+});
+
+test('other units: cells counted as they are written, epochs without cells', () => {
+  const { out, stream } = sink(false);
+  const logger = new Logger({ sink: stream, now: () => new Date('2026-11-25T10:00:00Z') });
+  let t = 0;
+  const p = new Progress({ label: 'simulate', unit: 'cells', totalSteps: 30000, stream, logger, now: () => t });
+  for (let done = 1000; done <= 12000; done += 1000) {
+    t += 1;
+    p.update({ cells: 1000, completedSteps: done });
+  }
+  p.finish();
+  assert.equal(out.at(-1), '10:00:00 INFO  simulate done: simulate 40.0% 12,000/30,000 cells 1,000 cells/s ETA 18s\n');
+
+  const j = sink(false);
+  const jl = new Logger({ sink: j.stream, format: 'json', now: () => new Date('2026-11-25T10:00:00Z') });
+  t = 0;
+  const u = new Progress({ label: 'umap layout', unit: 'epochs', totalSteps: 200, stream: j.stream, logger: jl, now: () => t });
+  for (let e = 1; e <= 50; e++) {
+    t += 0.1;
+    u.update({ cells: 0, completedSteps: e });
+  }
+  u.finish();
+  const last = JSON.parse(j.out.at(-1)!) as Record<string, unknown>;
+  assert.equal(last.unit, 'epochs');
+  assert.equal(last.unitsPerSecond, 10);
+  assert.equal(last.etaSeconds, 15);
+  assert.equal(renderLine(u.snapshot()), 'umap layout 25.0% 50/200 epochs 10.0 epochs/s ETA 15s');
 });

@@ -44,7 +44,7 @@ export function prepareCommand(y: Argv): Argv {
         onProgress: (phase, done, total) => {
           if (phase !== lastPhase) {
             progress?.finish();
-            progress = new Progress({ label: `prepare (${phase})`, totalSteps: total });
+            progress = new Progress({ label: `prepare (${phase})`, unit: 'cells', totalSteps: total });
             last = 0;
             lastPhase = phase;
           }

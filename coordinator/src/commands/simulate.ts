@@ -36,7 +36,7 @@ export function simulateCommand(y: Argv): Argv {
       const names = simulatedNames(o);
       const sinks: CellSink[] = [];
       if (a['write-mtx']) sinks.push(new MtxCellSink(a['write-mtx'], names.genes, cells, names.batchNames, names.typeNames));
-      const progress = new Progress({ label: 'simulate', totalSteps: cells });
+      const progress = new Progress({ label: 'simulate', unit: 'cells', totalSteps: cells });
       let last = 0;
       if (a['write-h5ad']) sinks.push(await H5adCellSink.create(a['write-h5ad'], o));
       const m = await simulateToDataset({

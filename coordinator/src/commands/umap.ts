@@ -88,7 +88,7 @@ export function umapCommand(y: Argv): Argv {
           minDist: a['min-dist'],
           nEpochs: a.epochs,
           onEpoch: (e, total) => {
-            layout ??= new Progress({ label: 'umap layout', totalSteps: total });
+            layout ??= new Progress({ label: 'umap layout', unit: 'epochs', totalSteps: total });
             layout.update({ cells: 0, completedSteps: e });
           },
         },
