@@ -2,6 +2,7 @@
 // equals an uninterrupted run, K-steps mode, the trailing-minibatch rule, and learning on synthetic data.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '@atlasvae/shared/backend';
 import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
 import type { CellBatch } from '@atlasvae/shared/batch';
@@ -10,6 +11,7 @@ import { trainValidationSplit } from '@atlasvae/shared/plan';
 import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
 import { train } from '@atlasvae/shared/train/trainer';
 import { cloneTrainingState } from '@atlasvae/shared/train/step';
+import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
 
 /** Poisson-ish counts from 3 latent cell types with a batch effect (small, for fast tests). */
 function synthetic(nCells: number, nGenes: number, nBatch: number, seed: number): CellBatch {
@@ -57,6 +59,21 @@ function setup(seed: number, over = {}) {
   const split = trainValidationSplit(300, seed, 0.9);
   return { source, modelConfig, trainConfig, trainCells: split.train, validationCells: split.validation };
 }
+
+test('no backend tensors leak over training and evaluation', async () => {
+  await initBackend('wasm', () => undefined);
+  const before = tf.memory().numTensors;
+  setBackendMatmulThreshold(0); // every product on the backend, so tensors are really created
+  try {
+    const r = await train(setup(3, { epochs: 2 }));
+    r.model.encode(source.getCells([0, 1, 2, 3]));
+    assert.ok(tf.memory().numTensors > before, 'cached weight tensors exist while the model lives');
+    r.model.dispose();
+  } finally {
+    setBackendMatmulThreshold(1 << 17);
+  }
+  assert.equal(tf.memory().numTensors, before, 'every backend tensor is released');
+});
 
 test('same seed gives bit-identical parameters and buffers; another seed differs', async () => {
   await initBackend('wasm', () => undefined);
