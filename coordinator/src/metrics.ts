@@ -31,8 +31,10 @@ export interface StepObservation {
   epoch?: number;
   /** seconds spent in each phase of this step */
   phaseSeconds?: Partial<Record<StepPhase, number>>;
-  /** mean negative ELBO per cell: reconstruction + klWeight · KL */
+  /** mean negative ELBO per cell: reconstruction + KL (as scvi's elbo_train; no warm-up weight) */
   elbo?: number;
+  /** mean training loss per cell: reconstruction + klWeight · KL */
+  loss?: number;
   reconstruction?: number;
   kl?: number;
   klWeight?: number;
@@ -191,6 +193,7 @@ export class CoordinatorMetrics {
     if (isNum(o.epoch)) f.epoch.set(o.epoch);
     if (o.phaseSeconds) f.observePhases(o.phaseSeconds);
     f.setLosses('train', o);
+    if (isNum(o.loss)) f.loss.set(o.loss);
     if (isNum(o.klWeight)) f.klWeight.set(o.klWeight);
     if (isNum(o.learningRate)) this.learningRate.set(o.learningRate);
     if (isNum(o.gradientNorm)) this.gradientNorm.set(o.gradientNorm);

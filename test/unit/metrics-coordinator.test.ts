@@ -26,6 +26,7 @@ test('observed steps, workers, rejections and checkpoints show up in /metrics wi
       epoch: 0,
       phaseSeconds: { compute: 0.2, communication: 0.03, aggregation: 0.004, optimizer: 0.002 },
       elbo: 1500.5,
+      loss: 1495.375,
       reconstruction: 1490.25,
       kl: 10.25,
       klWeight: 0.5,
@@ -65,6 +66,7 @@ test('observed steps, workers, rejections and checkpoints show up in /metrics wi
     assert.equal(v('atlasvae_reconstruction_loss', { split: 'train' }), 1490.25, 'a step without the term keeps the last value');
     assert.equal(v('atlasvae_kl_divergence', { split: 'validation' }), 20);
     assert.equal(v('atlasvae_kl_weight'), 0.5);
+    assert.equal(v('atlasvae_loss'), 1495.375);
     assert.equal(v('atlasvae_learning_rate'), 1e-3);
     assert.equal(v('atlasvae_gradient_norm'), 42);
     assert.equal(v('atlasvae_step_duration_seconds_count', { phase: 'compute' }), 2);

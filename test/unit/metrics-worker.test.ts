@@ -32,10 +32,11 @@ test('worker metrics: per-cell losses, steps, phases, bytes, backend and healthz
     assert.equal(v('atlasvae_steps_total'), 2, 'two distinct steps');
     assert.equal(v('atlasvae_cells_per_second'), 160 / 3.5, 'from the start of the first computation (t = 0.5) to t = 4');
     assert.equal(v('atlasvae_progress_ratio'), 2 / 8);
-    assert.equal(v('atlasvae_elbo', { split: 'train' }), 50, 'last microbatch with a loss: 3200 / 64');
+    assert.equal(v('atlasvae_elbo', { split: 'train' }), (6000 + 1600) / 64, 'reconstruction + KL per cell (no warm-up weight)');
     assert.equal(v('atlasvae_reconstruction_loss', { split: 'train' }), 6000 / 64);
     assert.equal(v('atlasvae_kl_divergence', { split: 'train' }), 25);
     assert.equal(v('atlasvae_kl_weight'), 0.25);
+    assert.equal(v('atlasvae_loss'), 3200 / 64, 'the weighted loss of the last microbatch that had one');
     assert.equal(v('atlasvae_step_duration_seconds_count', { phase: 'compute' }), 3);
     assert.equal(v('atlasvae_step_duration_seconds_sum', { phase: 'compute' }), 1.25);
     // given waits 0.1 and 0.02 + 0.03; the third measured: starts at 4 - 0.25, previous ended at 2

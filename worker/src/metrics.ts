@@ -98,6 +98,7 @@ export class TrainingMetricFamilies {
   readonly epoch: Gauge;
   readonly progress: Gauge;
   readonly elbo: Gauge<'split'>;
+  readonly loss: Gauge;
   readonly reconstruction: Gauge<'split'>;
   readonly kl: Gauge<'split'>;
   readonly klWeight: Gauge;
@@ -124,6 +125,11 @@ export class TrainingMetricFamilies {
       name: 'atlasvae_elbo',
       help: 'Negative ELBO per cell (the training loss, as scvi-tools reports elbo_train / elbo_validation).',
       labelNames: ['split'],
+      registers,
+    });
+    this.loss = new Gauge({
+      name: 'atlasvae_loss',
+      help: 'Training loss per cell: reconstruction + KL weight · KL (what the optimizer minimizes; equals the ELBO once warm-up ends).',
       registers,
     });
     this.reconstruction = new Gauge({
@@ -279,10 +285,12 @@ export class WorkerMetrics {
     f.observePhases({ compute: o.computeSeconds, communication: sumDefined(wait, o.communicationSeconds) });
     if (o.cells > 0) {
       f.setLosses('train', {
-        elbo: isNum(o.lossSum) ? o.lossSum / o.cells : undefined,
+        // the ELBO proper (no warm-up weight), as the coordinator reports it
+        elbo: isNum(o.reconstructionSum) && isNum(o.klSum) ? (o.reconstructionSum + o.klSum) / o.cells : undefined,
         reconstruction: isNum(o.reconstructionSum) ? o.reconstructionSum / o.cells : undefined,
         kl: isNum(o.klSum) ? o.klSum / o.cells : undefined,
       });
+      if (isNum(o.lossSum)) f.loss.set(o.lossSum / o.cells);
     }
   }
 

@@ -50,7 +50,7 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
     stepCompleted: (s) => {
       metrics.observeStep({
         cells: s.nCells, completedSteps: s.globalStep + 1, totalSteps: total, epoch: s.epoch,
-        elbo: s.reconstruction + s.kl, reconstruction: s.reconstruction, kl: s.kl, klWeight: s.klWeight, learningRate: tc.lr, gradientNorm: s.gradNorm,
+        elbo: s.reconstruction + s.kl, loss: s.loss, reconstruction: s.reconstruction, kl: s.kl, klWeight: s.klWeight, learningRate: tc.lr, gradientNorm: s.gradNorm,
         phaseSeconds: {
           compute: s.computeMs / 1000, communication: (s.communicationMs + s.broadcastMs) / 1000,
           aggregation: s.aggregationMs / 1000, optimizer: s.optimizerMs / 1000,
