@@ -33,7 +33,7 @@ async function readAll(dir: string): Promise<CellBatch> {
   return b;
 }
 
-test('kang: .h5ad, 10x .h5, MTX, CSC and dense .h5ad, and a shuffled MTX give identical datasets equal to the input', { skip: skipUnlessShared(KANG, 'matrix.mtx.gz') }, async () => {
+test('kang: .h5ad, 10x .h5, MTX, CSC, dense and raw/X .h5ad, and a shuffled MTX give identical datasets equal to the input', { skip: skipUnlessShared(KANG, 'matrix.mtx.gz') }, async () => {
   const dir = sharedPath(KANG)!;
   const tmp = tempDir();
   const labels = path.join(dir, 'labels.tsv');
@@ -46,6 +46,10 @@ test('kang: .h5ad, 10x .h5, MTX, CSC and dense .h5ad, and a shuffled MTX give id
   // variants written here from the reference matrix
   await writeH5ad(path.join(tmp, 'csc.h5ad'), ref.batch, ref.genes, ref.barcodes, { batch, cell_type: label }, { layout: 'csc', geneIds: ref.geneIds });
   await writeH5ad(path.join(tmp, 'dense.h5ad'), ref.batch, ref.genes, ref.barcodes, { batch: obsColumnFor(obs, 'batch', ref.barcodes), cell_type: label }, { layout: 'dense', geneIds: ref.geneIds, dtype: '<d' });
+  // counts in raw/X, log-normalized values in X (as after scanpy's normalize_total + log1p)
+  const logX = { ...ref.batch, counts: ref.batch.counts.map((v) => Math.log1p(v / 3)) };
+  await writeH5ad(path.join(tmp, 'raw.h5ad'), ref.batch, ref.genes, ref.barcodes, { batch, cell_type: label }, { layout: 'csr', target: 'raw', otherX: logX, geneIds: ref.geneIds });
+  await assert.rejects(prep({ input: path.join(tmp, 'raw.h5ad'), out: path.join(tmp, 'no') }), /raw\.h5ad: non-integer value/);
   const shuffled = path.join(tmp, 'shuffled');
   fs.mkdirSync(shuffled);
   const lines = zlib.gunzipSync(fs.readFileSync(path.join(dir, 'matrix.mtx.gz'))).toString().split('\n');
@@ -62,13 +66,14 @@ test('kang: .h5ad, 10x .h5, MTX, CSC and dense .h5ad, and a shuffled MTX give id
     [path.join(tmp, 'csc.h5ad'), { ...keys, sortBucketEntries: 50000 }],
     [path.join(tmp, 'dense.h5ad'), keys],
     [shuffled, { ...keys, obs: labels, sortBucketEntries: 30000 }],
+    [path.join(tmp, 'raw.h5ad'), { ...keys, useRaw: true }],
   ];
   const manifests: DatasetManifest[] = [];
   for (const [input, o] of runs) {
     const out = path.join(tmp, `out-${manifests.length}`);
     manifests.push((await prep({ input, out, shardCells: 700, ...o })).manifest);
   }
-  assert.deepEqual(manifests.map((m) => m.source.format), ['h5ad', '10x-h5', 'mtx', 'h5ad', 'h5ad', 'mtx']);
+  assert.deepEqual(manifests.map((m) => m.source.format), ['h5ad', '10x-h5', 'mtx', 'h5ad', 'h5ad', 'mtx', 'h5ad']);
   for (let k = 1; k < manifests.length; k++) assert.deepEqual(content(manifests[k]!), content(manifests[0]!), `run ${k} (${runs[k]![0]})`);
   const m = manifests[0]!;
   assert.equal(m.nCells, 1556);

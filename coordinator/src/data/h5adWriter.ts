@@ -130,9 +130,10 @@ export async function writeH5ad(file: string, b: CellBatch, genes: string[], bar
       matrixGroup(raw, 'X', b, o.layout, dtype);
       const v = raw.create_group('var');
       v.create_attribute('_index', '_index');
-      v.create_attribute('column-order', ['gene_ids'].slice(0, 0));
+      v.create_attribute('column-order', o.geneIds ? ['gene_ids'] : []);
       encodingAttrs(v, 'dataframe', '0.2.0');
       stringArray(v, '_index', genes);
+      if (o.geneIds) stringArray(v, 'gene_ids', o.geneIds);
     }
     writeDataframe(f, 'obs', barcodes, obs);
     writeDataframe(f, 'var', genes, o.geneIds ? { gene_ids: o.geneIds } : {});
