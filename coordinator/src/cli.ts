@@ -4,7 +4,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
 import { CliError } from '@atlasvae/shared/errors';
-import { configureLogging, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@atlasvae/shared/log';
+import { configureLogging, log, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@atlasvae/shared/log';
 
 async function main(): Promise<void> {
   let cli: Argv = yargs(hideBin(process.argv))
@@ -36,10 +36,14 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  // with --log-format json, the final error is a JSON line too (log collectors parse every line)
+  const json = log.format === 'json';
   if (err instanceof CliError) {
-    console.error(`atlasvae: ${err.message}`);
+    if (json) log.error(err.message, { exitCode: err.exitCode });
+    else console.error(`atlasvae: ${err.message}`);
     process.exit(err.exitCode);
   }
-  console.error(err instanceof Error ? err.stack ?? err.message : String(err));
+  if (json) log.error(err instanceof Error ? err.message : String(err), { stack: err instanceof Error ? err.stack : undefined, exitCode: 1 });
+  else console.error(err instanceof Error ? err.stack ?? err.message : String(err));
   process.exit(1);
 });

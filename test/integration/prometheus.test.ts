@@ -60,6 +60,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 class Proc {
   readonly child: ChildProcess;
   output = '';
+  /** stderr alone: logs and progress */
+  stderr = '';
   exited: Promise<number | null>;
   /** stopped on purpose: its exit is no failure */
   stopping = false;
@@ -77,6 +79,9 @@ class Proc {
     };
     this.child.stdout!.on('data', keep);
     this.child.stderr!.on('data', keep);
+    this.child.stderr!.on('data', (d: Buffer) => {
+      if (this.stderr.length < 5_000_000) this.stderr += d.toString();
+    });
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
   }
 
@@ -370,7 +375,23 @@ test('a real Prometheus scraping a live training run answers every dashboard que
   assert.ok(loaded.length >= 5);
   for (const r of loaded) assert.notEqual(r.health, 'err', `alert ${r.name} fails to evaluate`);
 
+  // 12. the coordinator ran with --log-format json: every stderr line is a JSON record, progress included
   await cleanup();
+  const lines = coordinator.stderr.split('\n').filter((l) => l.trim() !== '');
+  assert.ok(lines.length > 5);
+  const records = lines.map((l) => {
+    try {
+      return JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      return assert.fail(`not a JSON log line: ${l}`);
+    }
+  });
+  for (const r of records) assert.ok(typeof r.time === 'string' && typeof r.level === 'string' && typeof r.msg === 'string', JSON.stringify(r));
+  const progress = records.filter((r) => r.msg === 'progress' || r.msg === 'progress done');
+  assert.ok(progress.length >= 1, 'progress records');
+  const lastProgress = progress.at(-1)!;
+  assert.equal(lastProgress.task, 'training');
+  assert.ok((lastProgress.step as number) > 0 && (lastProgress.cellsPerSecond as number) > 0, JSON.stringify(lastProgress));
 });
 
 /** A connection with a wrong token must be refused (and counted as a rejected connection). */

@@ -39,6 +39,8 @@ export interface WorkerEvents {
     epoch: number; klWeight: number; lossSum: number; reconstructionSum: number; klSum: number;
   }): void;
   bytes?(direction: 'sent' | 'received', n: number): void;
+  /** a message from the coordinator refused (a fixed word, safe as a metric label) */
+  rejected?(reason: 'text-frame' | 'malformed-frame' | 'invalid-message' | 'bad-protocol-version'): void;
 }
 
 export interface WorkerOutcome {
@@ -142,7 +144,10 @@ export class WorkerClient {
         this.send(ws, encodeFrame(hello));
       });
       ws.on('message', (data: Buffer, isBinary: boolean) => {
-        if (!isBinary) return ws.close(CLOSE.unsupported, 'text frames are not part of the protocol');
+        if (!isBinary) {
+          this.opts.events?.rejected?.('text-frame');
+          return ws.close(CLOSE.unsupported, 'text frames are not part of the protocol');
+        }
         this.opts.events?.bytes?.('received', data.byteLength);
         try {
           const r = this.handle(ws, data);
@@ -154,9 +159,11 @@ export class WorkerClient {
           }
         } catch (e) {
           if (e instanceof Rejected) {
+            this.opts.events?.rejected?.('bad-protocol-version');
             rejected = e.message;
             ws.close(CLOSE.badVersion, 'protocol version mismatch');
           } else if (e instanceof ProtocolError || e instanceof FrameError) {
+            this.opts.events?.rejected?.(e instanceof FrameError ? 'malformed-frame' : 'invalid-message');
             this.log(`atlasvae worker: invalid message from the coordinator (${e.message}); reconnecting`);
             ws.close(CLOSE.protocolError, e.message.slice(0, 120));
           } else {

@@ -60,6 +60,7 @@ export const workerCommand = (y: Argv): Argv =>
             lossSum: m.lossSum, reconstructionSum: m.reconstructionSum, klSum: m.klSum,
           }),
           bytes: (d, n) => (d === 'sent' ? metrics.bytesSent(n) : metrics.bytesReceived(n)),
+          rejected: (reason) => metrics.rejected(reason),
         },
       });
       // a worker started by `atlasvae train` ends with its parent
