@@ -131,12 +131,15 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
     const batchOf = (row: number): number => (batch ? batch.codes[row]! : 0);
     const labelOf = (row: number): number => (label ? label.codes[row]! : -1);
     let integerCounts = true;
-    const pass = async (phase: string, onCell: (row: number, c: RowChunk, from: number, to: number) => void | Promise<void>): Promise<void> => {
+    const pass = async (phase: string, onCell: (row: number, c: RowChunk, from: number, to: number) => void | Promise<void> | undefined): Promise<void> => {
       let done = 0;
       for await (const c of src.rows()) {
         if (c.start !== done) throw new InputError(file, `internal: cells out of order (${c.start} after ${done})`);
         integerCounts = checkValues(file, c, o.allowNonInteger) && integerCounts;
-        for (let i = 0; i < c.nCells; i++) await onCell(c.start + i, c, c.indptr[i]!, c.indptr[i + 1]!);
+        for (let i = 0; i < c.nCells; i++) {
+          const wait = onCell(c.start + i, c, c.indptr[i]!, c.indptr[i + 1]!);
+          if (wait) await wait; // only when the writer flushed a record batch
+        }
         done += c.nCells;
         o.onProgress?.(phase, done, src.nCells);
       }
@@ -182,7 +185,7 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
     const identity = outOf.length === outGenes.length && outOf.every((j, g) => j === g);
     // with an imposed list the output order may differ from the source order: sort each row
     const sortRows = !!o.genes;
-    await pass('write', async (row, c, s, e) => {
+    await pass('write', (row, c, s, e) => {
       let k = 0, lib = 0;
       for (let q = s; q < e; q++) {
         const v = c.values[q]!;
@@ -194,9 +197,9 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
         lib += v;
         k++;
       }
-      if (k === 0) { dropped++; return; }
+      if (k === 0) { dropped++; return undefined; }
       if (sortRows) sortPairs(gi, cv, k);
-      await w.addCell(gi.subarray(0, k), cv.subarray(0, k), lib, batchOf(row), labelOf(row), row, c.barcodes[row - c.start]!);
+      return w.addCell(gi.subarray(0, k), cv.subarray(0, k), lib, batchOf(row), labelOf(row), row, c.barcodes[row - c.start]!);
     });
     if (w.cellsWritten === 0) throw new InputError(file, 'every cell has zero counts over the kept genes: nothing to write');
     if (dropped > 0) warn(`${dropped} cells with zero counts over the kept genes were dropped`);

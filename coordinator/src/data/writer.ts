@@ -97,9 +97,9 @@ export class DatasetWriter {
 
   /**
    * Appends one cell; genes ascending, counts nonzero. Its global index is the number of cells
-   * appended before it.
+   * appended before it. Returns a promise (to await) only when a record batch was written out.
    */
-  async addCell(genes: ArrayLike<number>, counts: ArrayLike<number>, library: number, batch: number, label: number, sourceRow: number, barcode: string): Promise<void> {
+  addCell(genes: ArrayLike<number>, counts: ArrayLike<number>, library: number, batch: number, label: number, sourceRow: number, barcode: string): Promise<void> | undefined {
     const b = this.buf;
     const k = genes.length;
     b.reserve(k);
@@ -119,7 +119,8 @@ export class DatasetWriter {
     b.n++;
     this.nnz += k;
     const inShard = this.shard ? this.shard.info.cells : 0;
-    if (b.n === RECORD_BATCH_CELLS || inShard + b.n >= this.o.shardCells) await this.flushRecordBatch();
+    if (b.n === RECORD_BATCH_CELLS || inShard + b.n >= this.o.shardCells) return this.flushRecordBatch();
+    return undefined;
   }
 
   private openShard(): OpenShard {
