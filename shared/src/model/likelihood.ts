@@ -100,7 +100,7 @@ export function likelihood(inp: LikelihoodInput): LikelihoodOutput {
     case 'nb':
       return negativeBinomialFast(inp);
     case 'zinb':
-      return negativeBinomial(inp);
+      return zeroInflatedFast(inp);
     case 'poisson':
       return poisson(inp);
     case 'gaussian':
@@ -215,8 +215,117 @@ function negativeBinomialFast(inp: LikelihoodInput): LikelihoodOutput {
   return { rec, dLogits, dDrop: null, dPxr: dPxr ? toPxrLayout(cfg, dPxr, tab.rows) : null };
 }
 
-/** NB or ZINB, one branchy pass per gene (the general form; ZINB needs every gene's case anyway). */
-function negativeBinomial(inp: LikelihoodInput): LikelihoodOutput {
+/**
+ * ZINB in one pass per cell with few transcendentals: with q = e^(−π) and r = (θ/(θ+μ))^θ (as
+ * exp(θ(log(θ+eps) − log(θ+μ+eps)))), a zero count has log p = log((1 + q r)/(1 + q)), and
+ * sigmoid(t) = q r/(1 + q r), sigmoid(−π) = q/(1 + q) come for free. Very negative π (q overflowing)
+ * falls back to the softplus forms.
+ */
+function zeroInflatedFast(inp: LikelihoodInput): LikelihoodOutput {
+  const { cfg, batch, logits, needGrad } = inp;
+  const drop = inp.dropLogits;
+  if (!drop) throw new Error('zinb needs dropout logits');
+  const G = cfg.nGenes;
+  const B = batch.nCells;
+  const [si, sg] = gradStrides(inp);
+  const EPS = LIKELIHOOD_EPS;
+  const tab = dispersionTables(cfg, inp.pxr!, needGrad);
+  const theta = tab.theta;
+  const lte = tab.logThetaEps;
+  const tte = tab.thetaOverThetaEps;
+  const rec = new Float64Array(B);
+  const dLogits = needGrad ? new Float32Array(B * G) : null;
+  const dDrop = needGrad ? new Float32Array(B * G) : null;
+  const dPxr = needGrad ? new Float64Array(tab.rows * G) : null;
+  const s = new Float64Array(G);
+  const bb = new Float64Array(G);
+  const { indptr, indices, counts } = batch;
+  for (let i = 0; i < B; i++) {
+    const ro = i * G;
+    let max = -Infinity;
+    for (let g = 0; g < G; g++) if (logits[ro + g]! > max) max = logits[ro + g]!;
+    let sum = 0;
+    for (let g = 0; g < G; g++) {
+      const e = fastExp(logits[ro + g]! - max);
+      s[g] = e;
+      sum += e;
+    }
+    const invSum = 1 / sum;
+    const muScale = batch.library[i]! * invSum;
+    const off = dispersionRow(cfg, batch, i) * G;
+    let p = indptr[i]!;
+    const end = indptr[i + 1]!;
+    let next = p < end ? indices[p]! : G;
+    let ll = 0;
+    let sumB = 0;
+    for (let g = 0; g < G; g++) {
+      const mu = s[g]! * muScale;
+      const j = off + g;
+      const th = theta[j]!;
+      const denom = th + mu + EPS;
+      const lthmu = Math.log(denom);
+      const d = lte[j]! - lthmu;
+      const pi = drop[ro + g]!;
+      let x = 0;
+      if (g === next) {
+        x = counts[p]!;
+        p++;
+        next = p < end ? indices[p]! : G;
+      }
+      const thInv = th / denom;
+      let b: number;
+      let dth: number;
+      let dpi: number;
+      if (x > 0) {
+        // −softplus(−π) − π = −softplus(π)
+        const spPos = pi > 0 ? pi + Math.log1p(fastExp(-pi)) : Math.log1p(fastExp(pi));
+        ll += -spPos + th * d + x * (Math.log(mu + EPS) - lthmu) + lgammaShiftDiff(x, th, tab.lgTheta[j]!) - logFactorial(x);
+        if (!needGrad) continue;
+        const inv = 1 / denom;
+        b = mu * (-thInv + x / (mu + EPS) - x * inv);
+        dth = d + tte[j]! - thInv - x * inv + digammaShiftDiff(x, th, tab.dgTheta[j]!);
+        dpi = 1 / (1 + fastExp(-pi)); // d(−log p)/dπ = sigmoid(π)
+      } else {
+        let sgT: number;
+        let sgNegPi: number;
+        if (pi > -30) {
+          const q = fastExp(-pi);
+          const qr = q * fastExp(th * d);
+          ll += Math.log((1 + qr) / (1 + q));
+          sgT = qr / (1 + qr);
+          sgNegPi = q / (1 + q);
+        } else {
+          const t = -pi + th * d;
+          ll += softplus(t) - softplus(-pi);
+          sgT = sigmoid(t);
+          sgNegPi = sigmoid(-pi);
+        }
+        if (!needGrad) continue;
+        b = -mu * sgT * thInv;
+        dth = sgT * (d + tte[j]! - thInv);
+        dpi = sgT - sgNegPi;
+      }
+      bb[g] = b;
+      sumB += b;
+      dPxr![j] -= dth * th;
+      dDrop![i * si + g * sg] = dpi;
+    }
+    rec[i] = -ll;
+    if (needGrad) {
+      const dl = dLogits!;
+      const c = sumB * invSum;
+      const gi = i * si;
+      for (let g = 0; g < G; g++) dl[gi + g * sg] = s[g]! * c - bb[g]!;
+    }
+  }
+  return { rec, dLogits, dDrop, dPxr: dPxr ? toPxrLayout(cfg, dPxr, tab.rows) : null };
+}
+
+/**
+ * NB or ZINB written directly from scvi's log_nb_positive / log_zinb_positive, one branchy pass per
+ * gene: the reference the fast kernels are tested against.
+ */
+export function negativeBinomialReference(inp: LikelihoodInput): LikelihoodOutput {
   const { cfg, batch, logits, needGrad } = inp;
   const [si, sg] = gradStrides(inp);
   const zinb = cfg.likelihood === 'zinb';

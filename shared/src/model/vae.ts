@@ -10,6 +10,18 @@ import { likelihood, scaleFromLogits } from './likelihood.js';
 import { addBias, addColumnSums, Mat, matmul, transpose } from './linalg.js';
 import type { CellTerms, MicrobatchGradient, MicrobatchNoise, ParamLayout, VaeModelApi } from './types.js';
 
+/**
+ * Below this fraction of nonzero counts the first encoder layer runs as a sparse JS product (nnz ×
+ * hidden multiply-adds each way) instead of two dense backend products over all genes. The choice
+ * depends only on the microbatch, so every process makes the same one.
+ */
+let SPARSE_INPUT_DENSITY = 0.1;
+
+/** Override the sparse-input threshold (tests force either path with 0 or 1). */
+export function setSparseInputDensity(d: number): void {
+  SPARSE_INPUT_DENSITY = d;
+}
+
 interface EncoderLayerCache {
   input: Float32Array;
   inDim: number;
@@ -159,6 +171,47 @@ export class VaeModel implements VaeModelApi {
     return y;
   }
 
+  /** Is the first encoder layer cheaper as a sparse product for this batch? (fraction of nonzero counts) */
+  private sparseInput(batch: CellBatch): boolean {
+    return batch.indptr[batch.nCells]! < SPARSE_INPUT_DENSITY * batch.nCells * batch.nGenes;
+  }
+
+  /** First encoder layer from the CSR counts: a[i] = b + Σ_nonzero log1p(x) · Wᵀ[g] (nnz × hidden work). */
+  private sparseFirstLayer(batch: CellBatch, prefix: string): Float32Array {
+    const s = this.shapes.get(prefix)!;
+    const H = s.out;
+    const wT = this.weight(prefix, true).data;
+    const b = this.p(`${prefix}.bias`);
+    const a = new Float32Array(batch.nCells * H);
+    for (let i = 0; i < batch.nCells; i++) {
+      const ai = i * H;
+      for (let h = 0; h < H; h++) a[ai + h] = b[h]!;
+      for (let p = batch.indptr[i]!; p < batch.indptr[i + 1]!; p++) {
+        const v = Math.log1p(batch.counts[p]!);
+        const w = batch.indices[p]! * H;
+        for (let h = 0; h < H; h++) a[ai + h] += v * wT[w + h]!;
+      }
+    }
+    return a;
+  }
+
+  /** Its backward: dWᵀ[g] += log1p(x) · da[i] over the nonzero counts, then dW = (dWᵀ)ᵀ; db = Σ da. */
+  private sparseFirstLayerBackward(batch: CellBatch, da: Float32Array, prefix: string, grad: GradViews): void {
+    const s = this.shapes.get(prefix)!;
+    const H = s.out;
+    const dWT = this.scratch(`dWT:${prefix}`, s.in * H, true);
+    for (let i = 0; i < batch.nCells; i++) {
+      const di = i * H;
+      for (let p = batch.indptr[i]!; p < batch.indptr[i + 1]!; p++) {
+        const v = Math.log1p(batch.counts[p]!);
+        const w = batch.indices[p]! * H;
+        for (let h = 0; h < H; h++) dWT[w + h] += v * da[di + h]!;
+      }
+    }
+    transpose(dWT, s.in, H, grad.get(`${prefix}.weight`));
+    addColumnSums(da, batch.nCells, H, grad.get(`${prefix}.bias`));
+  }
+
   /** A wide head (out = nGenes): computed as (W · xᵀ)ᵀ so the per-call packed operand is the small xᵀ. */
   private head(x: Float32Array, n: number, prefix: string): Float32Array {
     const s = this.shapes.get(prefix)!;
@@ -212,11 +265,12 @@ export class VaeModel implements VaeModelApi {
 
     // encoder
     const enc: EncoderLayerCache[] = [];
-    let x = log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
+    const sparse = this.sparseInput(batch);
+    let x = sparse ? new Float32Array(0) : log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
     for (let k = 0; k < cfg.nLayers; k++) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
       const inDim = encoderInputSize(cfg, k);
-      const a = this.linear(x, B, `${pre}.lin`);
+      const a = k === 0 && sparse ? this.sparseFirstLayer(batch, `${pre}.lin`) : this.linear(x, B, `${pre}.lin`);
       const bn = bnTrain(a, B, H, this.p(`${pre}.bn.weight`), this.p(`${pre}.bn.bias`), cfg.bnEps);
       pushStats(bn);
       const mask = noise.dropout ? noise.dropout[k]! : null;
@@ -311,7 +365,8 @@ export class VaeModel implements VaeModelApi {
       const dy = new Float32Array(B * H);
       for (let j = 0; j < dy.length; j++) dy[j] = c.bn.y[j]! > 0 ? (c.mask ? dOut[j]! * c.mask[j]! : dOut[j]!) : 0;
       const da = bnBackward(dy, B, H, c.bn, this.p(`${pre}.bn.weight`), grad.get(`${pre}.bn.weight`), grad.get(`${pre}.bn.bias`));
-      dOut = this.linearBackward(da, c.input, B, `${pre}.lin`, grad, k > 0, k === 0 ? transpose(c.input, B, c.inDim, this.scratch('x0T', c.input.length)) : undefined) ?? dOut;
+      if (k === 0 && sparse) this.sparseFirstLayerBackward(batch, da, `${pre}.lin`, grad);
+      else dOut = this.linearBackward(da, c.input, B, `${pre}.lin`, grad, k > 0, k === 0 ? transpose(c.input, B, c.inDim, this.scratch('x0T', c.input.length)) : undefined) ?? dOut;
     }
 
     return {
@@ -333,10 +388,11 @@ export class VaeModel implements VaeModelApi {
     this.checkBatch(batch);
     const B = batch.nCells;
     const H = cfg.nHidden;
-    let x = log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
+    const sparse = this.sparseInput(batch);
+    let x = sparse ? new Float32Array(0) : log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
     for (let k = 0; k < cfg.nLayers; k++) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
-      const a = this.linear(x, B, `${pre}.lin`);
+      const a = k === 0 && sparse ? this.sparseFirstLayer(batch, `${pre}.lin`) : this.linear(x, B, `${pre}.lin`);
       const y = bnEval(a, B, H, this.p(`${pre}.bn.weight`), this.p(`${pre}.bn.bias`), this.bufferViews.get(`${pre}.bn.running_mean`)!, this.bufferViews.get(`${pre}.bn.running_var`)!, cfg.bnEps);
       for (let j = 0; j < y.length; j++) if (!(y[j]! > 0)) y[j] = 0;
       x = y;
