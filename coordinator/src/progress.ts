@@ -189,7 +189,7 @@ export class Progress {
       case 'off':
         return;
       case 'bar':
-        this.stream.write(`\r${renderBar(s, this.stream.columns ?? 100)}\x1b[K`);
+        this.stream.write(`\r${renderBar(s, this.stream.columns || 100)}\x1b[K`);
         this.barVisible = true;
         return;
       case 'lines':
@@ -227,7 +227,7 @@ export class Progress {
         write: (chunk: string) => {
           if (this.barVisible) stream.write('\r\x1b[K');
           stream.write(chunk);
-          if (this.barVisible && !this.finished) stream.write(`\r${renderBar(this.snapshot(), stream.columns ?? 100)}\x1b[K`);
+          if (this.barVisible && !this.finished) stream.write(`\r${renderBar(this.snapshot(), stream.columns || 100)}\x1b[K`);
           return true;
         },
       },
@@ -281,14 +281,20 @@ export function renderLine(s: ProgressSnapshot): string {
   return `${s.label}${pct} ${stats(s).join(' ')}`;
 }
 
-/** "training [#########.........]  42% | step 420/1000 | ... ", fitted to `columns`. */
+/** "training [#########.........]  42% | step 420/1000 | ... ", fitted to `columns`: the bar
+ * shrinks to 10 characters, then the last fields (losses, then ETA...) are left out whole. */
 export function renderBar(s: ProgressSnapshot, columns: number): string {
-  const info = stats(s).join(' | ');
+  const parts = stats(s);
   const pct = s.fraction === null ? '' : `${Math.floor(100 * s.fraction).toString().padStart(3)}%`;
-  const fixed = `${s.label} [] ${pct} | ${info}`.length;
-  const width = Math.max(10, Math.min(40, columns - 1 - fixed));
+  const max = Math.max(20, columns - 1);
+  let fixed = `${s.label} [] ${pct} | ${parts.join(' | ')}`.length;
+  while (fixed + 10 > max && parts.length > 1) {
+    parts.pop();
+    fixed = `${s.label} [] ${pct} | ${parts.join(' | ')}`.length;
+  }
+  const width = Math.max(10, Math.min(40, max - fixed));
   const filled = s.fraction === null ? 0 : Math.round(width * s.fraction);
   const bar = s.fraction === null ? '?'.repeat(width) : '#'.repeat(filled) + '.'.repeat(width - filled);
-  const line = `${s.label} [${bar}] ${pct} | ${info}`;
-  return line.length > columns - 1 ? line.slice(0, Math.max(0, columns - 1)) : line;
+  const line = `${s.label} [${bar}] ${pct} | ${parts.join(' | ')}`;
+  return line.length > max ? line.slice(0, max) : line;
 }

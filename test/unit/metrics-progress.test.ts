@@ -96,6 +96,8 @@ test('bar fits the terminal; durations read naturally', () => {
   };
   const line = renderBar(s, 80);
   assert.ok(line.length <= 79, line);
+  assert.equal(renderBar(s, 60), 'training [#############......]  70% | step 7/10 | epoch 1/1', 'whole fields left out, never cut');
+  assert.equal(renderBar(s, 0).length, 20, 'a terminal reporting no width is treated as 21 columns');
   assert.match(renderBar(s, 200), /\[#{28}\.{12}\]  70% \| step 7\/10 \| epoch 1\/1 \| 12,346 cells\/s \| ETA 1h06m \| elbo 1\.0$/);
   assert.equal(formatDuration(75), '1m15s');
   assert.equal(formatDuration(null), '?');
