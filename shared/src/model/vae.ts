@@ -183,14 +183,23 @@ export class VaeModel implements VaeModelApi {
     const wT = this.weight(prefix, true).data;
     const b = this.p(`${prefix}.bias`);
     const a = new Float32Array(batch.nCells * H);
+    const acc = new Float64Array(H);
+    const H4 = H - (H % 4);
     for (let i = 0; i < batch.nCells; i++) {
-      const ai = i * H;
-      for (let h = 0; h < H; h++) a[ai + h] = b[h]!;
+      for (let h = 0; h < H; h++) acc[h] = b[h]!;
       for (let p = batch.indptr[i]!; p < batch.indptr[i + 1]!; p++) {
         const v = Math.log1p(batch.counts[p]!);
         const w = batch.indices[p]! * H;
-        for (let h = 0; h < H; h++) a[ai + h] += v * wT[w + h]!;
+        let h = 0;
+        for (; h < H4; h += 4) {
+          acc[h] += v * wT[w + h]!;
+          acc[h + 1] += v * wT[w + h + 1]!;
+          acc[h + 2] += v * wT[w + h + 2]!;
+          acc[h + 3] += v * wT[w + h + 3]!;
+        }
+        for (; h < H; h++) acc[h] += v * wT[w + h]!;
       }
+      a.set(acc, i * H);
     }
     return a;
   }
@@ -200,12 +209,21 @@ export class VaeModel implements VaeModelApi {
     const s = this.shapes.get(prefix)!;
     const H = s.out;
     const dWT = this.scratch(`dWT:${prefix}`, s.in * H, true);
+    const d = new Float64Array(H);
+    const H4 = H - (H % 4);
     for (let i = 0; i < batch.nCells; i++) {
-      const di = i * H;
+      for (let h = 0; h < H; h++) d[h] = da[i * H + h]!;
       for (let p = batch.indptr[i]!; p < batch.indptr[i + 1]!; p++) {
         const v = Math.log1p(batch.counts[p]!);
         const w = batch.indices[p]! * H;
-        for (let h = 0; h < H; h++) dWT[w + h] += v * da[di + h]!;
+        let h = 0;
+        for (; h < H4; h += 4) {
+          dWT[w + h] += v * d[h]!;
+          dWT[w + h + 1] += v * d[h + 1]!;
+          dWT[w + h + 2] += v * d[h + 2]!;
+          dWT[w + h + 3] += v * d[h + 3]!;
+        }
+        for (; h < H; h++) dWT[w + h] += v * d[h]!;
       }
     }
     transpose(dWT, s.in, H, grad.get(`${prefix}.weight`));
