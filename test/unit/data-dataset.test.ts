@@ -50,6 +50,17 @@ test('simulated dataset: shards read back exactly, in any order, with split and 
   await assert.rejects(ds.source.getCells([m.nCells]), RangeError);
   await ds.close();
 
+  // one open shard at a time, no cache, concurrent requests and prefetches across both shards
+  const tight = await openDataset(out, { maxOpenShards: 1, cacheBytes: 1 });
+  const picks = [0, 1600, 5, 2999 - m.droppedZeroCountCells, 1024, 2100].map((c) => Math.min(c, m.nCells - 1));
+  tight.source.prefetch(picks);
+  const got = await Promise.all(picks.map((c, i) => tight.source.getCells(i % 2 ? [c, picks[0]!] : [c])));
+  got.forEach((b, i) => {
+    assert.equal(b.cellIndex[0], picks[i]);
+    assert.deepEqual([...b.indices.subarray(0, b.indptr[1]!)], expected[picks[i]!]!.genes);
+  });
+  await tight.close();
+
   // a corrupted shard is caught by the checksum; a truncated one by its size
   const shard = path.join(out, m.shards[1]!.file);
   const bytes = fs.readFileSync(shard);

@@ -145,12 +145,14 @@ export class DatasetSource implements CellSource {
     const h = await this.openShard(s);
     const blk = h.blocks[r]!;
     let rb: RecordBatch | null;
+    let bytes = 0;
     try {
       // one buffer: the shard schema message (Arrow JS files carry the schema only in the footer),
       // then the record batch message read right after it, decoded as a two-message stream
       // (8-byte aligned, so Arrow views the columns without copying)
       const schema = (shardSchemaFrame ??= streamSchemaFrame(shardSchema));
       const buf = new Uint8Array(schema.length + blk.length);
+      bytes = buf.byteLength; // what the cached batch keeps alive (its columns view this buffer)
       buf.set(schema, 0);
       h.reading++;
       let bytesRead: number;
@@ -172,7 +174,7 @@ export class DatasetSource implements CellSource {
     const cells = recordBatchToCellBatch(rb, this.nGenes, false);
     if (cells.cellIndex[0] !== info.firstCell + r * this.rbCells) throw new InputError(path.join(this.dir, info.file), `record batch ${r} starts at the wrong cell`);
     this.blocksRead++;
-    return { cells, rb, bytes: cells.indices.byteLength * 2 + cells.nCells * 32 };
+    return { cells, rb, bytes };
   }
 
   private async block(key: number): Promise<Block> {
