@@ -8,8 +8,10 @@ import { WebSocket, type ClientOptions } from 'ws';
 import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
 import {
   PROTOCOL_VERSION, PROTOCOL_HEADER, TOKEN_HEADER, CLOSE, ProtocolError,
-  parseCoordinatorMessage, type ExpectedSizes, type HelloMsg, type ResultMsg, type FailureMsg, type WorkMsg,
+  parseCoordinatorMessage, inferArrowOffset, type ExpectedSizes, type HelloMsg, type ResultMsg, type FailureMsg, type WorkMsg,
+  type InferMsg, type InferResultMsg, type InferFailureMsg,
 } from '@atlasvae/shared/protocol/messages';
+import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
 import { bearer } from '@atlasvae/shared/protocol/auth';
 import type { GradientEngine } from './engine.js';
 
@@ -222,7 +224,39 @@ export class WorkerClient {
       }
       case 'done':
         return msg.reason || 'done';
+      case 'buffers': {
+        const buffers = payloadAsFloat32(payload);
+        this.chain(() => this.opts.engine.setBuffers?.(buffers));
+        return null;
+      }
+      case 'infer':
+        this.chain(() => this.infer(ws, msg, payload));
+        return null;
     }
+  }
+
+  /** One inference request: answered with inferResult, or inferFailure naming the problem. */
+  private infer(ws: WebSocket, m: InferMsg, payload: Uint8Array): void {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const fail = (message: string): void => {
+      const f: InferFailureMsg = { type: 'inferFailure', id: m.id, message: message.slice(0, 1000) };
+      this.send(ws, encodeFrame(f));
+    };
+    const engine = this.opts.engine;
+    if (!engine.infer) return fail(`the ${engine.backend} engine does not run inference`);
+    if (!(INFER_OPS as readonly string[]).includes(m.op)) return fail(`unknown inference op ${m.op}`);
+    const t0 = performance.now();
+    let out;
+    try {
+      // copy: the gene list may sit at an unaligned offset of the message buffer
+      const genes = m.genesLength ? new Int32Array(Uint8Array.from(payload.subarray(0, 4 * m.genesLength)).buffer) : null;
+      const req = { op: m.op as InferOp, seed: m.seed, chunk: m.chunk, noiseEpoch: m.noiseEpoch, samples: m.samples, transformBatch: m.transformBatch, genes };
+      out = engine.infer(req, payload.subarray(inferArrowOffset(m.genesLength)), m.nCells);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+    const r: InferResultMsg = { type: 'inferResult', id: m.id, nCells: m.nCells, f64Length: out.f64.length, f32Length: out.f32.length, computeMs: performance.now() - t0 };
+    this.send(ws, encodeFrame(r, out.f64, out.f32));
   }
 
   private ready: Promise<void> = Promise.resolve();

@@ -3,6 +3,7 @@
 
 import type { ModelConfig } from '@atlasvae/shared/config';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import type { InferOutput, InferRequest } from '@atlasvae/shared/model/inference';
 
 export interface WorkItem {
   /** global step = parameter version the gradient is computed at */
@@ -22,6 +23,10 @@ export interface GradientEngine {
   configure(modelConfig: ModelConfig, seed: number, paramLength: number, bnLength: number): Promise<void>;
   setParams(params: Float32Array): void;
   gradient(item: WorkItem): MicrobatchGradient;
+  /** BatchNorm running statistics, for inference (evaluation mode) */
+  setBuffers?(buffers: Float32Array): void;
+  /** An inference request (results commands on the fleet) on Arrow-encoded cells */
+  infer?(req: InferRequest, arrow: Uint8Array, nCells: number): InferOutput;
 }
 
 /** Returns zeros of the right size immediately: measures the coordinator and the network, not the math. */

@@ -7,6 +7,7 @@ import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { createModel, type VaeModel } from '@atlasvae/shared/model/vae';
 import { microbatchNoise } from '@atlasvae/shared/model/noise';
 import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
+import { runInference, type InferOutput, type InferRequest } from '@atlasvae/shared/model/inference';
 import type { GradientEngine, WorkItem } from './engine.js';
 
 export class ModelEngine implements GradientEngine {
@@ -35,6 +36,16 @@ export class ModelEngine implements GradientEngine {
 
   setParams(params: Float32Array): void {
     this.model!.setParams(params);
+  }
+
+  setBuffers(buffers: Float32Array): void {
+    this.model!.setBuffers(buffers);
+  }
+
+  infer(req: InferRequest, arrow: Uint8Array, nCells: number): InferOutput {
+    const batch = decodeCellBatch(arrow, this.cfg!.nGenes);
+    if (batch.nCells !== nCells) throw new Error(`inference chunk holds ${batch.nCells} cells, the message says ${nCells}`);
+    return runInference(this.model!, batch, req);
   }
 
   gradient(item: WorkItem): MicrobatchGradient {

@@ -6,6 +6,7 @@ import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { log } from '@atlasvae/shared/log';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import { withModelAndData, requireOption, requirePositiveInt, chunkProgress } from '../results/command-options.js';
+import { fleetChoice } from '../results/command-options.js';
 import { writeEmbeddingTable, writeEmbeddingH5ad, OBSM_KEY } from '../results/embed.js';
 import { tableFormatOf } from '../results/table-writer.js';
 import type { ChunkPlan } from '../results/cell-stream.js';
@@ -31,7 +32,7 @@ export function embedCommand(y: Argv): Argv {
       const out = requireOption('out', a.out);
       const isH5ad = path.extname(out).toLowerCase() === '.h5ad';
       if (!isH5ad && !tableFormatOf(out)) throw new CliError(`${out}: unknown output format (use .arrow, .csv, .tsv or .h5ad)`);
-      const inputs = await openResultsInputs({ checkpoint: ckptPath, data: requireOption('data', a.data), backend: a.backend, asBatch: a['as-batch'] });
+      const inputs = await openResultsInputs({ checkpoint: ckptPath, data: requireOption('data', a.data), backend: a.backend, asBatch: a['as-batch'], fleet: fleetChoice(a), chunkCells: a['chunk-cells'] });
       try {
         const plan: ChunkPlan = { source: inputs.dataset.source, cells: allCells(inputs.dataset), chunkSize: requirePositiveInt('chunk-cells', a['chunk-cells']), batchMap: inputs.batchMap };
         const progress = chunkProgress('embed', plan);

@@ -5,6 +5,7 @@ import { log } from '@atlasvae/shared/log';
 import { writeFileAtomic } from '@atlasvae/shared/checkpoint';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import { withModelAndData, requireOption, requirePositiveInt, requireNonNegativeInt, chunkProgress } from '../results/command-options.js';
+import { fleetChoice } from '../results/command-options.js';
 import { evaluateModel } from '../results/evaluate.js';
 
 const SPLITS = ['all', 'train', 'validation'] as const;
@@ -33,7 +34,7 @@ export function evaluateCommand(y: Argv): Argv {
       const folds = requirePositiveInt('folds', a.folds);
       if (folds < 2) throw new CliError('--folds must be at least 2');
       const started = Date.now();
-      const inputs = await openResultsInputs({ checkpoint: requireOption('checkpoint', a.checkpoint), data: requireOption('data', a.data), backend: a.backend, asBatch: a['as-batch'] });
+      const inputs = await openResultsInputs({ checkpoint: requireOption('checkpoint', a.checkpoint), data: requireOption('data', a.data), backend: a.backend, asBatch: a['as-batch'], fleet: fleetChoice(a), chunkCells: a['chunk-cells'] });
       try {
         const ck = inputs.checkpoint;
         const seed = a.seed ?? ck.trainConfig.seed;
@@ -54,7 +55,10 @@ export function evaluateCommand(y: Argv): Argv {
           naming: inputs.naming,
           perCellOut: a['per-cell'],
           onChunk: progress.tick,
-          onPhase: (p) => log.info(`evaluate: ${p}`),
+          onPhase: (p) => {
+            progress.finish();
+            log.info(`evaluate: ${p}`);
+          },
         });
         progress.finish();
         const full = {

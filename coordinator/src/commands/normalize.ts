@@ -4,6 +4,7 @@ import { CliError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import { withModelAndData, requireOption, requirePositiveInt, requireNonNegativeInt, chunkProgress, parseGeneList } from '../results/command-options.js';
+import { fleetChoice } from '../results/command-options.js';
 import { writeNormalizedExpression, resolveGenes } from '../results/normalize.js';
 import { tableFormatOf } from '../results/table-writer.js';
 
@@ -29,7 +30,7 @@ export function normalizeCommand(y: Argv): Argv {
       if (librarySize !== 'observed' && !(librarySize > 0)) throw new CliError(`--library-size must be a positive number or 'observed' (got ${libArg})`);
       const samples = requireNonNegativeInt('samples', a.samples);
       const requested = parseGeneList(a.genes);
-      const inputs = await openResultsInputs({ checkpoint: requireOption('checkpoint', a.checkpoint), data: requireOption('data', a.data), backend: a.backend, asBatch: a['as-batch'] });
+      const inputs = await openResultsInputs({ checkpoint: requireOption('checkpoint', a.checkpoint), data: requireOption('data', a.data), backend: a.backend, asBatch: a['as-batch'], fleet: fleetChoice(a), chunkCells: a['chunk-cells'] });
       try {
         let genes;
         try {

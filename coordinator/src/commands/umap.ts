@@ -4,6 +4,7 @@ import { CliError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import { withModelAndData, requirePositiveInt, chunkProgress } from '../results/command-options.js';
+import { fleetChoice } from '../results/command-options.js';
 import { readEmbeddingFile, encodeCategories } from '../results/embedding-file.js';
 import { forEachChunk } from '../results/cell-stream.js';
 import { encodeCells } from '../results/engine.js';
@@ -47,7 +48,7 @@ export function umapCommand(y: Argv): Argv {
         what = a.embedding;
       } else {
         if (!a.checkpoint || !a.data) throw new CliError('give --embedding FILE, or --checkpoint and --data');
-        const inputs = await openResultsInputs({ checkpoint: a.checkpoint, data: a.data, backend: a.backend, asBatch: a['as-batch'] });
+        const inputs = await openResultsInputs({ checkpoint: a.checkpoint, data: a.data, backend: a.backend, asBatch: a['as-batch'], fleet: fleetChoice(a), chunkCells: a['chunk-cells'] });
         try {
           const m = inputs.dataset.manifest;
           dim = inputs.checkpoint.modelConfig.nLatent;

@@ -1,6 +1,7 @@
 // Options shared by the results commands (embed, normalize, evaluate, umap).
 
 import fs from 'node:fs';
+import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
 import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
 import { CliError } from '@atlasvae/shared/errors';
@@ -13,7 +14,54 @@ export function withModelAndData<T>(y: Argv<T>) {
     .option('data', { type: 'string', describe: 'prepared dataset folder (`atlasvae prepare`)' })
     .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
     .option('as-batch', { type: 'string', describe: "decode every cell as this model batch (query data from batches the model never saw)" })
-    .option('chunk-cells', { type: 'number', default: 1024, describe: 'cells per inference chunk' });
+    .option('chunk-cells', { type: 'number', default: 1024, describe: 'cells per inference chunk' })
+    .option('local-workers', { type: 'number', default: 0, describe: 'run inference on this many local worker processes (0: in this process)' })
+    .option('port', { type: 'number', describe: 'let `atlasvae worker --connect ws://HOST:PORT` processes join the inference (0: any free port)' })
+    .option('host', { type: 'string', default: '127.0.0.1', describe: 'interface the inference endpoint listens on (0.0.0.0 for other machines)' })
+    .option('token', { type: 'string', describe: 'shared secret inference workers must present (default: $ATLASVAE_TOKEN)' })
+    .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve wss:// (with --tls-key)' })
+    .option('tls-key', { type: 'string', describe: 'PEM private key of --tls-cert' })
+    .option('min-workers', { type: 'number', describe: 'workers to wait for before inference starts (default: --local-workers, or 1)' });
+}
+
+export interface FleetArgs {
+  'local-workers': number;
+  port?: number;
+  host: string;
+  token?: string;
+  'tls-cert'?: string;
+  'tls-key'?: string;
+  'min-workers'?: number;
+  'chunk-cells': number;
+}
+
+/** Fleet settings from the command line, or null to compute in this process. */
+export function fleetChoice(a: FleetArgs): FleetChoice | null {
+  const local = requireNonNegativeInt('local-workers', a['local-workers']);
+  if (local === 0 && a.port === undefined) return null;
+  if (a.port !== undefined && (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535)) throw new CliError(`--port must be 0..65535 (got ${a.port})`);
+  if (Boolean(a['tls-cert']) !== Boolean(a['tls-key'])) throw new CliError('--tls-cert and --tls-key go together');
+  const minWorkers = a['min-workers'] ?? Math.max(1, local);
+  requirePositiveInt('min-workers', minWorkers);
+  return {
+    localWorkers: local,
+    port: a.port ?? 0,
+    host: a.host,
+    token: a.token ?? process.env.ATLASVAE_TOKEN ?? crypto.randomBytes(18).toString('base64url'),
+    tls: a['tls-cert'] && a['tls-key'] ? { cert: fs.readFileSync(a['tls-cert']), key: fs.readFileSync(a['tls-key']) } : null,
+    minWorkers,
+    explicitToken: Boolean(a.token ?? process.env.ATLASVAE_TOKEN),
+  };
+}
+
+export interface FleetChoice {
+  localWorkers: number;
+  port: number;
+  host: string;
+  token: string;
+  tls: { cert: Buffer; key: Buffer } | null;
+  minWorkers: number;
+  explicitToken: boolean;
 }
 
 export function requirePositiveInt(name: string, v: number): number {

@@ -9,6 +9,9 @@ import { createModel } from '@atlasvae/shared/model/vae';
 import { InputError, CliError } from '@atlasvae/shared/errors';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { LocalEngine, type InferenceEngine } from './engine.js';
+import { FleetEngine } from './fleet.js';
+import type { FleetChoice } from './command-options.js';
+import { log } from '@atlasvae/shared/log';
 import type { CellNaming } from './cell-names.js';
 
 export interface ResultsInputs {
@@ -61,7 +64,7 @@ export function mapBatches(modelBatches: string[], dataBatches: string[], asBatc
   return map.every((m, i) => m === i) ? undefined : map;
 }
 
-export async function openResultsInputs(o: { checkpoint: string; data: string; backend: BackendChoice; asBatch?: string }): Promise<ResultsInputs> {
+export async function openResultsInputs(o: { checkpoint: string; data: string; backend: BackendChoice; asBatch?: string; fleet?: FleetChoice | null; chunkCells?: number }): Promise<ResultsInputs> {
   const checkpoint = loadCheckpoint(o.checkpoint);
   const cfg = checkpoint.modelConfig;
   if (checkpoint.genes.length !== cfg.nGenes) throw new InputError(o.checkpoint, `lists ${checkpoint.genes.length} genes for a model of ${cfg.nGenes}`);
@@ -70,15 +73,35 @@ export async function openResultsInputs(o: { checkpoint: string; data: string; b
     checkGenes(checkpoint.genes, dataset.manifest.genes, o.data, o.checkpoint);
     const modelBatches = checkpoint.batchCategories.length ? checkpoint.batchCategories : Array.from({ length: cfg.nBatch }, (_, i) => String(i));
     const batchMap = mapBatches(modelBatches, dataset.manifest.batchCategories, o.asBatch, o.data);
-    const backend = await initBackend(o.backend);
-    const model = createModel(cfg);
-    try {
-      model.setParams(checkpoint.params);
-      model.setBuffers(checkpoint.buffers);
-    } catch (e) {
-      throw new InputError(o.checkpoint, `parameters do not fit the model configuration (${(e as Error).message})`);
+    let engine: InferenceEngine;
+    let backend: string;
+    if (o.fleet) {
+      const f = o.fleet;
+      if (f.port !== 0 || f.host !== '127.0.0.1') {
+        if (!f.explicitToken) log.warn('inference fleet: no --token (or ATLASVAE_TOKEN) given; remote workers cannot join without the generated one');
+      }
+      try {
+        engine = await FleetEngine.start({
+          modelConfig: cfg, params: checkpoint.params, buffers: checkpoint.buffers, host: f.host, port: f.port, token: f.token, tls: f.tls,
+          localWorkers: f.localWorkers, backend: o.backend, minWorkers: f.minWorkers, maxChunkCells: o.chunkCells ?? 1024,
+          log: (level, msg) => (level === 'warn' ? log.warn(msg) : log.info(msg)),
+        });
+      } catch (e) {
+        if (e instanceof RangeError) throw new InputError(o.checkpoint, `parameters do not fit the model configuration (${e.message})`);
+        throw new CliError(`inference fleet: ${(e as Error).message}`);
+      }
+      backend = engine.describe();
+    } else {
+      backend = await initBackend(o.backend);
+      const model = createModel(cfg);
+      try {
+        model.setParams(checkpoint.params);
+        model.setBuffers(checkpoint.buffers);
+      } catch (e) {
+        throw new InputError(o.checkpoint, `parameters do not fit the model configuration (${(e as Error).message})`);
+      }
+      engine = new LocalEngine(model, backend);
     }
-    const engine = new LocalEngine(model, backend);
     const source = dataset.source;
     const naming: CellNaming = {
       batchNames: dataset.manifest.batchCategories,

@@ -11,6 +11,17 @@
 //     work    {version, step, epoch, microbatch, nCells, klWeight}  Arrow IPC bytes of the microbatch
 //     done    {reason}                                              no payload
 //
+// Inference (results commands run on the fleet, coordinator/src/results/fleet.ts):
+//   coordinator → worker
+//     buffers {version}                                             Float32[bnLength]: BatchNorm running statistics
+//     infer   {id, op, nCells, seed, chunk, noiseEpoch, samples, transformBatch, genesLength}
+//                                                                   Int32[genesLength] gene indices (padded to 8 bytes),
+//                                                                   then Arrow IPC bytes of the cells
+//   worker → coordinator
+//     inferResult  {id, nCells, f64Length, f32Length, computeMs}    Float64[f64Length], then Float32[f32Length]
+//     inferFailure {id, message}                                    no payload
+// An infer request is a pure function of (parameters, buffers, cells, keys): shared/model/inference.
+//
 // `version` is the parameter version: the number of optimizer steps applied so far. `step` is the
 // global step the microbatch belongs to (equal to the version it must be computed with).
 
@@ -38,7 +49,9 @@ export interface ResultMsg {
   bnLength: number;
 }
 export interface FailureMsg { type: 'failure'; version: number; step: number; microbatch: number; message: string }
-export type WorkerMessage = HelloMsg | ResultMsg | FailureMsg;
+export interface InferResultMsg { type: 'inferResult'; id: number; nCells: number; f64Length: number; f32Length: number; computeMs: number }
+export interface InferFailureMsg { type: 'inferFailure'; id: number; message: string }
+export type WorkerMessage = HelloMsg | ResultMsg | FailureMsg | InferResultMsg | InferFailureMsg;
 
 export interface WelcomeMsg {
   type: 'welcome';
@@ -54,7 +67,27 @@ export interface WelcomeMsg {
 export interface ParamsMsg { type: 'params'; version: number }
 export interface WorkMsg { type: 'work'; version: number; step: number; epoch: number; microbatch: number; nCells: number; klWeight: number }
 export interface DoneMsg { type: 'done'; reason: string }
-export type CoordinatorMessage = WelcomeMsg | ParamsMsg | WorkMsg | DoneMsg;
+export interface BuffersMsg { type: 'buffers'; version: number }
+export interface InferMsg {
+  type: 'infer';
+  id: number;
+  op: string;
+  nCells: number;
+  seed: number;
+  chunk: number;
+  /** −1: none */
+  noiseEpoch: number;
+  samples: number;
+  /** −1: none */
+  transformBatch: number;
+  genesLength: number;
+}
+export type CoordinatorMessage = WelcomeMsg | ParamsMsg | WorkMsg | DoneMsg | BuffersMsg | InferMsg;
+
+/** Byte offset of the Arrow cells in an infer payload (after the 8-byte padded gene list). */
+export function inferArrowOffset(genesLength: number): number {
+  return (4 * genesLength + 7) & ~7;
+}
 
 /** A message that failed validation; `reason` is short and safe to log and to send as a close reason. */
 export class ProtocolError extends Error {
@@ -78,10 +111,14 @@ const SCHEMAS: Record<string, Schema> = {
   params: { version: 'int' },
   work: { version: 'int', step: 'int', epoch: 'int', microbatch: 'int', nCells: 'int', klWeight: 'num' },
   done: { reason: 'str' },
+  buffers: { version: 'int' },
+  infer: { id: 'int', op: 'str', nCells: 'int', seed: 'int', chunk: 'int', noiseEpoch: 'num', samples: 'int', transformBatch: 'num', genesLength: 'int' },
+  inferResult: { id: 'int', nCells: 'int', f64Length: 'int', f32Length: 'int', computeMs: 'num' },
+  inferFailure: { id: 'int', message: 'str' },
 };
 
-const WORKER_TYPES = new Set(['hello', 'result', 'failure']);
-const COORDINATOR_TYPES = new Set(['welcome', 'params', 'work', 'done']);
+const WORKER_TYPES = new Set(['hello', 'result', 'failure', 'inferResult', 'inferFailure']);
+const COORDINATOR_TYPES = new Set(['welcome', 'params', 'work', 'done', 'buffers', 'infer']);
 const MAX_STRING = 1024;
 
 function checkFields(h: Record<string, unknown>, schema: Schema): void {
@@ -131,6 +168,12 @@ export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes:
       if (payloadBytes !== want) throw new ProtocolError(`result payload is ${payloadBytes} bytes, expected ${want}`);
       return r;
     }
+    case 'inferResult': {
+      const r = h as unknown as InferResultMsg;
+      const want = 8 * r.f64Length + 4 * r.f32Length;
+      if (payloadBytes !== want) throw new ProtocolError(`inferResult payload is ${payloadBytes} bytes, expected ${want}`);
+      return r;
+    }
     default:
       if (payloadBytes !== 0) throw new ProtocolError(`${h.type} carries an unexpected ${payloadBytes}-byte payload`);
       return h as unknown as WorkerMessage;
@@ -152,6 +195,19 @@ export function parseCoordinatorMessage(header: unknown, payloadBytes: number, s
       if (!sizes) throw new ProtocolError('work before welcome');
       if (payloadBytes === 0) throw new ProtocolError('work without a microbatch payload');
       return h as unknown as WorkMsg;
+    case 'buffers':
+      if (!sizes) throw new ProtocolError('buffers before welcome');
+      if (payloadBytes !== 4 * sizes.bnLength) throw new ProtocolError(`buffers payload is ${payloadBytes} bytes, expected ${4 * sizes.bnLength}`);
+      return h as unknown as BuffersMsg;
+    case 'infer': {
+      if (!sizes) throw new ProtocolError('infer before welcome');
+      const m = h as unknown as InferMsg;
+      if (!Number.isInteger(m.noiseEpoch) || m.noiseEpoch < -1) throw new ProtocolError('infer.noiseEpoch must be an integer ≥ −1');
+      if (!Number.isInteger(m.transformBatch) || m.transformBatch < -1) throw new ProtocolError('infer.transformBatch must be an integer ≥ −1');
+      if (m.nCells === 0) throw new ProtocolError('infer.nCells must be positive');
+      if (payloadBytes <= inferArrowOffset(m.genesLength)) throw new ProtocolError('infer payload holds no cells');
+      return m;
+    }
     default:
       if (payloadBytes !== 0) throw new ProtocolError(`${h.type} carries an unexpected payload`);
       return h as unknown as CoordinatorMessage;
