@@ -265,6 +265,9 @@ export class Coordinator {
         return this.onResult(c, msg, payload);
       case 'failure':
         return this.onFailure(c, msg);
+      default:
+        // inference answers belong to an inference fleet (results/fleet.ts), not to training
+        return this.drop(c, 'unexpected-message', `${msg.type} during training`);
     }
   }
 
