@@ -2,7 +2,7 @@
 // microbatch BatchNorm statistics into the running statistics by applyStep.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { adamStep, initAdam } from '@atlasvae/shared/train/adam';
+import { adamStep, adamStepSum, initAdam } from '@atlasvae/shared/train/adam';
 import { applyStep, initTrainingState } from '@atlasvae/shared/train/step';
 import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
 import { bufferLayout, paramLayout } from '@atlasvae/shared/model/layout';
@@ -29,6 +29,23 @@ test('Adam: bias correction, eps outside the sqrt, coupled L2 weight decay (two 
   near(s.m[0]!, 0.11301639, 1e-7, 'm0 after step 2');
   near(s.v[0]!, 7.07933469e-4, 1e-9, 'v0 after step 2');
   assert.equal(s.t, 2);
+});
+
+test('Adam from a partial sum plus the last microbatch equals Adam on the mean gradient', () => {
+  const p1 = Float32Array.from([0.3, -1, 2, 0.01]);
+  const p2 = p1.slice();
+  const s1 = initAdam(4);
+  const s2 = initAdam(4);
+  const cfg = { lr: 1e-2, eps: 0.01, weightDecay: 1e-3 };
+  const partial = Float64Array.from([1, -2, 0.5, 4]);
+  const last = Float32Array.from([0.5, 1, -0.25, 2]);
+  for (let t = 0; t < 3; t++) {
+    adamStep(p1, Array.from(partial, (v, i) => (v + last[i]!) / 8), s1, cfg);
+    const sq = adamStepSum(p2, partial, last, 1 / 8, s2, cfg);
+    near(sq, partial.reduce((a, v, i) => a + ((v + last[i]!) / 8) ** 2, 0), 1e-12, 'squared norm');
+  }
+  assert.deepEqual(p2, p1);
+  assert.deepEqual(s2.v, s1.v);
 });
 
 test('applyStep: gradients summed over microbatches and divided by total cells; BN statistics folded in microbatch order', () => {

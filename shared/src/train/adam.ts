@@ -45,3 +45,39 @@ export function adamStep(params: Float32Array, grad: ArrayLike<number>, state: A
     params[i] = p - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
   }
 }
+
+/**
+ * The same Adam step with the gradient given as (partial + last) · scale, formed on the fly: the
+ * trainer's mean gradient without writing it out first. Returns Σ of the squared mean gradient
+ * (before weight decay), for the gradient norm.
+ */
+export function adamStepSum(params: Float32Array, partial: Float64Array | null, last: Float32Array, scale: number, state: AdamState, cfg: AdamConfig): number {
+  const b1 = cfg.beta1 ?? 0.9;
+  const b2 = cfg.beta2 ?? 0.999;
+  if (last.length !== params.length || state.m.length !== params.length || (partial && partial.length !== params.length)) {
+    throw new RangeError('Adam: parameter, gradient and state sizes differ');
+  }
+  state.t += 1;
+  const bc1 = 1 - Math.pow(b1, state.t);
+  const sqrtBc2 = Math.sqrt(1 - Math.pow(b2, state.t));
+  const stepSize = cfg.lr / bc1;
+  const { m, v } = state;
+  const wd = cfg.weightDecay;
+  const eps = cfg.eps;
+  const c1 = 1 - b1;
+  const c2 = 1 - b2;
+  const invSqrtBc2 = 1 / sqrtBc2;
+  let sq = 0;
+  for (let i = 0; i < params.length; i++) {
+    const mean = ((partial ? partial[i]! : 0) + last[i]!) * scale;
+    sq += mean * mean;
+    const p = params[i]!;
+    const g = mean + wd * p;
+    const mi = b1 * m[i]! + c1 * g;
+    const vi = b2 * v[i]! + c2 * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    params[i] = p - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
+  }
+  return sq;
+}

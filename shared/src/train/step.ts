@@ -4,7 +4,7 @@
 import type { ModelConfig, TrainConfig } from '../config.js';
 import { bufferLayout, initBuffers, initParams, paramLayout } from '../model/layout.js';
 import type { MicrobatchGradient } from '../model/types.js';
-import { adamStep, initAdam, type AdamState } from './adam.js';
+import { adamStepSum, initAdam, type AdamState } from './adam.js';
 
 export interface TrainingState {
   params: Float32Array;
@@ -58,7 +58,7 @@ export function cloneTrainingState(s: TrainingState): TrainingState {
   };
 }
 
-/** reused gradient accumulator (zeroed each step; saves a large allocation per step) */
+/** reused gradient accumulator (saves a large allocation per step) */
 let scratch = new Float64Array(0);
 
 /**
@@ -71,9 +71,6 @@ export function applyStep(state: TrainingState, results: MicrobatchGradient[], t
   if (results.length === 0) throw new RangeError('applyStep: no microbatch results');
   const t0 = performance.now();
   const n = state.params.length;
-  if (scratch.length !== n) scratch = new Float64Array(n);
-  else scratch.fill(0);
-  const sum = scratch;
   let cells = 0;
   let loss = 0;
   let rec = 0;
@@ -85,23 +82,20 @@ export function applyStep(state: TrainingState, results: MicrobatchGradient[], t
     rec += r.reconstructionSum;
     kl += r.klSum;
   }
-  // Σ in microbatch order, then / cells (the last microbatch's pass also divides and takes the norm)
-  const inv = 1 / cells;
-  let sq = 0;
-  for (let k = 0; k < results.length; k++) {
-    const g = results[k]!.grad;
-    if (k < results.length - 1) {
-      for (let i = 0; i < n; i++) sum[i] += g[i]!;
-    } else {
-      for (let i = 0; i < n; i++) {
-        const v = (sum[i]! + g[i]!) * inv;
-        sum[i] = v;
-        sq += v * v;
-      }
+  // Σ of all but the last microbatch in microbatch order; Adam adds the last one and divides by cells
+  let partial: Float64Array | null = null;
+  if (results.length > 1) {
+    if (scratch.length !== n) scratch = new Float64Array(n);
+    partial = scratch;
+    const g0 = results[0]!.grad;
+    for (let i = 0; i < n; i++) partial[i] = g0[i]!;
+    for (let k = 1; k < results.length - 1; k++) {
+      const g = results[k]!.grad;
+      for (let i = 0; i < n; i++) partial[i] += g[i]!;
     }
   }
   const t1 = performance.now();
-  adamStep(state.params, sum, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay });
+  const sq = adamStepSum(state.params, partial, results[results.length - 1]!.grad, 1 / cells, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay });
   foldBatchNormStats(state.buffers, results, modelCfg);
   state.globalStep += 1;
   state.stepInEpoch += 1;
