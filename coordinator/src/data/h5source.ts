@@ -71,10 +71,30 @@ function attrString(e: H5Group | H5Dataset, name: string): string | undefined {
 /** numbers from any numeric typed array h5wasm returns (bigint ones converted) */
 function toNumbers(v: unknown, file: string, what: string): Float64Array | Float32Array | Int32Array {
   if (v instanceof Float32Array || v instanceof Float64Array || v instanceof Int32Array) return v;
-  if (v instanceof BigInt64Array || v instanceof BigUint64Array) return Float64Array.from(v as ArrayLike<bigint>, (x) => Number(x));
+  if (v instanceof BigInt64Array || v instanceof BigUint64Array) return int64ToNumbers(v);
   if (v instanceof Int8Array || v instanceof Int16Array || v instanceof Uint8Array || v instanceof Uint16Array) return Int32Array.from(v);
   if (v instanceof Uint32Array) return Float64Array.from(v);
   throw new InputError(file, `${what} is not numeric`);
+}
+
+/**
+ * 64-bit integers (10x stores indices and indptr as int64) as numbers: the low 32-bit words when
+ * every value is in 0..2^31-1 (little-endian), which avoids a BigInt conversion per value.
+ */
+function int64ToNumbers(v: BigInt64Array | BigUint64Array): Int32Array | Float64Array {
+  const words = new Int32Array(v.buffer, v.byteOffset, v.length * 2);
+  const out = new Int32Array(v.length);
+  for (let i = 0; i < v.length; i++) {
+    const lo = words[2 * i]!;
+    if (words[2 * i + 1] !== 0 || lo < 0) return Float64Array.from(v as ArrayLike<bigint>, (x) => Number(x));
+    out[i] = lo;
+  }
+  return out;
+}
+
+/** int32 indices without a copy when they already are */
+function asInt32(a: Float64Array | Float32Array | Int32Array): Int32Array {
+  return a instanceof Int32Array ? a : Int32Array.from(a);
 }
 
 function toIndexArray(v: unknown, file: string, what: string): Float64Array | Int32Array {
@@ -253,7 +273,7 @@ class Hdf5Source implements MatrixSource {
       let e = s + 1;
       while (e < m.nCells && e - s < CHUNK_MAX_CELLS && indptr[e + 1]! - indptr[s]! <= CHUNK_ENTRIES) e++;
       const a = indptr[s]!, b = indptr[e]!;
-      const indices = b > a ? Int32Array.from(toNumbers(read(this.file, m.indices!, `${m.where}/indices`, a, b), this.file, `${m.where}/indices`)) : new Int32Array(0);
+      const indices = b > a ? asInt32(toNumbers(read(this.file, m.indices!, `${m.where}/indices`, a, b), this.file, `${m.where}/indices`)) : new Int32Array(0);
       const values = b > a ? toNumbers(read(this.file, m.data!, `${m.where}/data`, a, b), this.file, `${m.where}/data`) : new Float32Array(0);
       const ptr = new Int32Array(e - s + 1);
       for (let i = 0; i <= e - s; i++) ptr[i] = indptr[s + i]! - a;
