@@ -32,6 +32,13 @@ test('simulate --write-h5ad --write-mtx, then prepare each copy: identical shard
     assert.deepEqual(m.split, a.split);
   }
   assert.equal(a.shards.length, 2);
+  // the dataset's gene list imposes the same genes on another input
+  const sub = path.join(tmp, 'genes-sub.tsv');
+  fs.writeFileSync(sub, fs.readFileSync(path.join(sim, 'genes.tsv'), 'utf8').split('\n').slice(0, 20).join('\n') + '\n');
+  cli('prepare', path.join(tmp, 'sim.h5ad'), '--out', path.join(tmp, 'query'), '--genes', sub);
+  assert.deepEqual(manifest(path.join(tmp, 'query')).genes, a.genes.slice(0, 20));
+  fs.rmSync(path.join(tmp, 'query'), { recursive: true });
+  fs.rmSync(sub);
   // an existing dataset is only replaced with --force
   assert.throws(() => cli('prepare', path.join(tmp, 'sim.h5ad'), '--out', sim), /already exists there; pass --force/);
   cli('prepare', path.join(tmp, 'sim.h5ad'), '--out', sim, '--force', '--n-top-genes', '50', '--batch-key', 'batch');

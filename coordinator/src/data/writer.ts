@@ -14,6 +14,9 @@ import {
   type DatasetManifest, type ShardInfo,
 } from '@atlasvae/shared/manifest';
 
+/** gene names (and ids) of a dataset, one per line */
+export const GENES_FILE = 'genes.tsv';
+
 /** Grows typed arrays as cells are appended: the record batch being filled. */
 class RowBuffer {
   n = 0;
@@ -187,6 +190,9 @@ export class DatasetWriter {
       ...rest,
     };
     fs.writeFileSync(path.join(this.tmpDir, MANIFEST_FILE), JSON.stringify(manifest, null, 1));
+    // the gene list on its own, usable as `prepare --genes` for query data
+    const ids = this.o.geneIds;
+    fs.writeFileSync(path.join(this.tmpDir, GENES_FILE), this.o.genes.map((g, i) => (ids ? `${g}\t${ids[i]}\n` : `${g}\n`)).join(''));
     fs.chmodSync(this.tmpDir, 0o755); // mkdtemp makes it private
     let old: string | null = null;
     if (fs.existsSync(this.outDir)) {
