@@ -2,7 +2,8 @@
 import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
-import { openResultsInputs, allCells } from '../results/inputs.js';
+import { openResultsInputs } from '../results/inputs.js';
+import { subsampleIndices } from '../results/latent-metrics.js';
 import { withModelAndData, requirePositiveInt, chunkProgress } from '../results/command-options.js';
 import { fleetChoice } from '../results/command-options.js';
 import { readEmbeddingFile, encodeCategories } from '../results/embedding-file.js';
@@ -38,6 +39,7 @@ export function umapCommand(y: Argv): Argv {
       if (width < 200 || height < 150) throw new CliError('--width/--height: the image must be at least 200 × 150');
       const maxCells = a['max-cells'] === undefined ? Infinity : requirePositiveInt('max-cells', a['max-cells']);
       let latent: Float32Array, dim: number, codes: Int32Array, names: string[], what: string;
+      let total: number | undefined;
       if (a.embedding) {
         if (a.checkpoint || a.data) throw new CliError('give either --embedding or --checkpoint/--data, not both');
         const e = await readEmbeddingFile(a.embedding);
@@ -52,7 +54,9 @@ export function umapCommand(y: Argv): Argv {
         try {
           const m = inputs.dataset.manifest;
           dim = inputs.checkpoint.modelConfig.nLatent;
-          const cells = allCells(inputs.dataset);
+          // subsample before encoding: a million-cell atlas plotted at --max-cells costs --max-cells
+          total = m.nCells;
+          const cells = subsampleIndices(m.nCells, maxCells, a.seed);
           latent = new Float32Array(cells.length * dim);
           codes = new Int32Array(cells.length);
           const plan = { source: inputs.dataset.source, cells, chunkSize: requirePositiveInt('chunk-cells', a['chunk-cells']), batchMap: inputs.batchMap };
@@ -70,8 +74,8 @@ export function umapCommand(y: Argv): Argv {
           await inputs.close();
         }
       }
-      const n = codes.length;
-      const shown = Math.min(n, maxCells);
+      const n = total ?? codes.length;
+      const shown = Math.min(codes.length, maxCells);
       log.info(`umap: ${shown.toLocaleString('en-US')} of ${n.toLocaleString('en-US')} cells, finding neighbours`);
       let layout: Progress | null = null;
       const r = writeUmapPng(a.out, {
@@ -81,6 +85,7 @@ export function umapCommand(y: Argv): Argv {
         names,
         seed: a.seed,
         maxCells,
+        totalCells: total,
         width,
         height,
         title: `atlasvae UMAP of ${what.replace(/\/+$/, '').split('/').pop()} by ${a['color-by']}`,

@@ -18,6 +18,8 @@ export interface UmapPlotInput {
   width: number;
   height: number;
   title: string;
+  /** cells the input was already subsampled from (for the title); default: the input's count */
+  totalCells?: number;
   umap?: Omit<UmapOptions, 'seed'>;
 }
 
@@ -33,6 +35,7 @@ export interface UmapPlotResult {
 
 export function writeUmapPng(out: string, input: UmapPlotInput): UmapPlotResult {
   const n = input.codes.length;
+  const total = input.totalCells ?? n;
   const sel = subsampleIndices(n, input.maxCells, input.seed);
   const m = sel.length;
   const pts = new Float32Array(m * input.dim);
@@ -42,8 +45,8 @@ export function writeUmapPng(out: string, input: UmapPlotInput): UmapPlotResult 
     codes[r] = input.codes[p]!;
   });
   const xy = computeUmap(pts, m, input.dim, { ...input.umap, seed: input.seed });
-  const title = m < n ? `${input.title} - ${m.toLocaleString('en-US')} of ${n.toLocaleString('en-US')} cells` : `${input.title} - ${n.toLocaleString('en-US')} cells`;
+  const title = m < total ? `${input.title} - ${m.toLocaleString('en-US')} of ${total.toLocaleString('en-US')} cells` : `${input.title} - ${m.toLocaleString('en-US')} cells`;
   const img = renderScatter({ xy, codes, names: input.names, title, width: input.width, height: input.height, seed: input.seed });
   writeFileAtomic(out, img.png);
-  return { nCells: n, nPlotted: m, colours: img.colours, xy, plotted: sel };
+  return { nCells: total, nPlotted: m, colours: img.colours, xy, plotted: sel };
 }
