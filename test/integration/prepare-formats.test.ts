@@ -91,6 +91,38 @@ test('kang: .h5ad, 10x .h5, MTX, CSC, dense and raw/X .h5ad, and a shuffled MTX 
   fs.rmSync(tmp, { recursive: true });
 });
 
+test('anndata 0.7 layout (h5sparse X, obs/__categories) reads like the current one', { skip: skipUnlessShared(KANG, 'matrix.mtx.gz') }, async () => {
+  const dir = sharedPath(KANG)!;
+  const tmp = tempDir();
+  const ref = await readMtxInMemory(dir);
+  const obs = await readObsTsv(path.join(dir, 'labels.tsv'));
+  const batch = categorize(obsColumnFor(obs, 'batch', ref.barcodes));
+  const h5 = (await import('h5wasm/node')).default;
+  await h5.ready;
+  const file = path.join(tmp, 'old.h5ad');
+  const f = new h5.File(file, 'w');
+  const X = f.create_group('X');
+  X.create_attribute('h5sparse_format', 'csr');
+  X.create_attribute('h5sparse_shape', new BigInt64Array([BigInt(ref.batch.nCells), BigInt(ref.batch.nGenes)]));
+  X.create_dataset({ name: 'data', data: ref.batch.counts });
+  X.create_dataset({ name: 'indices', data: ref.batch.indices });
+  X.create_dataset({ name: 'indptr', data: ref.batch.indptr });
+  const o = f.create_group('obs');
+  o.create_attribute('_index', 'index');
+  o.create_dataset({ name: 'index', data: ref.barcodes });
+  o.create_dataset({ name: 'batch', data: Int8Array.from(batch.codes) });
+  o.create_group('__categories').create_dataset({ name: 'batch', data: batch.categories });
+  const v = f.create_group('var');
+  v.create_attribute('_index', 'index');
+  v.create_dataset({ name: 'index', data: ref.genes });
+  f.close();
+  const old = await prep({ input: file, out: path.join(tmp, 'old'), batchKey: 'batch' });
+  const cur = await prep({ input: path.join(dir, 'kang_example_sce_1556.h5ad'), out: path.join(tmp, 'cur'), batchKey: 'batch' });
+  assert.deepEqual(old.manifest.shards.map((x) => x.sha256), cur.manifest.shards.map((x) => x.sha256));
+  assert.deepEqual(old.manifest.batchCategories, cur.manifest.batchCategories);
+  fs.rmSync(tmp, { recursive: true });
+});
+
 test('mixology: --layer counts is read exactly; log-normalized X is refused; HVG agrees across formats', { skip: skipUnlessShared(MIX, 'matrix.mtx.gz') }, async () => {
   const dir = sharedPath(MIX)!;
   const h5ad = path.join(dir, 'mixology_5cl_celseq2_3plates.h5ad');

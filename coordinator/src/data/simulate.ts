@@ -120,10 +120,11 @@ export async function simulateCells(model: SimulationModel, onCell: (c: Simulate
       const th = theta[g]!;
       // NB(μ, θ) by inversion of its CDF from P(0) = (θ/(θ+μ))^θ, one uniform per gene; large
       // means (long searches) as a Gamma–Poisson mixture instead
-      const q = mu / (th + mu);
-      const p0 = Math.exp(th * Math.log1p(-q));
       const u = (rng.nextU32() + 0.5) / 4294967296;
       let x = 0;
+      // P(0) ≥ 1 − μ (as P(x > 0) ≤ E[x]): below that u the count is 0 without computing P(0)
+      const q = u < 1 - mu ? 0 : mu / (th + mu);
+      const p0 = q === 0 ? 1 : Math.exp(th * Math.log1p(-q));
       if (u >= p0) {
         if (mu > 30) x = samplePoisson(rng, (mu * sampleGamma(rng, th)) / th);
         else {
