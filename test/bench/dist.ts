@@ -33,6 +33,8 @@ const simWorkers = path.join(here, 'dist-simworkers.js');
 
 const GENES = 2000;
 const REPEATS = Number(process.env.ATLASVAE_BENCH_REPEATS ?? 3);
+/** which parts to run: a (throughput) and b (coordinator step) run together; c (capacity) */
+const PARTS = process.env.ATLASVAE_BENCH_DIST_PARTS ?? 'abc';
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -42,9 +44,15 @@ function median(xs: number[]): number {
 
 const round = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
 
-function children(): { spawn(args: string[], file?: string): ChildProcess; killAll(): Promise<void> } {
+/** progress on stderr (stdout is the JSON result) */
+function note(msg: string): void {
+  process.stderr.write(`bench dist: ${msg}\n`);
+}
+
+function children(): { spawn(args: string[], file?: string): ChildProcess; killAll(): Promise<void>; pids(): number[] } {
   const list: ChildProcess[] = [];
   return {
+    pids: () => list.map((c) => c.pid!).filter((p) => p !== undefined),
     spawn(args, file = cli) {
       const c = fork(file, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
       list.push(c);
@@ -62,7 +70,27 @@ function children(): { spawn(args: string[], file?: string): ChildProcess; killA
 
 interface Timed {
   cellsPerSecond: number;
+  /** CPU seconds (user + system, coordinator and all workers) per 1,000 cells over the timed steps */
+  cpuSecondsPer1000Cells: number;
+  /** the coordinator's share of that CPU time */
+  coordinatorCpuShare: number;
   reports: StepReport[];
+}
+
+/** user + system CPU seconds of a process (Linux /proc), or NaN elsewhere */
+function procCpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return NaN;
+  }
+}
+
+function selfCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }
 
 /** Train `steps` steps with an in-process coordinator and `workers` worker processes; time steps after `warmup`. */
@@ -77,9 +105,18 @@ async function distributed(ds: Dataset, data: TrainingData, mc: ModelConfig, tc:
   );
   const reports: StepReport[] = [];
   const stamps: number[] = [];
-  coord.observe({ stepCompleted: (s) => { reports.push(s); stamps.push(performance.now()); } });
-  const url = await coord.listen();
   const kids = children();
+  const cpu = (): [number, number] => [selfCpuSeconds(), kids.pids().reduce((a, p) => a + procCpuSeconds(p), 0)];
+  let cpuStart: [number, number] = [NaN, NaN], cpuEnd: [number, number] = [NaN, NaN];
+  coord.observe({
+    stepCompleted: (s) => {
+      reports.push(s);
+      stamps.push(performance.now());
+      if (reports.length === warmup) cpuStart = cpu();
+      if (reports.length === steps) cpuEnd = cpu();
+    },
+  });
+  const url = await coord.listen();
   try {
     if (simulate) kids.spawn(['protocol', url, token, String(workers)], simWorkers);
     else for (let i = 0; i < workers; i++) kids.spawn(['worker', '--connect', url, '--token', token, '--backend', 'wasm', '--log-level', 'warn']);
@@ -92,17 +129,27 @@ async function distributed(ds: Dataset, data: TrainingData, mc: ModelConfig, tc:
   const timed = reports.slice(warmup);
   const cells = timed.reduce((a, r) => a + r.nCells, 0);
   const seconds = (stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000;
-  return { cellsPerSecond: cells / seconds, reports: timed };
+  const coordCpu = cpuEnd[0] - cpuStart[0], workerCpu = cpuEnd[1] - cpuStart[1];
+  return { cellsPerSecond: cells / seconds, cpuSecondsPer1000Cells: ((coordCpu + workerCpu) / cells) * 1000, coordinatorCpuShare: coordCpu / (coordCpu + workerCpu), reports: timed };
 }
 
-async function singleProcess(ds: Dataset, mc: ModelConfig, tc: TrainConfig, steps: number, warmup: number): Promise<number> {
+async function singleProcess(ds: Dataset, mc: ModelConfig, tc: TrainConfig, steps: number, warmup: number): Promise<{ cellsPerSecond: number; cpuSecondsPer1000Cells: number }> {
   await initBackend('wasm', () => undefined);
   const stamps: number[] = [];
   const cells: number[] = [];
-  const r = await train({ source: ds.source, modelConfig: mc, trainConfig: tc, trainCells: ds.train, validationCells: new Uint32Array(0), maxSteps: steps, onStep: (s) => { stamps.push(performance.now()); cells.push(s.cells); } });
+  let cpuStart = NaN;
+  const r = await train({
+    source: ds.source, modelConfig: mc, trainConfig: tc, trainCells: ds.train, validationCells: new Uint32Array(0), maxSteps: steps,
+    onStep: (s) => {
+      stamps.push(performance.now());
+      cells.push(s.cells);
+      if (cells.length === warmup) cpuStart = selfCpuSeconds();
+    },
+  });
+  const cpuEnd = selfCpuSeconds();
   r.model.dispose();
   const n = cells.slice(warmup).reduce((a, b) => a + b, 0);
-  return n / ((stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000);
+  return { cellsPerSecond: n / ((stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000), cpuSecondsPer1000Cells: ((cpuEnd - cpuStart) / n) * 1000 };
 }
 
 /** Raw ws ceiling: the server sends `bytes` to each of N echo clients and waits for all N echoes, `rounds` times. */
@@ -171,57 +218,74 @@ export async function run(): Promise<Record<string, unknown>> {
     const tc = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 256, microbatch: 128, seed: 1 });
     const STEPS = 22, WARMUP = 4;
 
-    // (a) throughput
-    const single: number[] = [], one: number[] = [], two: number[] = [];
-    const stepReports: StepReport[] = [];
-    const encodeMs: number[] = [];
-    for (let r = 0; r < REPEATS; r++) {
+    const result: Record<string, unknown> = {};
+    if (/[ab]/.test(PARTS)) {
+      // (a) throughput
+      const single: { cellsPerSecond: number; cpuSecondsPer1000Cells: number }[] = [], one: Timed[] = [], two: Timed[] = [];
+      const stepReports: StepReport[] = [];
+      const encodeMs: number[] = [];
+      for (let r = 0; r < REPEATS; r++) {
+        note(`throughput, repeat ${r + 1}/${REPEATS}`);
       single.push(await singleProcess(ds, mc, tc, STEPS, WARMUP));
-      one.push((await distributed(ds, data, mc, tc, 1, STEPS, WARMUP)).cellsPerSecond);
-      const t2 = await distributed(ds, data, mc, tc, 2, STEPS, WARMUP, false, encodeMs);
-      two.push(t2.cellsPerSecond);
-      stepReports.push(...t2.reports);
-    }
-    const throughput = {
-      genes: GENES, globalBatch: tc.globalBatch, microbatch: tc.microbatch, repeats: REPEATS,
-      singleProcessCellsPerSecond: round(median(single), 0),
-      oneWorkerCellsPerSecond: round(median(one), 0),
-      twoWorkersCellsPerSecond: round(median(two), 0),
-      oneWorkerVsSingleProcess: round(median(one) / median(single), 3),
-      scalingEfficiencyTwoWorkers: round(median(two) / (2 * median(one)), 3),
-      cpuCores: os.cpus().length,
-      loadAverage1m: round(os.loadavg()[0]!, 1),
-    };
+        one.push(await distributed(ds, data, mc, tc, 1, STEPS, WARMUP));
+        const t2 = await distributed(ds, data, mc, tc, 2, STEPS, WARMUP, false, encodeMs);
+        two.push(t2);
+        stepReports.push(...t2.reports);
+      }
+      const med = (xs: { cellsPerSecond: number; cpuSecondsPer1000Cells: number }[], k: 'cellsPerSecond' | 'cpuSecondsPer1000Cells'): number => median(xs.map((x) => x[k]));
+      const throughput = {
+        genes: GENES, globalBatch: tc.globalBatch, microbatch: tc.microbatch, repeats: REPEATS,
+        singleProcessCellsPerSecond: round(med(single, 'cellsPerSecond'), 0),
+        oneWorkerCellsPerSecond: round(med(one, 'cellsPerSecond'), 0),
+        twoWorkersCellsPerSecond: round(med(two, 'cellsPerSecond'), 0),
+        oneWorkerVsSingleProcess: round(med(one, 'cellsPerSecond') / med(single, 'cellsPerSecond'), 3),
+        scalingEfficiencyTwoWorkers: round(med(two, 'cellsPerSecond') / (2 * med(one, 'cellsPerSecond')), 3),
+        // load-independent view: CPU seconds spent per 1,000 cells (all processes)
+        cpuSecondsPer1000Cells: {
+          singleProcess: round(med(single, 'cpuSecondsPer1000Cells'), 3),
+          oneWorker: round(med(one, 'cpuSecondsPer1000Cells'), 3),
+          twoWorkers: round(med(two, 'cpuSecondsPer1000Cells'), 3),
+          coordinatorShareOneWorker: round(median(one.map((x) => x.coordinatorCpuShare)), 3),
+          coordinatorShareTwoWorkers: round(median(two.map((x) => x.coordinatorCpuShare)), 3),
+        },
+        cpuCores: os.cpus().length,
+        loadAverage1m: round(os.loadavg()[0]!, 1),
+      };
 
-    // (b) coordinator time per step (2 workers)
-    const k = Math.ceil(tc.globalBatch / tc.microbatch);
-    const split = applySplit(mc, tc, k);
-    const total = median(stepReports.map((s) => s.totalMs));
-    const apply = median(stepReports.map((s) => s.applyMs));
-    const broadcast = median(stepReports.map((s) => s.broadcastMs));
-    const encode = median(encodeMs) * k;
-    const coordinatorMs = apply + broadcast + encode;
-    const coordinatorStep = {
-      parameters: stepReports.length ? SharedStepOptimizer.fresh(mc, tc).params.length : 0,
-      microbatchesPerStep: k,
-      stepMs: round(total),
-      workerComputeMs: round(median(stepReports.map((s) => s.computeMs))),
-      applyStepMs: round(apply),
-      aggregationMs: round(split.aggregationMs),
-      optimizerMs: round(split.optimizerMs),
-      arrowEncodingMs: round(encode),
-      sendingParamsMs: round(broadcast),
-      coordinatorMs: round(coordinatorMs),
-      coordinatorShareOfStep: round(coordinatorMs / total, 3),
-      note: 'Arrow encoding of the next step overlaps the current one (prefetch); applyStep sums and steps in one call, split by timing it with K and with 1 result',
-    };
+      // (b) coordinator time per step (2 workers)
+      const k = Math.ceil(tc.globalBatch / tc.microbatch);
+      const split = applySplit(mc, tc, k);
+      const total = median(stepReports.map((s) => s.totalMs));
+      const apply = median(stepReports.map((s) => s.applyMs));
+      const broadcast = median(stepReports.map((s) => s.broadcastMs));
+      const encode = median(encodeMs) * k;
+      const coordinatorMs = apply + broadcast + encode;
+      const coordinatorStep = {
+        parameters: stepReports.length ? SharedStepOptimizer.fresh(mc, tc).params.length : 0,
+        microbatchesPerStep: k,
+        stepMs: round(total),
+        workerComputeMs: round(median(stepReports.map((s) => s.computeMs))),
+        applyStepMs: round(apply),
+        aggregationMs: round(split.aggregationMs),
+        optimizerMs: round(split.optimizerMs),
+        arrowEncodingMs: round(encode),
+        sendingParamsMs: round(broadcast),
+        coordinatorMs: round(coordinatorMs),
+        coordinatorShareOfStep: round(coordinatorMs / total, 3),
+        note: 'Arrow encoding of the next step overlaps the current one (prefetch); applyStep sums and steps in one call, split by timing it with K and with 1 result',
+      };
+
+      result.a_throughput = throughput;
+      result.b_coordinatorStep = coordinatorStep;
+    }
 
     // (c) capacity with simulated workers
     const gradBytes = 4 * (SharedStepOptimizer.fresh(mc, tc).params.length + bufferLayout(mc).size);
     const capacity: Record<string, unknown>[] = [];
-    for (const n of [1, 2, 4, 8, 16, 32]) {
+    for (const n of PARTS.includes('c') ? [1, 2, 4, 8, 16, 32] : []) {
       const ctc = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 16 * n, microbatch: 16, seed: 1 });
       const steps = n >= 16 ? 14 : 24;
+      note(`capacity with ${n} simulated workers`);
       const sps: number[] = [];
       for (let r = 0; r < REPEATS; r++) {
         const t = await distributed(ds, data, mc, ctc, n, steps, 4, true);
@@ -241,16 +305,11 @@ export async function run(): Promise<Record<string, unknown>> {
       });
     }
     await ds.close();
-    return {
-      a_throughput: throughput,
-      b_coordinatorStep: coordinatorStep,
-      c_capacity: { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer', points: capacity },
-    };
+    if (capacity.length) {
+      result.c_capacity = { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer', points: capacity };
+    }
+    return result;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
-
-/** for ad-hoc measurements */
-export const _single = singleProcess;
-export const _distributed = distributed;

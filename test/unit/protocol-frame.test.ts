@@ -79,3 +79,13 @@ test('token check: right token passes, anything else fails', () => {
   assert.equal(check(undefined), false);
   assert.equal(check(bearer('')), false);
 });
+
+test('a frame sent in parts is byte-identical to the single-buffer frame', async () => {
+  const { encodeFrameParts } = await import('@atlasvae/shared/protocol/frame');
+  const grad = new Float32Array([1, 2, 3]);
+  const bn = new Float32Array([4]);
+  const h = { type: 'params', version: 3 };
+  const parts = encodeFrameParts(h, grad, bn);
+  assert.deepEqual(Buffer.concat(parts), encodeFrame(h, grad, bn));
+  assert.equal(parts[1]!.buffer, grad.buffer, 'the payload is not copied');
+});

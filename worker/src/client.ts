@@ -5,7 +5,7 @@
 
 import os from 'node:os';
 import { WebSocket, type ClientOptions } from 'ws';
-import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
+import { encodeFrame, encodeFrameParts, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
 import {
   PROTOCOL_VERSION, PROTOCOL_HEADER, TOKEN_HEADER, CLOSE, ProtocolError,
   parseCoordinatorMessage, inferArrowOffset, type ExpectedSizes, type HelloMsg, type ResultMsg, type FailureMsg, type WorkMsg,
@@ -192,6 +192,17 @@ export class WorkerClient {
     this.opts.events?.bytes?.('sent', frame.byteLength);
   }
 
+  /** One message sent as fragments: the gradient goes out from the model's own array, uncopied. */
+  private sendParts(ws: WebSocket, parts: Uint8Array[]): void {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    let n = 0;
+    parts.forEach((p, i) => {
+      ws.send(p, { binary: true, fin: i === parts.length - 1 });
+      n += p.byteLength;
+    });
+    this.opts.events?.bytes?.('sent', n);
+  }
+
   /** Handle one message: 'welcome', a done reason, or null. */
   private handle(ws: WebSocket, data: Buffer): 'welcome' | string | null {
     const { header, payload } = decodeFrame(data);
@@ -292,7 +303,7 @@ export class WorkerClient {
       reconstructionSum: g.reconstructionSum, klSum: g.klSum, lossSum: g.lossSum, computeMs,
       gradLength: g.grad.length, bnLength: g.bnStats.length,
     };
-    this.send(ws, encodeFrame(r, g.grad, g.bnStats));
+    this.sendParts(ws, encodeFrameParts(r, g.grad, g.bnStats));
     this.computed++;
     this.opts.events?.microbatchComputed?.({
       step: w.step, microbatch: w.microbatch, nCells: g.nCells, computeMs,

@@ -14,7 +14,7 @@ import { epochPlan, type PlannedStep } from '@atlasvae/shared/plan';
 import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import { saveCheckpoint, type Checkpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
-import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
+import { encodeFrame, encodeFrameParts, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
 import {
   PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
   type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg,
@@ -336,6 +336,17 @@ export class Coordinator {
     this.emit('bytes', 'sent', frame.byteLength);
   }
 
+  /** One message as fragments, payload uncopied (for immutable payloads such as Arrow microbatches). */
+  private sendParts(c: Conn, parts: Uint8Array[]): void {
+    if (c.ws.readyState !== c.ws.OPEN) return;
+    let n = 0;
+    parts.forEach((p, i) => {
+      c.ws.send(p, { binary: true, fin: i === parts.length - 1 });
+      n += p.byteLength;
+    });
+    this.emit('bytes', 'sent', n);
+  }
+
   private currentParamsFrame(): Buffer {
     this.paramsFrame ??= encodeFrame({ type: 'params', version: this.version }, this.setup.optimizer.params);
     return this.paramsFrame;
@@ -356,7 +367,7 @@ export class Coordinator {
         const item = cur.run.take(c.id, now);
         if (!item) return;
         const w: WorkMsg = { type: 'work', version: cur.version, step: cur.version, epoch: cur.epoch, microbatch: item.index, nCells: item.nCells, klWeight: cur.klWeight };
-        this.sendRaw(c, encodeFrame(w, item.arrow));
+        this.sendParts(c, encodeFrameParts(w, item.arrow));
       }
     }
   }

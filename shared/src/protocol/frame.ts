@@ -43,6 +43,17 @@ export function encodeFrame(header: object, ...payload: ArrayBufferView[]): Buff
   return out;
 }
 
+/** The same frame as a list of parts (header with padding, then the payload views, uncopied), to
+ * be sent as the fragments of one WebSocket message. The payload arrays must not change until sent. */
+export function encodeFrameParts(header: object, ...payload: ArrayBufferView[]): Uint8Array[] {
+  const head = packr.pack(header);
+  const start = payloadOffset(head.byteLength);
+  const first = Buffer.alloc(start);
+  first.writeUInt32LE(head.byteLength, 0);
+  head.copy(first, 4);
+  return [first, ...payload.map((p) => new Uint8Array(p.buffer, p.byteOffset, p.byteLength))];
+}
+
 export interface DecodedFrame {
   /** the decoded msgpack header, not yet validated */
   header: unknown;
