@@ -68,6 +68,7 @@ export class CoordinatorMetrics {
   private readonly learningRate: Gauge;
   private readonly gradientNorm: Gauge;
   private readonly stepsPlanned: Gauge;
+  private readonly progress: Gauge;
   private readonly checkpoints: Counter;
   private readonly checkpointTimestamp: Gauge;
   private readonly workerCounts = new Map<string, number>();
@@ -108,6 +109,7 @@ export class CoordinatorMetrics {
     });
     this.learningRate = new Gauge({ name: 'atlasvae_learning_rate', help: 'Optimizer learning rate.', registers });
     this.gradientNorm = new Gauge({ name: 'atlasvae_gradient_norm', help: 'L2 norm of the averaged gradient of the last step.', registers });
+    this.progress = new Gauge({ name: 'atlasvae_progress_ratio', help: 'Fraction of the planned optimizer steps completed (0 to 1).', registers });
     this.stepsPlanned = new Gauge({ name: 'atlasvae_steps_planned', help: 'Optimizer steps planned for the whole run.', registers });
     this.checkpoints = new Counter({ name: 'atlasvae_checkpoints_total', help: 'Checkpoints written.', registers });
     this.checkpointTimestamp = new Gauge({
@@ -252,7 +254,7 @@ export class CoordinatorMetrics {
   }
 
   private updateProgress(): void {
-    if (this.total > 0) this.families.progress.set(Math.min(1, this.completed / this.total));
+    if (this.total > 0) this.progress.set(Math.min(1, this.completed / this.total));
   }
 }
 

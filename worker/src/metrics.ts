@@ -96,7 +96,6 @@ export class TrainingMetricFamilies {
   readonly cellsPerSecond: Gauge;
   readonly steps: Counter;
   readonly epoch: Gauge;
-  readonly progress: Gauge;
   readonly elbo: Gauge<'split'>;
   readonly loss: Gauge;
   readonly reconstruction: Gauge<'split'>;
@@ -120,7 +119,6 @@ export class TrainingMetricFamilies {
       registers,
     });
     this.epoch = new Gauge({ name: 'atlasvae_epoch', help: 'Current epoch (0-based).', registers });
-    this.progress = new Gauge({ name: 'atlasvae_progress_ratio', help: 'Fraction of the planned optimizer steps completed (0 to 1).', registers });
     this.elbo = new Gauge({
       name: 'atlasvae_elbo',
       help: 'Negative ELBO per cell (the training loss, as scvi-tools reports elbo_train / elbo_validation).',
@@ -203,7 +201,6 @@ export interface MicrobatchObservation {
   /** seconds (de)serializing and sending */
   communicationSeconds?: number;
   step?: number;
-  totalSteps?: number;
   epoch?: number;
   klWeight?: number;
   lossSum?: number;
@@ -278,7 +275,6 @@ export class WorkerMetrics {
       this.lastStep = o.step;
     }
     if (isNum(o.epoch)) f.epoch.set(o.epoch);
-    if (o.step !== undefined && isNum(o.totalSteps) && o.totalSteps > 0) f.progress.set(Math.min(1, (o.step + 1) / o.totalSteps));
     if (isNum(o.klWeight)) f.klWeight.set(o.klWeight);
     const wait = o.waitSeconds ?? (this.lastEnd === undefined ? undefined : Math.max(0, t - o.computeSeconds - this.lastEnd));
     this.lastEnd = t;
