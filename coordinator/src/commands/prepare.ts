@@ -27,7 +27,7 @@ export function prepareCommand(y: Argv): Argv {
     async (a) => {
       let progress: Progress | null = null;
       let last = 0, lastPhase = '';
-      const { manifest, warnings } = await prepareDataset({
+      const { manifest } = await prepareDataset({
         input: a.input as string,
         out: a.out,
         batchKey: a['batch-key'],
@@ -54,7 +54,6 @@ export function prepareCommand(y: Argv): Argv {
         onWarning: (m) => console.error(`atlasvae: warning: ${m}`),
       });
       (progress as Progress | null)?.finish();
-      void warnings;
       console.log(`${a.out}: ${manifest.nCells} cells × ${manifest.nGenes} genes, ${manifest.nnz} nonzero counts in ${manifest.shards.length} shard(s); ` +
         `${manifest.batchCategories.length} batch(es), ${manifest.labelCategories.length} label(s); ${manifest.droppedZeroCountCells} zero-count cells dropped`);
     },

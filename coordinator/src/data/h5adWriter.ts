@@ -37,7 +37,7 @@ export type ObsColumn = { codes: Int32Array; categories: string[] } | string[];
 function writeDataframe(f: H5File, name: string, index: string[], columns: Record<string, ObsColumn>): void {
   const g = f.create_group(name);
   g.create_attribute('_index', '_index');
-  g.create_attribute('column-order', Object.keys(columns).length ? Object.keys(columns) : ['_placeholder'].slice(0, 0));
+  g.create_attribute('column-order', Object.keys(columns));
   encodingAttrs(g, 'dataframe', '0.2.0');
   stringArray(g, '_index', index);
   for (const [k, col] of Object.entries(columns)) {
