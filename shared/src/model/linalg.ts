@@ -36,12 +36,17 @@ function dataOf(x: Operand): Float32Array {
   return x instanceof Mat ? x.data : x;
 }
 
+/** per-cell products are routed as if they had this many cells (see `matmul`'s routeMacs) */
+export const ROUTE_CELLS = 128;
+
 /**
  * C[m×n] = A[m×k] · B[k×n]. On the backend the right operand B is the one packed per call, so
- * callers arrange products to have a small B, or a cached Mat.
+ * callers arrange products to have a small B, or a cached Mat. `routeMacs` (default m·k·n) decides
+ * JS vs backend; evaluation-mode products pass a value independent of the number of cells, so a
+ * cell's result never depends on how many cells share its batch.
  */
-export function matmul(a: Operand, m: number, k: number, b: Operand, n: number): Float32Array {
-  if (m * k * n >= BACKEND_MIN_MACS) {
+export function matmul(a: Operand, m: number, k: number, b: Operand, n: number, routeMacs = m * k * n): Float32Array {
+  if (routeMacs >= BACKEND_MIN_MACS) {
     const ta = a instanceof Mat ? a.tensor() : tf.tensor2d(a, [m, k]);
     const tb = b instanceof Mat ? b.tensor() : tf.tensor2d(b, [k, n]);
     const tc = tf.matMul(ta, tb);

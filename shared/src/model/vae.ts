@@ -7,7 +7,7 @@ import type { ModelConfig } from '../config.js';
 import { bnBackward, bnEval, bnTrain, type BnTrainResult } from './batchnorm.js';
 import { bufferLayout, decoderInputSize, encoderInputSize, hasDispersion, hiddenPrefix, paramLayout, initBuffers, initParams } from './layout.js';
 import { likelihood, scaleFromLogits } from './likelihood.js';
-import { addBias, addColumnSums, Mat, matmul, transpose } from './linalg.js';
+import { addBias, addColumnSums, Mat, matmul, ROUTE_CELLS, transpose } from './linalg.js';
 import type { CellTerms, MicrobatchGradient, MicrobatchNoise, ParamLayout, VaeModelApi } from './types.js';
 
 /**
@@ -166,7 +166,7 @@ export class VaeModel implements VaeModelApi {
   /** x [n × in] · Wᵀ + b (Wᵀ cached: the packed operand is reused across microbatches) */
   private linear(x: Float32Array, n: number, prefix: string): Float32Array {
     const s = this.shapes.get(prefix)!;
-    const y = matmul(x, n, s.in, this.weight(prefix, true), s.out);
+    const y = matmul(x, n, s.in, this.weight(prefix, true), s.out, ROUTE_CELLS * s.in * s.out);
     addBias(y, n, s.out, this.p(`${prefix}.bias`));
     return y;
   }
@@ -233,7 +233,7 @@ export class VaeModel implements VaeModelApi {
   /** A wide head (out = nGenes): computed as (W · xᵀ)ᵀ so the per-call packed operand is the small xᵀ. */
   private head(x: Float32Array, n: number, prefix: string): Float32Array {
     const s = this.shapes.get(prefix)!;
-    const yT = matmul(this.weight(prefix, false), s.out, s.in, transpose(x, n, s.in), n);
+    const yT = matmul(this.weight(prefix, false), s.out, s.in, transpose(x, n, s.in), n, ROUTE_CELLS * s.in * s.out);
     const b = this.p(`${prefix}.bias`);
     for (let o = 0; o < s.out; o++) {
       const bo = b[o]!;
@@ -406,7 +406,10 @@ export class VaeModel implements VaeModelApi {
     this.checkBatch(batch);
     const B = batch.nCells;
     const H = cfg.nHidden;
-    const sparse = this.sparseInput(batch);
+    // always the dense route here: each cell's result then depends on that cell alone, never on
+    // which other cells share its chunk (the density switch would), so embeddings do not change with
+    // the chunk size
+    const sparse = false;
     let x = sparse ? new Float32Array(0) : log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
     for (let k = 0; k < cfg.nLayers; k++) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
