@@ -17,8 +17,10 @@ export class CellBuckets {
   readonly dir: string;
   readonly bucketCells: number;
   private readonly fds: number[] = [];
-  private readonly bufs: Buffer[] = [];
+  /** per bucket: a write buffer of BUFFER_ENTRIES records, with int32 and float64 views */
+  private readonly bufs: { bytes: Uint8Array; i32: Int32Array; f64: Float64Array }[] = [];
   private readonly fill: Int32Array;
+  private raw = new ArrayBuffer(0);
   private readonly counts: Float64Array;
 
   /** `expectedEntries` sizes buckets so that each holds about BUCKET_TARGET_ENTRIES entries */
@@ -31,17 +33,18 @@ export class CellBuckets {
     this.counts = new Float64Array(n);
     for (let b = 0; b < n; b++) {
       this.fds.push(fs.openSync(path.join(this.dir, `bucket-${b}`), 'w+'));
-      this.bufs.push(Buffer.allocUnsafe(BUFFER_ENTRIES * ENTRY_BYTES));
+      const ab = new ArrayBuffer(BUFFER_ENTRIES * ENTRY_BYTES);
+      this.bufs.push({ bytes: new Uint8Array(ab), i32: new Int32Array(ab), f64: new Float64Array(ab) });
     }
   }
 
   add(cell: number, gene: number, value: number): void {
     const b = Math.floor(cell / this.bucketCells);
     const buf = this.bufs[b]!;
-    const at = this.fill[b]! * ENTRY_BYTES;
-    buf.writeInt32LE(cell, at);
-    buf.writeInt32LE(gene, at + 4);
-    buf.writeDoubleLE(value, at + 8);
+    const k = this.fill[b]!;
+    buf.i32[4 * k] = cell;
+    buf.i32[4 * k + 1] = gene;
+    buf.f64[2 * k + 1] = value;
     this.counts[b]!++;
     if (++this.fill[b]! === BUFFER_ENTRIES) this.flush(b);
   }
@@ -49,7 +52,7 @@ export class CellBuckets {
   private flush(b: number): void {
     const len = this.fill[b]! * ENTRY_BYTES;
     let off = 0;
-    while (off < len) off += fs.writeSync(this.fds[b]!, this.bufs[b]!, off, len - off);
+    while (off < len) off += fs.writeSync(this.fds[b]!, this.bufs[b]!.bytes, off, len - off);
     this.fill[b] = 0;
   }
 
@@ -60,7 +63,9 @@ export class CellBuckets {
       const start = b * this.bucketCells;
       const nCells = Math.min(this.bucketCells, this.nCells - start);
       const n = this.counts[b]!;
-      const raw = Buffer.allocUnsafe(n * ENTRY_BYTES);
+      // one read buffer for all buckets (they are about the same size), viewed as records
+      if (this.raw.byteLength < n * ENTRY_BYTES) this.raw = new ArrayBuffer(Math.ceil(n * 1.1) * ENTRY_BYTES);
+      const raw = new Uint8Array(this.raw, 0, n * ENTRY_BYTES);
       let off = 0;
       while (off < raw.length) {
         const r = fs.readSync(this.fds[b]!, raw, off, raw.length - off, off);
@@ -70,7 +75,7 @@ export class CellBuckets {
       fs.closeSync(this.fds[b]!);
       fs.rmSync(path.join(this.dir, `bucket-${b}`), { force: true });
       this.fds[b] = -1;
-      yield { ...entriesToRows(raw, n, start, nCells), barcodes: await barcodesFor(start, start + nCells) };
+      yield { ...entriesToRows(this.raw, n, start, nCells), barcodes: await barcodesFor(start, start + nCells) };
     }
   }
 
@@ -81,23 +86,20 @@ export class CellBuckets {
 }
 
 /** Counting sort by cell, then genes ascending within a cell; duplicate entries summed. */
-function entriesToRows(raw: Buffer, n: number, start: number, nCells: number): Omit<RowChunk, 'barcodes'> {
-  const cell = new Int32Array(n), gene = new Int32Array(n), val = new Float64Array(n);
-  for (let k = 0; k < n; k++) {
-    cell[k] = raw.readInt32LE(k * ENTRY_BYTES) - start;
-    gene[k] = raw.readInt32LE(k * ENTRY_BYTES + 4);
-    val[k] = raw.readDoubleLE(k * ENTRY_BYTES + 8);
-  }
+function entriesToRows(raw: ArrayBuffer, n: number, start: number, nCells: number): Omit<RowChunk, 'barcodes'> {
+  // records (little-endian, as written): cell at int32 4k, gene at int32 4k+1, value at float64 2k+1
+  const i32 = new Int32Array(raw, 0, n * 4);
+  const f64 = new Float64Array(raw, 0, n * 2);
   const indptr = new Int32Array(nCells + 1);
-  for (let k = 0; k < n; k++) indptr[cell[k]! + 1]!++;
+  for (let k = 0; k < n; k++) indptr[i32[4 * k]! - start + 1]!++;
   for (let i = 0; i < nCells; i++) indptr[i + 1]! += indptr[i]!;
   const pos = indptr.slice(0, nCells);
   const indices = new Int32Array(n);
   const values = new Float64Array(n);
   for (let k = 0; k < n; k++) {
-    const at = pos[cell[k]!]!++;
-    indices[at] = gene[k]!;
-    values[at] = val[k]!;
+    const at = pos[i32[4 * k]! - start]!++;
+    indices[at] = i32[4 * k + 1]!;
+    values[at] = f64[2 * k + 1]!;
   }
   // sort within cells (insertion sort: rows are usually nearly sorted) and merge duplicates
   let w = 0;
