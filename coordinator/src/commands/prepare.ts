@@ -2,6 +2,7 @@
 import type { Argv } from 'yargs';
 import { prepareDataset } from '../data/prepare.js';
 import { Progress } from '../progress.js';
+import { getLogger } from '@atlasvae/shared/log';
 
 export function prepareCommand(y: Argv): Argv {
   return y.command(
@@ -51,7 +52,7 @@ export function prepareCommand(y: Argv): Argv {
           progress!.update({ cells: done - last, completedSteps: done });
           last = done;
         },
-        onWarning: (m) => console.error(`atlasvae: warning: ${m}`),
+        onWarning: (m) => getLogger('prepare').warn(m),
       });
       (progress as Progress | null)?.finish();
       console.log(`${a.out}: ${manifest.nCells} cells × ${manifest.nGenes} genes, ${manifest.nnz} nonzero counts in ${manifest.shards.length} shard(s); ` +
