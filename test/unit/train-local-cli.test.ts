@@ -77,6 +77,35 @@ test('train-local trains on an MTX folder, writes a checkpoint, and reports ELBO
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test('train-local --resume continues exactly: 2 epochs + 2 resumed equal 4 straight', { timeout: 120_000 }, async () => {
+  const dir = tempDir();
+  writeMtxFolder(dir, 150, 20);
+  const common = ['train-local', '--mtx', dir, '--batch-key', 'batch', '--kl-warmup', '3', '--n-hidden', '16', '--batch-size', '40', '--backend', 'wasm'];
+  const straight = path.join(dir, 'straight.ckpt');
+  const half = path.join(dir, 'half.ckpt');
+  const resumed = path.join(dir, 'resumed.ckpt');
+  assert.equal((await cli([...common, '--epochs', '4', '--out', straight])).code, 0);
+  assert.equal((await cli([...common, '--epochs', '2', '--out', half])).code, 0);
+  const r = await cli([...common, '--resume', half, '--epochs', '4', '--out', resumed]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /resuming .*half\.ckpt at epoch 3/);
+  const a = loadCheckpoint(straight);
+  const b = loadCheckpoint(resumed);
+  assert.deepEqual(b.params, a.params);
+  assert.deepEqual(b.buffers, a.buffers);
+  assert.deepEqual(b.adam.v, a.adam.v);
+  assert.deepEqual(b.position, a.position);
+  assert.equal(b.history.length, 4);
+  // a checkpoint from other data is refused with the file named
+  const other = tempDir();
+  writeMtxFolder(other, 30, 12);
+  const bad = await cli(['train-local', '--mtx', other, '--batch-key', 'batch', '--resume', half]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /half\.ckpt: was trained on 20 genes that differ from the 12 genes/);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.rmSync(other, { recursive: true, force: true });
+});
+
 test('train-local names the file and the problem for bad input', { timeout: 60_000 }, async () => {
   const dir = tempDir();
   writeMtxFolder(dir, 20, 5);

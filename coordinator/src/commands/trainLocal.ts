@@ -5,12 +5,13 @@ import path from 'node:path';
 import type { Argv } from 'yargs';
 import { BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { defaultModelConfig, defaultTrainConfig, type DispersionMode, type Likelihood } from '@atlasvae/shared/config';
-import { saveCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
+import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
 import { CliError, InputError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
 import { trainValidationSplit } from '@atlasvae/shared/plan';
 import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
 import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
+import type { TrainingState } from '@atlasvae/shared/train/step';
 import { readMtxInMemory } from '../data/mtx.js';
 import { categorize, obsColumnFor, readObsTsv } from '../data/obs.js';
 
@@ -47,7 +48,9 @@ export const trainLocalCommand = (y: Argv): Argv =>
         .option('max-steps', { type: 'number', describe: 'stop after this many optimizer steps' })
         .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
         .option('out', { type: 'string', describe: 'checkpoint file to write at the end (written atomically)' })
-        .example('$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --out pbmc.ckpt', 'train on a MatrixMarket folder with a batch covariate'),
+        .option('resume', { type: 'string', describe: 'continue from this checkpoint (its model and training configuration; --epochs may extend it)' })
+        .example('$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --out pbmc.ckpt', 'train on a MatrixMarket folder with a batch covariate')
+        .example('$0 train-local --mtx data/pbmc --batch-key batch --resume pbmc.ckpt --epochs 200 --out pbmc200.ckpt', 'continue exactly where a checkpoint stopped'),
     async (a) => {
       const dir = a.mtx;
       if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError(dir, 'not a folder');
@@ -76,7 +79,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
       }
       const backend = await initBackend(a.backend, (m) => log.info(m));
       const source = new InMemoryCellSource(all, batchCategories.length);
-      const modelConfig = defaultModelConfig(all.nGenes, batchCategories.length, {
+      let modelConfig = defaultModelConfig(all.nGenes, batchCategories.length, {
         likelihood: a.likelihood,
         dispersion: a.dispersion,
         nHidden: positiveInt('n-hidden', a['n-hidden'])!,
@@ -85,7 +88,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
         dropoutRate: dropout,
       });
       const batchSize = positiveInt('batch-size', a['batch-size'])!;
-      const trainConfig = defaultTrainConfig(all.nCells, {
+      let trainConfig = defaultTrainConfig(all.nCells, {
         seed: a.seed,
         nEpochsKlWarmup: a['kl-warmup'],
         lr: a.lr,
@@ -93,16 +96,39 @@ export const trainLocalCommand = (y: Argv): Argv =>
         microbatch: batchSize,
         ...(a.epochs !== undefined ? { epochs: positiveInt('epochs', a.epochs)! } : {}),
       });
+      let state: TrainingState | undefined;
+      const history: EpochSummary[] = [];
+      if (a.resume) {
+        const ckpt = loadCheckpoint(a.resume);
+        if (ckpt.genes.length !== genes.length || ckpt.genes.some((g, i) => g !== genes[i])) {
+          throw new InputError(a.resume, `was trained on ${ckpt.genes.length} genes that differ from the ${genes.length} genes of ${dir}`);
+        }
+        if (ckpt.batchCategories.join('\u0000') !== batchCategories.join('\u0000')) {
+          throw new InputError(a.resume, `has batches [${ckpt.batchCategories.join(', ')}], the data [${batchCategories.join(', ')}]`);
+        }
+        modelConfig = ckpt.modelConfig;
+        trainConfig = { ...ckpt.trainConfig, ...(a.epochs !== undefined ? { epochs: positiveInt('epochs', a.epochs)! } : {}) };
+        state = {
+          params: ckpt.params,
+          buffers: ckpt.buffers,
+          adam: ckpt.adam,
+          globalStep: ckpt.position.globalStep,
+          epoch: ckpt.position.epoch,
+          stepInEpoch: ckpt.position.stepInEpoch,
+        };
+        history.push(...(ckpt.history as EpochSummary[]));
+        log.info(`resuming ${a.resume} at epoch ${state.epoch + 1}, step ${state.globalStep}`);
+      }
       const split = trainValidationSplit(all.nCells, trainConfig.seed, trainConfig.trainFraction);
       log.info(`train-local: ${all.nCells} cells × ${all.nGenes} genes, ${batchCategories.length} batches, ${split.train.length} train / ${split.validation.length} validation, ${trainConfig.epochs} epochs, ${modelConfig.likelihood}, backend ${backend}`);
       const t0 = performance.now();
-      const history: EpochSummary[] = [];
       const result = await train({
         source,
         modelConfig,
         trainConfig,
         trainCells: split.train,
         validationCells: split.validation,
+        state,
         maxSteps: positiveInt('max-steps', a['max-steps']),
         onEpoch: (e) => {
           history.push(e);
@@ -136,7 +162,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
         JSON.stringify({
           cells: all.nCells,
           genes: all.nGenes,
-          epochs: history.length,
+          epochs: result.state.epoch,
           steps: result.state.globalStep,
           seconds: Number(seconds.toFixed(2)),
           trainElbo: last?.trainElbo ?? null,
