@@ -262,7 +262,7 @@ export class CoordinatorMetrics {
 export const metricsCliOptions = {
   'metrics-port': {
     type: 'number',
-    describe: 'serve Prometheus /metrics and /healthz on this port (0: any free port; default: none). `train`: local worker i serves on this port + i',
+    describe: 'serve Prometheus /metrics and /healthz on this port (0: any free port; default: none). `train`: local worker i (1…N) serves on this port + i',
   },
   'metrics-host': {
     type: 'string',

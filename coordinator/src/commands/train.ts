@@ -19,7 +19,8 @@ export const trainCommand = (y: Argv): Argv =>
         .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend of the local workers' })
         .option('port', { type: 'number', default: 0, describe: 'port for extra workers (0: any free port)' })
         .option('host', { type: 'string', default: '127.0.0.1', describe: 'interface to listen on (0.0.0.0 lets other machines join)' })
-        .example('$0 train --data atlas/ --local-workers 2 --checkpoint out/model.ckpt', 'train with two local workers'),
+        .example('$0 train --data atlas/ --local-workers 2 --checkpoint out/model.ckpt', 'train with two local workers')
+        .example('$0 train --data atlas/ --metrics-port 9400 --log-format json', 'Prometheus metrics on :9400 (workers :9401, :9402), JSON logs'),
     async (argv) => {
       const n = argv['local-workers'];
       if (!Number.isInteger(n) || n < 0) throw new CliError('--local-workers must be a non-negative integer');
