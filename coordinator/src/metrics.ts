@@ -206,12 +206,14 @@ export class CoordinatorMetrics {
     this.families.setLosses('validation', losses);
   }
 
-  workerConnected(backend: string): void {
+  workerConnected(reported: string): void {
+    const backend = backendLabel(reported);
     this.workerCounts.set(backend, (this.workerCounts.get(backend) ?? 0) + 1);
     this.workersConnected.set({ backend }, this.workerCounts.get(backend)!);
   }
 
-  workerDisconnected(backend: string): void {
+  workerDisconnected(reported: string): void {
+    const backend = backendLabel(reported);
     const n = Math.max(0, (this.workerCounts.get(backend) ?? 0) - 1);
     this.workerCounts.set(backend, n);
     this.workersConnected.set({ backend }, n);
@@ -256,6 +258,12 @@ export class CoordinatorMetrics {
   private updateProgress(): void {
     if (this.total > 0) this.progress.set(Math.min(1, this.completed / this.total));
   }
+}
+
+/** A worker reports its backend name itself: keep label values to short plain words so a
+ * misbehaving worker cannot create unbounded series. */
+export function backendLabel(name: string): string {
+  return /^[A-Za-z0-9_.-]{1,32}$/.test(name) ? name : 'other';
 }
 
 /** yargs options shared by the coordinator, worker and train commands: `.options(metricsCliOptions)`. */

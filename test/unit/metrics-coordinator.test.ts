@@ -20,6 +20,8 @@ test('observed steps, workers, rejections and checkpoints show up in /metrics wi
     m.workerConnected('wasm');
     m.workerConnected('tensorflow');
     m.workerDisconnected('wasm');
+    m.workerConnected('x'.repeat(100));
+    m.workerDisconnected('evil"\nlabel');
     t += 2;
     m.observeStep({
       cells: 128,
@@ -77,6 +79,8 @@ test('observed steps, workers, rejections and checkpoints show up in /metrics wi
     assert.equal(v('atlasvae_workers_connected', { backend: 'wasm' }), 1);
     assert.equal(v('atlasvae_workers_connected', { backend: 'tensorflow' }), 1);
     assert.equal(v('atlasvae_worker_disconnects_total', { backend: 'wasm' }), 1);
+    assert.equal(v('atlasvae_worker_disconnects_total', { backend: 'other' }), 1, 'odd backend names are folded into "other"');
+    assert.equal(v('atlasvae_workers_connected', { backend: 'other' }), 0);
     assert.equal(m.workerCount, 2);
     assert.equal(v('atlasvae_microbatches_redone_total'), 3);
     assert.equal(v('atlasvae_rejected_connections_total', { reason: 'bad_token' }), 2);
