@@ -42,7 +42,7 @@ async function useWasm(): Promise<void> {
   if (!(await tf.setBackend('wasm'))) throw new CliError(`could not start the wasm backend from ${dist}`);
 }
 
-async function select(choice: BackendChoice): Promise<string> {
+async function select(choice: BackendChoice, log: (msg: string) => void): Promise<string> {
   switch (choice) {
     case 'tensorflow': {
       const pkg = await tryTensorflow();
@@ -56,9 +56,17 @@ async function select(choice: BackendChoice): Promise<string> {
       await import('@tensorflow/tfjs-backend-cpu');
       if (!(await tf.setBackend('cpu'))) throw new CliError('could not start the cpu backend');
       break;
-    case 'auto':
-      if (!(await tryTensorflow())) await useWasm();
+    case 'auto': {
+      let native: string | null = null;
+      try {
+        native = await tryTensorflow();
+      } catch (e) {
+        // an unusable native install must not stop training: say why and use the embedded backend
+        log(`atlasvae: native TensorFlow backend unusable (${(e as Error).message}); using wasm`);
+      }
+      if (!native) await useWasm();
       break;
+    }
     default:
       throw new CliError(`unknown backend '${String(choice)}' (choose ${BACKEND_CHOICES.join(', ')})`);
   }
@@ -68,12 +76,13 @@ async function select(choice: BackendChoice): Promise<string> {
 
 /** Start the backend once (idempotent; a later different explicit choice switches). Logs and returns its name. */
 export async function initBackend(choice: BackendChoice = 'auto', log: (msg: string) => void = (m) => console.error(m)): Promise<string> {
-  if (active && (active.choice === choice || choice === 'auto')) return active.name;
+  const satisfied = (): boolean => active !== null && (choice === 'auto' || active.choice === choice || active.name === choice);
+  if (satisfied()) return active!.name;
   if (pending) {
     await pending.catch(() => undefined);
-    if (active && (active.choice === choice || choice === 'auto')) return active.name;
+    if (satisfied()) return active!.name;
   }
-  pending = select(choice);
+  pending = select(choice, log);
   try {
     const name = await pending;
     active = { choice, name };
