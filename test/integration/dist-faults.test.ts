@@ -187,3 +187,23 @@ test('random bytes and malformed messages at a live coordinator change nothing',
   assert.match(out, /honest:\d+, wasm\) left: 1000 done/);
   assertSameTraining(loadCheckpoint(ckpt), 'after the attacks');
 });
+
+test('a worker that stops answering: its microbatches go to another worker after --step-timeout', async () => {
+  const port = await freePort();
+  const ckpt = file(dir, 'stall.ckpt');
+  const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--step-timeout', '1', '--min-workers', '2']);
+  await coord.waitFor(/coordinator listening/);
+  // connects, says hello, takes work, never answers (its ws still answers pings)
+  const stalled = new WebSocket(`ws://127.0.0.1:${port}`, { headers: { authorization: bearer(TOKEN) } });
+  stalled.on('error', () => undefined);
+  stalled.on('open', () => stalled.send(hello()));
+  const honest = workerProc(port, 'honest');
+  const { code } = await coord.exited;
+  stalled.terminate();
+  assert.equal(code, 0, coord.output());
+  assert.equal((await honest.exited).code, 0);
+  const out = coord.output();
+  assert.match(out, /exceeded the step timeout/);
+  assert.match(out, /reason=timeout/);
+  assertSameTraining(loadCheckpoint(ckpt), 'after a stalled worker');
+});

@@ -88,6 +88,8 @@ interface Conn {
   ws: WebSocket;
   info: WorkerInfo;
   ready: boolean;
+  /** exceeded --step-timeout: gets no new work until it answers again */
+  stalled: boolean;
   helloTimer: NodeJS.Timeout | null;
 }
 
@@ -197,7 +199,7 @@ export class Coordinator {
 
   private onOpen(ws: WebSocket, remote: string): void {
     const id = this.nextWorkerId++;
-    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, ready: false, helloTimer: null };
+    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, ready: false, stalled: false, helloTimer: null };
     this.conns.set(id, c);
     c.helloTimer = setTimeout(() => this.drop(c, 'hello-timeout', 'no hello within the time limit', CLOSE.policyViolation), this.opts.helloTimeoutMs ?? 10_000);
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(c, data, isBinary));
@@ -292,6 +294,7 @@ export class Coordinator {
   }
 
   private onResult(c: Conn, r: ResultMsg, payload: Uint8Array): void {
+    c.stalled = false;
     const cur = this.current;
     if (!cur || r.version !== cur.version) return this.emit('resultDropped', 'stale', c.id);
     if (r.step !== r.version) return this.drop(c, 'invalid-message', `result.step ${r.step} != version ${r.version}`);
@@ -356,7 +359,7 @@ export class Coordinator {
   private dispatch(): void {
     const cur = this.current;
     if (!cur || cur.run.pending === 0) return;
-    const ready = [...this.conns.values()].filter((c) => c.ready);
+    const ready = [...this.conns.values()].filter((c) => c.ready && !c.stalled);
     if (ready.length === 0) return;
     const depth = this.opts.workerDepth ?? 2;
     const now = performance.now();
@@ -377,6 +380,8 @@ export class Coordinator {
     if (!cur) return;
     const expired = cur.run.expire(performance.now(), this.opts.stepTimeoutMs);
     for (const e of expired) {
+      const slow = this.conns.get(e.workerId);
+      if (slow) slow.stalled = true;
       this.emit('microbatchRedone', { globalStep: cur.version, microbatch: e.index, reason: 'timeout', workerId: e.workerId });
       this.emit('log', 'warn', `worker ${e.workerId} exceeded the step timeout on microbatch ${e.index} of step ${cur.version}; handing it to another worker`);
     }
