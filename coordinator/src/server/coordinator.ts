@@ -211,15 +211,21 @@ export class Coordinator {
     });
   }
 
-  /** Close a connection for a protocol violation. */
+  /** Close a connection for a protocol violation; nothing it sends afterwards is read. */
   private drop(c: Conn, reason: RejectReason, detail: string, code: number = CLOSE.protocolError): void {
     this.reject(reason, `worker ${c.id}: ${detail}`, c.info.remote);
+    this.forget(c, `dropped: ${reason}`);
     c.ws.close(code, `${reason}: ${detail}`.slice(0, 120));
     // don't wait for the close handshake of a misbehaving peer
     setTimeout(() => c.ws.terminate(), 1000).unref();
   }
 
   private onClose(c: Conn, why: string): void {
+    this.forget(c, why);
+  }
+
+  /** A connection is gone (closed or dropped): its unfinished microbatches go back to the queue. */
+  private forget(c: Conn, why: string): void {
     if (c.helloTimer) clearTimeout(c.helloTimer);
     if (!this.conns.delete(c.id)) return;
     if (!c.ready) return;
