@@ -59,6 +59,8 @@ test('simulated dataset: shards read back exactly, in any order, with split and 
     assert.equal(b.cellIndex[0], picks[i]);
     assert.deepEqual([...b.indices.subarray(0, b.indptr[1]!)], expected[picks[i]!]!.genes);
   });
+  assert.equal(tight.source.stats().cachedRecordBatches <= 1, true, 'a 1-byte cache keeps at most one record batch');
+  assert.ok(tight.source.stats().openShards <= 1);
   await tight.close();
 
   // a corrupted shard is caught by the checksum; a truncated one by its size

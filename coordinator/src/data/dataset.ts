@@ -64,6 +64,8 @@ export class DatasetSource implements CellSource {
   private readonly rbCells: number;
   /** record batches decoded from disk (for tests and metrics) */
   blocksRead = 0;
+  /** record batch lookups served from the cache */
+  cacheHits = 0;
 
   constructor(readonly dir: string, readonly manifest: DatasetManifest, private readonly o: Required<Pick<OpenDatasetOptions, 'cacheBytes' | 'maxOpenShards'>>) {
     this.nCells = manifest.nCells;
@@ -180,6 +182,7 @@ export class DatasetSource implements CellSource {
   private async block(key: number): Promise<Block> {
     const hit = this.cache.get(key);
     if (hit) {
+      this.cacheHits++;
       this.cache.delete(key);
       this.cache.set(key, hit);
       return hit;
@@ -324,6 +327,11 @@ export class DatasetSource implements CellSource {
       barcodes[i] = d.codes[r]!;
     }
     return { sourceRow, barcodes };
+  }
+
+  /** Counters for monitoring (e.g. exported as Prometheus gauges/counters by the coordinator). */
+  stats(): { recordBatchesRead: number; cacheHits: number; cachedBytes: number; cachedRecordBatches: number; openShards: number } {
+    return { recordBatchesRead: this.blocksRead, cacheHits: this.cacheHits, cachedBytes: this.cachedBytes, cachedRecordBatches: this.cache.size, openShards: this.handles.size };
   }
 
   async close(): Promise<void> {
