@@ -179,6 +179,7 @@ export class WorkerClient {
         const reason = reasonBuf.toString('utf8');
         this.opts.events?.disconnected?.(code, reason);
         if (code === CLOSE.badVersion || code === CLOSE.policyViolation) rejected ??= `coordinator closed the connection: ${reason || code}`;
+        rejected ??= this.fatal;
         if (rejected) return reject(new Rejected(rejected));
         if (welcomed && done === null && !this.stopped) this.log(`atlasvae worker: connection closed (${code}${reason ? ` ${reason}` : ''}); reconnecting`);
         resolve({ welcomed, done });
@@ -211,9 +212,18 @@ export class WorkerClient {
       case 'welcome': {
         if (msg.protocol !== PROTOCOL_VERSION) throw new Rejected(`coordinator speaks protocol ${msg.protocol}, this worker ${PROTOCOL_VERSION}`);
         this.sizes = { paramLength: msg.paramLength, bnLength: msg.bnLength };
-        this.paramVersion = -1;
-        // queue work behind the (possibly async) model build: messages keep arriving meanwhile
-        this.ready = this.opts.engine.configure(msg.modelConfig, msg.seed, msg.paramLength, msg.bnLength);
+        // after everything queued from an earlier connection, before anything from this one; a
+        // model this worker cannot build is fatal (retrying would fail the same way)
+        this.ready = this.ready.then(async () => {
+          this.paramVersion = -1;
+          try {
+            await this.opts.engine.configure(msg.modelConfig, msg.seed, msg.paramLength, msg.bnLength);
+          } catch (e) {
+            this.fatal = `cannot build the coordinator's model: ${(e as Error).message}`;
+            ws.close(CLOSE.goingAway, 'worker cannot build the model');
+            throw e;
+          }
+        });
         this.log(`atlasvae worker: connected to ${this.opts.url} as worker ${msg.workerId} (${this.opts.engine.backend})`);
         this.opts.events?.connected?.(this.opts.url, msg.workerId);
         this.chain(() => undefined);
@@ -271,6 +281,8 @@ export class WorkerClient {
   }
 
   private ready: Promise<void> = Promise.resolve();
+  /** set when this worker cannot go on with this coordinator (not retried) */
+  private fatal: string | null = null;
 
   /** Run `fn` after everything queued before it (the model build, earlier messages), in order. */
   private chain(fn: () => void): void {
