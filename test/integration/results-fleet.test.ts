@@ -58,20 +58,19 @@ test('inference on the worker fleet equals in-process inference, also when a wor
     run.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number>((resolve) => run.on('close', (c) => resolve(c ?? -1)));
     const victim = spawn(process.execPath, [cliPath, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--token', token, '--backend', 'wasm', '--name', 'victim', '--give-up-after', '30'], { stdio: 'ignore' });
-    // kill it once the run has been computing for a moment (both workers busy)
-    let finished = false;
-    void exited.then(() => (finished = true));
-    await new Promise<void>((resolve) => {
-      const poll = setInterval(() => {
-        if (finished) {
-          clearInterval(poll);
-          victim.kill('SIGKILL');
-          resolve();
-        } else if (/step [1-9]/.test(stderr)) {
-          clearInterval(poll);
-          setTimeout(() => { victim.kill('SIGKILL'); resolve(); }, 400);
+    // Freeze the victim the moment both workers are ready: the fleet hands it requests at once,
+    // and a stopped process can answer none of them. Killing it then always leaves requests in
+    // flight, however fast or slow the machine is.
+    await new Promise<void>((resolve, reject) => {
+      const onData = (): void => {
+        if (/\(victim, wasm\) joined/.test(stderr) && /2 ready/.test(stderr)) {
+          run.stderr.off('data', onData);
+          victim.kill('SIGSTOP');
+          setTimeout(() => { victim.kill('SIGKILL'); resolve(); }, 300);
         }
-      }, 20);
+      };
+      run.stderr.on('data', onData);
+      void exited.then(() => reject(new Error(`evaluate ended before the victim was stopped:\n${stderr}`)));
     });
     const code = await exited;
     assert.equal(code, 0, stderr);
