@@ -37,6 +37,8 @@ test('simulate --write-h5ad --write-mtx, then prepare each copy: identical shard
   fs.writeFileSync(sub, fs.readFileSync(path.join(sim, 'genes.tsv'), 'utf8').split('\n').slice(0, 20).join('\n') + '\n');
   cli('prepare', path.join(tmp, 'sim.h5ad'), '--out', path.join(tmp, 'query'), '--genes', sub);
   assert.deepEqual(manifest(path.join(tmp, 'query')).genes, a.genes.slice(0, 20));
+  cli('prepare', path.join(tmp, 'mtx'), '--out', path.join(tmp, 'query'), '--genes', path.join(tmp, 'from-h5ad'), '--force');
+  assert.deepEqual(manifest(path.join(tmp, 'query')).genes, a.genes);
   fs.rmSync(path.join(tmp, 'query'), { recursive: true });
   fs.rmSync(sub);
   // an existing dataset is only replaced with --force

@@ -18,7 +18,7 @@ export function prepareCommand(y: Argv): Argv {
         .option('layer', { type: 'string', describe: '.h5ad: read counts from layers/NAME instead of X' })
         .option('use-raw', { type: 'boolean', default: false, describe: '.h5ad: read counts from raw/X' })
         .option('n-top-genes', { type: 'number', describe: 'keep the N most variable genes (seurat_v3, batch-aware with --batch-key)' })
-        .option('genes', { type: 'string', describe: 'file listing the genes to keep, one per line, in order (missing genes become zeros)' })
+        .option('genes', { type: 'string', describe: 'genes to keep, in order: a file with one per line, or a prepared dataset folder (its genes.tsv); missing genes become zeros' })
         .option('shard-cells', { type: 'number', default: 65536, describe: 'cells per shard file' })
         .option('seed', { type: 'number', default: 0, describe: 'seed of the 90/10 train/validation split' })
         .option('allow-non-integer', { type: 'boolean', default: false, describe: 'accept non-integer values (the NB likelihood expects counts)' })

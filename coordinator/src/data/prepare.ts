@@ -2,6 +2,7 @@
 // (with --n-top-genes) one for the per-batch gene moments and one for the clipped moments of the
 // seurat_v3 HVG selection, then the writing pass. Counts are validated as they stream by; any
 // error removes the partial output.
+import fs from 'node:fs';
 import path from 'node:path';
 import { InputError, CliError } from '@atlasvae/shared/errors';
 import type { DatasetManifest } from '@atlasvae/shared/manifest';
@@ -10,7 +11,7 @@ import { openSource, type MatrixSource, type ObsValues, type RowChunk } from './
 import { readObsTsv, obsColumnFor, categorize, type Categorical } from './obs.js';
 import { readTsvRows } from './text.js';
 import { GeneMoments, ClippedMoments, clipModel, selectHvg } from './hvg.js';
-import { DatasetWriter, checkOutputDir } from './writer.js';
+import { DatasetWriter, checkOutputDir, GENES_FILE } from './writer.js';
 
 export interface PrepareOptions {
   input: string;
@@ -51,7 +52,10 @@ async function obsCodes(src: MatrixSource, key: string, tsv: string | undefined,
 }
 
 /** Genes of an imposed list, mapped to source gene indices by name, then by id. */
-async function imposedGenes(file: string, src: MatrixSource): Promise<{ names: string[]; ids: string[] | null; sourceIndex: Int32Array; missing: number }> {
+async function imposedGenes(fileOrDataset: string, src: MatrixSource): Promise<{ names: string[]; ids: string[] | null; sourceIndex: Int32Array; missing: number }> {
+  // a prepared dataset folder stands for its genes.tsv
+  const file = fs.existsSync(fileOrDataset) && fs.statSync(fileOrDataset).isDirectory() ? path.join(fileOrDataset, GENES_FILE) : fileOrDataset;
+  if (!fs.existsSync(file)) throw new InputError(file, 'no such gene list');
   const rows = (await readTsvRows(file)).filter((r) => r[0] !== '');
   if (rows.length === 0) throw new InputError(file, 'empty gene list');
   const names = rows.map((r) => r[0]!.trim());
