@@ -431,7 +431,8 @@ export class Coordinator {
     this.expiryTimer = setInterval(() => this.checkExpiry(), timer);
     this.expiryTimer.unref();
 
-    await this.waitForWorkers(Math.max(1, this.opts.minWorkers));
+    const nothingToDo = pos.epoch >= tc.epochs || (this.opts.maxSteps !== null && pos.globalStep >= this.opts.maxSteps);
+    if (!nothingToDo) await this.waitForWorkers(Math.max(1, this.opts.minWorkers));
     const planFor = (epoch: number): PlannedStep[] => epochPlan(data.train, { ...tc, seed: tc.seed, epoch });
     let plan = pos.epoch < tc.epochs ? planFor(pos.epoch) : [];
     let epochStart = performance.now();
