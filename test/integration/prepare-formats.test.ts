@@ -174,3 +174,30 @@ test('--genes imposes a gene list in order; missing genes are zeros, counted and
   await ds.close();
   fs.rmSync(tmp, { recursive: true });
 });
+
+test('10x input with antibody features: only "Gene Expression" features are kept (and ranked by HVG)', async () => {
+  const tmp = tempDir();
+  const dir = path.join(tmp, 'citeseq');
+  fs.mkdirSync(dir);
+  const feats = [['G0', 'Gene Expression'], ['AB0', 'Antibody Capture'], ['G1', 'Gene Expression'], ['G2', 'Gene Expression'], ['AB1', 'Antibody Capture']];
+  fs.writeFileSync(path.join(dir, 'features.tsv'), feats.map(([n, t]) => `id-${n}\t${n}\t${t}\n`).join(''));
+  const nCells = 60;
+  fs.writeFileSync(path.join(dir, 'barcodes.tsv'), Array.from({ length: nCells }, (_, i) => `c${i}\n`).join(''));
+  const entries: string[] = [];
+  for (let c = 0; c < nCells; c++) {
+    // antibodies vary most; G1 and G2 vary, G0 barely
+    const row = [2 + (c % 2), c % 3 === 0 ? 300 : 1, 1 + (c % 5) * 4, c % 4 === 0 ? 20 : 1, c % 2 ? 500 : 2];
+    row.forEach((v, g) => entries.push(`${g + 1} ${c + 1} ${v}`));
+  }
+  fs.writeFileSync(path.join(dir, 'matrix.mtx'), `%%MatrixMarket matrix coordinate integer general\n5 ${nCells} ${entries.length}\n${entries.join('\n')}\n`);
+  const all = await prep({ input: dir, out: path.join(tmp, 'all') });
+  assert.deepEqual(all.manifest.genes, ['G0', 'G1', 'G2']);
+  assert.deepEqual(all.manifest.geneIds, ['id-G0', 'id-G1', 'id-G2']);
+  assert.ok(all.warnings.some((w) => /kept the 3 "Gene Expression" features .* left out 2 "Antibody Capture"/.test(w)));
+  const back = await readAll(path.join(tmp, 'all'));
+  assert.equal(back.library[0], 2 + 1 + 20); // cell 0: G0 2, G1 1, G2 20 (antibodies 300 and 2 left out)
+  const hvg = await prep({ input: dir, out: path.join(tmp, 'hvg'), nTopGenes: 2 });
+  assert.equal(hvg.manifest.nGenes, 2);
+  assert.ok(hvg.manifest.genes.every((g) => g.startsWith('G')));
+  fs.rmSync(tmp, { recursive: true });
+});

@@ -177,16 +177,18 @@ class Hdf5Source implements MatrixSource {
   nGenes: number;
   genes: string[];
   geneIds: string[] | null;
+  featureTypes: string[] | null;
   private obsGroup: H5Group | null = null;
   private barcodeSet: H5Dataset;
   private buckets: CellBuckets | null = null;
 
-  constructor(readonly file: string, private readonly f: H5File, private readonly m: MatrixLayout, meta: { format: 'h5ad' | '10x-h5'; genes: string[]; geneIds: string[] | null; barcodes: H5Dataset; obs: H5Group | null }, private readonly o: OpenSourceOptions) {
+  constructor(readonly file: string, private readonly f: H5File, private readonly m: MatrixLayout, meta: { format: 'h5ad' | '10x-h5'; genes: string[]; geneIds: string[] | null; featureTypes?: string[] | null; barcodes: H5Dataset; obs: H5Group | null }, private readonly o: OpenSourceOptions) {
     this.format = meta.format;
     this.nCells = m.nCells;
     this.nGenes = m.nGenes;
     this.genes = meta.genes;
     this.geneIds = meta.geneIds;
+    this.featureTypes = meta.featureTypes ?? null;
     this.barcodeSet = meta.barcodes;
     this.obsGroup = meta.obs;
     if (this.genes.length !== this.nGenes) throw new InputError(file, `the matrix has ${this.nGenes} genes but the gene list has ${this.genes.length}`);
@@ -415,9 +417,11 @@ function open10xV3(file: string, f: H5File, o: OpenSourceOptions): MatrixSource 
   if (!isDataset(nameSet)) throw new InputError(file, 'matrix/features/name is missing');
   const genes = strings(read(file, nameSet, 'matrix/features/name'), file, 'matrix/features/name');
   const geneIds = isDataset(idSet) ? strings(read(file, idSet, 'matrix/features/id'), file, 'matrix/features/id') : null;
+  const typeSet = feats.get('feature_type');
+  const featureTypes = isDataset(typeSet) ? strings(read(file, typeSet, 'matrix/features/feature_type'), file, 'matrix/features/feature_type') : null;
   const barcodes = g.get('barcodes');
   if (!isDataset(barcodes)) throw new InputError(file, 'matrix/barcodes is missing');
-  return new Hdf5Source(file, f, m, { format: '10x-h5', genes, geneIds, barcodes, obs: null }, o);
+  return new Hdf5Source(file, f, m, { format: '10x-h5', genes, geneIds, featureTypes, barcodes, obs: null }, o);
 }
 
 function open10xV2(file: string, f: H5File, g: H5Group, genome: string, o: OpenSourceOptions): MatrixSource {

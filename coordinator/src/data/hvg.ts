@@ -22,13 +22,16 @@ export class GeneMoments {
     this.sumSq = Array.from({ length: nBatch }, () => new Float64Array(nGenes));
   }
 
-  addCell(batch: number, genes: ArrayLike<number>, values: ArrayLike<number>, from: number, to: number): void {
+  /** `map` (optional) renumbers source genes into this gene space; −1 leaves a gene out */
+  addCell(batch: number, genes: ArrayLike<number>, values: ArrayLike<number>, from: number, to: number, map?: Int32Array): void {
     this.n[batch]!++;
     const s = this.sum[batch]!, q = this.sumSq[batch]!;
     for (let k = from; k < to; k++) {
       const v = values[k]!;
-      s[genes[k]!]! += v;
-      q[genes[k]!]! += v * v;
+      const g = map ? map[genes[k]!]! : genes[k]!;
+      if (g < 0) continue;
+      s[g]! += v;
+      q[g]! += v * v;
     }
   }
 }
@@ -76,10 +79,11 @@ export class ClippedMoments {
     this.sumSq = model.clip.map(() => new Float64Array(nGenes));
   }
 
-  addCell(batch: number, genes: ArrayLike<number>, values: ArrayLike<number>, from: number, to: number): void {
+  addCell(batch: number, genes: ArrayLike<number>, values: ArrayLike<number>, from: number, to: number, map?: Int32Array): void {
     const s = this.sum[batch]!, q = this.sumSq[batch]!, c = this.model.clip[batch]!;
     for (let k = from; k < to; k++) {
-      const g = genes[k]!;
+      const g = map ? map[genes[k]!]! : genes[k]!;
+      if (g < 0) continue;
       const v = Math.min(values[k]!, c[g]!);
       s[g]! += v;
       q[g]! += v * v;

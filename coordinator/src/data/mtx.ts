@@ -43,16 +43,18 @@ export function findMtxFiles(dir: string): MtxFiles {
   };
 }
 
-/** Gene names (second column when present, else the first) and ids (first column). */
-export async function readGeneList(file: string): Promise<{ genes: string[]; geneIds: string[] }> {
+/** Gene names (second column when present, else the first), ids (first column), feature types (third). */
+export async function readGeneList(file: string): Promise<{ genes: string[]; geneIds: string[]; featureTypes: string[] | null }> {
   const rows = await readTsvRows(file);
   const genes: string[] = [];
   const geneIds: string[] = [];
+  const types: string[] = [];
   for (const r of rows) {
     geneIds.push(r[0]!);
     genes.push(r.length > 1 && r[1] !== '' ? r[1]! : r[0]!);
+    types.push(r[2] ?? '');
   }
-  return { genes, geneIds };
+  return { genes, geneIds, featureTypes: types.every((t) => t !== '') ? types : null };
 }
 
 /** Barcodes: the first column of each line. */

@@ -15,7 +15,7 @@ class MtxSource implements MatrixSource {
   private cellSorted: boolean | null = null;
   private buckets: CellBuckets | null = null;
 
-  constructor(private readonly files: MtxFiles, private readonly header: MtxHeader, readonly genes: string[], readonly geneIds: string[], private readonly barcodes: string[], private readonly o: OpenSourceOptions) {
+  constructor(private readonly files: MtxFiles, private readonly header: MtxHeader, readonly genes: string[], readonly geneIds: string[], readonly featureTypes: string[] | null, private readonly barcodes: string[], private readonly o: OpenSourceOptions) {
     this.file = files.matrix;
     this.nCells = header.nCols;
     this.nGenes = header.nRows;
@@ -118,9 +118,9 @@ class MtxSource implements MatrixSource {
 export async function openMtxSource(dir: string, o: OpenSourceOptions): Promise<MatrixSource> {
   const files = findMtxFiles(dir);
   const header = await readMtxHeader(files.matrix);
-  const { genes, geneIds } = await readGeneList(files.features);
+  const { genes, geneIds, featureTypes } = await readGeneList(files.features);
   const barcodes = await readBarcodes(files.barcodes);
   if (header.nRows !== genes.length) throw new InputError(files.matrix, `has ${header.nRows} rows (genes) but ${path.basename(files.features)} lists ${genes.length} genes`);
   if (header.nCols !== barcodes.length) throw new InputError(files.matrix, `has ${header.nCols} columns (cells) but ${path.basename(files.barcodes)} lists ${barcodes.length} barcodes`);
-  return new MtxSource(files, header, genes, geneIds, barcodes, o);
+  return new MtxSource(files, header, genes, geneIds, featureTypes, barcodes, o);
 }

@@ -150,10 +150,23 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
       if (done !== src.nCells) throw new InputError(file, `read ${done} cells, expected ${src.nCells}`);
     };
 
+    // the candidate genes: all, or only "Gene Expression" features of 10x input that has others
+    // (antibody capture, CRISPR guides…), as scanpy's read_10x_* do by default
+    let base: number[] = Array.from({ length: src.nGenes }, (_, g) => g);
+    const types = src.featureTypes;
+    if (types && types.includes('Gene Expression') && types.some((t) => t !== 'Gene Expression')) {
+      base = base.filter((g) => types[g] === 'Gene Expression');
+      const others = new Map<string, number>();
+      types.forEach((t) => { if (t !== 'Gene Expression') others.set(t, (others.get(t) ?? 0) + 1); });
+      warn(`kept the ${base.length} "Gene Expression" features of ${file}; left out ${[...others].map(([t, n]) => `${n} "${t}"`).join(', ')}`);
+    }
+    const baseOf = new Int32Array(src.nGenes).fill(-1);
+    base.forEach((g, j) => (baseOf[g] = j));
+
     // which source genes become which output genes
-    let outGenes: string[] = src.genes;
-    let outIds: string[] | null = src.geneIds;
-    let outOf: Int32Array = Int32Array.from({ length: src.nGenes }, (_, g) => g);
+    let outGenes: string[] = base.map((g) => src.genes[g]!);
+    let outIds: string[] | null = src.geneIds ? base.map((g) => src.geneIds![g]!) : null;
+    let outOf: Int32Array = baseOf;
     let missingGenes = 0;
     let hvg: DatasetManifest['hvg'] = null;
     if (o.genes) {
@@ -165,19 +178,20 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
       missingGenes = imp.missing;
       if (imp.missing > 0) warn(`${imp.missing} of ${imp.names.length} genes in ${o.genes} are not in ${file}; their counts are zero`);
       if (imp.missing === imp.names.length) throw new InputError(o.genes, `none of its genes are in ${file}`);
-    } else if (o.nTopGenes !== undefined && o.nTopGenes < src.nGenes) {
-      const moments = new GeneMoments(nBatch, src.nGenes);
-      await pass('hvg moments', (row, c, s, e) => moments.addCell(batchOf(row), c.indices, c.values, s, e));
-      const clipped = new ClippedMoments(clipModel(moments), src.nGenes);
-      await pass('hvg clipped', (row, c, s, e) => clipped.addCell(batchOf(row), c.indices, c.values, s, e));
-      const sel = selectHvg(moments, clipped, o.nTopGenes).selected;
+    } else if (o.nTopGenes !== undefined && o.nTopGenes < base.length) {
+      const map = base.length === src.nGenes ? undefined : baseOf;
+      const moments = new GeneMoments(nBatch, base.length);
+      await pass('hvg moments', (row, c, s, e) => moments.addCell(batchOf(row), c.indices, c.values, s, e, map));
+      const clipped = new ClippedMoments(clipModel(moments), base.length);
+      await pass('hvg clipped', (row, c, s, e) => clipped.addCell(batchOf(row), c.indices, c.values, s, e, map));
+      const sel = selectHvg(moments, clipped, o.nTopGenes).selected.map((j) => base[j]!);
       outGenes = sel.map((g) => src.genes[g]!);
       outIds = src.geneIds ? sel.map((g) => src.geneIds![g]!) : null;
       outOf = new Int32Array(src.nGenes).fill(-1);
       sel.forEach((g, j) => (outOf[g] = j));
       hvg = { flavor: 'seurat_v3', nTopGenes: o.nTopGenes, batchKey: o.batchKey ?? null, nSourceGenes: src.nGenes };
     } else if (o.nTopGenes !== undefined) {
-      warn(`--n-top-genes ${o.nTopGenes} is not below the ${src.nGenes} genes of ${file}: all genes kept`);
+      warn(`--n-top-genes ${o.nTopGenes} is not below the ${base.length} genes of ${file}: all genes kept`);
     }
 
     // the write pass

@@ -27,6 +27,8 @@ export interface MatrixSource {
   nGenes: number;
   genes: string[];
   geneIds: string[] | null;
+  /** 10x feature type per gene ("Gene Expression", "Antibody Capture", …) when the input has them */
+  featureTypes: string[] | null;
   /** obs columns stored in the file itself (h5ad) */
   obsKeys(): string[];
   obsColumn(key: string): ObsValues;
