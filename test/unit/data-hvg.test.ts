@@ -38,3 +38,13 @@ test('seurat_v3 HVG on kang matches the independently computed fixture', { skip:
     assert.deepEqual(hv.selected.map((g) => genes[g]), fixture[name].genes, name);
   }
 });
+
+test('loess: tiny inputs give finite fits', () => {
+  for (const n of [1, 2, 3, 5]) {
+    const x = Array.from({ length: n }, (_, i) => i * 0.5);
+    const y = x.map((v) => 2 * v + 1);
+    const fit = loessFit(x, y, 0.3, 2);
+    assert.ok(fit.every((v) => Number.isFinite(v)), `n=${n}: ${[...fit]}`);
+    if (n >= 2) fit.forEach((v, i) => assert.ok(Math.abs(v - y[i]!) < 1e-9, `n=${n} point ${i}`));
+  }
+});

@@ -15,7 +15,7 @@ export function loessFit(x: ArrayLike<number>, y: ArrayLike<number>, span: numbe
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => x[a]! - x[b]! || a - b);
   const xs = Float64Array.from(order, (i) => x[i]!);
   const ys = Float64Array.from(order, (i) => y[i]!);
-  const q = Math.max(degree + 1, Math.min(n, Math.floor(span * n)));
+  const q = Math.min(n, Math.max(degree + 1, Math.floor(span * n)));
   let lo = 0;
   for (let i = 0; i < n; i++) {
     const x0 = xs[i]!;
