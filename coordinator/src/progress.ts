@@ -118,15 +118,13 @@ export class Progress {
     this.completed = u.completedSteps ?? this.completed + 1;
     if (!this.started) {
       // rates count from the first update, not from construction: time spent waiting (for
-      // workers, for data) before work began would otherwise read as slowness. The first line
-      // comes one interval later, when there is a rate to show.
+      // workers, for data) before work began would otherwise read as slowness. The first
+      // output says that work has started (no rate yet); the next comes one interval later.
       this.started = true;
       this.cellsMeter.start(t);
       this.stepsMeter.start(t);
       this.cellsMeter.add(0, t);
       this.firstCells = u.cells;
-      // a bar appears at once (without a rate yet); lines wait one interval
-      if (this.mode !== 'bar') this.lastOutput = t;
     } else {
       this.cellsMeter.add(u.cells, t);
       this.stepsMeter.add(Math.max(0, this.completed - before), t);
@@ -267,8 +265,10 @@ function stats(s: ProgressSnapshot): string[] {
     parts.push(s.totalSteps !== null ? `${n(s.completedSteps)}/${n(s.totalSteps)} ${s.unit}` : `${n(s.completedSteps)} ${s.unit}`);
   }
   if (s.epoch !== null) parts.push(s.totalEpochs !== null ? `epoch ${s.epoch + 1}/${s.totalEpochs}` : `epoch ${s.epoch + 1}`);
-  if (s.unit === 'step' || s.unit === 'cells' || s.cells > 0) parts.push(`${formatRate(s.cellsPerSecond)} cells/s`);
-  else parts.push(`${formatRate(s.unitsPerSecond)} ${s.unit}/s`);
+  // no rate before a second update: say nothing rather than "0 cells/s"
+  if (s.unit === 'step' || s.unit === 'cells' || s.cells > 0) {
+    if (s.cellsPerSecond > 0) parts.push(`${formatRate(s.cellsPerSecond)} cells/s`);
+  } else if (s.unitsPerSecond > 0) parts.push(`${formatRate(s.unitsPerSecond)} ${s.unit}/s`);
   parts.push(`ETA ${formatDuration(s.etaSeconds)}`);
   if (s.elbo !== null) parts.push(`elbo ${s.elbo.toFixed(1)}`);
   if (s.validationElbo !== null) parts.push(`val ${s.validationElbo.toFixed(1)}`);

@@ -20,14 +20,15 @@ test('non-TTY: a line every 5 seconds with percent, cells/s and ETA, and a final
     t += 0.5; // 2 steps/s, 128 cells per step
     p.update({ cells: 128, epoch: Math.floor((step - 1) / 25), elbo: 2000 - step });
   }
-  // rates start at the first update (t=100.5); lines at 105.5, 110.5, 115.5: every 5 s, not every step
-  assert.equal(out.length, 3);
-  assert.equal(out[2], '10:00:00 INFO  training 31.0% step 31/100 epoch 2/4 256 cells/s ETA 35s elbo 1969.0\n');
-  p.finish();
+  // lines at the first update (t=100.5: no rate yet), then 105.5, 110.5, 115.5: every 5 s, not every step
   assert.equal(out.length, 4);
-  assert.equal(out[3], '10:00:00 INFO  training done: training 40.0% step 40/100 epoch 2/4 256 cells/s ETA 30s elbo 1960.0\n');
+  assert.equal(out[0], '10:00:00 INFO  training 1.0% step 1/100 epoch 1/4 ETA ? elbo 1999.0\n');
+  assert.equal(out[3], '10:00:00 INFO  training 31.0% step 31/100 epoch 2/4 256 cells/s ETA 35s elbo 1969.0\n');
+  p.finish();
+  assert.equal(out.length, 5);
+  assert.equal(out[4], '10:00:00 INFO  training done: training 40.0% step 40/100 epoch 2/4 256 cells/s ETA 30s elbo 1960.0\n');
   p.update({ cells: 1 });
-  assert.equal(out.length, 4, 'nothing after finish');
+  assert.equal(out.length, 5, 'nothing after finish');
 });
 
 test('json: progress records with numbers a log collector can graph', () => {
@@ -44,9 +45,11 @@ test('json: progress records with numbers a log collector can graph', () => {
   const recs = out.map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.deepEqual(
     recs.map((r) => r.step),
-    [3, 5, 7, 9, 10],
+    [1, 3, 5, 7, 9, 10],
   );
-  assert.deepEqual(recs[1], {
+  assert.equal(recs[0]!.cellsPerSecond, 0, 'no rate at the first record');
+  assert.equal(recs[0]!.etaSeconds, null);
+  assert.deepEqual(recs[2], {
     time: '2026-11-25T10:00:00.000Z',
     level: 'info',
     msg: 'progress',
@@ -63,9 +66,9 @@ test('json: progress records with numbers a log collector can graph', () => {
     elbo: 500,
     validationElbo: null,
   });
-  assert.equal(recs[4]!.msg, 'progress done');
-  assert.equal(recs[4]!.etaSeconds, 0);
-  assert.equal(recs[4]!.cells, 1000);
+  assert.equal(recs[5]!.msg, 'progress done');
+  assert.equal(recs[5]!.etaSeconds, 0);
+  assert.equal(recs[5]!.cells, 1000);
 });
 
 test('TTY: the bar is redrawn in place and log lines do not tear it', () => {
@@ -76,7 +79,7 @@ test('TTY: the bar is redrawn in place and log lines do not tear it', () => {
   assert.equal(p.mode, 'bar');
   t = 1;
   p.update({ cells: 50 });
-  assert.match(out.at(-1)!, /^\rtraining \[#+\.+\]  25% \| step 1\/4 \| 0\.0 cells\/s \| ETA \?\x1b\[K$/, 'drawn at once, no rate yet');
+  assert.match(out.at(-1)!, /^\rtraining \[#+\.+\]  25% \| step 1\/4 \| ETA \?\x1b\[K$/, 'drawn at once, no rate yet');
   logger.warn('worker lost', { worker: 'w1' });
   assert.deepEqual(out.slice(-3, -1), ['\r\x1b[K', '10:00:00 WARN  worker lost worker=w1\n']);
   assert.match(out.at(-1)!, /^\rtraining \[/, 'bar drawn again below the log line');
