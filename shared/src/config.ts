@@ -38,7 +38,7 @@ export interface TrainConfig {
   trainFraction: number;
   /** a trailing global batch with fewer cells is dropped (BatchNorm needs a few) */
   minLastBatch: number;
-  /** cells per shuffle block of the epoch plan */
+  /** global-index span of a shuffle block of the epoch plan (the shards' record-batch size) */
   planBlock: number;
   /** blocks mixed together by the epoch plan */
   planWindow: number;

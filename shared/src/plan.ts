@@ -2,10 +2,11 @@
 // batch sizes) alone, never on the number of workers, so every deployment trains on the same
 // sequence of minibatches.
 //
-// Block shuffle: the training cells (ascending global index, i.e. storage order) are cut into
-// blocks of `planBlock` cells; the block order is shuffled, then consecutive windows of
-// `planWindow` blocks are shuffled cell by cell. A reader touches a window's blocks only, yet
-// cells from many parts of the atlas are mixed within each minibatch.
+// Block shuffle: the training cells are grouped by storage block, floor(global index / planBlock)
+// (with planBlock = the shards' record-batch size, a block is the training cells of one record
+// batch, so an epoch reads each record batch once); the block order is shuffled, then
+// consecutive windows of `planWindow` blocks are shuffled cell by cell. A reader touches a
+// window's blocks only, yet cells from many parts of the atlas are mixed within each minibatch.
 
 import { Rng } from './rng.js';
 
@@ -31,11 +32,17 @@ export interface PlannedStep {
 const PLAN_STREAM = 0x504c414e; // "PLAN"
 const SPLIT_STREAM = 0x53504c54; // "SPLT"
 
-/** The shuffled order of the training cells for one epoch. */
+/** The shuffled order of the training cells (ascending global indices) for one epoch. */
 export function epochOrder(trainCells: Uint32Array, o: Pick<PlanOptions, 'seed' | 'epoch' | 'planBlock' | 'planWindow'>): Uint32Array {
   const rng = new Rng(PLAN_STREAM, o.seed, o.epoch);
   const n = trainCells.length;
-  const nBlocks = Math.ceil(n / o.planBlock);
+  // starts of the non-empty storage blocks within trainCells
+  const starts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (i === 0 || Math.floor(trainCells[i]! / o.planBlock) !== Math.floor(trainCells[i - 1]! / o.planBlock)) starts.push(i);
+  }
+  starts.push(n);
+  const nBlocks = starts.length - 1;
   const blocks = new Uint32Array(nBlocks);
   for (let i = 0; i < nBlocks; i++) blocks[i] = i;
   rng.shuffle(blocks);
@@ -44,8 +51,8 @@ export function epochOrder(trainCells: Uint32Array, o: Pick<PlanOptions, 'seed' 
   for (let w = 0; w < nBlocks; w += o.planWindow) {
     const start = pos;
     for (let b = w; b < Math.min(w + o.planWindow, nBlocks); b++) {
-      const s = blocks[b]! * o.planBlock;
-      const e = Math.min(s + o.planBlock, n);
+      const s = starts[blocks[b]!]!;
+      const e = starts[blocks[b]! + 1]!;
       out.set(trainCells.subarray(s, e), pos);
       pos += e - s;
     }

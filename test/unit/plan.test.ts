@@ -32,3 +32,14 @@ test('train/validation split is seeded and disjoint', () => {
   assert.equal(all.size, 1000);
   assert.equal(splitMicrobatches(new Uint32Array(10), 4).length, 3);
 });
+
+test('plan blocks follow storage blocks: a window of one block keeps each block contiguous', () => {
+  // every other cell trains: blocks of 100 global indices hold 50 training cells each
+  const train = new Uint32Array(1000).map((_, i) => i * 2);
+  const order = epochPlan(train, { seed: 1, epoch: 0, globalBatch: 50, microbatch: 50, minLastBatch: 3, planBlock: 100, planWindow: 1 });
+  assert.equal(order.length, 20);
+  for (const s of order) {
+    const block = Math.floor(s.microbatches[0]![0]! / 100);
+    for (const c of s.microbatches[0]!) assert.equal(Math.floor(c / 100), block);
+  }
+});
