@@ -7,7 +7,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
 import type { CellBatch, CellSource } from '@atlasvae/shared/batch';
-import { recordBatchToCellBatch, recordBatchSourceRows, recordBatchBarcodes, encodeCellBatch, shardSchema, streamSchemaFrame } from '@atlasvae/shared/arrowBatch';
+import { recordBatchToCellBatch, recordBatchSourceRows, recordBatchBarcodes, encodeCellRows, shardSchema, streamSchemaFrame } from '@atlasvae/shared/arrowBatch';
 import { manifestProblems, MANIFEST_FILE, type DatasetManifest, type ShardInfo } from '@atlasvae/shared/manifest';
 import { trainValidationSplit } from '@atlasvae/shared/plan';
 import { InputError } from '@atlasvae/shared/errors';
@@ -242,24 +242,41 @@ export class DatasetSource implements CellSource {
 
   /** Cells in the order asked. */
   async getCells(indices: ArrayLike<number>): Promise<CellBatch> {
-    return this.gather(indices, null);
+    const { from, rows } = await this.locate(indices);
+    const n = indices.length;
+    const indptr = new Int32Array(n + 1);
+    for (let i = 0; i < n; i++) indptr[i + 1] = indptr[i]! + from[i]!.indptr[rows[i]! + 1]! - from[i]!.indptr[rows[i]!]!;
+    const nnz = indptr[n]!;
+    const indicesOut = new Int32Array(nnz), countsOut = new Float32Array(nnz);
+    const library = new Float32Array(n), batch = new Int32Array(n), label = new Int32Array(n), cellIndex = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      const c = from[i]!, r = rows[i]!;
+      const s = c.indptr[r]!, e = c.indptr[r + 1]!;
+      indicesOut.set(c.indices.subarray(s, e), indptr[i]!);
+      countsOut.set(c.counts.subarray(s, e), indptr[i]!);
+      library[i] = c.library[r]!;
+      batch[i] = c.batch[r]!;
+      label[i] = c.label[r]!;
+      cellIndex[i] = c.cellIndex[r]!;
+    }
+    return { nCells: n, nGenes: this.nGenes, indptr, indices: indicesOut, counts: countsOut, library, batch, label, cellIndex };
   }
 
-  /** The wire form of a microbatch: Arrow IPC stream bytes of `getCells(indices)`. */
+  /**
+   * The wire form of a microbatch: Arrow IPC stream bytes of `getCells(indices)`, with each cell's
+   * row copied once, from the cached record batch straight into the message.
+   */
   async getCellsArrow(indices: ArrayLike<number>): Promise<Uint8Array> {
-    // the batch is encoded at once, so it can live in reused scratch arrays (less garbage)
-    return encodeCellBatch(await this.gather(indices, this.scratch));
+    const { from, rows } = await this.locate(indices);
+    return encodeCellRows(from, rows);
   }
 
-  private readonly scratch = { indices: new Int32Array(0), counts: new Float32Array(0) };
-
-  private async gather(indices: ArrayLike<number>, scratch: { indices: Int32Array; counts: Float32Array } | null): Promise<CellBatch> {
+  /** For each asked cell, the decoded record batch holding it and its row there. */
+  private async locate(indices: ArrayLike<number>): Promise<{ from: CellBatch[]; rows: Int32Array }> {
     const { keys, blocks } = await this.blocksFor(indices);
     const n = indices.length;
-    const rowOf = new Int32Array(n);
+    const rows = new Int32Array(n);
     const from: CellBatch[] = new Array(n);
-    const indptr = new Int32Array(n + 1);
-    let nnz = 0;
     let lastKey = -1;
     let b: CellBatch | null = null;
     for (let i = 0; i < n; i++) {
@@ -267,45 +284,10 @@ export class DatasetSource implements CellSource {
         lastKey = keys[i]!;
         b = blocks.get(lastKey)!.cells;
       }
-      const r = indices[i]! - b!.cellIndex[0]!;
       from[i] = b!;
-      rowOf[i] = r;
-      nnz += b!.indptr[r + 1]! - b!.indptr[r]!;
-      indptr[i + 1] = nnz;
+      rows[i] = indices[i]! - b!.cellIndex[0]!;
     }
-    let indicesOut: Int32Array, countsOut: Float32Array;
-    if (scratch) {
-      if (scratch.indices.length < nnz) {
-        scratch.indices = new Int32Array(Math.ceil(nnz * 1.25));
-        scratch.counts = new Float32Array(scratch.indices.length);
-      }
-      indicesOut = scratch.indices.subarray(0, nnz);
-      countsOut = scratch.counts.subarray(0, nnz);
-    } else {
-      indicesOut = new Int32Array(nnz);
-      countsOut = new Float32Array(nnz);
-    }
-    const library = new Float32Array(n), batch = new Int32Array(n), label = new Int32Array(n), cellIndex = new Uint32Array(n);
-    for (let i = 0; i < n; i++) {
-      const c = from[i]!;
-      const r = rowOf[i]!;
-      const s = c.indptr[r]!, e = c.indptr[r + 1]!;
-      const at = indptr[i]!;
-      if (e - s > 24) {
-        indicesOut.set(c.indices.subarray(s, e), at);
-        countsOut.set(c.counts.subarray(s, e), at);
-      } else {
-        for (let k = s; k < e; k++) {
-          indicesOut[at + k - s] = c.indices[k]!;
-          countsOut[at + k - s] = c.counts[k]!;
-        }
-      }
-      library[i] = c.library[r]!;
-      batch[i] = c.batch[r]!;
-      label[i] = c.label[r]!;
-      cellIndex[i] = c.cellIndex[r]!;
-    }
-    return { nCells: n, nGenes: this.nGenes, indptr, indices: indicesOut, counts: countsOut, library, batch, label, cellIndex };
+    return { from, rows };
   }
 
   /** Source-file row and barcode of each cell, in the order asked (for writing results back). */
