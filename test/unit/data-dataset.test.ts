@@ -63,6 +63,33 @@ test('simulated dataset: shards read back exactly, in any order, with split and 
   assert.ok(tight.source.stats().openShards <= 1);
   await tight.close();
 
+  // evicted record batches' buffers are read into again: many concurrent requests of every kind
+  // over a one-batch cache, each checked cell by cell (a buffer reused while copied would show)
+  const reuse = await openDataset(out, { cacheBytes: 1 });
+  const cellsOf = (k: number): number[] => Array.from({ length: 40 }, (_, j) => (k * 977 + j * 131) % m.nCells);
+  const check = (cells: number[], b: { cellIndex: Uint32Array; indptr: Int32Array; indices: Int32Array; counts: Float32Array }): void => {
+    cells.forEach((c, i) => {
+      assert.equal(b.cellIndex[i], c);
+      assert.deepEqual([...b.indices.subarray(b.indptr[i]!, b.indptr[i + 1]!)], expected[c]!.genes);
+      assert.deepEqual([...b.counts.subarray(b.indptr[i]!, b.indptr[i + 1]!)], expected[c]!.counts);
+    });
+  };
+  const pending: Promise<void>[] = [];
+  for (let k = 0; k < 100; k++) {
+    const cells = cellsOf(k);
+    if (k % 4 === 0) reuse.source.prefetch(cellsOf(k + 1));
+    pending.push((async () => {
+      if (k % 3 === 0) check(cells, decodeCellBatch(await reuse.source.getCellsArrow(cells), m.nGenes));
+      else if (k % 3 === 1) check(cells, await reuse.source.getCells(cells));
+      else assert.deepEqual((await reuse.source.getSourceRows(cells)).barcodes, cells.map((c) => expected[c]!.barcode));
+    })());
+    // requests start while earlier ones still wait for their reads
+    await new Promise((r) => setImmediate(r));
+  }
+  await Promise.all(pending);
+  assert.ok(reuse.source.stats().buffersReused > 0, 'evicted buffers are reused');
+  await reuse.close();
+
   // a corrupted shard is caught by the checksum; a truncated one by its size
   const shard = path.join(out, m.shards[1]!.file);
   const bytes = fs.readFileSync(shard);

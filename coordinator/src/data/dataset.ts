@@ -29,7 +29,19 @@ interface Block {
   cells: CellBatch;
   rb: RecordBatch;
   bytes: number;
+  /** the buffer its columns view (handed back to the pool once evicted and unused) */
+  buffer: ArrayBuffer;
+  /** requests copying from it right now: its buffer is not reused while any are */
+  pins: number;
+  evicted: boolean;
+  /** its buffer went back to the pool: the block's data is no longer valid */
+  recycled: boolean;
 }
+
+/** Evicted record batches' buffers kept for the next reads (fresh pages cost page faults). */
+const POOL_BUFFERS = 4;
+/** fresh read buffers are rounded up to this, so that the next record batch usually fits */
+const POOL_GRAIN = 1 << 18;
 
 interface ShardHandle {
   fh: fs.promises.FileHandle;
@@ -62,10 +74,13 @@ export class DatasetSource implements CellSource {
   private readonly loading = new Map<number, Promise<Block>>();
   private readonly handles = new Map<number, Promise<ShardHandle>>();
   private readonly rbCells: number;
+  private readonly pool: ArrayBuffer[] = [];
   /** record batches decoded from disk (for tests and metrics) */
   blocksRead = 0;
   /** record batch lookups served from the cache */
   cacheHits = 0;
+  /** reads into an evicted record batch's buffer instead of a fresh one */
+  buffersReused = 0;
 
   constructor(readonly dir: string, readonly manifest: DatasetManifest, private readonly o: Required<Pick<OpenDatasetOptions, 'cacheBytes' | 'maxOpenShards'>>) {
     this.nCells = manifest.nCells;
@@ -148,13 +163,15 @@ export class DatasetSource implements CellSource {
     const blk = h.blocks[r]!;
     let rb: RecordBatch | null;
     let bytes = 0;
+    let buffer: ArrayBuffer | null = null;
     try {
       // one buffer: the shard schema message (Arrow JS files carry the schema only in the footer),
       // then the record batch message read right after it, decoded as a two-message stream
       // (8-byte aligned, so Arrow views the columns without copying)
       const schema = (shardSchemaFrame ??= streamSchemaFrame(shardSchema));
-      const buf = new Uint8Array(schema.length + blk.length);
-      bytes = buf.byteLength; // what the cached batch keeps alive (its columns view this buffer)
+      const buf = this.readBuffer(schema.length + blk.length);
+      buffer = buf.buffer as ArrayBuffer;
+      bytes = buffer.byteLength; // what the cached batch keeps alive (its columns view this buffer)
       buf.set(schema, 0);
       h.reading++;
       let bytesRead: number;
@@ -176,7 +193,32 @@ export class DatasetSource implements CellSource {
     const cells = recordBatchToCellBatch(rb, this.nGenes, false);
     if (cells.cellIndex[0] !== info.firstCell + r * this.rbCells) throw new InputError(path.join(this.dir, info.file), `record batch ${r} starts at the wrong cell`);
     this.blocksRead++;
-    return { cells, rb, bytes };
+    return { cells, rb, bytes, buffer: buffer!, pins: 0, evicted: false, recycled: false };
+  }
+
+  /**
+   * A buffer for reading a record batch into: an evicted batch's when one is big enough, else a
+   * fresh uninitialised one (the read fills it) with room to spare for the next batches.
+   */
+  private readBuffer(n: number): Uint8Array {
+    for (let i = 0; i < this.pool.length; i++) {
+      const ab = this.pool[i]!;
+      if (ab.byteLength >= n && ab.byteLength <= 2 * n + POOL_GRAIN) {
+        this.pool.splice(i, 1);
+        this.buffersReused++;
+        return new Uint8Array(ab, 0, n);
+      }
+    }
+    const size = Math.ceil(n / POOL_GRAIN) * POOL_GRAIN;
+    const b = Buffer.allocUnsafeSlow(size);
+    return new Uint8Array(b.buffer, b.byteOffset, n);
+  }
+
+  /** An evicted block's buffer goes back to the pool once no request is copying from it. */
+  private release(b: Block): void {
+    if (b.pins > 0 || !b.evicted || b.recycled) return;
+    b.recycled = true;
+    if (this.pool.length < POOL_BUFFERS && b.buffer.byteLength >= POOL_GRAIN) this.pool.push(b.buffer);
   }
 
   private async block(key: number): Promise<Block> {
@@ -197,6 +239,8 @@ export class DatasetSource implements CellSource {
           const [k, old] = this.cache.entries().next().value as [number, Block];
           this.cache.delete(k);
           this.cachedBytes -= old.bytes;
+          old.evicted = true;
+          this.release(old);
         }
         return b;
       }, (e: unknown) => {
@@ -208,7 +252,41 @@ export class DatasetSource implements CellSource {
     return p;
   }
 
-  /** Record batches holding the given cells, keyed as blockKey does. */
+  /**
+   * The record batch of a key, pinned (its buffer is not reused until `unpin`). Pinned at once
+   * when the load resolves: a block evicted and recycled in between is loaded again.
+   */
+  private async pinned(k: number): Promise<Block> {
+    for (;;) {
+      const b = await this.block(k);
+      if (!b.recycled) {
+        b.pins++;
+        return b;
+      }
+    }
+  }
+
+  private unpin(blocks: Iterable<Block>): void {
+    for (const b of blocks) {
+      b.pins--;
+      this.release(b);
+    }
+  }
+
+  /**
+   * Runs `use` on the record batches holding the given cells (keyed as blockKey does), pinned
+   * while it runs; `use` must copy what it needs before returning.
+   */
+  private async withBlocks<T>(indices: ArrayLike<number>, use: (keys: Float64Array, blocks: Map<number, Block>) => T): Promise<T> {
+    const { keys, blocks } = await this.blocksFor(indices);
+    try {
+      return use(keys, blocks);
+    } finally {
+      this.unpin(blocks.values());
+    }
+  }
+
+  /** Record batches holding the given cells, keyed as blockKey does, pinned (see withBlocks). */
   private async blocksFor(indices: ArrayLike<number>): Promise<{ keys: Float64Array; blocks: Map<number, Block> }> {
     const keys = new Float64Array(indices.length);
     const wanted = new Set<number>();
@@ -220,7 +298,12 @@ export class DatasetSource implements CellSource {
       wanted.add(k);
     }
     const blocks = new Map<number, Block>();
-    await Promise.all([...wanted].map(async (k) => blocks.set(k, await this.block(k))));
+    try {
+      await Promise.all([...wanted].map(async (k) => blocks.set(k, await this.pinned(k))));
+    } catch (e) {
+      this.unpin(blocks.values());
+      throw e;
+    }
     return { keys, blocks };
   }
 
@@ -242,7 +325,11 @@ export class DatasetSource implements CellSource {
 
   /** Cells in the order asked. */
   async getCells(indices: ArrayLike<number>): Promise<CellBatch> {
-    const { from, rows } = await this.locate(indices);
+    return this.withBlocks(indices, (keys, blocks) => this.copyCells(indices, keys, blocks));
+  }
+
+  private copyCells(indices: ArrayLike<number>, keys: Float64Array, blocks: Map<number, Block>): CellBatch {
+    const { from, rows } = this.locate(indices, keys, blocks);
     const n = indices.length;
     const indptr = new Int32Array(n + 1);
     for (let i = 0; i < n; i++) indptr[i + 1] = indptr[i]! + from[i]!.indptr[rows[i]! + 1]! - from[i]!.indptr[rows[i]!]!;
@@ -267,13 +354,14 @@ export class DatasetSource implements CellSource {
    * row copied once, from the cached record batch straight into the message.
    */
   async getCellsArrow(indices: ArrayLike<number>): Promise<Uint8Array> {
-    const { from, rows } = await this.locate(indices);
-    return encodeCellRows(from, rows);
+    return this.withBlocks(indices, (keys, blocks) => {
+      const { from, rows } = this.locate(indices, keys, blocks);
+      return encodeCellRows(from, rows);
+    });
   }
 
   /** For each asked cell, the decoded record batch holding it and its row there. */
-  private async locate(indices: ArrayLike<number>): Promise<{ from: CellBatch[]; rows: Int32Array }> {
-    const { keys, blocks } = await this.blocksFor(indices);
+  private locate(indices: ArrayLike<number>, keys: Float64Array, blocks: Map<number, Block>): { from: CellBatch[]; rows: Int32Array } {
     const n = indices.length;
     const rows = new Int32Array(n);
     const from: CellBatch[] = new Array(n);
@@ -292,7 +380,10 @@ export class DatasetSource implements CellSource {
 
   /** Source-file row and barcode of each cell, in the order asked (for writing results back). */
   async getSourceRows(indices: ArrayLike<number>): Promise<{ sourceRow: Uint32Array; barcodes: string[] }> {
-    const { keys, blocks } = await this.blocksFor(indices);
+    return this.withBlocks(indices, (keys, blocks) => this.copySourceRows(indices, keys, blocks));
+  }
+
+  private copySourceRows(indices: ArrayLike<number>, keys: Float64Array, blocks: Map<number, Block>): { sourceRow: Uint32Array; barcodes: string[] } {
     const sourceRow = new Uint32Array(indices.length);
     const barcodes: string[] = new Array(indices.length);
     const decoded = new Map<number, { rows: Uint32Array; codes: string[] }>();
@@ -312,8 +403,8 @@ export class DatasetSource implements CellSource {
   }
 
   /** Counters for monitoring (e.g. exported as Prometheus gauges/counters by the coordinator). */
-  stats(): { recordBatchesRead: number; cacheHits: number; cachedBytes: number; cachedRecordBatches: number; openShards: number } {
-    return { recordBatchesRead: this.blocksRead, cacheHits: this.cacheHits, cachedBytes: this.cachedBytes, cachedRecordBatches: this.cache.size, openShards: this.handles.size };
+  stats(): { recordBatchesRead: number; cacheHits: number; buffersReused: number; cachedBytes: number; cachedRecordBatches: number; openShards: number } {
+    return { recordBatchesRead: this.blocksRead, cacheHits: this.cacheHits, buffersReused: this.buffersReused, cachedBytes: this.cachedBytes, cachedRecordBatches: this.cache.size, openShards: this.handles.size };
   }
 
   async close(): Promise<void> {
