@@ -102,3 +102,16 @@ test('subsampleIndices is seeded, sorted, without repeats', () => {
   for (let i = 1; i < a.length; i++) assert.ok(a[i]! > a[i - 1]!);
   assert.equal(subsampleIndices(50, 100, 3).length, 50);
 });
+
+test('k-d tree kNN finds exactly the brute-force neighbour distances (clusters, duplicates)', async () => {
+  const { kdTreeKnn } = await import('@atlasvae/coordinator/results/kdtree');
+  const { pts, dim } = gaussianClusters(400, [[0, 0, 0, 0, 0], [5, 0, 1, 0, 0], [0, 6, 0, 0, 2]], 1, 21);
+  // a few exact duplicates
+  pts.copyWithin(10 * dim, 3 * dim, 4 * dim);
+  pts.copyWithin(11 * dim, 3 * dim, 4 * dim);
+  const n = pts.length / dim;
+  const a = exactKnn(pts, n, dim, 14);
+  const b = kdTreeKnn(pts, n, dim, 14);
+  for (let i = 0; i < n * 14; i++) assert.ok(Math.abs(a.distances[i]! - b.distances[i]!) < 1e-6, `entry ${i}: ${a.distances[i]} vs ${b.distances[i]}`);
+  for (let i = 0; i < n; i++) assert.ok(!Array.from(b.indices.subarray(i * 14, i * 14 + 14)).includes(i));
+});
