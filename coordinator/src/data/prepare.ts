@@ -204,6 +204,21 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
     // with an imposed list the output order may differ from the source order: sort each row
     const sortRows = !!o.genes;
     await pass('write', (row, c, s, e) => {
+      if (identity) {
+        // the common case (all genes kept, in order): a row without explicit zeros is passed on
+        // as views, copied once by the writer
+        let lib = 0, zeros = false;
+        const vals = c.values;
+        for (let q = s; q < e; q++) {
+          const v = vals[q]!;
+          if (v === 0) { zeros = true; break; }
+          lib += v;
+        }
+        if (!zeros) {
+          if (e === s) { dropped++; return undefined; }
+          return w.addCell(c.indices.subarray(s, e), vals.subarray(s, e), lib, batchOf(row), labelOf(row), row, c.barcodes[row - c.start]!);
+        }
+      }
       let k = 0, lib = 0;
       for (let q = s; q < e; q++) {
         const v = c.values[q]!;

@@ -87,12 +87,23 @@ export async function openSource(input: string, o: OpenSourceOptions = {}): Prom
  */
 export function canonicalRows(file: string, c: RowChunk, nGenes: number): RowChunk {
   let ok = true;
-  for (let i = 0; i < c.nCells; i++) {
-    for (let k = c.indptr[i]!; k < c.indptr[i + 1]!; k++) {
-      const g = c.indices[k]!;
-      if (!(g >= 0 && g < nGenes)) throw new InputError(file, `gene index ${g} outside 0..${nGenes - 1} in cell ${c.start + i}`);
-      if (k > c.indptr[i]! && g <= c.indices[k - 1]!) ok = false;
+  const ptr = c.indptr, idx = c.indices; // locals: this loop sees every entry of the input
+  for (let i = 0, s = ptr[0]!; i < c.nCells; i++) {
+    const e = ptr[i + 1]!;
+    let prev = -1;
+    for (let k = s; k < e; k++) {
+      const g = idx[k]!;
+      if (g <= prev) ok = false;
+      prev = g;
     }
+    // ascending rows: their first and last index bound the rest (unsorted rows are checked below)
+    if (e > s && (!(idx[s]! >= 0) || !(idx[e - 1]! < nGenes) || !ok)) {
+      for (let k = s; k < e; k++) {
+        const g = idx[k]!;
+        if (!(g >= 0 && g < nGenes)) throw new InputError(file, `gene index ${g} outside 0..${nGenes - 1} in cell ${c.start + i}`);
+      }
+    }
+    s = e;
   }
   if (ok) return c;
   const indptr = new Int32Array(c.nCells + 1);
