@@ -10,8 +10,13 @@ import type { RowChunk } from './source.js';
 /** bytes per entry on disk: cell (int32), gene (int32), value (float64) */
 const ENTRY_BYTES = 16;
 const BUFFER_ENTRIES = 4096;
-/** entries per bucket kept in memory when it is sorted */
-export const BUCKET_TARGET_ENTRIES = 1 << 22;
+/**
+ * entries per bucket kept in memory when it is sorted: small enough that the rows being filled
+ * by the counting sort stay in the CPU cache (the sort scatters every entry to its cell's row)
+ */
+export const BUCKET_TARGET_ENTRIES = 1 << 20;
+/** at most this many bucket files open at once (larger buckets beyond ~500M entries) */
+const MAX_BUCKETS = 512;
 
 export class CellBuckets {
   readonly dir: string;
@@ -26,6 +31,7 @@ export class CellBuckets {
   /** `expectedEntries` sizes buckets so that each holds about BUCKET_TARGET_ENTRIES entries */
   constructor(readonly nCells: number, expectedEntries: number, tmpRoot = os.tmpdir(), bucketEntries = BUCKET_TARGET_ENTRIES) {
     const perCell = Math.max(1, expectedEntries / Math.max(1, nCells));
+    bucketEntries = Math.max(bucketEntries, Math.ceil(expectedEntries / MAX_BUCKETS));
     this.bucketCells = Math.max(1, Math.min(nCells, Math.floor(bucketEntries / perCell)));
     const n = Math.max(1, Math.ceil(nCells / this.bucketCells));
     this.dir = fs.mkdtempSync(path.join(tmpRoot, 'atlasvae-sort-'));
