@@ -114,4 +114,10 @@ test('k-d tree kNN finds exactly the brute-force neighbour distances (clusters, 
   const b = kdTreeKnn(pts, n, dim, 14);
   for (let i = 0; i < n * 14; i++) assert.ok(Math.abs(a.distances[i]! - b.distances[i]!) < 1e-6, `entry ${i}: ${a.distances[i]} vs ${b.distances[i]}`);
   for (let i = 0; i < n; i++) assert.ok(!Array.from(b.indices.subarray(i * 14, i * 14 + 14)).includes(i));
+  // with cross-validation folds excluded
+  const group = new Int32Array(n).map((_, i) => (i * 7) % 5);
+  const ga = exactKnn(pts, n, dim, 9, { excludeSameGroup: group });
+  const gb = kdTreeKnn(pts, n, dim, 9, { excludeSameGroup: group });
+  for (let i = 0; i < n * 9; i++) assert.ok(Math.abs(ga.distances[i]! - gb.distances[i]!) < 1e-6, `grouped entry ${i}`);
+  for (let i = 0; i < n; i++) for (let t = 0; t < 9; t++) assert.notEqual(group[gb.indices[i * 9 + t]!], group[i]);
 });

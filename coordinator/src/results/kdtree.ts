@@ -2,7 +2,7 @@
 // 16 points). Latent spaces have ~10 dimensions and clustered cells, where a tree prunes most of
 // the O(n²) pairs: the kNN graph UMAP needs for 100k+ cells in seconds rather than minutes.
 
-import type { KnnGraph } from './knn.js';
+import type { KnnGraph, KnnOptions } from './knn.js';
 
 const LEAF = 16;
 
@@ -62,8 +62,10 @@ function build(points: Float32Array, n: number, d: number): Tree {
   return t;
 }
 
-/** The k nearest other points of every point (Euclidean), exact. */
-export function kdTreeKnn(points: Float32Array, n: number, d: number, k: number): KnnGraph {
+/** The k nearest other points of every point (Euclidean), exact; same contract as exactKnn. */
+export function kdTreeKnn(points: Float32Array, n: number, d: number, k: number, opts: KnnOptions = {}): KnnGraph {
+  if (points.length !== n * d) throw new Error(`kdTreeKnn: points has ${points.length} values, expected ${n}×${d}`);
+  const group = opts.excludeSameGroup;
   const t = build(points, n, d);
   const indices = new Int32Array(n * k).fill(-1);
   const distances = new Float32Array(n * k).fill(Infinity);
@@ -78,6 +80,7 @@ export function kdTreeKnn(points: Float32Array, n: number, d: number, k: number)
     let count = 0;
     let worst = Infinity;
     for (let c = 0; c < d; c++) q[c] = points[i * d + c]!;
+    const gi = group ? group[i]! : 0;
     let sp = 0;
     nodeStack[sp] = 0;
     gapStack[sp++] = 0;
@@ -88,6 +91,7 @@ export function kdTreeKnn(points: Float32Array, n: number, d: number, k: number)
         for (let kk = t.lo[node]!; kk < t.hi[node]!; kk++) {
           const j = t.order[kk]!;
           if (j === i) continue;
+          if (group && group[j] === gi) continue;
           let dist = 0;
           let c = 0;
           for (; c < d; c++) {
@@ -121,6 +125,8 @@ export function kdTreeKnn(points: Float32Array, n: number, d: number, k: number)
       indices[i * k + s] = bestI[s]!;
       distances[i * k + s] = Math.sqrt(bestD[s]!);
     }
+    if (opts.onProgress && (i + 1) % 1000 === 0) opts.onProgress(i + 1);
   }
+  opts.onProgress?.(n);
   return { n, k, indices, distances };
 }

@@ -1,7 +1,8 @@
 // Quality metrics of a latent space: cross-validated kNN cell-type accuracy and batch mixing.
 
 import { Rng } from '@atlasvae/shared/rng';
-import { exactKnn, majorityLabel, type KnnGraph } from './knn.js';
+import { majorityLabel, type KnnGraph } from './knn.js';
+import { kdTreeKnn } from './kdtree.js';
 
 const FOLD_STREAM = 0x464f4c44; // "FOLD"
 const SUBSAMPLE_STREAM = 0x53554253; // "SUBS"
@@ -57,7 +58,7 @@ export function knnCrossValidatedAccuracy(
     const rows = rng.shuffle(byLabel.get(l)!);
     for (const r of rows) fold[r] = deal++ % folds;
   }
-  const graph = exactKnn(pts, m, dim, Math.min(k, m - 1), {
+  const graph = kdTreeKnn(pts, m, dim, Math.min(k, m - 1), {
     excludeSameGroup: fold,
     onProgress: opts.onProgress ? (d) => opts.onProgress!(d, m) : undefined,
   });
@@ -101,7 +102,7 @@ export function batchMixingEntropy(
   if (nBatch < 2) throw new Error('batch mixing needs at least two batches');
   const graph =
     opts.graph ??
-    exactKnn(latent, n, dim, Math.min(opts.k ?? 50, n - 1), {
+    kdTreeKnn(latent, n, dim, Math.min(opts.k ?? 50, n - 1), {
       onProgress: opts.onProgress ? (d) => opts.onProgress!(d, n) : undefined,
     });
   const logB = Math.log(nBatch);
