@@ -38,8 +38,12 @@ interface Block {
   recycled: boolean;
 }
 
-/** Evicted record batches' buffers kept for the next reads (fresh pages cost page faults). */
-const POOL_BUFFERS = 4;
+/**
+ * Evicted record batches' buffers kept for the next reads (fresh pages cost page faults): up to
+ * this many, and up to a quarter of the cache's bytes (at least one buffer). A window's worth, as
+ * a new plan window's batches are all read at once.
+ */
+const POOL_BUFFERS = 16;
 /** fresh read buffers are rounded up to this, so that the next record batch usually fits */
 const POOL_GRAIN = 1 << 18;
 
@@ -75,6 +79,7 @@ export class DatasetSource implements CellSource {
   private readonly handles = new Map<number, Promise<ShardHandle>>();
   private readonly rbCells: number;
   private readonly pool: ArrayBuffer[] = [];
+  private pooledBytes = 0;
   /** record batches decoded from disk (for tests and metrics) */
   blocksRead = 0;
   /** record batch lookups served from the cache */
@@ -205,6 +210,7 @@ export class DatasetSource implements CellSource {
       const ab = this.pool[i]!;
       if (ab.byteLength >= n && ab.byteLength <= 2 * n + POOL_GRAIN) {
         this.pool.splice(i, 1);
+        this.pooledBytes -= ab.byteLength;
         this.buffersReused++;
         return new Uint8Array(ab, 0, n);
       }
@@ -218,7 +224,11 @@ export class DatasetSource implements CellSource {
   private release(b: Block): void {
     if (b.pins > 0 || !b.evicted || b.recycled) return;
     b.recycled = true;
-    if (this.pool.length < POOL_BUFFERS && b.buffer.byteLength >= POOL_GRAIN) this.pool.push(b.buffer);
+    const fits = this.pool.length === 0 || (this.pool.length < POOL_BUFFERS && this.pooledBytes + b.buffer.byteLength <= this.o.cacheBytes / 4);
+    if (fits && b.buffer.byteLength >= POOL_GRAIN) {
+      this.pool.push(b.buffer);
+      this.pooledBytes += b.buffer.byteLength;
+    }
   }
 
   private async block(key: number): Promise<Block> {
@@ -411,6 +421,8 @@ export class DatasetSource implements CellSource {
     const hs = [...this.handles.values()];
     this.handles.clear();
     this.cache.clear();
+    this.pool.length = 0;
+    this.pooledBytes = 0;
     this.cachedBytes = 0;
     for (const h of hs) {
       try {
