@@ -86,4 +86,5 @@ test('results commands on simulated data: chunking, atomic outputs, clear errors
     assert.ok(!fs.existsSync(out));
     assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')), []);
   });
+  if (!process.env.ATLASVAE_KEEP_TEST_FILES) fs.rmSync(dir, { recursive: true, force: true });
 });

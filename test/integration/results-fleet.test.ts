@@ -82,4 +82,5 @@ test('inference on the worker fleet equals in-process inference, also when a wor
     assert.equal(got.knnAccuracy!.accuracy, ref.knnAccuracy!.accuracy);
     assert.equal(got.batchMixing!.normalizedEntropy, ref.batchMixing!.normalizedEntropy);
   });
+  if (!process.env.ATLASVAE_KEEP_TEST_FILES) fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -155,9 +155,11 @@ test('results on kang_example: evaluate, embed (.h5ad/.arrow), normalize, umap',
       assert.equal(img2.width, 1000);
       for (const c of categoryColours(4)) assert.ok(img2.count(c) > 50, `batch colour ${c}`);
       assert.equal(img2.count(categoryColours(5)[4]!), 0, 'no fifth category colour when colouring by 4 batches');
-      t.diagnostic(`umap ×2: ${((performance.now() - t0) / 1000).toFixed(1)} s; pictures in ${dir}`);
+      t.diagnostic(`umap ×2: ${((performance.now() - t0) / 1000).toFixed(1)} s; pictures in ${dir} (kept with ATLASVAE_KEEP_TEST_FILES=1)`);
     });
   } finally {
     await trained.dataset.close();
+    // ATLASVAE_KEEP_TEST_FILES=1 keeps the outputs (pictures, reports) for inspection
+    if (!process.env.ATLASVAE_KEEP_TEST_FILES) fs.rmSync(dir, { recursive: true, force: true });
   }
 });

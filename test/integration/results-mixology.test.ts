@@ -95,5 +95,7 @@ test('results on mixology: h5ad obsm, ELBO bound, UMAP by plate, query dataset w
     });
   } finally {
     await trained.dataset.close();
+    // ATLASVAE_KEEP_TEST_FILES=1 keeps the outputs (pictures, reports) for inspection
+    if (!process.env.ATLASVAE_KEEP_TEST_FILES) fs.rmSync(dir, { recursive: true, force: true });
   }
 });
