@@ -89,3 +89,23 @@ test('a frame sent in parts is byte-identical to the single-buffer frame', async
   assert.deepEqual(Buffer.concat(parts), encodeFrame(h, grad, bn));
   assert.equal(parts[1]!.buffer, grad.buffer, 'the payload is not copied');
 });
+
+test('ReusableFrame: same bytes as encodeFrame; reuses its buffer only when told the last frame was flushed', async () => {
+  const { ReusableFrame } = await import('@atlasvae/shared/protocol/frame');
+  const w = new ReusableFrame();
+  const p1 = new Float32Array([1, 2, 3, 4]);
+  const f1 = w.encode(true, { type: 'params', version: 1 }, p1);
+  assert.deepEqual(f1, encodeFrame({ type: 'params', version: 1 }, p1));
+  const f2 = w.encode(true, { type: 'params', version: 2 }, new Float32Array([5, 6, 7, 8]));
+  assert.equal(f2.buffer, f1.buffer, 'flushed: the buffer is reused');
+  assert.deepEqual(f2, encodeFrame({ type: 'params', version: 2 }, new Float32Array([5, 6, 7, 8])));
+  const f3 = w.encode(false, { type: 'params', version: 3 }, p1);
+  assert.notEqual(f3.buffer, f2.buffer, 'still queued somewhere: a fresh buffer');
+  assert.deepEqual(f2, encodeFrame({ type: 'params', version: 2 }, new Float32Array([5, 6, 7, 8])), 'the queued frame is untouched');
+  const big = new Float32Array(1000).fill(9);
+  const f4 = w.encode(true, { type: 'params', version: 4 }, big);
+  assert.deepEqual(f4, encodeFrame({ type: 'params', version: 4 }, big), 'grows when the frame does not fit');
+  const { header, payload } = decodeFrame(f4);
+  assert.deepEqual(header, { type: 'params', version: 4 });
+  assert.equal(payloadAsFloat32(payload)[999], 9);
+});

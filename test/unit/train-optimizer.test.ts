@@ -84,3 +84,48 @@ test('applyStep: gradients summed over microbatches and divided by total cells; 
   applyStep(c, [mk(1, 6, 9), mk(3, 2, 5)], tc, mc);
   assert.notEqual(c.buffers[0], a.buffers[0]);
 });
+
+test('GradientAccumulator + applyAccumulated (the coordinator\'s in-order summing) is bit-identical to applyStep', async () => {
+  const { GradientAccumulator, applyAccumulated } = await import('@atlasvae/shared/train/step');
+  const mc = defaultModelConfig(30, 2, { nHidden: 8, nLatent: 3 });
+  const tc = defaultTrainConfig(100, { lr: 0.01 });
+  const size = paramLayout(mc).size;
+  const bsize = bufferLayout(mc).size;
+  let s = 12345;
+  const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const mk = (n: number): MicrobatchGradient => ({
+    grad: Float32Array.from({ length: size }, () => rnd() * 100),
+    nCells: n, reconstructionSum: rnd() * 1000, klSum: rnd() * 10, lossSum: rnd() * 1000,
+    bnStats: Float32Array.from({ length: bsize }, () => rnd()),
+  });
+  const a = initTrainingState(mc, 1);
+  const b = initTrainingState(mc, 1);
+  const acc = new GradientAccumulator(size);
+  for (let step = 0; step < 3; step++) {
+    const rs = [mk(43), mk(43), mk(42)];
+    const sa = applyStep(a, rs, tc, mc);
+    acc.reset();
+    for (const r of rs) acc.add(r);
+    const sb = applyAccumulated(b, acc, tc, mc);
+    assert.deepEqual(b.params, a.params, `parameters after step ${step}`);
+    assert.deepEqual(b.buffers, a.buffers, `BatchNorm statistics after step ${step}`);
+    assert.deepEqual(b.adam.m, a.adam.m);
+    assert.deepEqual(b.adam.v, a.adam.v);
+    assert.equal(sb.loss, sa.loss);
+    assert.equal(sb.gradNorm, sa.gradNorm);
+    assert.equal(acc.count, 3);
+    assert.equal(acc.cells, 128);
+  }
+  // the Adam half alone matches the older partial-sum form bit for bit
+  const p1 = a.params.slice(), p2 = a.params.slice();
+  const s1 = initAdam(size), s2 = initAdam(size);
+  const g0 = mk(1).grad, g1 = mk(1).grad;
+  const partial = Float64Array.from(g0);
+  const sum = Float64Array.from(g0);
+  for (let i = 0; i < size; i++) sum[i] += g1[i]!;
+  const cfg = { lr: 1e-3, eps: 0.01, weightDecay: 1e-6 };
+  const { adamStepScaled } = await import('@atlasvae/shared/train/adam');
+  assert.equal(adamStepScaled(p2, sum, 1 / 7, s2, cfg), adamStepSum(p1, partial, g1, 1 / 7, s1, cfg));
+  assert.deepEqual(p2, p1);
+  assert.throws(() => acc.add({ ...mk(1), grad: new Float32Array(3) }), /gradient of 3 floats/);
+});

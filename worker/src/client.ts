@@ -5,7 +5,7 @@
 
 import os from 'node:os';
 import { WebSocket, type ClientOptions } from 'ws';
-import { encodeFrame, encodeFrameParts, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
+import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError, ReusableFrame } from '@atlasvae/shared/protocol/frame';
 import {
   PROTOCOL_VERSION, PROTOCOL_HEADER, TOKEN_HEADER, CLOSE, ProtocolError,
   parseCoordinatorMessage, inferArrowOffset, type ExpectedSizes, type HelloMsg, type ResultMsg, type FailureMsg, type WorkMsg,
@@ -61,6 +61,8 @@ export class WorkerClient {
   private paramVersion = -1;
   private computed = 0;
   private readonly log: (m: string) => void;
+  /** result frames reuse one buffer while the socket has nothing queued */
+  private readonly resultFrame = new ReusableFrame();
 
   constructor(private readonly opts: WorkerOptions) {
     this.log = opts.log ?? ((m) => console.error(m));
@@ -193,17 +195,6 @@ export class WorkerClient {
     this.opts.events?.bytes?.('sent', frame.byteLength);
   }
 
-  /** One message sent as fragments: the gradient goes out from the model's own array, uncopied. */
-  private sendParts(ws: WebSocket, parts: Uint8Array[]): void {
-    if (ws.readyState !== WebSocket.OPEN) return;
-    let n = 0;
-    parts.forEach((p, i) => {
-      ws.send(p, { binary: true, fin: i === parts.length - 1 });
-      n += p.byteLength;
-    });
-    this.opts.events?.bytes?.('sent', n);
-  }
-
   /** Handle one message: 'welcome', a done reason, or null. */
   private handle(ws: WebSocket, data: Buffer): 'welcome' | string | null {
     const { header, payload } = decodeFrame(data);
@@ -315,7 +306,10 @@ export class WorkerClient {
       reconstructionSum: g.reconstructionSum, klSum: g.klSum, lossSum: g.lossSum, computeMs,
       gradLength: g.grad.length, bnLength: g.bnStats.length,
     };
-    this.sendParts(ws, encodeFrameParts(r, g.grad, g.bnStats));
+    // one frame (one copy here, into a reused buffer) rather than fragments: the coordinator's ws
+    // would otherwise join the fragments into a fresh 2 MB buffer per result, and the
+    // coordinator is the shared resource
+    this.send(ws, this.resultFrame.encode(ws.bufferedAmount === 0, r, g.grad, g.bnStats));
     this.computed++;
     this.opts.events?.microbatchComputed?.({
       step: w.step, microbatch: w.microbatch, nCells: g.nCells, computeMs,

@@ -14,7 +14,8 @@ import { epochPlan, type PlannedStep } from '@atlasvae/shared/plan';
 import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import { saveCheckpoint, type Checkpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
-import { encodeFrame, encodeFrameParts, decodeFrame, payloadAsFloat32, FrameError } from '@atlasvae/shared/protocol/frame';
+import { encodeFrame, encodeFrameParts, decodeFrame, payloadAsFloat32, FrameError, ReusableFrame } from '@atlasvae/shared/protocol/frame';
+import type { GradientAccumulator } from '@atlasvae/shared/train/step';
 import {
   PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
   type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg,
@@ -95,6 +96,10 @@ interface Conn {
 
 interface Current {
   run: StepRun;
+  /** gradients summed so far, in microbatch order */
+  acc: GradientAccumulator;
+  /** microbatches 0…summed−1 are in acc */
+  summed: number;
   version: number;
   epoch: number;
   klWeight: number;
@@ -118,6 +123,10 @@ export class Coordinator {
   private current: Current | null = null;
   private readonly sizes: ExpectedSizes;
   private paramsFrame: Buffer | null = null;
+  /** the parameter frame's buffer, reused across steps once every socket has flushed it */
+  private readonly paramsWriter = new ReusableFrame();
+  /** a dropped connection may still hold the last parameter frame in its queue */
+  private paramsFrameShared = false;
   private version: number;
   private stopRequested = false;
   private workerWaiters: (() => void)[] = [];
@@ -228,6 +237,7 @@ export class Coordinator {
   private forget(c: Conn, why: string): void {
     if (c.helloTimer) clearTimeout(c.helloTimer);
     if (!this.conns.delete(c.id)) return;
+    if (c.ws.bufferedAmount > 0) this.paramsFrameShared = true;
     if (!c.ready) return;
     c.ready = false;
     this.emit('workerDisconnected', c.info, why, this.connectedWorkers);
@@ -321,6 +331,9 @@ export class Coordinator {
       this.emit('resultDropped', outcome, c.id);
     } else {
       this.emit('microbatchAccepted', { globalStep: cur.version, epoch: cur.epoch, microbatch: r.microbatch, workerId: c.id, cells: item.cells, computeMs: r.computeMs });
+      // sum every result that now continues the in-order prefix (never out of microbatch order)
+      const results = cur.run.results;
+      while (cur.summed < results.length && results[cur.summed] !== undefined) cur.acc.add(results[cur.summed++]!);
     }
     if (cur.run.complete) cur.resolve();
     else this.dispatch();
@@ -357,7 +370,13 @@ export class Coordinator {
   }
 
   private currentParamsFrame(): Buffer {
-    this.paramsFrame ??= encodeFrame({ type: 'params', version: this.version }, this.setup.optimizer.params);
+    if (!this.paramsFrame) {
+      // reuse last step's buffer only when no socket still has it queued (ws sends by reference)
+      let flushed = !this.paramsFrameShared;
+      for (const c of this.conns.values()) if (c.ws.bufferedAmount > 0) flushed = false;
+      this.paramsFrame = this.paramsWriter.encode(flushed, { type: 'params', version: this.version }, this.setup.optimizer.params);
+      this.paramsFrameShared = false;
+    }
     return this.paramsFrame;
   }
 
@@ -522,8 +541,9 @@ export class Coordinator {
     const { trainConfig: tc } = this.setup;
     const klWeight = klWeightForEpoch(pos.epoch, tc);
     const run = new StepRun(pos.globalStep, items);
+    const acc = this.setup.optimizer.accumulator();
     const done = new Promise<void>((resolve, reject) => {
-      this.current = { run, version: this.version, epoch: pos.epoch, klWeight, resolve, reject };
+      this.current = { run, acc, summed: 0, version: this.version, epoch: pos.epoch, klWeight, resolve, reject };
     });
     const tDispatch = performance.now();
     this.dispatch();
@@ -534,16 +554,10 @@ export class Coordinator {
       this.current = null;
     }
     const tCollected = performance.now();
-    const results = run.results as MicrobatchGradient[];
-    let nCells = 0, loss = 0, rec = 0, kl = 0;
-    for (const r of results) {
-      nCells += r.nCells;
-      loss += r.lossSum;
-      rec += r.reconstructionSum;
-      kl += r.klSum;
-    }
+    if (acc.count !== items.length) throw new Error(`internal: step ${pos.globalStep} completed with ${acc.count} of ${items.length} microbatches summed`);
+    const { cells: nCells, loss, reconstruction: rec, kl } = acc;
     if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${pos.globalStep} (epoch ${pos.epoch}): the loss is ${loss}`);
-    const timing = this.setup.optimizer.apply(results, pos.epoch);
+    const timing = this.setup.optimizer.applyAccumulated(acc, pos.epoch);
     this.version++;
     const tb = performance.now();
     this.paramsFrame = null;

@@ -19,9 +19,11 @@ export interface StepReport {
   computeMs: number;
   /** waiting for results beyond the workers' compute: transfer, (de)serialization, queuing, idle */
   communicationMs: number;
-  /** applyStep: summing microbatch gradients in microbatch order, Adam, BatchNorm merge (one call) */
+  /** the optimizer step after the last result arrived (Adam + BatchNorm merge): the coordinator's
+   * compute on the step's critical path */
   applyMs: number;
-  /** the parts of applyMs: summing gradients, then Adam + BatchNorm merge */
+  /** summing microbatch gradients in microbatch order, each as soon as it and all earlier ones
+   * arrived (mostly overlapped with waiting for the slowest microbatch) */
   aggregationMs: number;
   optimizerMs: number;
   /** L2 norm of the step's mean gradient */

@@ -6,7 +6,7 @@ import type { ModelConfig, TrainConfig } from '@atlasvae/shared/config';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import type { Checkpoint } from '@atlasvae/shared/checkpoint';
 import { bufferLayout } from '@atlasvae/shared/model/layout';
-import { applyStep, initTrainingState, type TrainingState } from '@atlasvae/shared/train/step';
+import { applyAccumulated, applyStep, GradientAccumulator, initTrainingState, type TrainingState } from '@atlasvae/shared/train/step';
 
 export interface Optimizer {
   /** current parameters (what workers compute with) */
@@ -15,6 +15,10 @@ export interface Optimizer {
   readonly bnStatsLength: number;
   /** one optimizer step; returns the time it took (sum, Adam and BN merge are one call) */
   apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number };
+  /** A fresh (reset) accumulator for the next step's gradients, added in microbatch order as they arrive. */
+  accumulator(): GradientAccumulator;
+  /** the optimizer step on an accumulator's sum (applyStep split in two; the same result) */
+  applyAccumulated(acc: GradientAccumulator, epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number };
   snapshot(): { params: Float32Array; buffers: Float32Array; adam: { m: Float32Array; v: Float32Array; t: number } };
 }
 
@@ -45,6 +49,22 @@ export class SharedStepOptimizer implements Optimizer {
     const t0 = performance.now();
     this.state.epoch = epoch;
     const s = applyStep(this.state, results, this.trainConfig, this.modelConfig);
+    return { applyMs: performance.now() - t0, gradNorm: s.gradNorm, aggregationMs: s.aggregationMs, optimizerMs: s.optimizerMs };
+  }
+
+  private acc: GradientAccumulator | null = null;
+
+  accumulator(): GradientAccumulator {
+    this.acc ??= new GradientAccumulator(this.state.params.length);
+    this.acc.reset();
+    return this.acc;
+  }
+
+  applyAccumulated(acc: GradientAccumulator, epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number } {
+    const t0 = performance.now();
+    this.state.epoch = epoch;
+    const s = applyAccumulated(this.state, acc, this.trainConfig, this.modelConfig);
+    // applyMs is the time on the step's critical path (the optimizer); summing overlapped the wait
     return { applyMs: performance.now() - t0, gradNorm: s.gradNorm, aggregationMs: s.aggregationMs, optimizerMs: s.optimizerMs };
   }
 

@@ -43,6 +43,35 @@ export function encodeFrame(header: object, ...payload: ArrayBufferView[]): Buff
   return out;
 }
 
+/**
+ * Encodes frames of about the same size into one retained buffer instead of a fresh allocation
+ * per message (a 2 MB parameter or gradient frame per step otherwise costs the sender a large
+ * external allocation each time, which drives V8 into frequent full GCs). ws sends a buffer by
+ * reference, so the caller must say when the previous frame is no longer queued on any socket
+ * (`bufferedAmount === 0` everywhere it was sent); otherwise a fresh buffer is used and kept.
+ */
+export class ReusableFrame {
+  private buf: Buffer | null = null;
+
+  encode(reusable: boolean, header: object, ...payload: ArrayBufferView[]): Buffer {
+    const head = packr.pack(header);
+    const start = payloadOffset(head.byteLength);
+    let total = start;
+    for (const p of payload) total += p.byteLength;
+    if (!reusable || !this.buf || this.buf.byteLength < total) this.buf = Buffer.allocUnsafeSlow(total + 64);
+    const out = this.buf.subarray(0, total);
+    out.writeUInt32LE(head.byteLength, 0);
+    head.copy(out, 4);
+    out.fill(0, 4 + head.byteLength, start);
+    let pos = start;
+    for (const p of payload) {
+      out.set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength), pos);
+      pos += p.byteLength;
+    }
+    return out;
+  }
+}
+
 /** The same frame as a list of parts (header with padding, then the payload views, uncopied), to
  * be sent as the fragments of one WebSocket message. The payload arrays must not change until sent. */
 export function encodeFrameParts(header: object, ...payload: ArrayBufferView[]): Uint8Array[] {

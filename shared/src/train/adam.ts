@@ -81,3 +81,38 @@ export function adamStepSum(params: Float32Array, partial: Float64Array | null, 
   }
   return sq;
 }
+
+/**
+ * The same Adam step with the gradient given as sum · scale, where `sum` holds every microbatch's
+ * gradient already added in microbatch order (a GradientAccumulator). (partial + last) in
+ * adamStepSum and a sum that had `last` added last are the same float64 additions, so both give
+ * bit-identical parameters. Returns Σ of the squared mean gradient (before weight decay).
+ */
+export function adamStepScaled(params: Float32Array, sum: Float64Array, scale: number, state: AdamState, cfg: AdamConfig): number {
+  const b1 = cfg.beta1 ?? 0.9;
+  const b2 = cfg.beta2 ?? 0.999;
+  if (sum.length !== params.length || state.m.length !== params.length) throw new RangeError('Adam: parameter, gradient and state sizes differ');
+  state.t += 1;
+  const bc1 = 1 - Math.pow(b1, state.t);
+  const sqrtBc2 = Math.sqrt(1 - Math.pow(b2, state.t));
+  const stepSize = cfg.lr / bc1;
+  const { m, v } = state;
+  const wd = cfg.weightDecay;
+  const eps = cfg.eps;
+  const c1 = 1 - b1;
+  const c2 = 1 - b2;
+  const invSqrtBc2 = 1 / sqrtBc2;
+  let sq = 0;
+  for (let i = 0; i < params.length; i++) {
+    const mean = sum[i]! * scale;
+    sq += mean * mean;
+    const p = params[i]!;
+    const g = mean + wd * p;
+    const mi = b1 * m[i]! + c1 * g;
+    const vi = b2 * v[i]! + c2 * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    params[i] = p - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
+  }
+  return sq;
+}

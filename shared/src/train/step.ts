@@ -4,7 +4,7 @@
 import type { ModelConfig, TrainConfig } from '../config.js';
 import { bufferLayout, initBuffers, initParams, paramLayout } from '../model/layout.js';
 import type { MicrobatchGradient } from '../model/types.js';
-import { adamStepSum, initAdam, type AdamState } from './adam.js';
+import { adamStepScaled, initAdam, type AdamState } from './adam.js';
 
 export interface TrainingState {
   params: Float32Array;
@@ -58,8 +58,65 @@ export function cloneTrainingState(s: TrainingState): TrainingState {
   };
 }
 
-/** reused gradient accumulator (saves a large allocation per step) */
-let scratch = new Float64Array(0);
+/**
+ * Sums microbatch gradients into one reused float64 buffer, strictly in microbatch order: the
+ * caller adds microbatch k only after 0…k−1 (the coordinator adds each result as soon as it and
+ * all earlier ones have arrived, so summing overlaps the wait for the slowest microbatch instead
+ * of sitting on the step's critical path). Also carries the step's cell count, loss sums and
+ * BatchNorm batch statistics (copied, in order) for `applyAccumulated`.
+ */
+export class GradientAccumulator {
+  readonly sum: Float64Array;
+  private readonly bnStats: Float32Array[] = [];
+  /** microbatches added since the last reset */
+  count = 0;
+  cells = 0;
+  loss = 0;
+  reconstruction = 0;
+  kl = 0;
+  /** milliseconds spent in add() since the last reset */
+  ms = 0;
+
+  constructor(readonly size: number) {
+    this.sum = new Float64Array(size);
+  }
+
+  reset(): void {
+    this.count = 0;
+    this.cells = 0;
+    this.loss = 0;
+    this.reconstruction = 0;
+    this.kl = 0;
+    this.ms = 0;
+    this.bnStats.length = 0;
+  }
+
+  /** Add the next microbatch (in microbatch order). */
+  add(r: MicrobatchGradient): void {
+    const t0 = performance.now();
+    const n = this.size;
+    const g = r.grad;
+    if (g.length !== n) throw new RangeError(`applyStep: gradient of ${g.length} floats, parameters have ${n}`);
+    const s = this.sum;
+    if (this.count === 0) for (let i = 0; i < n; i++) s[i] = g[i]!;
+    else for (let i = 0; i < n; i++) s[i] += g[i]!;
+    this.count++;
+    this.cells += r.nCells;
+    this.loss += r.lossSum;
+    this.reconstruction += r.reconstructionSum;
+    this.kl += r.klSum;
+    this.bnStats.push(r.bnStats.slice());
+    this.ms += performance.now() - t0;
+  }
+
+  /** the BatchNorm batch statistics added so far, in microbatch order */
+  get batchStats(): readonly Float32Array[] {
+    return this.bnStats;
+  }
+}
+
+/** one accumulator per parameter count, reused by applyStep (saves a large allocation per step) */
+const accumulators = new Map<number, GradientAccumulator>();
 
 /**
  * Apply one optimizer step to `state` (in place): sum the microbatch gradients in the order given
@@ -69,44 +126,33 @@ let scratch = new Float64Array(0);
  */
 export function applyStep(state: TrainingState, results: MicrobatchGradient[], trainCfg: TrainConfig, modelCfg: ModelConfig): StepSummary {
   if (results.length === 0) throw new RangeError('applyStep: no microbatch results');
-  const t0 = performance.now();
   const n = state.params.length;
-  let cells = 0;
-  let loss = 0;
-  let rec = 0;
-  let kl = 0;
-  for (const r of results) {
-    if (r.grad.length !== n) throw new RangeError(`applyStep: gradient of ${r.grad.length} floats, parameters have ${n}`);
-    cells += r.nCells;
-    loss += r.lossSum;
-    rec += r.reconstructionSum;
-    kl += r.klSum;
-  }
-  // Σ of all but the last microbatch in microbatch order; Adam adds the last one and divides by cells
-  let partial: Float64Array | null = null;
-  if (results.length > 1) {
-    if (scratch.length !== n) scratch = new Float64Array(n);
-    partial = scratch;
-    const g0 = results[0]!.grad;
-    for (let i = 0; i < n; i++) partial[i] = g0[i]!;
-    for (let k = 1; k < results.length - 1; k++) {
-      const g = results[k]!.grad;
-      for (let i = 0; i < n; i++) partial[i] += g[i]!;
-    }
-  }
+  let acc = accumulators.get(n);
+  if (!acc) accumulators.set(n, (acc = new GradientAccumulator(n)));
+  acc.reset();
+  for (const r of results) acc.add(r);
+  return applyAccumulated(state, acc, trainCfg, modelCfg);
+}
+
+/** The optimizer half of applyStep: Adam on the accumulated sum / cells, then the BatchNorm merge
+ * in microbatch order. `aggregationMs` reports the accumulator's summing time. */
+export function applyAccumulated(state: TrainingState, acc: GradientAccumulator, trainCfg: TrainConfig, modelCfg: ModelConfig): StepSummary {
+  if (acc.count === 0) throw new RangeError('applyStep: no microbatch results');
+  if (acc.size !== state.params.length) throw new RangeError(`applyStep: gradient of ${acc.size} floats, parameters have ${state.params.length}`);
   const t1 = performance.now();
-  const sq = adamStepSum(state.params, partial, results[results.length - 1]!.grad, 1 / cells, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay });
-  foldBatchNormStats(state.buffers, results, modelCfg);
+  const cells = acc.cells;
+  const sq = adamStepScaled(state.params, acc.sum, 1 / cells, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay });
+  foldBatchNormStats(state.buffers, acc.batchStats.map((bnStats) => ({ bnStats })), modelCfg);
   state.globalStep += 1;
   state.stepInEpoch += 1;
   return {
-    globalStep: state.globalStep, epoch: state.epoch, cells, loss: loss / cells, reconstruction: rec / cells, kl: kl / cells, gradNorm: Math.sqrt(sq),
-    aggregationMs: t1 - t0, optimizerMs: performance.now() - t1,
+    globalStep: state.globalStep, epoch: state.epoch, cells, loss: acc.loss / cells, reconstruction: acc.reconstruction / cells, kl: acc.kl / cells, gradNorm: Math.sqrt(sq),
+    aggregationMs: acc.ms, optimizerMs: performance.now() - t1,
   };
 }
 
 /** running = (1 − m)·running + m·stat for each microbatch in order (stats in buffer-layout order). */
-export function foldBatchNormStats(buffers: Float32Array, results: MicrobatchGradient[], modelCfg: ModelConfig): void {
+export function foldBatchNormStats(buffers: Float32Array, results: readonly Pick<MicrobatchGradient, 'bnStats'>[], modelCfg: ModelConfig): void {
   const size = bufferLayout(modelCfg).size;
   if (buffers.length !== size) throw new RangeError(`buffers have ${buffers.length} floats, the layout needs ${size}`);
   const m = modelCfg.bnMomentum;
