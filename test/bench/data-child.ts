@@ -57,7 +57,7 @@ async function main(): Promise<void> {
     const s = (performance.now() - t) / 1000;
     const cpu = cpuSeconds(c1);
     await ds.close();
-    console.log(JSON.stringify({ cells: cells.length, seconds: +s.toFixed(2), cellsPerSecond: Math.round(cells.length / s), cpuSeconds: +cpu.toFixed(2), cellsPerCpuSecond: Math.round(cells.length / cpu), megabytesPerSecond: Math.round(bytes / 1e6 / s), recordBatchesRead: ds.source.blocksRead, peakRssMiB: peakRssMiB() }));
+    console.log(JSON.stringify({ cells: cells.length, seconds: +s.toFixed(2), cellsPerSecond: Math.round(cells.length / s), cpuSeconds: +cpu.toFixed(2), cellsPerCpuSecond: Math.round(cells.length / cpu), megabytesPerSecond: Math.round(bytes / 1e6 / s), recordBatchesRead: ds.source.blocksRead, readBuffersReused: ds.source.buffersReused, peakRssMiB: peakRssMiB() }));
   } else {
     throw new Error(`unknown task ${task}`);
   }
