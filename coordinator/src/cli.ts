@@ -32,6 +32,19 @@ async function main(): Promise<void> {
       process.exit(2);
     });
   for (const c of commands) cli = c(cli);
+  // one example per command, in the order of a typical run (each command's --help has more)
+  cli = cli
+    .example('$0 demo', 'simulate a demo atlas, train it with 2 local workers, write a checkpoint and embedding')
+    .example('$0 simulate --cells 100000 --genes 2000 --out atlas/', 'a synthetic atlas as a prepared dataset')
+    .example('$0 prepare pbmc.h5ad --out pbmc/ --batch-key sample --label-key cell_type --n-top-genes 2000', 'an .h5ad, 10x .h5 or MTX folder into Arrow shards')
+    .example('$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --out pbmc.ckpt', 'single-process training on a MatrixMarket folder')
+    .example('$0 train --data pbmc/ --local-workers 2 --checkpoint run/model.ckpt', 'a coordinator and 2 worker processes on this machine')
+    .example('$0 coordinator --data pbmc/ --port 8787 --token $T --min-workers 4 --checkpoint run/model.ckpt', 'a coordinator for workers on other hosts')
+    .example('$0 worker --connect ws://head:8787 --token $T --backend auto', 'a worker joining a coordinator')
+    .example('$0 embed --checkpoint run/model.ckpt --data pbmc/ --out pbmc_latent.h5ad', "latent means into obsm['X_atlasvae'] of a copy of the source .h5ad")
+    .example('$0 normalize --checkpoint run/model.ckpt --data pbmc/ --genes CD3E,MS4A1 --out expr.csv', 'scVI normalized expression')
+    .example('$0 evaluate --checkpoint run/model.ckpt --data pbmc/ --out report.json', 'ELBO, marginal likelihood, kNN accuracy, batch mixing')
+    .example('$0 umap --checkpoint run/model.ckpt --data pbmc/ --color-by label --out umap.png', 'a UMAP picture of the latent space');
   await cli.parseAsync();
 }
 
