@@ -25,13 +25,16 @@ function payloadOffset(headerBytes: number): number {
   return (4 + headerBytes + 7) & ~7;
 }
 
-/** Build one frame: header, padding, then each payload part in order (a single copy of each). */
-export function encodeFrame(header: object, ...payload: ArrayBufferView[]): Buffer {
-  const head = packr.pack(header);
-  const start = payloadOffset(head.byteLength);
-  let total = start;
+/** Bytes a frame with this packed header and payload needs. */
+function frameLength(head: Uint8Array, payload: ArrayBufferView[]): number {
+  let total = payloadOffset(head.byteLength);
   for (const p of payload) total += p.byteLength;
-  const out = Buffer.allocUnsafeSlow(total);
+  return total;
+}
+
+/** Write header, padding, then each payload part in order into `out` (exactly frameLength bytes). */
+function writeFrame(out: Buffer, head: Buffer, payload: ArrayBufferView[]): Buffer {
+  const start = payloadOffset(head.byteLength);
   out.writeUInt32LE(head.byteLength, 0);
   head.copy(out, 4);
   out.fill(0, 4 + head.byteLength, start);
@@ -41,6 +44,12 @@ export function encodeFrame(header: object, ...payload: ArrayBufferView[]): Buff
     pos += p.byteLength;
   }
   return out;
+}
+
+/** Build one frame: header, padding, then each payload part in order (a single copy of each). */
+export function encodeFrame(header: object, ...payload: ArrayBufferView[]): Buffer {
+  const head = packr.pack(header);
+  return writeFrame(Buffer.allocUnsafeSlow(frameLength(head, payload)), head, payload);
 }
 
 /**
@@ -55,20 +64,9 @@ export class ReusableFrame {
 
   encode(reusable: boolean, header: object, ...payload: ArrayBufferView[]): Buffer {
     const head = packr.pack(header);
-    const start = payloadOffset(head.byteLength);
-    let total = start;
-    for (const p of payload) total += p.byteLength;
+    const total = frameLength(head, payload);
     if (!reusable || !this.buf || this.buf.byteLength < total) this.buf = Buffer.allocUnsafeSlow(total + 64);
-    const out = this.buf.subarray(0, total);
-    out.writeUInt32LE(head.byteLength, 0);
-    head.copy(out, 4);
-    out.fill(0, 4 + head.byteLength, start);
-    let pos = start;
-    for (const p of payload) {
-      out.set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength), pos);
-      pos += p.byteLength;
-    }
-    return out;
+    return writeFrame(this.buf.subarray(0, total), head, payload);
   }
 }
 
