@@ -71,8 +71,8 @@ function dispersionTables(cfg: ModelConfig, pxr: Float32Array, withDigamma: bool
   return t;
 }
 
-/** softmax of row `i` of logits into `out` */
-function softmaxRow(logits: Float32Array, i: number, G: number, out: Float64Array): void {
+/** exp(logit − row max) of row `i` of logits into `out`; returns their sum (the softmax denominator) */
+function expRow(logits: Float32Array, i: number, G: number, out: Float64Array): number {
   const o = i * G;
   let max = -Infinity;
   for (let g = 0; g < G; g++) if (logits[o + g]! > max) max = logits[o + g]!;
@@ -82,7 +82,12 @@ function softmaxRow(logits: Float32Array, i: number, G: number, out: Float64Arra
     out[g] = e;
     sum += e;
   }
-  const inv = 1 / sum;
+  return sum;
+}
+
+/** softmax of row `i` of logits into `out` */
+function softmaxRow(logits: Float32Array, i: number, G: number, out: Float64Array): void {
+  const inv = 1 / expRow(logits, i, G, out);
   for (let g = 0; g < G; g++) out[g] *= inv;
 }
 
@@ -150,16 +155,7 @@ function negativeBinomialFast(inp: LikelihoodInput): LikelihoodOutput {
   const lthmuRow = new Float64Array(G);
   const { indptr, indices, counts } = batch;
   for (let i = 0; i < B; i++) {
-    const ro = i * G;
-    let max = -Infinity;
-    for (let g = 0; g < G; g++) if (logits[ro + g]! > max) max = logits[ro + g]!;
-    let sum = 0;
-    for (let g = 0; g < G; g++) {
-      const e = fastExp(logits[ro + g]! - max);
-      s[g] = e;
-      sum += e;
-    }
-    const invSum = 1 / sum;
+    const invSum = 1 / expRow(logits, i, G, s);
     const muScale = batch.library[i]! * invSum;
     const off = dispersionRow(cfg, batch, i) * G;
     let ll = 0;
@@ -242,15 +238,7 @@ function zeroInflatedFast(inp: LikelihoodInput): LikelihoodOutput {
   const { indptr, indices, counts } = batch;
   for (let i = 0; i < B; i++) {
     const ro = i * G;
-    let max = -Infinity;
-    for (let g = 0; g < G; g++) if (logits[ro + g]! > max) max = logits[ro + g]!;
-    let sum = 0;
-    for (let g = 0; g < G; g++) {
-      const e = fastExp(logits[ro + g]! - max);
-      s[g] = e;
-      sum += e;
-    }
-    const invSum = 1 / sum;
+    const invSum = 1 / expRow(logits, i, G, s);
     const muScale = batch.library[i]! * invSum;
     const off = dispersionRow(cfg, batch, i) * G;
     let p = indptr[i]!;
