@@ -375,7 +375,14 @@ test('a real Prometheus scraping a live training run answers every dashboard que
   assert.ok(loaded.length >= 5);
   for (const r of loaded) assert.notEqual(r.health, 'err', `alert ${r.name} fails to evaluate`);
 
-  // 12. the coordinator ran with --log-format json: every stderr line is a JSON record, progress included
+  // 12. the coordinator ran with --log-format json: every stderr line is a JSON record, progress included.
+  // Progress lines come every 5 s; on a fast machine the checks above can finish sooner, so wait
+  // (bounded) for one that carries a rate before stopping the run.
+  await waitFor(
+    'a JSON progress record with a rate',
+    async () => coordinator.stderr.split('\n').some((l) => l.includes('"msg":"progress"') && /"cellsPerSecond":[1-9]/.test(l)),
+    30_000,
+  );
   await cleanup();
   const lines = coordinator.stderr.split('\n').filter((l) => l.trim() !== '');
   assert.ok(lines.length > 5);
