@@ -2,10 +2,10 @@
 // of the built CLI on loopback, their logs, audit files and checkpoints. No side effects on import.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { cliPath } from '../helpers/paths.js';
+export { freePort } from '../helpers/net.js';
 import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
 
 export interface Proc {
@@ -70,16 +70,6 @@ export async function runOk(args: string[], env: Record<string, string> = {}): P
   return p.output();
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export async function simulatedDataset(dir: string, cells: number, genes: number, seed = 1): Promise<string> {
   await simulateToDataset({ ...defaultSimulationOptions, cells, genes, out: dir, shardCells: 1024, seed });

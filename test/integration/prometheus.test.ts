@@ -10,10 +10,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { WebSocket } from 'ws';
 import { cliPath, repoRoot, tempDir } from '../helpers/paths.js';
+import { freePort } from '../helpers/net.js';
 
 const DASHBOARD = path.join(repoRoot, 'deploy/grafana/dashboards/atlasvae-training.json');
 const PROM_CONFIG = path.join(repoRoot, 'deploy/prometheus/prometheus.yml');
@@ -43,16 +43,6 @@ const skip =
     ? false
     : `the prometheus and promtool binaries are not on PATH (Debian: apt-get install prometheus): skipped`;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -4,7 +4,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
@@ -14,16 +13,9 @@ import { saveCheckpoint } from '@atlasvae/shared/checkpoint';
 import { readManifest } from '@atlasvae/coordinator/data/dataset';
 import type { EvaluationReport } from '@atlasvae/coordinator/results/evaluate';
 import { tempDir, cliPath } from '../helpers/paths.js';
+import { freePort } from '../helpers/net.js';
 import { cli } from './results-harness.js';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 test('inference on the worker fleet equals in-process inference, also when a worker dies', { timeout: 240_000 }, async (t) => {
   const dir = tempDir('atlasvae-results-fleet-');
