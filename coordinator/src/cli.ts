@@ -5,8 +5,14 @@ import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
 import { CliError } from '@atlasvae/shared/errors';
 import { configureLogging, log, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@atlasvae/shared/log';
+import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
 
 async function main(): Promise<void> {
+  try {
+    tuneGarbageCollector();
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
   let cli: Argv = yargs(hideBin(process.argv))
     .scriptName('atlasvae')
     .usage('$0 <command> [options]\n\nTrain scVI variational autoencoders on single-cell atlases, data-parallel over WebSocket workers.')
