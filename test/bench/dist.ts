@@ -165,6 +165,26 @@ async function singleProcess(ds: Dataset, mc: ModelConfig, tc: TrainConfig, step
   return { cellsPerSecond: n / ((stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000), cpuSecondsPer1000Cells: ((cpuEnd - cpuStart) / n) * 1000 };
 }
 
+/**
+ * The machine's own ceiling for two workers: the worker's math alone (no coordinator, no network)
+ * in one process, then in two processes at once. Two busy cores share caches, memory bandwidth and
+ * the host, so two processes do not reach twice one even with no communication at all.
+ */
+async function computeCeiling(dataDir: string, seconds: number): Promise<{ solo: number; pair: number }> {
+  const runOne = (): Promise<number> => new Promise((resolve, reject) => {
+    const c = fork(simWorkers, ['compute', dataDir, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    let out = '';
+    c.stdout!.on('data', (d: Buffer) => { out += d.toString('utf8'); });
+    c.once('exit', (code) => {
+      if (code !== 0) return reject(new Error(`compute child exited with ${code}`));
+      resolve((JSON.parse(out) as { cellsPerSecond: number }).cellsPerSecond);
+    });
+  });
+  const solo = await runOne();
+  const [a, b] = await Promise.all([runOne(), runOne()]);
+  return { solo, pair: a! + b! };
+}
+
 /** Raw ws ceiling: the server sends `bytes` to each of N echo clients and waits for all N echoes, `rounds` times. */
 async function rawWs(n: number, bytes: number, rounds: number): Promise<{ roundsPerSecond: number; upGBps: number }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 30 });
@@ -212,6 +232,7 @@ export async function run(): Promise<Record<string, unknown>> {
     if (/[ab]/.test(PARTS)) {
       // (a) throughput
       const single: { cellsPerSecond: number; cpuSecondsPer1000Cells: number }[] = [], one: Timed[] = [], two: Timed[] = [];
+      const ceilings: { solo: number; pair: number }[] = [];
       const stepReports: StepReport[] = [];
       const encodeMs: number[] = [];
       for (let r = 0; r < REPEATS; r++) {
@@ -221,6 +242,7 @@ export async function run(): Promise<Record<string, unknown>> {
         const t2 = await distributed(ds, data, mc, tc, 2, STEPS, WARMUP, false, encodeMs);
         two.push(t2);
         stepReports.push(...t2.reports);
+        ceilings.push(await computeCeiling(path.join(dir, 'data'), 5));
       }
       const med = (xs: { cellsPerSecond: number; cpuSecondsPer1000Cells: number }[], k: 'cellsPerSecond' | 'cpuSecondsPer1000Cells'): number => median(xs.map((x) => x[k]));
       const throughput = {
@@ -230,6 +252,14 @@ export async function run(): Promise<Record<string, unknown>> {
         twoWorkersCellsPerSecond: round(med(two, 'cellsPerSecond'), 0),
         oneWorkerVsSingleProcess: round(med(one, 'cellsPerSecond') / med(single, 'cellsPerSecond'), 3),
         scalingEfficiencyTwoWorkers: round(med(two, 'cellsPerSecond') / (2 * med(one, 'cellsPerSecond')), 3),
+        // the same ratio for the worker's math alone, two processes against one, no coordinator:
+        // what this machine allows two workers at all
+        machineCeiling: {
+          mathAloneOneProcessCellsPerSecond: round(median(ceilings.map((c) => c.solo)), 0),
+          mathAloneTwoProcessesCellsPerSecond: round(median(ceilings.map((c) => c.pair)), 0),
+          twoProcessEfficiency: round(median(ceilings.map((c) => c.pair / (2 * c.solo))), 3),
+        },
+        scalingEfficiencyOfMachineCeiling: round(med(two, 'cellsPerSecond') / (2 * med(one, 'cellsPerSecond')) / median(ceilings.map((c) => c.pair / (2 * c.solo))), 3),
         // load-independent view: CPU seconds spent per 1,000 cells (all processes)
         cpuSecondsPer1000Cells: {
           singleProcess: round(med(single, 'cpuSecondsPer1000Cells'), 3),

@@ -6,6 +6,10 @@ import * as dist from './dist.js';
 import * as metrics from './metrics.js';
 import * as results from './results.js';
 import * as step from './step.js';
+import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
+
+// measure what the atlasvae CLI runs: every atlasvae process applies this GC setting first
+tuneGarbageCollector();
 
 const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, data, dist, results, metrics };
 
