@@ -109,3 +109,18 @@ test('ReusableFrame: same bytes as encodeFrame; reuses its buffer only when told
   assert.deepEqual(header, { type: 'params', version: 4 });
   assert.equal(payloadAsFloat32(payload)[999], 9);
 });
+
+test('ReusableFrame.begin: a payload filled in place, range by range, makes the same bytes as encodeFrame', async () => {
+  const { ReusableFrame } = await import('@atlasvae/shared/protocol/frame');
+  const w = new ReusableFrame();
+  const params = new Float32Array(1001).map((_, i) => Math.sin(i));
+  const stale = w.encode(true, { type: 'params', version: 1 }, new Float32Array(1001).fill(7));
+  const { frame, payloadStart } = w.begin(true, { type: 'params', version: 2 }, 4 * params.length);
+  assert.equal(frame.buffer, stale.buffer, 'reuses the flushed buffer');
+  assert.equal((frame.byteOffset + payloadStart) % 8, 0, 'the payload is 8-byte aligned');
+  const view = new Float32Array(frame.buffer, frame.byteOffset + payloadStart, params.length);
+  for (let s = 0; s < params.length; s += 300) view.set(params.subarray(s, Math.min(params.length, s + 300)), s);
+  assert.deepEqual(frame, encodeFrame({ type: 'params', version: 2 }, params));
+  const fresh = w.begin(false, { type: 'params', version: 3 }, 8);
+  assert.notEqual(fresh.frame.buffer, frame.buffer, 'not flushed: a fresh buffer');
+});

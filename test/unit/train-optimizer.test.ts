@@ -118,3 +118,39 @@ test('GradientAccumulator + applyAccumulated (the coordinator\'s in-order summin
   }
   assert.throws(() => acc.add({ ...mk(1), grad: new Float32Array(3) }), /gradient of 3 floats/);
 });
+
+test('Adam in ranges (onChunk): the same parameters, moments and gradient norm to the bit; ranges in order, covering all', () => {
+  const n = 1003;
+  const base = Float32Array.from({ length: n }, (_, i) => Math.cos(i) * 0.3);
+  const sum = Float64Array.from({ length: n }, (_, i) => Math.sin(i * 1.7) * 40);
+  const cfg = { lr: 1e-3, eps: 0.01, weightDecay: 1e-6 };
+  const ref = { p: base.slice(), s: initAdam(n) };
+  const sqRef = [0, 1, 2].map(() => adamStepScaled(ref.p, sum, 1 / 256, ref.s, cfg));
+  for (const chunk of [1, 7, 500, n, 5000]) {
+    const p = base.slice();
+    const s = initAdam(n);
+    const sq: number[] = [];
+    for (let step = 0; step < 3; step++) {
+      const seen: [number, number][] = [];
+      const streamed = new Float32Array(n);
+      sq.push(adamStepScaled(p, sum, 1 / 256, s, cfg, (a, b) => {
+        seen.push([a, b]);
+        streamed.set(p.subarray(a, b), a); // what the coordinator sends at this moment
+      }, chunk));
+      assert.deepEqual(streamed, p, `chunk ${chunk}: each range was final when handed over`);
+      let next = 0;
+      for (const [a, b] of seen) {
+        assert.equal(a, next, `chunk ${chunk}: ranges in order without gaps`);
+        assert.ok(b > a && b - a <= chunk);
+        next = b;
+      }
+      assert.equal(next, n, `chunk ${chunk}: ranges cover every parameter`);
+    }
+    assert.deepEqual(p, ref.p, `chunk ${chunk}: parameters`);
+    assert.deepEqual(s.m, ref.s.m, `chunk ${chunk}: first moments`);
+    assert.deepEqual(s.v, ref.s.v, `chunk ${chunk}: second moments`);
+    assert.equal(s.t, 3);
+    assert.deepEqual(sq, sqRef, `chunk ${chunk}: squared-gradient sums`);
+  }
+  assert.throws(() => adamStepScaled(base.slice(), sum, 1, initAdam(n), cfg, () => undefined, 0), /chunk must be at least 1/);
+});

@@ -103,6 +103,8 @@ interface Current {
   version: number;
   epoch: number;
   klWeight: number;
+  /** called once, when the step's first result is accepted (starts the next step's prefetch) */
+  onFirstResult: (() => void) | null;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -335,8 +337,13 @@ export class Coordinator {
       const results = cur.run.results;
       while (cur.summed < results.length && results[cur.summed] !== undefined) cur.acc.add(results[cur.summed++]!);
     }
-    if (cur.run.complete) cur.resolve();
-    else this.dispatch();
+    if (cur.run.complete) return cur.resolve();
+    this.dispatch();
+    if (outcome === 'accepted' && cur.onFirstResult) {
+      const first = cur.onFirstResult;
+      cur.onFirstResult = null;
+      first();
+    }
   }
 
   private onFailure(c: Conn, f: FailureMsg): void {
@@ -369,15 +376,48 @@ export class Coordinator {
     this.emit('bytes', 'sent', n);
   }
 
+  /** Last step's parameter buffer may be reused only when no socket still has it queued (ws sends by reference). */
+  private paramsBufferReusable(): boolean {
+    let flushed = !this.paramsFrameShared;
+    for (const c of this.conns.values()) if (c.ws.bufferedAmount > 0) flushed = false;
+    this.paramsFrameShared = false;
+    return flushed;
+  }
+
   private currentParamsFrame(): Buffer {
-    if (!this.paramsFrame) {
-      // reuse last step's buffer only when no socket still has it queued (ws sends by reference)
-      let flushed = !this.paramsFrameShared;
-      for (const c of this.conns.values()) if (c.ws.bufferedAmount > 0) flushed = false;
-      this.paramsFrame = this.paramsWriter.encode(flushed, { type: 'params', version: this.version }, this.setup.optimizer.params);
-      this.paramsFrameShared = false;
-    }
+    this.paramsFrame ??= this.paramsWriter.encode(this.paramsBufferReusable(), { type: 'params', version: this.version }, this.setup.optimizer.params);
     return this.paramsFrame;
+  }
+
+  /**
+   * The optimizer step, with the new parameters going out while they are computed: the parameter
+   * frame's header is written first, then Adam runs in ranges and each finished range is copied
+   * into the frame and sent to every worker as the next fragment of one message. The kernel's
+   * copy and the workers' reading of a range overlap Adam on the next one, instead of the whole
+   * update and then the whole transfer on the step's critical path. The complete frame stays the
+   * current one, for workers that join later. Returns the optimizer timing and the ms spent sending.
+   */
+  private applyAndBroadcast(acc: GradientAccumulator, epoch: number): { timing: ReturnType<Optimizer['applyAccumulated']>; sendMs: number } {
+    const params = this.setup.optimizer.params;
+    const { frame, payloadStart } = this.paramsWriter.begin(this.paramsBufferReusable(), { type: 'params', version: this.version + 1 }, 4 * params.length);
+    const payload = new Float32Array(frame.buffer, frame.byteOffset + payloadStart, params.length);
+    const targets = [...this.conns.values()].filter((c) => c.ready && c.ws.readyState === c.ws.OPEN);
+    let sentUpTo = 0;
+    let sendMs = 0;
+    const timing = this.setup.optimizer.applyAccumulated(acc, epoch, (start, end) => {
+      const t = performance.now();
+      payload.set(params.subarray(start, end), start);
+      const upTo = end === params.length ? frame.byteLength : payloadStart + 4 * end;
+      const part = frame.subarray(sentUpTo, upTo);
+      const fin = upTo === frame.byteLength;
+      for (const c of targets) c.ws.send(part, { binary: true, fin });
+      sentUpTo = upTo;
+      sendMs += performance.now() - t;
+    });
+    this.version++;
+    this.paramsFrame = frame;
+    for (let i = 0; i < targets.length; i++) this.emit('bytes', 'sent', frame.byteLength);
+    return { timing, sendMs };
   }
 
   /** Hand pending microbatches to workers: first one each, then up to `workerDepth` each. */
@@ -489,10 +529,18 @@ export class Coordinator {
         const items = await (prefetch ?? this.prepareStep(planned));
         const dataWaitMs = performance.now() - t0;
         const nextP = nextPlanned();
-        prefetch = nextP ? this.prepareStep(nextP) : null;
-        prefetch?.catch(() => undefined);
-
-        const report = await this.runStep(pos, plan.length, items, dataWaitMs, t0);
+        prefetch = null;
+        // Read and encode the next step's microbatches once a core is idle: when this step's first
+        // result arrives (its worker now waits for the others), else when the step ends. Started at
+        // the broadcast instead, it competes with workers starting the step on a machine whose
+        // cores they fill (measured: a worker waiting ~5 ms for a core to begin its microbatch).
+        const startPrefetch = (): void => {
+          if (prefetch || !nextP) return;
+          prefetch = this.prepareStep(nextP);
+          prefetch.catch(() => undefined);
+        };
+        const report = await this.runStep(pos, plan.length, items, dataWaitMs, t0, startPrefetch);
+        startPrefetch();
         acc.nCells += report.nCells;
         acc.loss += report.loss * report.nCells;
         acc.reconstruction += report.reconstruction * report.nCells;
@@ -537,13 +585,13 @@ export class Coordinator {
     return rec;
   }
 
-  private async runStep(pos: CheckpointPosition, stepsInEpoch: number, items: StepItem[], dataWaitMs: number, t0: number): Promise<StepReport> {
+  private async runStep(pos: CheckpointPosition, stepsInEpoch: number, items: StepItem[], dataWaitMs: number, t0: number, onFirstResult: (() => void) | null = null): Promise<StepReport> {
     const { trainConfig: tc } = this.setup;
     const klWeight = klWeightForEpoch(pos.epoch, tc);
     const run = new StepRun(pos.globalStep, items);
     const acc = this.setup.optimizer.accumulator();
     const done = new Promise<void>((resolve, reject) => {
-      this.current = { run, acc, summed: 0, version: this.version, epoch: pos.epoch, klWeight, resolve, reject };
+      this.current = { run, acc, summed: 0, version: this.version, epoch: pos.epoch, klWeight, onFirstResult, resolve, reject };
     });
     const tDispatch = performance.now();
     this.dispatch();
@@ -557,12 +605,7 @@ export class Coordinator {
     if (acc.count !== items.length) throw new Error(`internal: step ${pos.globalStep} completed with ${acc.count} of ${items.length} microbatches summed`);
     const { cells: nCells, loss, reconstruction: rec, kl } = acc;
     if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${pos.globalStep} (epoch ${pos.epoch}): the loss is ${loss}`);
-    const timing = this.setup.optimizer.applyAccumulated(acc, pos.epoch);
-    this.version++;
-    const tb = performance.now();
-    this.paramsFrame = null;
-    const frame = this.currentParamsFrame();
-    for (const c of this.conns.values()) if (c.ready) this.sendRaw(c, frame);
+    const { timing, sendMs } = this.applyAndBroadcast(acc, pos.epoch);
     const tEnd = performance.now();
     const collectMs = tCollected - tDispatch;
     const computeMs = Math.min(collectMs, Math.max(0, ...run.computeMsByWorker.values()));
@@ -570,7 +613,8 @@ export class Coordinator {
       globalStep: pos.globalStep, epoch: pos.epoch, stepInEpoch: pos.stepInEpoch, stepsInEpoch,
       nCells, microbatches: items.length, loss: loss / nCells, reconstruction: rec / nCells, kl: kl / nCells, klWeight,
       totalMs: tEnd - t0, computeMs, communicationMs: collectMs - computeMs,
-      applyMs: timing.applyMs, aggregationMs: timing.aggregationMs, optimizerMs: timing.optimizerMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: tEnd - tb,
+      // Adam and the sending interleave: the sends are reported as broadcastMs, the rest as applyMs
+      applyMs: timing.applyMs - sendMs, aggregationMs: timing.aggregationMs, optimizerMs: timing.optimizerMs - sendMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: sendMs,
       workers: this.connectedWorkers, redone: run.redone,
     };
   }

@@ -17,8 +17,9 @@ export interface Optimizer {
   apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number };
   /** A fresh (reset) accumulator for the next step's gradients, added in microbatch order as they arrive. */
   accumulator(): GradientAccumulator;
-  /** the optimizer step on an accumulator's sum (applyStep split in two; the same result) */
-  applyAccumulated(acc: GradientAccumulator, epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number };
+  /** the optimizer step on an accumulator's sum (applyStep split in two; the same result); with
+   * `onParams`, each range of final parameters is handed over as soon as Adam has done it */
+  applyAccumulated(acc: GradientAccumulator, epoch: number, onParams?: (start: number, end: number) => void): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number };
   snapshot(): { params: Float32Array; buffers: Float32Array; adam: { m: Float32Array; v: Float32Array; t: number } };
 }
 
@@ -60,10 +61,10 @@ export class SharedStepOptimizer implements Optimizer {
     return this.acc;
   }
 
-  applyAccumulated(acc: GradientAccumulator, epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number } {
+  applyAccumulated(acc: GradientAccumulator, epoch: number, onParams?: (start: number, end: number) => void): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number } {
     const t0 = performance.now();
     this.state.epoch = epoch;
-    const s = applyAccumulated(this.state, acc, this.trainConfig, this.modelConfig);
+    const s = applyAccumulated(this.state, acc, this.trainConfig, this.modelConfig, onParams);
     // applyMs is the time on the step's critical path (the optimizer); summing overlapped the wait
     return { applyMs: performance.now() - t0, gradNorm: s.gradNorm, aggregationMs: s.aggregationMs, optimizerMs: s.optimizerMs };
   }

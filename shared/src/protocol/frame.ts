@@ -32,12 +32,18 @@ function frameLength(head: Uint8Array, payload: ArrayBufferView[]): number {
   return total;
 }
 
-/** Write header, padding, then each payload part in order into `out` (exactly frameLength bytes). */
-function writeFrame(out: Buffer, head: Buffer, payload: ArrayBufferView[]): Buffer {
+/** Write the header length, header and zero padding; returns where the payload starts. */
+function writeHead(out: Buffer, head: Buffer): number {
   const start = payloadOffset(head.byteLength);
   out.writeUInt32LE(head.byteLength, 0);
   head.copy(out, 4);
   out.fill(0, 4 + head.byteLength, start);
+  return start;
+}
+
+/** Write header, padding, then each payload part in order into `out` (exactly frameLength bytes). */
+function writeFrame(out: Buffer, head: Buffer, payload: ArrayBufferView[]): Buffer {
+  const start = writeHead(out, head);
   let pos = start;
   for (const p of payload) {
     out.set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength), pos);
@@ -65,8 +71,23 @@ export class ReusableFrame {
   encode(reusable: boolean, header: object, ...payload: ArrayBufferView[]): Buffer {
     const head = packr.pack(header);
     const total = frameLength(head, payload);
+    return writeFrame(this.take(reusable, total), head, payload);
+  }
+
+  /**
+   * A frame with `payloadBytes` of payload that the caller fills in place, e.g. range by range
+   * while sending the frame as the fragments of one message. `payloadStart` is 8-byte aligned in
+   * an aligned buffer, so the payload can be viewed as Float32 values.
+   */
+  begin(reusable: boolean, header: object, payloadBytes: number): { frame: Buffer; payloadStart: number } {
+    const head = packr.pack(header);
+    const frame = this.take(reusable, payloadOffset(head.byteLength) + payloadBytes);
+    return { frame, payloadStart: writeHead(frame, head) };
+  }
+
+  private take(reusable: boolean, total: number): Buffer {
     if (!reusable || !this.buf || this.buf.byteLength < total) this.buf = Buffer.allocUnsafeSlow(total + 64);
-    return writeFrame(this.buf.subarray(0, total), head, payload);
+    return this.buf.subarray(0, total);
   }
 }
 

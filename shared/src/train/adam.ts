@@ -20,27 +20,56 @@ export function initAdam(size: number): AdamState {
   return { m: new Float32Array(size), v: new Float32Array(size), t: 0 };
 }
 
+/** Per-step constants of one Adam update (after `t` is incremented). */
+interface AdamStepConstants {
+  scale: number;
+  b1: number;
+  b2: number;
+  c1: number;
+  c2: number;
+  wd: number;
+  eps: number;
+  stepSize: number;
+  invSqrtBc2: number;
+}
+
 /**
  * One Adam step on `params` in place with the gradient `sum[i] · scale`: the trainer and the
  * coordinator pass their float64 microbatch sum and 1 / cells, so the mean gradient is never
  * written out. Returns Σ of the squared gradient (before weight decay), for the gradient norm.
+ *
+ * With `onChunk`, the parameters are updated in ranges of `chunk` and `onChunk(start, end)` is
+ * called after each, in order, with params[start, end) final: the coordinator sends each range to
+ * the workers while the next is computed. Every element sees the same arithmetic either way, and
+ * the squared-gradient sum runs in the same order, so the results are identical to the bit.
  */
-export function adamStepScaled(params: Float32Array, sum: ArrayLike<number>, scale: number, state: AdamState, cfg: AdamConfig): number {
+export function adamStepScaled(params: Float32Array, sum: ArrayLike<number>, scale: number, state: AdamState, cfg: AdamConfig, onChunk?: (start: number, end: number) => void, chunk = 1 << 16): number {
+  if (sum.length !== params.length || state.m.length !== params.length) throw new RangeError('Adam: parameter, gradient and state sizes differ');
+  if (!(chunk >= 1)) throw new RangeError(`Adam: chunk must be at least 1, got ${chunk}`);
+  state.t += 1;
   const b1 = cfg.beta1 ?? 0.9;
   const b2 = cfg.beta2 ?? 0.999;
-  if (sum.length !== params.length || state.m.length !== params.length) throw new RangeError('Adam: parameter, gradient and state sizes differ');
-  state.t += 1;
-  const bc1 = 1 - Math.pow(b1, state.t);
-  const sqrtBc2 = Math.sqrt(1 - Math.pow(b2, state.t));
-  const stepSize = cfg.lr / bc1;
-  const { m, v } = state;
-  const wd = cfg.weightDecay;
-  const eps = cfg.eps;
-  const c1 = 1 - b1;
-  const c2 = 1 - b2;
-  const invSqrtBc2 = 1 / sqrtBc2;
+  const k: AdamStepConstants = {
+    scale, b1, b2, c1: 1 - b1, c2: 1 - b2, wd: cfg.weightDecay, eps: cfg.eps,
+    stepSize: cfg.lr / (1 - Math.pow(b1, state.t)),
+    invSqrtBc2: 1 / Math.sqrt(1 - Math.pow(b2, state.t)),
+  };
+  const n = params.length;
+  if (!onChunk) return adamRange(params, sum, state, k, 0, n, 0);
   let sq = 0;
-  for (let i = 0; i < params.length; i++) {
+  for (let start = 0; start < n; start += chunk) {
+    const end = Math.min(n, start + chunk);
+    sq = adamRange(params, sum, state, k, start, end, sq);
+    onChunk(start, end);
+  }
+  return sq;
+}
+
+/** Adam on params[start, end); `sq` carries the squared-gradient sum in element order. */
+function adamRange(params: Float32Array, sum: ArrayLike<number>, state: AdamState, k: AdamStepConstants, start: number, end: number, sq: number): number {
+  const { m, v } = state;
+  const { scale, b1, b2, c1, c2, wd, eps, stepSize, invSqrtBc2 } = k;
+  for (let i = start; i < end; i++) {
     const mean = sum[i]! * scale;
     sq += mean * mean;
     const p = params[i]!;

@@ -149,13 +149,15 @@ export function applyStep(state: TrainingState, results: MicrobatchGradient[], t
 }
 
 /** The optimizer half of applyStep: Adam on the accumulated sum / cells, then the BatchNorm merge
- * in microbatch order. `aggregationMs` reports the accumulator's summing time. */
-export function applyAccumulated(state: TrainingState, acc: GradientAccumulator, trainCfg: TrainConfig, modelCfg: ModelConfig): StepSummary {
+ * in microbatch order. `aggregationMs` reports the accumulator's summing time. With `onParams`,
+ * Adam runs in ranges and `onParams(start, end)` sees each range of final parameters as soon as
+ * it is done (the same bits as without). */
+export function applyAccumulated(state: TrainingState, acc: GradientAccumulator, trainCfg: TrainConfig, modelCfg: ModelConfig, onParams?: (start: number, end: number) => void): StepSummary {
   if (acc.count === 0) throw new RangeError('applyStep: no microbatch results');
   if (acc.size !== state.params.length) throw new RangeError(`applyStep: gradient of ${acc.size} floats, parameters have ${state.params.length}`);
   const t1 = performance.now();
   const cells = acc.cells;
-  const sq = adamStepScaled(state.params, acc.sum, 1 / cells, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay });
+  const sq = adamStepScaled(state.params, acc.sum, 1 / cells, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay }, onParams);
   foldBatchNormStats(state.buffers, acc.batchStats.map((bnStats) => ({ bnStats })), modelCfg);
   state.globalStep += 1;
   state.stepInEpoch += 1;
