@@ -124,3 +124,34 @@ test('ReusableFrame.begin: a payload filled in place, range by range, makes the 
   const fresh = w.begin(false, { type: 'params', version: 3 }, 8);
   assert.notEqual(fresh.frame.buffer, frame.buffer, 'not flushed: a fresh buffer');
 });
+
+test('PayloadFirstFrame: a payload written before its header makes the same bytes as encodeFrame, in place', async () => {
+  const { PayloadFirstFrame } = await import('@atlasvae/shared/protocol/frame');
+  const w = new PayloadFirstFrame();
+  const values = new Float32Array(1008).map((_, i) => i / 7 - 3);
+  const headers = [
+    { type: 'result', version: 1, step: 1, microbatch: 0, nCells: 128, reconstructionSum: 1.5, klSum: 0.25, lossSum: 1.6, computeMs: 3, gradLength: 1000, bnLength: 8 },
+    { type: 'result', version: 123456789, step: 123456789, microbatch: 77, nCells: 3, reconstructionSum: Math.PI * 1e9, klSum: -0.1, lossSum: 1e-30, computeMs: 12.345678, gradLength: 1000, bnLength: 8 },
+    { type: 'result', pad: 'x'.repeat(300) },
+  ];
+  let last: Buffer | null = null;
+  for (const h of headers) {
+    const p = w.payload(true, values.length);
+    p.set(values);
+    const frame = w.finish(h);
+    assert.deepEqual(frame, encodeFrame(h, values), 'same bytes as encodeFrame');
+    assert.equal(frame.byteOffset % 8, 0, 'aligned');
+    if (last) assert.equal(frame.buffer, last.buffer, 'the flushed buffer is reused');
+    last = frame;
+    const { header, payload } = decodeFrame(frame);
+    assert.deepEqual(header, h);
+    assert.equal(payloadAsFloat32(payload).buffer, frame.buffer, 'the payload was written in place, not copied');
+  }
+  const p = w.payload(false, 4);
+  p.set([1, 2, 3, 4]);
+  const fresh = w.finish({ type: 'params', version: 9 });
+  assert.notEqual(fresh.buffer, last!.buffer, 'still queued: a fresh buffer');
+  const huge = { type: 'result', pad: 'y'.repeat(2000) };
+  w.payload(true, 4).set([5, 6, 7, 8]);
+  assert.deepEqual(w.finish(huge), encodeFrame(huge, new Float32Array([5, 6, 7, 8])), 'a header beyond the reserved room falls back to a copy');
+});

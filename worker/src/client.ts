@@ -5,7 +5,7 @@
 
 import os from 'node:os';
 import { WebSocket, type ClientOptions } from 'ws';
-import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError, ReusableFrame } from '@atlasvae/shared/protocol/frame';
+import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError, PayloadFirstFrame } from '@atlasvae/shared/protocol/frame';
 import {
   PROTOCOL_VERSION, PROTOCOL_HEADER, TOKEN_HEADER, CLOSE, ProtocolError,
   parseCoordinatorMessage, inferArrowOffset, type ExpectedSizes, type HelloMsg, type ResultMsg, type FailureMsg, type WorkMsg,
@@ -61,8 +61,9 @@ export class WorkerClient {
   private paramVersion = -1;
   private computed = 0;
   private readonly log: (m: string) => void;
-  /** result frames reuse one buffer while the socket has nothing queued */
-  private readonly resultFrame = new ReusableFrame();
+  /** the gradient is computed straight into the result frame's payload; one buffer, reused while
+   * the socket has nothing queued */
+  private readonly resultFrame = new PayloadFirstFrame();
 
   constructor(private readonly opts: WorkerOptions) {
     this.log = opts.log ?? ((m) => console.error(m));
@@ -292,9 +293,18 @@ export class WorkerClient {
       return;
     }
     const t0 = performance.now();
+    const sizes = this.sizes!;
+    const payload = this.resultFrame.payload(ws.bufferedAmount === 0, sizes.paramLength + sizes.bnLength);
+    const out = { grad: payload.subarray(0, sizes.paramLength), bnStats: payload.subarray(sizes.paramLength) };
     let g;
     try {
-      g = this.opts.engine.gradient({ step: w.step, epoch: w.epoch, microbatch: w.microbatch, nCells: w.nCells, klWeight: w.klWeight, arrow });
+      g = this.opts.engine.gradient({ step: w.step, epoch: w.epoch, microbatch: w.microbatch, nCells: w.nCells, klWeight: w.klWeight, arrow }, out);
+      if (g.grad.length !== sizes.paramLength || g.bnStats.length !== sizes.bnLength) {
+        throw new Error(`the engine returned ${g.grad.length} + ${g.bnStats.length} floats, the coordinator expects ${sizes.paramLength} + ${sizes.bnLength}`);
+      }
+      // an engine that kept its own arrays: one copy into the message
+      if (g.grad !== out.grad) out.grad.set(g.grad);
+      if (g.bnStats !== out.bnStats) out.bnStats.set(g.bnStats);
     } catch (e) {
       const f: FailureMsg = { type: 'failure', version: w.version, step: w.step, microbatch: w.microbatch, message: (e as Error).message.slice(0, 1000) };
       this.send(ws, encodeFrame(f));
@@ -306,10 +316,8 @@ export class WorkerClient {
       reconstructionSum: g.reconstructionSum, klSum: g.klSum, lossSum: g.lossSum, computeMs,
       gradLength: g.grad.length, bnLength: g.bnStats.length,
     };
-    // one frame (one copy here, into a reused buffer) rather than fragments: the coordinator's ws
-    // would otherwise join the fragments into a fresh 2 MB buffer per result, and the
-    // coordinator is the shared resource
-    this.send(ws, this.resultFrame.encode(ws.bufferedAmount === 0, r, g.grad, g.bnStats));
+    // one frame, its payload already in place (no copy)
+    this.send(ws, this.resultFrame.finish(r));
     this.computed++;
     this.opts.events?.microbatchComputed?.({
       step: w.step, microbatch: w.microbatch, nCells: g.nCells, computeMs,

@@ -2,7 +2,7 @@
 // Noise comes from (seed, step, microbatch), so any worker computes the same gradient.
 
 import type { ModelConfig } from '@atlasvae/shared/config';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import type { GradientOutput, MicrobatchGradient } from '@atlasvae/shared/model/types';
 import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { createModel, type VaeModel } from '@atlasvae/shared/model/vae';
 import { microbatchNoise } from '@atlasvae/shared/model/noise';
@@ -48,12 +48,12 @@ export class ModelEngine implements GradientEngine {
     return runInference(this.model!, batch, req);
   }
 
-  gradient(item: WorkItem): MicrobatchGradient {
+  gradient(item: WorkItem, out?: GradientOutput): MicrobatchGradient {
     const model = this.model!;
     const cfg = this.cfg!;
     const batch = decodeCellBatch(item.arrow, cfg.nGenes);
     if (batch.nCells !== item.nCells) throw new Error(`microbatch holds ${batch.nCells} cells, the message says ${item.nCells}`);
     const noise = microbatchNoise(cfg, this.seed, item.step, item.microbatch, batch.nCells);
-    return model.gradient(batch, noise, item.klWeight);
+    return model.gradient(batch, noise, item.klWeight, out);
   }
 }

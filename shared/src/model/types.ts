@@ -58,8 +58,10 @@ export interface VaeModelApi {
   getParams(): Float32Array;
   setBuffers(flat: Float32Array): void;
   getBuffers(): Float32Array;
-  /** Training mode (batch statistics, dropout from `noise`): summed gradient of one microbatch. */
-  gradient(batch: CellBatch, noise: MicrobatchNoise, klWeight: number): MicrobatchGradient;
+  /** Training mode (batch statistics, dropout from `noise`): summed gradient of one microbatch.
+   * With `out`, the gradient and BatchNorm statistics are written into those arrays (returned as
+   * `grad` and `bnStats`), e.g. straight into an outgoing message, instead of fresh ones. */
+  gradient(batch: CellBatch, noise: MicrobatchNoise, klWeight: number, out?: GradientOutput): MicrobatchGradient;
   /** Evaluation mode (running statistics, no dropout). z = q_m + sqrt(q_v)·eps, or z = q_m when eps is null. */
   evaluate(batch: CellBatch, eps: Float32Array | null): CellTerms;
   /** Evaluation mode posterior q(z|x): means and variances, [nCells, nLatent]. */
@@ -70,4 +72,10 @@ export interface VaeModelApi {
    * batch replaced by `transformBatch` when given: [nCells, nGenes]. */
   decodeScale(batch: CellBatch, z: Float32Array, transformBatch?: number): Float32Array;
   dispose(): void;
+}
+
+/** Caller-owned arrays a gradient is written into: `grad` of the parameter layout's size, `bnStats` of the buffer layout's. */
+export interface GradientOutput {
+  grad: Float32Array;
+  bnStats: Float32Array;
 }

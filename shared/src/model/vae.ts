@@ -8,7 +8,7 @@ import { bnBackward, bnEval, bnTrain, type BnTrainResult } from './batchnorm.js'
 import { bufferLayout, decoderInputSize, encoderInputSize, hasDispersion, hiddenPrefix, paramLayout, initBuffers, initParams } from './layout.js';
 import { likelihood, scaleFromLogits } from './likelihood.js';
 import { addBias, addColumnSums, Mat, matmul, ROUTE_CELLS, transpose } from './linalg.js';
-import type { CellTerms, MicrobatchGradient, MicrobatchNoise, ParamLayout, VaeModelApi } from './types.js';
+import type { CellTerms, GradientOutput, MicrobatchGradient, MicrobatchNoise, ParamLayout, VaeModelApi } from './types.js';
 
 /**
  * Below this fraction of nonzero counts the first encoder layer runs as a sparse JS product (nnz ×
@@ -265,15 +265,18 @@ export class VaeModel implements VaeModelApi {
     return matmul(dy, n, s.out, this.weight(prefix, false), s.in);
   }
 
-  gradient(batch: CellBatch, noise: MicrobatchNoise, klWeight: number): MicrobatchGradient {
+  gradient(batch: CellBatch, noise: MicrobatchNoise, klWeight: number, out?: GradientOutput): MicrobatchGradient {
     const cfg = this.config;
     this.checkBatch(batch);
+    if (out && (out.grad.length !== this.layout.size || out.bnStats.length !== this.bufferLayout.size)) {
+      throw new RangeError(`gradient output of ${out.grad.length} + ${out.bnStats.length} floats, the model needs ${this.layout.size} + ${this.bufferLayout.size}`);
+    }
     const B = batch.nCells;
     const H = cfg.nHidden;
     const L = cfg.nLatent;
     const K = cfg.nBatch;
     if (noise.eps.length !== B * L) throw new RangeError(`noise eps has ${noise.eps.length} values, expected ${B * L}`);
-    const bnStats = new Float32Array(this.bufferLayout.size);
+    const bnStats = out ? out.bnStats.fill(0) : new Float32Array(this.bufferLayout.size);
     let statPos = 0;
     const pushStats = (r: BnTrainResult): void => {
       bnStats.set(r.mean, statPos);
@@ -344,7 +347,7 @@ export class VaeModel implements VaeModelApi {
     }
 
     // backward
-    const grad = new GradViews(this.layout);
+    const grad = new GradViews(this.layout, out?.grad);
     if (lik.dPxr) {
       const g = grad.get('px_r');
       for (let k = 0; k < g.length; k++) g[k] += lik.dPxr[k]!;
@@ -480,12 +483,12 @@ export class VaeModel implements VaeModelApi {
   }
 }
 
-/** A zeroed flat gradient with named views. */
+/** A zeroed flat gradient with named views (in `into`, zeroed first, when given). */
 class GradViews {
   readonly flat: Float32Array;
   private readonly views = new Map<string, Float32Array>();
-  constructor(layout: ParamLayout) {
-    this.flat = new Float32Array(layout.size);
+  constructor(layout: ParamLayout, into?: Float32Array) {
+    this.flat = into ? into.fill(0) : new Float32Array(layout.size);
     for (const e of layout.entries) this.views.set(e.name, this.flat.subarray(e.offset, e.offset + e.size));
   }
   get(name: string): Float32Array {

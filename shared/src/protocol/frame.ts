@@ -91,6 +91,44 @@ export class ReusableFrame {
   }
 }
 
+/**
+ * A frame whose Float32 payload is written before its header is known: a worker computes its
+ * gradient straight into the outgoing message, then packs the header (which holds the loss sums
+ * and the compute time). The payload sits at a fixed 8-aligned offset `RESERVED` of one retained
+ * buffer; the frame then starts wherever the packed header needs it to (RESERVED − its padded
+ * length, a multiple of 8), so nothing is moved and the bytes equal encodeFrame's.
+ */
+export class PayloadFirstFrame {
+  /** header room: result headers are ~200 bytes; a larger header falls back to one copy */
+  static readonly RESERVED = 1024;
+  private buf: Buffer | null = null;
+  private floats = 0;
+
+  /** The payload to fill: `floats` Float32 values. Reuses the buffer only when told the last
+   * frame is no longer queued on the socket (ws sends by reference). */
+  payload(reusable: boolean, floats: number): Float32Array {
+    const bytes = PayloadFirstFrame.RESERVED + 4 * floats;
+    if (!reusable || !this.buf || this.buf.byteLength < bytes) this.buf = Buffer.allocUnsafeSlow(bytes);
+    this.floats = floats;
+    return new Float32Array(this.buf.buffer, this.buf.byteOffset + PayloadFirstFrame.RESERVED, floats);
+  }
+
+  /** The finished frame: `header` packed in front of the payload filled since `payload()`. */
+  finish(header: object): Buffer {
+    const buf = this.buf;
+    if (!buf) throw new Error('PayloadFirstFrame.finish before payload()');
+    const head = packr.pack(header);
+    const start = payloadOffset(head.byteLength);
+    const end = PayloadFirstFrame.RESERVED + 4 * this.floats;
+    if (start > PayloadFirstFrame.RESERVED) {
+      return encodeFrame(header, buf.subarray(PayloadFirstFrame.RESERVED, end));
+    }
+    const frame = buf.subarray(PayloadFirstFrame.RESERVED - start, end);
+    writeHead(frame, head);
+    return frame;
+  }
+}
+
 /** The same frame as a list of parts (header with padding, then the payload views, uncopied), to
  * be sent as the fragments of one WebSocket message. The payload arrays must not change until sent. */
 export function encodeFrameParts(header: object, ...payload: ArrayBufferView[]): Uint8Array[] {
