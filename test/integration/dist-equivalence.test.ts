@@ -46,10 +46,13 @@ after(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-for (const workers of [1, 2, 3]) {
-  test(`${K} steps on ${workers} worker process(es) equal the single-process trainer`, { skip }, async () => {
-    const ckpt = path.join(dir, `w${workers}.ckpt`);
-    await runOk(['train', '--data', data, '--local-workers', String(workers), '--min-workers', String(workers), '--backend', 'wasm', '--checkpoint', ckpt, ...FLAGS, '--log-level', 'warn']);
+// local workers get each new parameter vector as one message after Adam (--stream-params auto);
+// `always` streams it to them range by range as Adam computes it (as to workers on other hosts)
+for (const [workers, stream] of [[1, 'auto'], [2, 'auto'], [3, 'auto'], [2, 'always']] as const) {
+  const how = stream === 'auto' ? '' : `, parameters streamed out of Adam (--stream-params ${stream})`;
+  test(`${K} steps on ${workers} worker process(es)${how} equal the single-process trainer`, { skip }, async () => {
+    const ckpt = path.join(dir, `w${workers}-${stream}.ckpt`);
+    await runOk(['train', '--data', data, '--local-workers', String(workers), '--min-workers', String(workers), '--backend', 'wasm', '--checkpoint', ckpt, '--stream-params', stream, ...FLAGS, '--log-level', 'warn']);
     const c = loadCheckpoint(ckpt);
     assert.deepEqual(c.position, { epoch: 1, stepInEpoch: 2, globalStep: K });
     const d = {

@@ -9,7 +9,8 @@ import { CliError, InputError } from '@atlasvae/shared/errors';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { trainingData, type TrainingData } from './data.js';
 import { SharedStepOptimizer } from './optimizer.js';
-import type { TrainingSetup } from './coordinator.js';
+import type { StreamParams, TrainingSetup } from './coordinator.js';
+import { STREAM_PARAMS } from './coordinator.js';
 
 export interface TrainingFlags {
   data: string;
@@ -30,6 +31,8 @@ export interface TrainingFlags {
   'checkpoint-every': number;
   resume: boolean;
   'step-timeout': number;
+  /** send parameters as they leave Adam: to workers on other hosts (auto), to all, or to none */
+  'stream-params'?: StreamParams;
   /** held-out cells evaluated at the end of each epoch (0: none) */
   'validation-cells'?: number;
 }
@@ -55,6 +58,11 @@ export function trainingOptions<T>(y: Argv<T>) {
     .option('checkpoint-every', { type: 'number', default: 500, describe: 'steps between checkpoints (0: only at the end)' })
     .option('resume', { type: 'boolean', default: false, describe: 'continue from --checkpoint (when it exists) exactly where it stopped' })
     .option('step-timeout', { type: 'number', default: 120, describe: 'seconds a worker may hold a microbatch before it is handed to another worker' })
+    .option('stream-params', {
+      choices: STREAM_PARAMS,
+      default: 'auto' as StreamParams,
+      describe: 'send each range of new parameters while Adam computes the next: auto = to workers on other hosts (on this host their reading competes with Adam for the cores)',
+    })
     .option('validation-cells', { type: 'number', default: 10000, describe: 'held-out cells whose ELBO the coordinator evaluates after each epoch (0: none)' });
 }
 
