@@ -417,7 +417,7 @@ export class Coordinator {
    * see `streamParams`) get the complete frame after Adam, which stays the current one for workers
    * that join later. Returns the optimizer timing and the ms spent sending.
    */
-  private applyAndBroadcast(acc: GradientAccumulator, epoch: number): { timing: ReturnType<Optimizer['applyAccumulated']>; sendMs: number } {
+  private applyAndBroadcast(acc: GradientAccumulator, epoch: number): { timing: ReturnType<Optimizer['applyAccumulated']>; streamMs: number; sendMs: number } {
     const params = this.setup.optimizer.params;
     const { frame, payloadStart } = this.paramsWriter.begin(this.paramsBufferReusable(), { type: 'params', version: this.version + 1 }, 4 * params.length);
     const payload = new Float32Array(frame.buffer, frame.byteOffset + payloadStart, params.length);
@@ -437,13 +437,15 @@ export class Coordinator {
       sentUpTo = upTo;
       sendMs += performance.now() - t;
     });
+    // time spent sending inside Adam's callbacks (part of timing) and in all (streamed + whole)
+    const streamMs = sendMs;
     const t = performance.now();
     for (const c of whole) c.ws.send(frame, { binary: true });
     sendMs += performance.now() - t;
     this.version++;
     this.paramsFrame = frame;
     for (let i = 0; i < targets.length; i++) this.emit('bytes', 'sent', frame.byteLength);
-    return { timing, sendMs };
+    return { timing, streamMs, sendMs };
   }
 
   /** Hand pending microbatches to workers: first one each, then up to `workerDepth` each. */
@@ -631,7 +633,7 @@ export class Coordinator {
     if (acc.count !== items.length) throw new Error(`internal: step ${pos.globalStep} completed with ${acc.count} of ${items.length} microbatches summed`);
     const { cells: nCells, loss, reconstruction: rec, kl } = acc;
     if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${pos.globalStep} (epoch ${pos.epoch}): the loss is ${loss}`);
-    const { timing, sendMs } = this.applyAndBroadcast(acc, pos.epoch);
+    const { timing, streamMs, sendMs } = this.applyAndBroadcast(acc, pos.epoch);
     const tEnd = performance.now();
     const collectMs = tCollected - tDispatch;
     const computeMs = Math.min(collectMs, Math.max(0, ...run.computeMsByWorker.values()));
@@ -639,8 +641,8 @@ export class Coordinator {
       globalStep: pos.globalStep, epoch: pos.epoch, stepInEpoch: pos.stepInEpoch, stepsInEpoch,
       nCells, microbatches: items.length, loss: loss / nCells, reconstruction: rec / nCells, kl: kl / nCells, klWeight,
       totalMs: tEnd - t0, computeMs, communicationMs: collectMs - computeMs,
-      // Adam and the sending interleave: the sends are reported as broadcastMs, the rest as applyMs
-      applyMs: timing.applyMs - sendMs, aggregationMs: timing.aggregationMs, optimizerMs: timing.optimizerMs - sendMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: sendMs,
+      // streamed sends interleave with Adam: all sending is reported as broadcastMs, the rest as applyMs
+      applyMs: timing.applyMs - streamMs, aggregationMs: timing.aggregationMs, optimizerMs: timing.optimizerMs - streamMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: sendMs,
       workers: this.connectedWorkers, redone: run.redone,
     };
   }
