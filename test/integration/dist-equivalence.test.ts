@@ -46,13 +46,19 @@ after(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-// local workers get each new parameter vector as one message after Adam (--stream-params auto);
-// `always` streams it to them range by range as Adam computes it (as to workers on other hosts)
-for (const [workers, stream] of [[1, 'auto'], [2, 'auto'], [3, 'auto'], [2, 'always']] as const) {
-  const how = stream === 'auto' ? '' : `, parameters streamed out of Adam (--stream-params ${stream})`;
+// Local workers read each new parameter vector from the coordinator's shared-memory files by
+// default; with --shared-memory never they get it over the socket, as one message after Adam
+// (--stream-params auto) or range by range as Adam computes it (always: what workers on other
+// hosts get). Every transport must give the same parameters.
+const RUNS = [
+  [1, 'auto', 'auto'], [2, 'auto', 'auto'], [3, 'auto', 'auto'],
+  [2, 'auto', 'never'], [2, 'always', 'never'],
+] as const;
+for (const [workers, stream, shm] of RUNS) {
+  const how = shm === 'auto' ? ', parameters through shared memory' : stream === 'auto' ? ', parameters over the socket' : ', parameters streamed out of Adam over the socket';
   test(`${K} steps on ${workers} worker process(es)${how} equal the single-process trainer`, { skip }, async () => {
-    const ckpt = path.join(dir, `w${workers}-${stream}.ckpt`);
-    await runOk(['train', '--data', data, '--local-workers', String(workers), '--min-workers', String(workers), '--backend', 'wasm', '--checkpoint', ckpt, '--stream-params', stream, ...FLAGS, '--log-level', 'warn']);
+    const ckpt = path.join(dir, `w${workers}-${stream}-${shm}.ckpt`);
+    await runOk(['train', '--data', data, '--local-workers', String(workers), '--min-workers', String(workers), '--backend', 'wasm', '--checkpoint', ckpt, '--stream-params', stream, '--shared-memory', shm, ...FLAGS, '--log-level', 'warn']);
     const c = loadCheckpoint(ckpt);
     assert.deepEqual(c.position, { epoch: 1, stepInEpoch: 2, globalStep: K });
     const d = {

@@ -155,3 +155,18 @@ test('PayloadFirstFrame: a payload written before its header makes the same byte
   w.payload(true, 4).set([5, 6, 7, 8]);
   assert.deepEqual(w.finish(huge), encodeFrame(huge, new Float32Array([5, 6, 7, 8])), 'a header beyond the reserved room falls back to a copy');
 });
+
+test('shared-memory parameter messages are validated: welcome.paramsFiles, params.file without payload, paramsFilesReady', () => {
+  const welcome = { type: 'welcome', protocol: PROTOCOL_VERSION, workerId: 1, modelConfig: {}, seed: 0, paramLength: 1000, bnLength: 8, maxWorkBytes: 10 };
+  const offer = { paths: ['/dev/shm/a/params-0.bin', '/dev/shm/a/params-1.bin'], runId: 'ab'.repeat(16) };
+  assert.equal(parseCoordinatorMessage({ ...welcome, paramsFiles: offer }, 0, null).type, 'welcome');
+  for (const bad of [{ paths: ['x'], runId: offer.runId }, { paths: offer.paths, runId: 'xyz' }, { paths: [1, 2], runId: offer.runId }, 'files']) {
+    assert.throws(() => parseCoordinatorMessage({ ...welcome, paramsFiles: bad }, 0, null), /welcome.paramsFiles must be/);
+  }
+  assert.equal(parseCoordinatorMessage({ type: 'params', version: 3, file: 1 }, 0, sizes).type, 'params');
+  assert.throws(() => parseCoordinatorMessage({ type: 'params', version: 3, file: 2 }, 0, sizes), /params.file must be 0 or 1/);
+  assert.throws(() => parseCoordinatorMessage({ type: 'params', version: 3, file: 0 }, 4000, sizes), /params from a file carries an unexpected payload/);
+  assert.throws(() => parseCoordinatorMessage({ type: 'params', version: 3 }, 0, sizes), /params payload is 0 bytes, expected 4000/);
+  assert.equal(parseWorkerMessage({ type: 'paramsFilesReady' }, 0, sizes).type, 'paramsFilesReady');
+  assert.throws(() => parseWorkerMessage({ type: 'paramsFilesReady' }, 16, sizes), /unexpected 16-byte payload/);
+});

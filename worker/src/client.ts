@@ -13,6 +13,7 @@ import {
 } from '@atlasvae/shared/protocol/messages';
 import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
 import { bearer } from '@atlasvae/shared/protocol/auth';
+import { ParamsFileReader } from '@atlasvae/shared/protocol/paramsFile';
 import type { GradientEngine } from './engine.js';
 
 export interface WorkerOptions {
@@ -64,6 +65,8 @@ export class WorkerClient {
   /** the gradient is computed straight into the result frame's payload; one buffer, reused while
    * the socket has nothing queued */
   private readonly resultFrame = new PayloadFirstFrame();
+  /** the coordinator's shared-memory parameter files, when it offered them and this process can read them */
+  private paramsFiles: ParamsFileReader | null = null;
 
   constructor(private readonly opts: WorkerOptions) {
     this.log = opts.log ?? ((m) => console.error(m));
@@ -179,6 +182,8 @@ export class WorkerClient {
       });
       ws.on('close', (code, reasonBuf) => {
         this.ws = null;
+        this.paramsFiles?.close();
+        this.paramsFiles = null;
         const reason = reasonBuf.toString('utf8');
         this.opts.events?.disconnected?.(code, reason);
         if (code === CLOSE.badVersion || code === CLOSE.policyViolation) rejected ??= `coordinator closed the connection: ${reason || code}`;
@@ -216,15 +221,36 @@ export class WorkerClient {
             throw e;
           }
         });
-        this.log(`atlasvae worker: connected to ${this.opts.url} as worker ${msg.workerId} (${this.opts.engine.backend})`);
+        // on the coordinator's host: take parameters from its shared-memory files when this
+        // process can open them (a loopback peer may be a container without that filesystem)
+        this.paramsFiles?.close();
+        this.paramsFiles = msg.paramsFiles ? ParamsFileReader.open(msg.paramsFiles, msg.paramLength) : null;
+        if (this.paramsFiles) this.send(ws, encodeFrame({ type: 'paramsFilesReady' }));
+        this.log(`atlasvae worker: connected to ${this.opts.url} as worker ${msg.workerId} (${this.opts.engine.backend}${this.paramsFiles ? ', parameters through shared memory' : ''})`);
         this.opts.events?.connected?.(this.opts.url, msg.workerId);
         this.chain(() => undefined);
         return 'welcome';
       }
       case 'params': {
+        const version = msg.version;
+        if (msg.file !== undefined) {
+          const file = msg.file;
+          this.chain(() => {
+            const params = this.paramsFiles?.read(version, file) ?? null;
+            if (!params) {
+              // the file was rewritten before we read it (we are more than a step behind) or is
+              // gone: reconnect, and the welcome brings the current parameters over the socket
+              this.log(`atlasvae worker: parameters v${version} no longer in the shared-memory file; reconnecting`);
+              ws.close(CLOSE.goingAway, 'params file unreadable');
+              return;
+            }
+            this.opts.engine.setParams(params);
+            this.paramVersion = version;
+          });
+          return null;
+        }
         // a view into the message (ws hands each message its own buffer): no copy
         const params = payloadAsFloat32(payload);
-        const version = msg.version;
         this.chain(() => {
           this.opts.engine.setParams(params);
           this.paramVersion = version;

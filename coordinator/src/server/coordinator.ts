@@ -20,6 +20,7 @@ import {
   PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
   type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg,
 } from '@atlasvae/shared/protocol/messages';
+import { ParamsFileWriter } from '@atlasvae/shared/protocol/paramsFile';
 import { Endpoint, maxWorkerPayload } from './connections.js';
 import { StepRun, type StepItem } from './stepRun.js';
 import { notify, type CoordinatorObserver, type ObserverList, type RejectReason, type StepReport, type WorkerInfo } from './events.js';
@@ -63,6 +64,11 @@ export interface CoordinatorOptions {
    * 1.5 ms slower per step), so there the whole message goes out after Adam.
    */
   streamParams?: StreamParams;
+  /**
+   * 'auto' (default): workers on this host that can open them read each new parameter vector from
+   * two shared-memory files (protocol/paramsFile.ts) instead of the socket; 'never': sockets only.
+   */
+  sharedMemory?: 'auto' | 'never';
 }
 
 /** Evaluates the held-out ELBO for the parameters and buffers at the end of an epoch. */
@@ -107,6 +113,8 @@ interface Conn {
   info: WorkerInfo;
   /** the worker connected over loopback (runs on this machine) */
   local: boolean;
+  /** it opened the shared-memory parameter files: `params` messages name a file instead of carrying the vector */
+  paramsViaFile: boolean;
   ready: boolean;
   /** exceeded --step-timeout: gets no new work until it answers again */
   stalled: boolean;
@@ -154,6 +162,8 @@ export class Coordinator {
   private expiryTimer: NodeJS.Timeout | null = null;
   private readonly maxWorkBytes: number;
   private validator: Validator | null = null;
+  /** shared-memory parameter files for workers on this host (created at listen, removed at close) */
+  private paramsFiles: ParamsFileWriter | null = null;
   url = '';
 
   constructor(private readonly opts: CoordinatorOptions, private readonly setup: TrainingSetup) {
@@ -184,6 +194,13 @@ export class Coordinator {
   }
 
   async listen(): Promise<string> {
+    if ((this.opts.sharedMemory ?? 'auto') === 'auto') {
+      try {
+        this.paramsFiles = new ParamsFileWriter(this.sizes.paramLength);
+      } catch (e) {
+        this.emit('log', 'warn', `shared-memory parameter files unavailable (${(e as Error).message}); local workers use the socket`);
+      }
+    }
     this.endpoint = new Endpoint(
       {
         host: this.opts.host,
@@ -218,6 +235,8 @@ export class Coordinator {
     }
     await this.endpoint?.close();
     this.endpoint = null;
+    this.paramsFiles?.close();
+    this.paramsFiles = null;
   }
 
   private reject(reason: RejectReason, detail: string, remote: string): void {
@@ -229,7 +248,7 @@ export class Coordinator {
 
   private onOpen(ws: WebSocket, remote: string): void {
     const id = this.nextWorkerId++;
-    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, local: isLoopbackPeer(remote), ready: false, stalled: false, helloTimer: null };
+    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, local: isLoopbackPeer(remote), paramsViaFile: false, ready: false, stalled: false, helloTimer: null };
     this.conns.set(id, c);
     c.helloTimer = setTimeout(() => this.drop(c, 'hello-timeout', 'no hello within the time limit', CLOSE.policyViolation), this.opts.helloTimeoutMs ?? 10_000);
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(c, data, isBinary));
@@ -304,6 +323,10 @@ export class Coordinator {
         return this.onResult(c, msg, payload);
       case 'failure':
         return this.onFailure(c, msg);
+      case 'paramsFilesReady':
+        if (!this.paramsFiles || !c.local) return this.drop(c, 'unexpected-message', 'paramsFilesReady without an offer');
+        c.paramsViaFile = true;
+        return;
       default:
         // inference answers belong to an inference fleet (results/fleet.ts), not to training
         return this.drop(c, 'unexpected-message', `${msg.type} during training`);
@@ -319,6 +342,7 @@ export class Coordinator {
       seed: this.setup.trainConfig.seed, paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength,
       maxWorkBytes: this.maxWorkBytes,
     };
+    if (this.paramsFiles && c.local) w.paramsFiles = this.paramsFiles.offer;
     this.sendRaw(c, encodeFrame(w));
     this.sendRaw(c, this.currentParamsFrame());
     c.ready = true;
@@ -422,9 +446,10 @@ export class Coordinator {
     const { frame, payloadStart } = this.paramsWriter.begin(this.paramsBufferReusable(), { type: 'params', version: this.version + 1 }, 4 * params.length);
     const payload = new Float32Array(frame.buffer, frame.byteOffset + payloadStart, params.length);
     const targets = [...this.conns.values()].filter((c) => c.ready && c.ws.readyState === c.ws.OPEN);
+    const viaFile = this.paramsFiles ? targets.filter((c) => c.paramsViaFile) : [];
     const mode = this.opts.streamParams ?? 'auto';
-    const streamed = targets.filter((c) => mode === 'always' || (mode === 'auto' && !c.local));
-    const whole = targets.filter((c) => !streamed.includes(c));
+    const streamed = targets.filter((c) => !c.paramsViaFile && (mode === 'always' || (mode === 'auto' && !c.local)));
+    const whole = targets.filter((c) => !c.paramsViaFile && !streamed.includes(c));
     let sentUpTo = 0;
     let sendMs = 0;
     const timing = this.setup.optimizer.applyAccumulated(acc, epoch, (start, end) => {
@@ -440,11 +465,17 @@ export class Coordinator {
     // time spent sending inside Adam's callbacks (part of timing) and in all (streamed + whole)
     const streamMs = sendMs;
     const t = performance.now();
+    if (viaFile.length) {
+      // once for all local workers; the file of version v+1 is the one v−1 used, whose step is done
+      const file = this.paramsFiles!.write(this.version + 1, params);
+      const note = encodeFrame({ type: 'params', version: this.version + 1, file });
+      for (const c of viaFile) this.sendRaw(c, note);
+    }
     for (const c of whole) c.ws.send(frame, { binary: true });
     sendMs += performance.now() - t;
     this.version++;
     this.paramsFrame = frame;
-    for (let i = 0; i < targets.length; i++) this.emit('bytes', 'sent', frame.byteLength);
+    for (let i = 0; i < streamed.length + whole.length; i++) this.emit('bytes', 'sent', frame.byteLength);
     return { timing, streamMs, sendMs };
   }
 

@@ -52,7 +52,7 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
     {
       host: s.host, port: s.port, token: s.token, tls, minWorkers: s.minWorkers,
       stepTimeoutMs: flags['step-timeout'] * 1000, checkpointEvery: flags['checkpoint-every'],
-      checkpointPath: flags.checkpoint ?? null, maxSteps: prepared.maxSteps, streamParams: flags['stream-params'] ?? 'auto',
+      checkpointPath: flags.checkpoint ?? null, maxSteps: prepared.maxSteps, streamParams: flags['stream-params'] ?? 'auto', sharedMemory: flags['shared-memory'] ?? 'auto',
     },
     setup,
   );

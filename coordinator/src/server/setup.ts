@@ -33,6 +33,8 @@ export interface TrainingFlags {
   'step-timeout': number;
   /** send parameters as they leave Adam: to workers on other hosts (auto), to all, or to none */
   'stream-params'?: StreamParams;
+  /** workers on this host read parameters from shared-memory files (auto) or the socket (never) */
+  'shared-memory'?: 'auto' | 'never';
   /** held-out cells evaluated at the end of each epoch (0: none) */
   'validation-cells'?: number;
 }
@@ -62,6 +64,11 @@ export function trainingOptions<T>(y: Argv<T>) {
       choices: STREAM_PARAMS,
       default: 'auto' as StreamParams,
       describe: 'send each range of new parameters while Adam computes the next: auto = to workers on other hosts (on this host their reading competes with Adam for the cores)',
+    })
+    .option('shared-memory', {
+      choices: ['auto', 'never'] as const,
+      default: 'auto' as 'auto' | 'never',
+      describe: 'workers on this host read each new parameter vector from a shared-memory file (/dev/shm) instead of the socket, when they can open it',
     })
     .option('validation-cells', { type: 'number', default: 10000, describe: 'held-out cells whose ELBO the coordinator evaluates after each epoch (0: none)' });
 }

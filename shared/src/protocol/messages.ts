@@ -5,9 +5,13 @@
 //     result  {version, step, microbatch, nCells, …loss sums, computeMs, gradLength, bnLength}
 //                                                                    Float32[gradLength + bnLength]: gradient, then BN stats
 //     failure {version, step, microbatch, message}                   no payload
+//     paramsFilesReady {}                                            no payload: the offered files opened (below)
 //   coordinator → worker
-//     welcome {protocol, workerId, modelConfig, seed, paramLength, bnLength, maxWorkBytes}
+//     welcome {protocol, workerId, modelConfig, seed, paramLength, bnLength, maxWorkBytes, paramsFiles?}
+//             paramsFiles {paths, runId}: only to workers on the coordinator's host (protocol/paramsFile.ts)
 //     params  {version}                                             Float32[paramLength]
+//     params  {version, file: 0 | 1}                                no payload: read it from that shared-memory file
+//                                                                   (only after the worker sent paramsFilesReady)
 //     work    {version, step, epoch, microbatch, nCells, klWeight}  Arrow IPC bytes of the microbatch
 //     done    {reason}                                              no payload
 //
@@ -51,7 +55,8 @@ export interface ResultMsg {
 export interface FailureMsg { type: 'failure'; version: number; step: number; microbatch: number; message: string }
 export interface InferResultMsg { type: 'inferResult'; id: number; nCells: number; f64Length: number; f32Length: number; computeMs: number }
 export interface InferFailureMsg { type: 'inferFailure'; id: number; message: string }
-export type WorkerMessage = HelloMsg | ResultMsg | FailureMsg | InferResultMsg | InferFailureMsg;
+export interface ParamsFilesReadyMsg { type: 'paramsFilesReady' }
+export type WorkerMessage = HelloMsg | ResultMsg | FailureMsg | InferResultMsg | InferFailureMsg | ParamsFilesReadyMsg;
 
 export interface WelcomeMsg {
   type: 'welcome';
@@ -63,8 +68,15 @@ export interface WelcomeMsg {
   bnLength: number;
   /** largest work payload the coordinator will send (the worker sizes its maxPayload from it) */
   maxWorkBytes: number;
+  /** shared-memory parameter files a worker on the coordinator's host may read instead */
+  paramsFiles?: { paths: [string, string]; runId: string };
 }
-export interface ParamsMsg { type: 'params'; version: number }
+export interface ParamsMsg {
+  type: 'params';
+  version: number;
+  /** the parameters are in this shared-memory file (0 or 1) instead of the payload */
+  file?: number;
+}
 export interface WorkMsg { type: 'work'; version: number; step: number; epoch: number; microbatch: number; nCells: number; klWeight: number }
 export interface DoneMsg { type: 'done'; reason: string }
 export interface BuffersMsg { type: 'buffers'; version: number }
@@ -115,9 +127,10 @@ const SCHEMAS: Record<string, Schema> = {
   infer: { id: 'int', op: 'str', nCells: 'int', seed: 'int', chunk: 'int', noiseEpoch: 'num', samples: 'int', transformBatch: 'num', genesLength: 'int' },
   inferResult: { id: 'int', nCells: 'int', f64Length: 'int', f32Length: 'int', computeMs: 'num' },
   inferFailure: { id: 'int', message: 'str' },
+  paramsFilesReady: {},
 };
 
-const WORKER_TYPES = new Set(['hello', 'result', 'failure', 'inferResult', 'inferFailure']);
+const WORKER_TYPES = new Set(['hello', 'result', 'failure', 'inferResult', 'inferFailure', 'paramsFilesReady']);
 const COORDINATOR_TYPES = new Set(['welcome', 'params', 'work', 'done', 'buffers', 'infer']);
 const MAX_STRING = 1024;
 
@@ -184,11 +197,22 @@ export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes:
 export function parseCoordinatorMessage(header: unknown, payloadBytes: number, sizes: ExpectedSizes | null): CoordinatorMessage {
   const h = checkShape(header, COORDINATOR_TYPES);
   switch (h.type) {
-    case 'welcome':
+    case 'welcome': {
       if (payloadBytes !== 0) throw new ProtocolError('welcome carries an unexpected payload');
+      const f = h.paramsFiles as { paths?: unknown; runId?: unknown } | undefined;
+      if (f !== undefined) {
+        const okPaths = Array.isArray(f?.paths) && f.paths.length === 2 && f.paths.every((p) => typeof p === 'string' && p.length > 0 && p.length <= MAX_STRING);
+        if (!okPaths || typeof f.runId !== 'string' || !/^[0-9a-f]{32}$/.test(f.runId)) throw new ProtocolError('welcome.paramsFiles must be {paths: [2 strings], runId: 32 hex digits}');
+      }
       return h as unknown as WelcomeMsg;
+    }
     case 'params':
       if (!sizes) throw new ProtocolError('params before welcome');
+      if (h.file !== undefined) {
+        if (h.file !== 0 && h.file !== 1) throw new ProtocolError('params.file must be 0 or 1');
+        if (payloadBytes !== 0) throw new ProtocolError('params from a file carries an unexpected payload');
+        return h as unknown as ParamsMsg;
+      }
       if (payloadBytes !== 4 * sizes.paramLength) throw new ProtocolError(`params payload is ${payloadBytes} bytes, expected ${4 * sizes.paramLength}`);
       return h as unknown as ParamsMsg;
     case 'work':
