@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import { WebSocket } from 'ws';
 import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
 import { encodeFrame } from '@atlasvae/shared/protocol/frame';
@@ -96,6 +97,10 @@ test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume:
   const w1 = workerProc(port, 'w1');
   const w2 = workerProc(port, 'w2');
   await waitForStep(audit, 14, first); // epoch 1, after the checkpoint of step 12
+  const firstPid = first.child.pid!;
+  const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
+  const filesOf = (pid: number): string[] => fs.readdirSync(shm).filter((n) => n.startsWith(`atlasvae-params-${pid}-`));
+  assert.equal(filesOf(firstPid).length, 1, 'the coordinator serves its local workers parameters through shared memory');
   await kill9(first);
   const saved = loadCheckpoint(ckpt);
   assert.ok(saved.position.globalStep >= 12 && saved.position.globalStep < 33, `checkpoint at step ${saved.position.globalStep}`);
@@ -110,6 +115,8 @@ test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume:
   assert.equal((await w1.exited).code, 0, w1.output());
   assert.equal((await w2.exited).code, 0, w2.output());
   assertSameTraining(loadCheckpoint(ckpt), 'after the coordinator was killed and resumed');
+  assert.deepEqual(filesOf(firstPid), [], "the killed coordinator's shared-memory folder was removed by the next one");
+  assert.deepEqual(filesOf(second.child.pid!), [], 'and that one removed its own when it finished');
 });
 
 /** Open a raw connection; resolves with how it ended: HTTP status, or close code. */

@@ -47,12 +47,22 @@ function removeStale(root: string): void {
     const m = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(n);
     if (!m) continue;
     const pid = Number(m[1]);
-    if (pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') fs.rmSync(path.join(root, n), { recursive: true, force: true });
-    }
+    if (pid !== process.pid && !alive(pid)) fs.rmSync(path.join(root, n), { recursive: true, force: true });
+  }
+}
+
+/** Is `pid` a running process? A zombie (killed, not yet reaped by its parent) is not. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true; // no /proc (not Linux): trust kill(0)
   }
 }
 
