@@ -95,13 +95,13 @@ function selfCpuSeconds(): number {
 }
 
 /** Train `steps` steps with an in-process coordinator and `workers` worker processes; time steps after `warmup`. */
-async function distributed(ds: Dataset, data: TrainingData, mc: ModelConfig, tc: TrainConfig, workers: number, steps: number, warmup: number, simulate = false, encodeMs?: number[]): Promise<Timed> {
+async function distributed(ds: Dataset, data: TrainingData, mc: ModelConfig, tc: TrainConfig, workers: number, steps: number, warmup: number, simulate = false, encodeMs?: number[], sharedMemory: 'auto' | 'never' = 'auto'): Promise<Timed> {
   const token = 'bench';
   const timedData: TrainingData = encodeMs
     ? { ...data, microbatchArrow: async (cells) => { const t = performance.now(); const b = await data.microbatchArrow(cells); encodeMs.push(performance.now() - t); return b; } }
     : data;
   const coord = new Coordinator(
-    { host: '127.0.0.1', port: 0, token, tls: null, minWorkers: workers, stepTimeoutMs: 600_000, checkpointEvery: 0, checkpointPath: null, maxSteps: steps },
+    { host: '127.0.0.1', port: 0, token, tls: null, minWorkers: workers, stepTimeoutMs: 600_000, checkpointEvery: 0, checkpointPath: null, maxSteps: steps, sharedMemory },
     { modelConfig: mc, trainConfig: tc, data: timedData, optimizer: SharedStepOptimizer.fresh(mc, tc), position: { epoch: 0, stepInEpoch: 0, globalStep: 0 }, history: [] },
   );
   const reports: StepReport[] = [];
@@ -307,10 +307,12 @@ export async function run(): Promise<Record<string, unknown>> {
       const ctc = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 16 * n, microbatch: 16, seed: 1 });
       const steps = n >= 16 ? 14 : 24;
       note(`capacity with ${n} simulated workers`);
-      const sps: number[] = [];
+      // socket only (the same bytes as the raw echo), and with the parameters through shared memory
+      // (the default for workers on the coordinator's host: then only the gradients use the socket)
+      const sps: number[] = [], spsShm: number[] = [];
       for (let r = 0; r < REPEATS; r++) {
-        const t = await distributed(ds, data, mc, ctc, n, steps, 4, true);
-        sps.push(t.cellsPerSecond / ctc.globalBatch);
+        sps.push((await distributed(ds, data, mc, ctc, n, steps, 4, true, undefined, 'never')).cellsPerSecond / ctc.globalBatch);
+        spsShm.push((await distributed(ds, data, mc, ctc, n, steps, 4, true, undefined, 'auto')).cellsPerSecond / ctc.globalBatch);
       }
       const raws: { roundsPerSecond: number; upGBps: number }[] = [];
       for (let r = 0; r < REPEATS; r++) raws.push(await rawWs(n, gradBytes, n >= 16 ? 10 : 20));
@@ -323,11 +325,12 @@ export async function run(): Promise<Record<string, unknown>> {
         rawWsRoundsPerSecond: round(rawRounds, 1),
         rawWsGradientGBps: round(median(raws.map((x) => x.upGBps)), 3),
         fractionOfRawWs: round(stepsPerSecond / rawRounds, 3),
+        sharedMemoryParams: { stepsPerSecond: round(median(spsShm), 1), vsRawWs: round(median(spsShm) / rawRounds, 3) },
       });
     }
     await ds.close();
     if (capacity.length) {
-      result.c_capacity = { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer', points: capacity };
+      result.c_capacity = { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer; stepsPerSecond and fractionOfRawWs are socket-only (--shared-memory never: the same bytes as the echo); sharedMemoryParams = the default for workers on this host, parameters through /dev/shm and only gradients on the socket', points: capacity };
     }
     return result;
   } finally {
