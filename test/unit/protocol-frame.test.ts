@@ -168,5 +168,15 @@ test('shared-memory parameter messages are validated: welcome.paramsFiles, param
   assert.throws(() => parseCoordinatorMessage({ type: 'params', version: 3, file: 0 }, 4000, sizes), /params from a file carries an unexpected payload/);
   assert.throws(() => parseCoordinatorMessage({ type: 'params', version: 3 }, 0, sizes), /params payload is 0 bytes, expected 4000/);
   assert.equal(parseWorkerMessage({ type: 'paramsFilesReady' }, 0, sizes).type, 'paramsFilesReady');
+  const result = { type: 'result', version: 7, step: 7, microbatch: 2, nCells: 128, reconstructionSum: 1.5, klSum: 0.25, lossSum: 1.6, computeMs: 3, gradLength: 1000, bnLength: 8 };
+  assert.equal(parseWorkerMessage({ ...result, file: 2, seq: 9 }, 0, sizes).type, 'result');
+  assert.throws(() => parseWorkerMessage({ ...result, file: 2, seq: 9 }, 4032, sizes), /result from a file carries an unexpected payload/);
+  assert.throws(() => parseWorkerMessage({ ...result, file: 8, seq: 9 }, 0, sizes), /result.file must be an integer 0–7/);
+  assert.throws(() => parseWorkerMessage({ ...result, file: 1 }, 0, sizes), /result.seq must be a positive integer/);
+  assert.throws(() => parseWorkerMessage({ ...result, seq: 3 }, 0, sizes), /result.file must be an integer/);
+  assert.equal(parseCoordinatorMessage({ type: 'resultFiles', paths: ['/dev/shm/a/result-1-0.bin'], runId: offer.runId }, 0, sizes).type, 'resultFiles');
+  assert.throws(() => parseCoordinatorMessage({ type: 'resultFiles', paths: [], runId: offer.runId }, 0, sizes), /resultFiles must be/);
+  assert.throws(() => parseCoordinatorMessage({ type: 'resultFiles', paths: ['x'], runId: 'nope' }, 0, sizes), /resultFiles must be/);
+  assert.throws(() => parseCoordinatorMessage({ type: 'resultFiles', paths: ['x'], runId: offer.runId }, 0, null), /resultFiles before welcome/);
   assert.throws(() => parseWorkerMessage({ type: 'paramsFilesReady' }, 16, sizes), /unexpected 16-byte payload/);
 });

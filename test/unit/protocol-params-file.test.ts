@@ -75,3 +75,38 @@ test('params files: a folder left by a coordinator that died (pid gone) is remov
   other.close();
   fs.rmSync(r, { recursive: true, force: true });
 });
+
+test('result files: a worker rewrites its ring in turn; the coordinator reads exactly result seq, and refuses a rewritten or wrong one', async () => {
+  const { ResultFileWriter } = await import('@atlasvae/shared/protocol/paramsFile');
+  const r = root();
+  const w = new ParamsFileWriter(16, r);
+  const files = w.resultFiles(7, 3, 40);
+  assert.equal(files.paths.length, 3);
+  assert.ok(files.paths.every((p) => path.basename(p).startsWith('result-7-')));
+  const writer = ResultFileWriter.open(files.offer, 40)!;
+  assert.ok(writer, 'the worker opens the files it was given');
+  assert.equal(ResultFileWriter.open(files.offer, 41), null, 'wrong size');
+  assert.equal(ResultFileWriter.open({ ...files.offer, runId: 'f'.repeat(32) }, 40), null, 'wrong run id');
+  const into = new Float32Array(40);
+  const sent: { file: number; seq: number; data: Float32Array }[] = [];
+  for (let k = 0; k < 5; k++) {
+    const data = Float32Array.from({ length: 40 }, (_, i) => k * 100 + i);
+    sent.push({ ...writer.write(data), data });
+  }
+  assert.deepEqual(sent.map((x) => x.seq), [1, 2, 3, 4, 5]);
+  assert.deepEqual(sent.map((x) => x.file), [1, 2, 0, 1, 2], 'a ring of 3 files');
+  for (const x of sent.slice(2)) {
+    assert.equal(files.readInto(x.file, x.seq, into), true);
+    assert.deepEqual(into, x.data);
+  }
+  assert.equal(files.readInto(sent[0]!.file, sent[0]!.seq, into), false, 'result 1 was rewritten by result 4: refused');
+  assert.equal(files.readInto(0, 99, into), false, 'a result not in the file');
+  assert.equal(files.readInto(5, 3, into), false, 'no such file');
+  assert.equal(files.readInto(0, 3, new Float32Array(39)), false, 'wrong target size');
+  assert.throws(() => writer.write(new Float32Array(3)), /result of 3 floats, the files hold 40/);
+  writer.close();
+  files.close();
+  assert.equal(files.paths.some((p) => fs.existsSync(p)), false, "closing the coordinator's side removes the files");
+  w.close();
+  fs.rmSync(r, { recursive: true, force: true });
+});

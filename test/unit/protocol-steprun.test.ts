@@ -52,3 +52,14 @@ test('isLoopbackPeer: IPv4, IPv6 and IPv4-mapped loopback peers are this machine
   for (const r of ['127.0.0.1:5000', '127.8.9.10:1', '::1:40000', '::ffff:127.0.0.1:8787']) assert.equal(isLoopbackPeer(r), true, r);
   for (const r of ['10.0.0.5:5000', '192.168.1.2:80', '::ffff:10.1.2.3:8787', 'fe80::1:22', '?:?']) assert.equal(isLoopbackPeer(r), false, r);
 });
+
+test('StepRun.wouldAccept (checked before reading a result file) agrees with accept', () => {
+  const run = new StepRun(0, items(2));
+  const g: MicrobatchGradient = { grad: new Float32Array(1), bnStats: new Float32Array(1), nCells: 10, reconstructionSum: 0, klSum: 0, lossSum: 0 };
+  const a = run.take(1, 0)!;
+  assert.equal(run.wouldAccept(1, a.index), true, 'its holder');
+  assert.equal(run.wouldAccept(2, a.index), false, 'not handed to worker 2');
+  assert.equal(run.wouldAccept(1, 1), false, 'not handed out yet');
+  assert.equal(run.accept(1, a.index, g, 1), 'accepted');
+  assert.equal(run.wouldAccept(1, a.index), false, 'already has its result');
+});

@@ -13,7 +13,7 @@ import {
 } from '@atlasvae/shared/protocol/messages';
 import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
 import { bearer } from '@atlasvae/shared/protocol/auth';
-import { ParamsFileReader } from '@atlasvae/shared/protocol/paramsFile';
+import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/protocol/paramsFile';
 import type { GradientEngine } from './engine.js';
 
 export interface WorkerOptions {
@@ -67,6 +67,10 @@ export class WorkerClient {
   private readonly resultFrame = new PayloadFirstFrame();
   /** the coordinator's shared-memory parameter files, when it offered them and this process can read them */
   private paramsFiles: ParamsFileReader | null = null;
+  /** result files the coordinator gave this worker (same host): gradients go there, not on the socket */
+  private resultFiles: ResultFileWriter | null = null;
+  /** the gradient buffer for results written to files */
+  private resultBuffer = new Float32Array(0);
 
   constructor(private readonly opts: WorkerOptions) {
     this.log = opts.log ?? ((m) => console.error(m));
@@ -184,6 +188,8 @@ export class WorkerClient {
         this.ws = null;
         this.paramsFiles?.close();
         this.paramsFiles = null;
+        this.resultFiles?.close();
+        this.resultFiles = null;
         const reason = reasonBuf.toString('utf8');
         this.opts.events?.disconnected?.(code, reason);
         if (code === CLOSE.badVersion || code === CLOSE.policyViolation) rejected ??= `coordinator closed the connection: ${reason || code}`;
@@ -271,6 +277,15 @@ export class WorkerClient {
       case 'infer':
         this.chain(() => this.infer(ws, msg, payload));
         return null;
+      case 'resultFiles': {
+        // in order with the work: results computed after this message go to the files
+        const offer = { paths: msg.paths, runId: msg.runId };
+        this.chain(() => {
+          this.resultFiles?.close();
+          this.resultFiles = ResultFileWriter.open(offer, this.sizes!.paramLength + this.sizes!.bnLength);
+        });
+        return null;
+      }
     }
   }
 
@@ -320,7 +335,10 @@ export class WorkerClient {
     }
     const t0 = performance.now();
     const sizes = this.sizes!;
-    const payload = this.resultFrame.payload(ws.bufferedAmount === 0, sizes.paramLength + sizes.bnLength);
+    const viaFile = this.resultFiles;
+    const floats = sizes.paramLength + sizes.bnLength;
+    if (viaFile && this.resultBuffer.length !== floats) this.resultBuffer = new Float32Array(floats);
+    const payload = viaFile ? this.resultBuffer : this.resultFrame.payload(ws.bufferedAmount === 0, floats);
     const out = { grad: payload.subarray(0, sizes.paramLength), bnStats: payload.subarray(sizes.paramLength) };
     let g;
     try {
@@ -342,8 +360,25 @@ export class WorkerClient {
       reconstructionSum: g.reconstructionSum, klSum: g.klSum, lossSum: g.lossSum, computeMs,
       gradLength: g.grad.length, bnLength: g.bnStats.length,
     };
-    // one frame, its payload already in place (no copy)
-    this.send(ws, this.resultFrame.finish(r));
+    let written: { file: number; seq: number } | null = null;
+    if (viaFile) {
+      try {
+        written = viaFile.write(payload); // one in-place write of the shared file; the message only names it
+      } catch (e) {
+        // e.g. /dev/shm full: this and later results go over the socket
+        this.log(`atlasvae worker: cannot write the shared-memory result file (${(e as Error).message}); sending results over the socket`);
+        viaFile.close();
+        this.resultFiles = null;
+      }
+    }
+    if (written) {
+      this.send(ws, encodeFrame({ ...r, ...written }));
+    } else if (viaFile) {
+      this.send(ws, encodeFrame(r, payload));
+    } else {
+      // one frame, its payload already in place (no copy)
+      this.send(ws, this.resultFrame.finish(r));
+    }
     this.computed++;
     this.opts.events?.microbatchComputed?.({
       step: w.step, microbatch: w.microbatch, nCells: g.nCells, computeMs,

@@ -20,7 +20,7 @@ import {
   PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
   type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg,
 } from '@atlasvae/shared/protocol/messages';
-import { ParamsFileWriter } from '@atlasvae/shared/protocol/paramsFile';
+import { ParamsFileWriter, type ResultFiles } from '@atlasvae/shared/protocol/paramsFile';
 import { Endpoint, maxWorkerPayload } from './connections.js';
 import { StepRun, type StepItem } from './stepRun.js';
 import { notify, type CoordinatorObserver, type ObserverList, type RejectReason, type StepReport, type WorkerInfo } from './events.js';
@@ -115,6 +115,8 @@ interface Conn {
   local: boolean;
   /** it opened the shared-memory parameter files: `params` messages name a file instead of carrying the vector */
   paramsViaFile: boolean;
+  /** shared-memory files it writes its results to (then `result` messages name a file) */
+  resultFiles: ResultFiles | null;
   ready: boolean;
   /** exceeded --step-timeout: gets no new work until it answers again */
   stalled: boolean;
@@ -164,6 +166,8 @@ export class Coordinator {
   private validator: Validator | null = null;
   /** shared-memory parameter files for workers on this host (created at listen, removed at close) */
   private paramsFiles: ParamsFileWriter | null = null;
+  /** results read from shared-memory files, one buffer per microbatch index (reused every step) */
+  private readonly resultSlots: Float32Array[] = [];
   url = '';
 
   constructor(private readonly opts: CoordinatorOptions, private readonly setup: TrainingSetup) {
@@ -248,7 +252,7 @@ export class Coordinator {
 
   private onOpen(ws: WebSocket, remote: string): void {
     const id = this.nextWorkerId++;
-    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, local: isLoopbackPeer(remote), paramsViaFile: false, ready: false, stalled: false, helloTimer: null };
+    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, local: isLoopbackPeer(remote), paramsViaFile: false, resultFiles: null, ready: false, stalled: false, helloTimer: null };
     this.conns.set(id, c);
     c.helloTimer = setTimeout(() => this.drop(c, 'hello-timeout', 'no hello within the time limit', CLOSE.policyViolation), this.opts.helloTimeoutMs ?? 10_000);
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(c, data, isBinary));
@@ -277,6 +281,8 @@ export class Coordinator {
   private forget(c: Conn, why: string): void {
     if (c.helloTimer) clearTimeout(c.helloTimer);
     if (!this.conns.delete(c.id)) return;
+    c.resultFiles?.close();
+    c.resultFiles = null;
     if (c.ws.bufferedAmount > 0) this.paramsFrameShared = true;
     if (!c.ready) return;
     c.ready = false;
@@ -324,8 +330,15 @@ export class Coordinator {
       case 'failure':
         return this.onFailure(c, msg);
       case 'paramsFilesReady':
-        if (!this.paramsFiles || !c.local) return this.drop(c, 'unexpected-message', 'paramsFilesReady without an offer');
+        if (!this.paramsFiles || !c.local || c.paramsViaFile) return this.drop(c, 'unexpected-message', 'paramsFilesReady without an offer');
         c.paramsViaFile = true;
+        // and a ring of result files at least as long as the microbatches it may hold
+        try {
+          c.resultFiles = this.paramsFiles.resultFiles(c.id, (this.opts.workerDepth ?? 2) + 1, this.sizes.paramLength + this.sizes.bnLength);
+          this.sendRaw(c, encodeFrame({ type: 'resultFiles', ...c.resultFiles.offer }));
+        } catch (e) {
+          this.emit('log', 'warn', `worker ${c.id}: no shared-memory result files (${(e as Error).message}); its results use the socket`);
+        }
         return;
       default:
         // inference answers belong to an inference fleet (results/fleet.ts), not to training
@@ -362,7 +375,27 @@ export class Coordinator {
     const item = cur.run.items[r.microbatch];
     if (!item) return this.drop(c, 'invalid-message', `microbatch ${r.microbatch} does not exist in step ${cur.version}`);
     if (r.nCells !== item.nCells) return this.drop(c, 'invalid-message', `result for ${r.nCells} cells, microbatch has ${item.nCells}`);
-    const flat = payloadAsFloat32(payload);
+    let flat: Float32Array;
+    if (r.file !== undefined) {
+      if (!c.resultFiles || r.file >= c.resultFiles.paths.length) return this.drop(c, 'invalid-message', `result names file ${r.file}, which this worker was not given`);
+      if (cur.run.wouldAccept(c.id, r.microbatch)) {
+        const n = this.sizes.paramLength + this.sizes.bnLength;
+        const slot = (this.resultSlots[r.microbatch] ??= new Float32Array(n));
+        if (!c.resultFiles.readInto(r.file, r.seq!, slot)) {
+          // rewritten before we read it (cannot happen while results are handled in order); the
+          // microbatch goes back to the queue when the connection is gone, and is redone
+          this.emit('log', 'warn', `worker ${c.id}: result ${r.seq} of microbatch ${r.microbatch} no longer in its file; reconnecting it`);
+          this.forget(c, 'result file unreadable');
+          c.ws.close(CLOSE.goingAway, 'result file unreadable');
+          return;
+        }
+        flat = slot;
+      } else {
+        flat = new Float32Array(0); // dropped below (duplicate or unassigned): the file is not read
+      }
+    } else {
+      flat = payloadAsFloat32(payload);
+    }
     const g: MicrobatchGradient = {
       grad: flat.subarray(0, r.gradLength),
       bnStats: flat.subarray(r.gradLength),
@@ -467,9 +500,22 @@ export class Coordinator {
     const t = performance.now();
     if (viaFile.length) {
       // once for all local workers; the file of version v+1 is the one v−1 used, whose step is done
-      const file = this.paramsFiles!.write(this.version + 1, params);
-      const note = encodeFrame({ type: 'params', version: this.version + 1, file });
-      for (const c of viaFile) this.sendRaw(c, note);
+      let file = -1;
+      try {
+        file = this.paramsFiles!.write(this.version + 1, params);
+      } catch (e) {
+        // e.g. /dev/shm full: from now on every worker gets the parameters over its socket
+        this.emit('log', 'warn', `shared-memory parameter file write failed (${(e as Error).message}); sending parameters over the sockets`);
+        this.paramsFiles!.close();
+        this.paramsFiles = null;
+        for (const c of viaFile) c.paramsViaFile = false;
+      }
+      if (file >= 0) {
+        const note = encodeFrame({ type: 'params', version: this.version + 1, file });
+        for (const c of viaFile) this.sendRaw(c, note);
+      } else {
+        whole.push(...viaFile);
+      }
     }
     for (const c of whole) c.ws.send(frame, { binary: true });
     sendMs += performance.now() - t;

@@ -64,6 +64,11 @@ export class StepRun {
   }
 
   /** Record a result; only the first one for a microbatch counts. */
+  /** Would `accept(workerId, i, …)` keep the result? (checked before reading a result file) */
+  wouldAccept(workerId: number, i: number): boolean {
+    return this.results[i] === undefined && (this.holders.get(i)?.some((a) => a.workerId === workerId) ?? false);
+  }
+
   accept(workerId: number, i: number, r: MicrobatchGradient, computeMs: number): AcceptOutcome {
     const list = this.holders.get(i);
     if (!list || !list.some((a) => a.workerId === workerId)) return 'unassigned';

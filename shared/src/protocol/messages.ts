@@ -5,6 +5,8 @@
 //     result  {version, step, microbatch, nCells, …loss sums, computeMs, gradLength, bnLength}
 //                                                                    Float32[gradLength + bnLength]: gradient, then BN stats
 //     failure {version, step, microbatch, message}                   no payload
+//     result  {…, file, seq}                                         no payload: the gradient is in result file `file`
+//                                                                    as result number `seq` (after resultFiles)
 //     paramsFilesReady {}                                            no payload: the offered files opened (below)
 //   coordinator → worker
 //     welcome {protocol, workerId, modelConfig, seed, paramLength, bnLength, maxWorkBytes, paramsFiles?}
@@ -12,6 +14,7 @@
 //     params  {version}                                             Float32[paramLength]
 //     params  {version, file: 0 | 1}                                no payload: read it from that shared-memory file
 //                                                                   (only after the worker sent paramsFilesReady)
+//     resultFiles {paths, runId}                                    no payload: files this worker may write its results to
 //     work    {version, step, epoch, microbatch, nCells, klWeight}  Arrow IPC bytes of the microbatch
 //     done    {reason}                                              no payload
 //
@@ -51,6 +54,9 @@ export interface ResultMsg {
   computeMs: number;
   gradLength: number;
   bnLength: number;
+  /** the gradient is in this result file (then no payload), as result number `seq` */
+  file?: number;
+  seq?: number;
 }
 export interface FailureMsg { type: 'failure'; version: number; step: number; microbatch: number; message: string }
 export interface InferResultMsg { type: 'inferResult'; id: number; nCells: number; f64Length: number; f32Length: number; computeMs: number }
@@ -79,6 +85,7 @@ export interface ParamsMsg {
 }
 export interface WorkMsg { type: 'work'; version: number; step: number; epoch: number; microbatch: number; nCells: number; klWeight: number }
 export interface DoneMsg { type: 'done'; reason: string }
+export interface ResultFilesMsg { type: 'resultFiles'; paths: string[]; runId: string }
 export interface BuffersMsg { type: 'buffers'; version: number }
 export interface InferMsg {
   type: 'infer';
@@ -94,7 +101,10 @@ export interface InferMsg {
   transformBatch: number;
   genesLength: number;
 }
-export type CoordinatorMessage = WelcomeMsg | ParamsMsg | WorkMsg | DoneMsg | BuffersMsg | InferMsg;
+export type CoordinatorMessage = WelcomeMsg | ParamsMsg | WorkMsg | DoneMsg | BuffersMsg | InferMsg | ResultFilesMsg;
+
+/** Most result files a worker is given (a ring at least as long as the microbatches it may hold). */
+export const MAX_RESULT_FILES = 8;
 
 /** Byte offset of the Arrow cells in an infer payload (after the 8-byte padded gene list). */
 export function inferArrowOffset(genesLength: number): number {
@@ -128,10 +138,11 @@ const SCHEMAS: Record<string, Schema> = {
   inferResult: { id: 'int', nCells: 'int', f64Length: 'int', f32Length: 'int', computeMs: 'num' },
   inferFailure: { id: 'int', message: 'str' },
   paramsFilesReady: {},
+  resultFiles: { runId: 'str' },
 };
 
 const WORKER_TYPES = new Set(['hello', 'result', 'failure', 'inferResult', 'inferFailure', 'paramsFilesReady']);
-const COORDINATOR_TYPES = new Set(['welcome', 'params', 'work', 'done', 'buffers', 'infer']);
+const COORDINATOR_TYPES = new Set(['welcome', 'params', 'work', 'done', 'buffers', 'infer', 'resultFiles']);
 const MAX_STRING = 1024;
 
 function checkFields(h: Record<string, unknown>, schema: Schema): void {
@@ -177,6 +188,12 @@ export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes:
       if (r.gradLength !== sizes.paramLength) throw new ProtocolError(`result.gradLength ${r.gradLength} != model parameter count ${sizes.paramLength}`);
       if (r.bnLength !== sizes.bnLength) throw new ProtocolError(`result.bnLength ${r.bnLength} != model BatchNorm statistics count ${sizes.bnLength}`);
       if (r.nCells === 0) throw new ProtocolError('result.nCells must be positive');
+      if (r.file !== undefined || r.seq !== undefined) {
+        if (!Number.isInteger(r.file) || r.file! < 0 || r.file! >= MAX_RESULT_FILES) throw new ProtocolError(`result.file must be an integer 0–${MAX_RESULT_FILES - 1}`);
+        if (!Number.isSafeInteger(r.seq) || r.seq! < 1) throw new ProtocolError('result.seq must be a positive integer');
+        if (payloadBytes !== 0) throw new ProtocolError('result from a file carries an unexpected payload');
+        return r;
+      }
       const want = 4 * (r.gradLength + r.bnLength);
       if (payloadBytes !== want) throw new ProtocolError(`result payload is ${payloadBytes} bytes, expected ${want}`);
       return r;
@@ -219,6 +236,14 @@ export function parseCoordinatorMessage(header: unknown, payloadBytes: number, s
       if (!sizes) throw new ProtocolError('work before welcome');
       if (payloadBytes === 0) throw new ProtocolError('work without a microbatch payload');
       return h as unknown as WorkMsg;
+    case 'resultFiles': {
+      if (!sizes) throw new ProtocolError('resultFiles before welcome');
+      const m = h as unknown as ResultFilesMsg;
+      const ok = Array.isArray(m.paths) && m.paths.length >= 1 && m.paths.length <= MAX_RESULT_FILES && m.paths.every((p) => typeof p === 'string' && p.length > 0 && p.length <= MAX_STRING);
+      if (!ok || !/^[0-9a-f]{32}$/.test(m.runId)) throw new ProtocolError(`resultFiles must be {paths: 1–${MAX_RESULT_FILES} strings, runId: 32 hex digits}`);
+      if (payloadBytes !== 0) throw new ProtocolError('resultFiles carries an unexpected payload');
+      return m;
+    }
     case 'buffers':
       if (!sizes) throw new ProtocolError('buffers before welcome');
       if (payloadBytes !== 4 * sizes.bnLength) throw new ProtocolError(`buffers payload is ${payloadBytes} bytes, expected ${4 * sizes.bnLength}`);

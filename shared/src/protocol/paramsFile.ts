@@ -76,6 +76,66 @@ function fileBytes(floats: number): number {
   return HEAD + 4 * floats + 8;
 }
 
+/** Create a pre-sized versioned file (no version yet) carrying `runId`. */
+function createVersionedFile(p: string, floats: number, runId: Buffer): number {
+  const head = Buffer.alloc(HEAD);
+  head.writeDoubleLE(-1, 0);
+  runId.copy(head, 8);
+  const fd = fs.openSync(p, 'w+', 0o600);
+  fs.ftruncateSync(fd, fileBytes(floats));
+  fs.writeSync(fd, head, 0, HEAD, 0);
+  return fd;
+}
+
+/** Rewrite a versioned file in place: leading version first (a reader overlapping this rewrite
+ * sees it change), then the payload, then the trailing version. */
+function writeVersioned(fd: number, version: number, data: Float32Array, marker: Buffer): void {
+  marker.writeDoubleLE(version, 0);
+  fs.writeSync(fd, marker, 0, 8, 0);
+  fs.writeSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 0, data.byteLength, HEAD);
+  fs.writeSync(fd, marker, 0, 8, HEAD + data.byteLength);
+}
+
+/** Read a versioned file into `buf`; the payload as a view into it, or null unless it holds exactly `version` of `runId`. */
+function readVersioned(fd: number, buf: Buffer, check: Buffer, version: number, runId: Buffer): Float32Array | null {
+  const n = buf.byteLength;
+  if (fs.readSync(fd, buf, 0, n, 0) !== n) return null;
+  if (buf.readDoubleLE(0) !== version || buf.readDoubleLE(n - 8) !== version) return null;
+  if (!buf.subarray(8, 8 + RUN_ID_BYTES).equals(runId)) return null;
+  if (fs.readSync(fd, check, 0, 8, 0) !== 8 || check.readDoubleLE(0) !== version) return null;
+  return new Float32Array(buf.buffer, buf.byteOffset + HEAD, (n - HEAD - 8) / 4);
+}
+
+/** Open existing versioned files and check they carry `runIdHex` and have room for `floats`. */
+function openVersioned(paths: readonly string[], floats: number, runIdHex: string, flags: 'r' | 'r+'): number[] | null {
+  const fds: number[] = [];
+  try {
+    if (!/^[0-9a-f]{32}$/.test(runIdHex)) return null;
+    const want = Buffer.from(runIdHex, 'hex');
+    const head = Buffer.alloc(HEAD);
+    for (const p of paths) {
+      const fd = fs.openSync(p, flags);
+      fds.push(fd);
+      if (fs.fstatSync(fd).size !== fileBytes(floats)) throw new Error('size');
+      if (fs.readSync(fd, head, 0, HEAD, 0) !== HEAD || !head.subarray(8, 8 + RUN_ID_BYTES).equals(want)) throw new Error('run id');
+    }
+    return fds;
+  } catch {
+    for (const fd of fds) fs.closeSync(fd);
+    return null;
+  }
+}
+
+function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // already closed
+    }
+  }
+}
+
 /** The coordinator's side: two pre-sized files in a private folder (mode 0700), rewritten in place. */
 export class ParamsFileWriter {
   readonly offer: ParamsFilesOffer;
@@ -90,16 +150,19 @@ export class ParamsFileWriter {
     this.dir = fs.mkdtempSync(path.join(root, `${DIR_PREFIX}${process.pid}-`));
     this.runId = crypto.randomBytes(RUN_ID_BYTES);
     const paths: [string, string] = [path.join(this.dir, 'params-0.bin'), path.join(this.dir, 'params-1.bin')];
-    const head = Buffer.alloc(HEAD);
-    head.writeDoubleLE(-1, 0); // no version yet
-    this.runId.copy(head, 8);
-    this.fds = paths.map((p) => {
-      const fd = fs.openSync(p, 'w+', 0o600);
-      fs.ftruncateSync(fd, fileBytes(floats));
-      fs.writeSync(fd, head, 0, HEAD, 0);
-      return fd;
-    }) as [number, number];
+    this.fds = paths.map((p) => createVersionedFile(p, floats, this.runId)) as [number, number];
     this.offer = { paths, runId: this.runId.toString('hex') };
+  }
+
+  /**
+   * `count` result files for worker `workerId` (gradient + BatchNorm statistics, `floats` each),
+   * which that worker rewrites in turn and this coordinator reads (`ResultFiles`).
+   */
+  resultFiles(workerId: number, count: number, floats: number): ResultFiles {
+    if (this.closed) throw new Error('params file writer is closed');
+    const paths = Array.from({ length: count }, (_, k) => path.join(this.dir, `result-${workerId}-${k}.bin`));
+    const fds = paths.map((p) => createVersionedFile(p, floats, this.runId));
+    return new ResultFiles(paths, fds, this.runId, floats);
   }
 
   /** Write `params` as version `version`; returns the file index the `params` message names. */
@@ -107,11 +170,7 @@ export class ParamsFileWriter {
     if (this.closed) throw new Error('params file writer is closed');
     if (params.length !== this.floats) throw new RangeError(`params of ${params.length} floats, the files hold ${this.floats}`);
     const i = version % 2;
-    const fd = this.fds[i]!;
-    this.marker.writeDoubleLE(version, 0);
-    fs.writeSync(fd, this.marker, 0, 8, 0); // first: a reader overlapping this rewrite sees the change
-    fs.writeSync(fd, new Uint8Array(params.buffer, params.byteOffset, params.byteLength), 0, params.byteLength, HEAD);
-    fs.writeSync(fd, this.marker, 0, 8, HEAD + 4 * this.floats);
+    writeVersioned(this.fds[i]!, version, params, this.marker);
     return i;
   }
 
@@ -119,14 +178,69 @@ export class ParamsFileWriter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of this.fds) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // already closed
-      }
-    }
+    closeAll(this.fds);
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The coordinator's view of one worker's result files: the worker rewrites file `seq % count` with
+ * result number `seq` and names it in a header-only `result` message; the coordinator reads it when
+ * it handles that message. New work reaches a worker only after one of its results was handled, so
+ * with `count` ≥ the microbatches a worker may hold, a file is never rewritten before it was read;
+ * the versions still guard against it.
+ */
+export class ResultFiles {
+  private readonly buf: Buffer;
+  private readonly check = Buffer.alloc(8);
+
+  constructor(readonly paths: string[], private readonly fds: number[], private readonly runId: Buffer, readonly floats: number) {
+    this.buf = Buffer.allocUnsafeSlow(fileBytes(floats));
+  }
+
+  get offer(): { paths: string[]; runId: string } {
+    return { paths: this.paths, runId: this.runId.toString('hex') };
+  }
+
+  /** Result `seq` from file `index`, copied into `into` (floats long); false when the file does not hold it. */
+  readInto(index: number, seq: number, into: Float32Array): boolean {
+    const fd = this.fds[index];
+    if (fd === undefined || into.length !== this.floats) return false;
+    const v = readVersioned(fd, this.buf, this.check, seq, this.runId);
+    if (!v) return false;
+    into.set(v);
+    return true;
+  }
+
+  close(): void {
+    closeAll(this.fds);
+    for (const p of this.paths) fs.rmSync(p, { force: true });
+  }
+}
+
+/** A worker's side of its result files: rewrites them in turn. */
+export class ResultFileWriter {
+  private readonly marker = Buffer.alloc(8);
+  private seq = 0;
+
+  private constructor(private readonly fds: number[], readonly floats: number) {}
+
+  static open(offer: { paths: string[]; runId: string }, floats: number): ResultFileWriter | null {
+    const fds = openVersioned(offer.paths, floats, offer.runId, 'r+');
+    return fds ? new ResultFileWriter(fds, floats) : null;
+  }
+
+  /** Write the next result; returns the file index and sequence number the `result` message names. */
+  write(data: Float32Array): { file: number; seq: number } {
+    if (data.length !== this.floats) throw new RangeError(`result of ${data.length} floats, the files hold ${this.floats}`);
+    const seq = ++this.seq;
+    const file = seq % this.fds.length;
+    writeVersioned(this.fds[file]!, seq, data, this.marker);
+    return { file, seq };
+  }
+
+  close(): void {
+    closeAll(this.fds);
   }
 }
 
@@ -143,22 +257,8 @@ export class ParamsFileReader {
 
   /** Open both files and check they are the offering coordinator's (its run id) and of the right size. */
   static open(offer: ParamsFilesOffer, floats: number): ParamsFileReader | null {
-    const fds: number[] = [];
-    try {
-      if (!/^[0-9a-f]{32}$/.test(offer.runId)) return null;
-      const want = Buffer.from(offer.runId, 'hex');
-      const head = Buffer.alloc(HEAD);
-      for (const p of offer.paths) {
-        const fd = fs.openSync(p, 'r');
-        fds.push(fd);
-        if (fs.fstatSync(fd).size !== fileBytes(floats)) throw new Error('size');
-        if (fs.readSync(fd, head, 0, HEAD, 0) !== HEAD || !head.subarray(8, 8 + RUN_ID_BYTES).equals(want)) throw new Error('run id');
-      }
-      return new ParamsFileReader(fds as [number, number], offer.runId, floats);
-    } catch {
-      for (const fd of fds) fs.closeSync(fd);
-      return null;
-    }
+    const fds = openVersioned(offer.paths, floats, offer.runId, 'r');
+    return fds && fds.length === 2 ? new ParamsFileReader(fds as [number, number], offer.runId, floats) : null;
   }
 
   /**
@@ -167,22 +267,10 @@ export class ParamsFileReader {
    */
   read(version: number, index: number): Float32Array | null {
     const fd = this.fds[index];
-    if (fd === undefined) return null;
-    const n = this.buf.byteLength;
-    if (fs.readSync(fd, this.buf, 0, n, 0) !== n) return null;
-    if (this.buf.readDoubleLE(0) !== version || this.buf.readDoubleLE(n - 8) !== version) return null;
-    if (!this.buf.subarray(8, 8 + RUN_ID_BYTES).equals(this.runId)) return null;
-    if (fs.readSync(fd, this.check, 0, 8, 0) !== 8 || this.check.readDoubleLE(0) !== version) return null;
-    return new Float32Array(this.buf.buffer, this.buf.byteOffset + HEAD, this.floats);
+    return fd === undefined ? null : readVersioned(fd, this.buf, this.check, version, this.runId);
   }
 
   close(): void {
-    for (const fd of this.fds) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // already closed
-      }
-    }
+    closeAll(this.fds);
   }
 }
