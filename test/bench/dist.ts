@@ -308,7 +308,7 @@ export async function run(): Promise<Record<string, unknown>> {
       const steps = n >= 16 ? 14 : 24;
       note(`capacity with ${n} simulated workers`);
       // socket only (the same bytes as the raw echo), and with the parameters through shared memory
-      // (the default for workers on the coordinator's host: then only the gradients use the socket)
+      // (the default for workers on the coordinator's host: parameters and gradients through files)
       const sps: number[] = [], spsShm: number[] = [];
       for (let r = 0; r < REPEATS; r++) {
         sps.push((await distributed(ds, data, mc, ctc, n, steps, 4, true, undefined, 'never')).cellsPerSecond / ctc.globalBatch);
@@ -325,12 +325,12 @@ export async function run(): Promise<Record<string, unknown>> {
         rawWsRoundsPerSecond: round(rawRounds, 1),
         rawWsGradientGBps: round(median(raws.map((x) => x.upGBps)), 3),
         fractionOfRawWs: round(stepsPerSecond / rawRounds, 3),
-        sharedMemoryParams: { stepsPerSecond: round(median(spsShm), 1), vsRawWs: round(median(spsShm) / rawRounds, 3) },
+        sharedMemory: { stepsPerSecond: round(median(spsShm), 1), vsRawWs: round(median(spsShm) / rawRounds, 3) },
       });
     }
     await ds.close();
     if (capacity.length) {
-      result.c_capacity = { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer; stepsPerSecond and fractionOfRawWs are socket-only (--shared-memory never: the same bytes as the echo); sharedMemoryParams = the default for workers on this host, parameters through /dev/shm and only gradients on the socket', points: capacity };
+      result.c_capacity = { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer; stepsPerSecond and fractionOfRawWs are socket-only (--shared-memory never: the same bytes as the echo); sharedMemory = the default for workers on this host, parameters and gradients through /dev/shm files, only small headers on the socket', points: capacity };
     }
     return result;
   } finally {
