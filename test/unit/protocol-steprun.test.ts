@@ -48,7 +48,7 @@ test('a departed worker\'s microbatches are handed out again; the first result w
 });
 
 test('isLoopbackPeer: IPv4, IPv6 and IPv4-mapped loopback peers are this machine; others are not', async () => {
-  const { isLoopbackPeer } = await import('@atlasvae/coordinator/server/coordinator');
+  const { isLoopbackPeer } = await import('@atlasvae/coordinator/server/connections');
   for (const r of ['127.0.0.1:5000', '127.8.9.10:1', '::1:40000', '::ffff:127.0.0.1:8787']) assert.equal(isLoopbackPeer(r), true, r);
   for (const r of ['10.0.0.5:5000', '192.168.1.2:80', '::ffff:10.1.2.3:8787', 'fe80::1:22', '?:?']) assert.equal(isLoopbackPeer(r), false, r);
 });

@@ -13,7 +13,7 @@ import {
 } from '@atlasvae/shared/protocol/messages';
 import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
 import { bearer } from '@atlasvae/shared/protocol/auth';
-import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/protocol/paramsFile';
+import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/protocol/sharedMemory';
 import type { GradientEngine } from './engine.js';
 
 export interface WorkerOptions {

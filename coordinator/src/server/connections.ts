@@ -27,6 +27,12 @@ export interface EndpointHandlers {
   rejected(reason: RejectReason, detail: string, remote: string): void;
 }
 
+/** Is this socket's peer on this machine? (`remote` is "address:port" as the endpoint reports it) */
+export function isLoopbackPeer(remote: string): boolean {
+  const addr = remote.slice(0, remote.lastIndexOf(':'));
+  return addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.');
+}
+
 export function maxWorkerPayload(paramLength: number, bnLength: number): number {
   return 8 + MAX_HEADER_BYTES + 4 * (paramLength + bnLength);
 }

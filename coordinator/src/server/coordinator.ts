@@ -20,8 +20,8 @@ import {
   PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
   type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg,
 } from '@atlasvae/shared/protocol/messages';
-import { ParamsFileWriter, type ResultFiles } from '@atlasvae/shared/protocol/paramsFile';
-import { Endpoint, maxWorkerPayload } from './connections.js';
+import { SharedMemoryFolder, type ResultFiles } from '@atlasvae/shared/protocol/sharedMemory';
+import { Endpoint, isLoopbackPeer, maxWorkerPayload } from './connections.js';
 import { StepRun, type StepItem } from './stepRun.js';
 import { notify, type CoordinatorObserver, type ObserverList, type RejectReason, type StepReport, type WorkerInfo } from './events.js';
 import type { TrainingData } from './data.js';
@@ -31,11 +31,8 @@ import type { Optimizer } from './optimizer.js';
 export const STREAM_PARAMS = ['auto', 'always', 'never'] as const;
 export type StreamParams = (typeof STREAM_PARAMS)[number];
 
-/** Is this socket's peer on this machine? (`remote` is "address:port" as the endpoint reports it) */
-export function isLoopbackPeer(remote: string): boolean {
-  const addr = remote.slice(0, remote.lastIndexOf(':'));
-  return addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.');
-}
+/** the payload of a file result that will be dropped, so its file is never read */
+const NOT_READ = new Float32Array(0);
 
 export interface CoordinatorOptions {
   host: string;
@@ -66,7 +63,7 @@ export interface CoordinatorOptions {
   streamParams?: StreamParams;
   /**
    * 'auto' (default): workers on this host that can open them read each new parameter vector from
-   * two shared-memory files (protocol/paramsFile.ts) instead of the socket; 'never': sockets only.
+   * two shared-memory files (protocol/sharedMemory.ts) instead of the socket; 'never': sockets only.
    */
   sharedMemory?: 'auto' | 'never';
 }
@@ -164,8 +161,8 @@ export class Coordinator {
   private expiryTimer: NodeJS.Timeout | null = null;
   private readonly maxWorkBytes: number;
   private validator: Validator | null = null;
-  /** shared-memory parameter files for workers on this host (created at listen, removed at close) */
-  private paramsFiles: ParamsFileWriter | null = null;
+  /** shared-memory files for workers on this host (created at listen, removed at close) */
+  private sharedMemory: SharedMemoryFolder | null = null;
   /** results read from shared-memory files, one buffer per microbatch index (reused every step) */
   private readonly resultSlots: Float32Array[] = [];
   url = '';
@@ -200,7 +197,7 @@ export class Coordinator {
   async listen(): Promise<string> {
     if ((this.opts.sharedMemory ?? 'auto') === 'auto') {
       try {
-        this.paramsFiles = new ParamsFileWriter(this.sizes.paramLength);
+        this.sharedMemory = new SharedMemoryFolder(this.sizes.paramLength);
       } catch (e) {
         this.emit('log', 'warn', `shared-memory parameter files unavailable (${(e as Error).message}); local workers use the socket`);
       }
@@ -239,8 +236,8 @@ export class Coordinator {
     }
     await this.endpoint?.close();
     this.endpoint = null;
-    this.paramsFiles?.close();
-    this.paramsFiles = null;
+    this.sharedMemory?.close();
+    this.sharedMemory = null;
   }
 
   private reject(reason: RejectReason, detail: string, remote: string): void {
@@ -330,11 +327,11 @@ export class Coordinator {
       case 'failure':
         return this.onFailure(c, msg);
       case 'paramsFilesReady':
-        if (!this.paramsFiles || !c.local || c.paramsViaFile) return this.drop(c, 'unexpected-message', 'paramsFilesReady without an offer');
+        if (!this.sharedMemory || !c.local || c.paramsViaFile) return this.drop(c, 'unexpected-message', 'paramsFilesReady without an offer');
         c.paramsViaFile = true;
         // and a ring of result files at least as long as the microbatches it may hold
         try {
-          c.resultFiles = this.paramsFiles.resultFiles(c.id, (this.opts.workerDepth ?? 2) + 1, this.sizes.paramLength + this.sizes.bnLength);
+          c.resultFiles = this.sharedMemory.resultFiles(c.id, (this.opts.workerDepth ?? 2) + 1, this.sizes.paramLength + this.sizes.bnLength);
           this.sendRaw(c, encodeFrame({ type: 'resultFiles', ...c.resultFiles.offer }));
         } catch (e) {
           this.emit('log', 'warn', `worker ${c.id}: no shared-memory result files (${(e as Error).message}); its results use the socket`);
@@ -355,7 +352,7 @@ export class Coordinator {
       seed: this.setup.trainConfig.seed, paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength,
       maxWorkBytes: this.maxWorkBytes,
     };
-    if (this.paramsFiles && c.local) w.paramsFiles = this.paramsFiles.offer;
+    if (this.sharedMemory && c.local) w.paramsFiles = this.sharedMemory.offer;
     this.sendRaw(c, encodeFrame(w));
     this.sendRaw(c, this.currentParamsFrame());
     c.ready = true;
@@ -391,7 +388,7 @@ export class Coordinator {
         }
         flat = slot;
       } else {
-        flat = new Float32Array(0); // dropped below (duplicate or unassigned): the file is not read
+        flat = NOT_READ; // dropped below (duplicate or unassigned): the file is not read
       }
     } else {
       flat = payloadAsFloat32(payload);
@@ -479,7 +476,7 @@ export class Coordinator {
     const { frame, payloadStart } = this.paramsWriter.begin(this.paramsBufferReusable(), { type: 'params', version: this.version + 1 }, 4 * params.length);
     const payload = new Float32Array(frame.buffer, frame.byteOffset + payloadStart, params.length);
     const targets = [...this.conns.values()].filter((c) => c.ready && c.ws.readyState === c.ws.OPEN);
-    const viaFile = this.paramsFiles ? targets.filter((c) => c.paramsViaFile) : [];
+    const viaFile = this.sharedMemory ? targets.filter((c) => c.paramsViaFile) : [];
     const mode = this.opts.streamParams ?? 'auto';
     const streamed = targets.filter((c) => !c.paramsViaFile && (mode === 'always' || (mode === 'auto' && !c.local)));
     const whole = targets.filter((c) => !c.paramsViaFile && !streamed.includes(c));
@@ -498,31 +495,34 @@ export class Coordinator {
     // time spent sending inside Adam's callbacks (part of timing) and in all (streamed + whole)
     const streamMs = sendMs;
     const t = performance.now();
-    if (viaFile.length) {
-      // once for all local workers; the file of version v+1 is the one v−1 used, whose step is done
-      let file = -1;
-      try {
-        file = this.paramsFiles!.write(this.version + 1, params);
-      } catch (e) {
-        // e.g. /dev/shm full: from now on every worker gets the parameters over its socket
-        this.emit('log', 'warn', `shared-memory parameter file write failed (${(e as Error).message}); sending parameters over the sockets`);
-        this.paramsFiles!.close();
-        this.paramsFiles = null;
-        for (const c of viaFile) c.paramsViaFile = false;
-      }
-      if (file >= 0) {
-        const note = encodeFrame({ type: 'params', version: this.version + 1, file });
-        for (const c of viaFile) this.sendRaw(c, note);
-      } else {
-        whole.push(...viaFile);
-      }
-    }
+    if (viaFile.length && !this.sendParamsViaFile(viaFile, this.version + 1, params)) whole.push(...viaFile);
     for (const c of whole) c.ws.send(frame, { binary: true });
     sendMs += performance.now() - t;
     this.version++;
     this.paramsFrame = frame;
     for (let i = 0; i < streamed.length + whole.length; i++) this.emit('bytes', 'sent', frame.byteLength);
     return { timing, streamMs, sendMs };
+  }
+
+  /**
+   * Write `params` as `version` into the shared-memory file once and name it to `conns`; the file
+   * of version v+1 is the one v−1 used, whose step is done. False when the write failed (e.g.
+   * /dev/shm full): shared memory is then off and those workers need the parameters over the socket.
+   */
+  private sendParamsViaFile(conns: Conn[], version: number, params: Float32Array): boolean {
+    let file: number;
+    try {
+      file = this.sharedMemory!.write(version, params);
+    } catch (e) {
+      this.emit('log', 'warn', `shared-memory parameter file write failed (${(e as Error).message}); sending parameters over the sockets`);
+      this.sharedMemory!.close();
+      this.sharedMemory = null;
+      for (const c of conns) c.paramsViaFile = false;
+      return false;
+    }
+    const note = encodeFrame({ type: 'params', version, file });
+    for (const c of conns) this.sendRaw(c, note);
+    return true;
   }
 
   /** Hand pending microbatches to workers: first one each, then up to `workerDepth` each. */

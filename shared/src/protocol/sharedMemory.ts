@@ -1,20 +1,24 @@
-// Parameter broadcast through shared memory, for workers on the coordinator's own machine.
+// Shared memory for workers on the coordinator's own machine: parameters one way, gradients the
+// other, through pre-sized files in a private /dev/shm folder that are rewritten in place.
 //
-// Why: over TCP loopback each worker costs the coordinator a 2 MB socket write per step (≈ 1 ms
-// of its CPU, on the step's critical path) and the worker a 2 MB read plus ws reassembly. Rewriting
-// a pre-sized file in /dev/shm in place costs ≈ 0.2 ms once for all local workers, and each worker
-// reads it with one pread (≈ 0.2 ms) on its own core.
+// Why: over TCP loopback each 2 MB message costs its sender ≈ 1 ms of CPU and its receiver ≈ 1 ms
+// plus ws reassembly, on the step's critical path. Rewriting a pre-sized file in place costs
+// ≈ 0.2 ms (once for all local workers, for parameters) and reading it with one pread ≈ 0.2 ms.
 //
-// Two files, by version parity: version v is written into file v % 2 while workers may still read
-// v − 1 from the other. The coordinator rewrites file v % 2 only after step v + 1 has completed, so
-// the file named by the newest `params` message is stable until the next step ends. A file is
+// Every file is versioned:
 //
-//   0: f64 version (written first) | 8: run id (16 bytes) | 24: zero | 32: Float32[P] | 32 + 4P: f64 version (written last)
+//   0: f64 version (written first) | 8: run id (16 bytes) | 24: zero | 32: Float32[n] | 32 + 4n: f64 version (written last)
 //
 // and a reader accepts it only when both versions equal the one it was told, the run id is this
 // coordinator's, and the leading version still equals it after the payload was read: a rewrite
-// that overlapped the read changes the leading version first, so a torn read is always detected
-// (the reader then waits for the next message, which names a stable file).
+// that overlapped the read changes the leading version first, so a torn read is always detected.
+//
+// Parameters: two files, by version parity. Version v goes into file v % 2 while workers may still
+// read v − 1 from the other; file v % 2 is rewritten only after step v + 1 has completed, so the
+// file the newest `params` message names is stable until the next step ends.
+// Results: each worker rewrites a ring of its own files in turn (`ResultFiles`).
+// A reader that finds a file rewritten gives up on the shared files for that connection: the
+// worker reconnects, its microbatches are redone (see the worker client and the coordinator).
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -136,8 +140,9 @@ function closeAll(fds: readonly number[]): void {
   }
 }
 
-/** The coordinator's side: two pre-sized files in a private folder (mode 0700), rewritten in place. */
-export class ParamsFileWriter {
+/** The coordinator's side: a private folder (mode 0700) with the two parameter files it rewrites
+ * in place, and the result files it creates for each local worker. */
+export class SharedMemoryFolder {
   readonly offer: ParamsFilesOffer;
   private readonly dir: string;
   private readonly fds: [number, number];

@@ -1,4 +1,4 @@
-// The shared-memory parameter files (shared/protocol/paramsFile.ts): what a worker reads is what
+// The shared-memory parameter files (shared/protocol/sharedMemory.ts): what a worker reads is what
 // the coordinator wrote; a file rewritten since, a torn read, another coordinator's files or a
 // wrong size are refused rather than read as parameters; folders of dead coordinators are removed.
 import { test } from 'node:test';
@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ParamsFileReader, ParamsFileWriter } from '@atlasvae/shared/protocol/paramsFile';
+import { ParamsFileReader, SharedMemoryFolder } from '@atlasvae/shared/protocol/sharedMemory';
 
 function root(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'atlasvae-pf-test-'));
@@ -14,7 +14,7 @@ function root(): string {
 
 test('params files: versions alternate between two files; a reader gets exactly the written vector', () => {
   const r = root();
-  const w = new ParamsFileWriter(1000, r);
+  const w = new SharedMemoryFolder(1000, r);
   const reader = ParamsFileReader.open(w.offer, 1000)!;
   assert.ok(reader, 'the offered files open');
   for (let v = 0; v < 5; v++) {
@@ -37,7 +37,7 @@ test('params files: versions alternate between two files; a reader gets exactly 
 
 test('params files: a torn read (rewrite begun: leading version changed) and foreign or mis-sized files are refused', () => {
   const r = root();
-  const w = new ParamsFileWriter(64, r);
+  const w = new SharedMemoryFolder(64, r);
   const p = new Float32Array(64).fill(3);
   const file = w.write(8, p);
   const reader = ParamsFileReader.open(w.offer, 64)!;
@@ -67,9 +67,9 @@ test('params files: a folder left by a coordinator that died (pid gone) is remov
   const stale = path.join(r, 'atlasvae-params-99999999-abcdef');
   fs.mkdirSync(stale);
   fs.writeFileSync(path.join(stale, 'params-0.bin'), 'x');
-  const mine = new ParamsFileWriter(8, r);
+  const mine = new SharedMemoryFolder(8, r);
   assert.equal(fs.existsSync(stale), false, 'stale folder removed');
-  const other = new ParamsFileWriter(8, r);
+  const other = new SharedMemoryFolder(8, r);
   assert.equal(fs.readdirSync(r).length, 2, "a live coordinator's folder (this pid) is kept");
   mine.close();
   other.close();
@@ -77,9 +77,9 @@ test('params files: a folder left by a coordinator that died (pid gone) is remov
 });
 
 test('result files: a worker rewrites its ring in turn; the coordinator reads exactly result seq, and refuses a rewritten or wrong one', async () => {
-  const { ResultFileWriter } = await import('@atlasvae/shared/protocol/paramsFile');
+  const { ResultFileWriter } = await import('@atlasvae/shared/protocol/sharedMemory');
   const r = root();
-  const w = new ParamsFileWriter(16, r);
+  const w = new SharedMemoryFolder(16, r);
   const files = w.resultFiles(7, 3, 40);
   assert.equal(files.paths.length, 3);
   assert.ok(files.paths.every((p) => path.basename(p).startsWith('result-7-')));
