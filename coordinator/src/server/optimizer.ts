@@ -6,7 +6,7 @@ import type { ModelConfig, TrainConfig } from '@atlasvae/shared/config';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import type { Checkpoint } from '@atlasvae/shared/checkpoint';
 import { bufferLayout } from '@atlasvae/shared/model/layout';
-import { applyAccumulated, applyStep, GradientAccumulator, initTrainingState, type TrainingState } from '@atlasvae/shared/train/step';
+import { applyAccumulated, applyStep, GradientAccumulator, initTrainingState, inOptimizerMemory, type TrainingState } from '@atlasvae/shared/train/step';
 
 export interface Optimizer {
   /** current parameters (what workers compute with) */
@@ -25,8 +25,11 @@ export interface Optimizer {
 
 export class SharedStepOptimizer implements Optimizer {
   readonly bnStatsLength: number;
+  private readonly state: TrainingState;
 
-  constructor(private readonly state: TrainingState, private readonly modelConfig: ModelConfig, private readonly trainConfig: TrainConfig) {
+  /** `state` is copied into an optimizer memory (the SIMD kernels' arrays) unless it is in one */
+  constructor(state: TrainingState, private readonly modelConfig: ModelConfig, private readonly trainConfig: TrainConfig) {
+    this.state = inOptimizerMemory(state);
     this.bnStatsLength = bufferLayout(modelConfig).size;
   }
 
@@ -53,12 +56,10 @@ export class SharedStepOptimizer implements Optimizer {
     return { applyMs: performance.now() - t0, gradNorm: s.gradNorm, aggregationMs: s.aggregationMs, optimizerMs: s.optimizerMs };
   }
 
-  private acc: GradientAccumulator | null = null;
-
   accumulator(): GradientAccumulator {
-    this.acc ??= new GradientAccumulator(this.state.params.length);
-    this.acc.reset();
-    return this.acc;
+    const acc = GradientAccumulator.for(this.state);
+    acc.reset();
+    return acc;
   }
 
   applyAccumulated(acc: GradientAccumulator, epoch: number, onParams?: (start: number, end: number) => void): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number } {

@@ -1,5 +1,6 @@
 // torch.optim.Adam semantics: coupled L2 weight decay (grad += wd·param before the moments),
 // bias-corrected moments, eps added to the bias-corrected sqrt(v). Arithmetic in float64.
+import { optimizerMemoryOf } from './optimizerMemory.js';
 
 export interface AdamState {
   m: Float32Array;
@@ -36,15 +37,19 @@ interface AdamStepConstants {
 /**
  * One Adam step on `params` in place with the gradient `sum[i] · scale`: the trainer and the
  * coordinator pass their float64 microbatch sum and 1 / cells, so the mean gradient is never
- * written out. Returns Σ of the squared gradient (before weight decay), for the gradient norm.
+ * written out. Returns Σ of the squared gradient (before weight decay), for the gradient norm,
+ * summed as two running sums (even and odd elements, in element order) added at the end.
  *
  * With `onChunk`, the parameters are updated in ranges of `chunk` and `onChunk(start, end)` is
  * called after each, in order, with params[start, end) final: the coordinator sends each range to
  * the workers while the next is computed. Every element sees the same arithmetic either way, and
- * the squared-gradient sum runs in the same order, so the results are identical to the bit.
+ * the squared-gradient sums run in the same order, so the results are identical to the bit.
+ *
+ * When params, sum and moments live in one OptimizerMemory, the WebAssembly SIMD kernel does the
+ * work, two elements at a time with the same float64 arithmetic: again the same bits.
  */
 export function adamStepScaled(params: Float32Array, sum: ArrayLike<number>, scale: number, state: AdamState, cfg: AdamConfig, onChunk?: (start: number, end: number) => void, chunk = 1 << 16): number {
-  if (sum.length !== params.length || state.m.length !== params.length) throw new RangeError('Adam: parameter, gradient and state sizes differ');
+  if (sum.length !== params.length || state.m.length !== params.length || state.v.length !== params.length) throw new RangeError('Adam: parameter, gradient and state sizes differ');
   if (!(chunk >= 1)) throw new RangeError(`Adam: chunk must be at least 1, got ${chunk}`);
   state.t += 1;
   const b1 = cfg.beta1 ?? 0.9;
@@ -54,24 +59,33 @@ export function adamStepScaled(params: Float32Array, sum: ArrayLike<number>, sca
     stepSize: cfg.lr / (1 - Math.pow(b1, state.t)),
     invSqrtBc2: 1 / Math.sqrt(1 - Math.pow(b2, state.t)),
   };
+  const mem = optimizerMemoryOf(params);
+  const simd = mem && mem.holds(params, sum, state) ? mem : null;
   const n = params.length;
-  if (!onChunk) return adamRange(params, sum, state, k, 0, n, 0);
-  let sq = 0;
+  const sq: [number, number] = [0, 0];
+  if (!onChunk) chunk = n;
   for (let start = 0; start < n; start += chunk) {
     const end = Math.min(n, start + chunk);
-    sq = adamRange(params, sum, state, k, start, end, sq);
-    onChunk(start, end);
+    let i = start;
+    if (simd) {
+      if (i & 1) adamRange(params, sum, state, k, i, ++i, sq);
+      i = simd.adamPairs(i, end, sq, k);
+    }
+    adamRange(params, sum, state, k, i, end, sq);
+    onChunk?.(start, end);
   }
-  return sq;
+  return sq[0] + sq[1];
 }
 
-/** Adam on params[start, end); `sq` carries the squared-gradient sum in element order. */
-function adamRange(params: Float32Array, sum: ArrayLike<number>, state: AdamState, k: AdamStepConstants, start: number, end: number, sq: number): number {
+/** Adam on params[start, end); `sq` carries the squared-gradient sums of even and odd elements. */
+function adamRange(params: Float32Array, sum: ArrayLike<number>, state: AdamState, k: AdamStepConstants, start: number, end: number, sq: [number, number]): void {
   const { m, v } = state;
   const { scale, b1, b2, c1, c2, wd, eps, stepSize, invSqrtBc2 } = k;
+  let even = sq[0], odd = sq[1];
   for (let i = start; i < end; i++) {
     const mean = sum[i]! * scale;
-    sq += mean * mean;
+    if (i & 1) odd += mean * mean;
+    else even += mean * mean;
     const p = params[i]!;
     const g = mean + wd * p;
     const mi = b1 * m[i]! + c1 * g;
@@ -80,7 +94,8 @@ function adamRange(params: Float32Array, sum: ArrayLike<number>, state: AdamStat
     v[i] = vi;
     params[i] = p - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
   }
-  return sq;
+  sq[0] = even;
+  sq[1] = odd;
 }
 
 /** One Adam step on `params` in place with gradient `grad` (float64 or float32). */

@@ -5,6 +5,7 @@ import type { ModelConfig, TrainConfig } from '../config.js';
 import { bufferLayout, initBuffers, initParams, paramLayout } from '../model/layout.js';
 import type { MicrobatchGradient } from '../model/types.js';
 import { adamStepScaled, initAdam, type AdamState } from './adam.js';
+import { OptimizerMemory, optimizerMemoryOf } from './optimizerMemory.js';
 
 export interface TrainingState {
   params: Float32Array;
@@ -36,14 +37,29 @@ export interface StepSummary {
 
 export function initTrainingState(modelCfg: ModelConfig, seed: number): TrainingState {
   const size = paramLayout(modelCfg).size;
-  return {
+  return inOptimizerMemory({
     params: initParams(modelCfg, seed),
     buffers: initBuffers(modelCfg),
     adam: initAdam(size),
     globalStep: 0,
     epoch: 0,
     stepInEpoch: 0,
-  };
+  });
+}
+
+/**
+ * The same state with its parameters and Adam moments copied into an OptimizerMemory, where the
+ * SIMD kernels run on them (the state itself if they are there already, or if the memory cannot be
+ * had: the JavaScript loops give the same bits). Hold no references to the old arrays.
+ */
+export function inOptimizerMemory(s: TrainingState): TrainingState {
+  if (optimizerMemoryOf(s.params)) return s;
+  const mem = OptimizerMemory.create(s.params.length);
+  if (!mem) return s;
+  mem.params.set(s.params);
+  mem.m.set(s.adam.m);
+  mem.v.set(s.adam.v);
+  return { ...s, params: mem.params, adam: { m: mem.m, v: mem.v, t: s.adam.t } };
 }
 
 /** A deep copy (for snapshots and checkpoints). */
@@ -67,6 +83,8 @@ export function cloneTrainingState(s: TrainingState): TrainingState {
  */
 export class GradientAccumulator {
   readonly sum: Float64Array;
+  /** with a memory, the sum is its own and the SIMD kernel adds */
+  private readonly memory: OptimizerMemory | null;
   private readonly bnStats: Float32Array[] = [];
   /** microbatches added since the last reset */
   count = 0;
@@ -77,8 +95,20 @@ export class GradientAccumulator {
   /** milliseconds spent in add() since the last reset */
   ms = 0;
 
-  constructor(readonly size: number) {
-    this.sum = new Float64Array(size);
+  constructor(readonly size: number, memory?: OptimizerMemory) {
+    if (memory && memory.size !== size) throw new RangeError(`accumulator of ${size} floats over an optimizer memory of ${memory.size}`);
+    this.memory = memory ?? null;
+    this.sum = memory ? memory.sum : new Float64Array(size);
+  }
+
+  /** The accumulator for `state`: over its optimizer memory's sum when it has one (one per memory), else one per size. */
+  static for(state: TrainingState): GradientAccumulator {
+    const n = state.params.length;
+    const mem = optimizerMemoryOf(state.params);
+    if (mem) return (mem.accumulator ??= new GradientAccumulator(n, mem)) as GradientAccumulator;
+    let acc = accumulators.get(n);
+    if (!acc) accumulators.set(n, (acc = new GradientAccumulator(n)));
+    return acc;
   }
 
   reset(): void {
@@ -99,6 +129,7 @@ export class GradientAccumulator {
     if (g.length !== n) throw new RangeError(`applyStep: gradient of ${g.length} floats, parameters have ${n}`);
     const s = this.sum;
     if (this.count === 0) s.set(g);
+    else if (this.memory) this.memory.addToSum(g);
     else addInto(s, g);
     this.count++;
     this.cells += r.nCells;
@@ -140,9 +171,7 @@ const accumulators = new Map<number, GradientAccumulator>();
  */
 export function applyStep(state: TrainingState, results: MicrobatchGradient[], trainCfg: TrainConfig, modelCfg: ModelConfig): StepSummary {
   if (results.length === 0) throw new RangeError('applyStep: no microbatch results');
-  const n = state.params.length;
-  let acc = accumulators.get(n);
-  if (!acc) accumulators.set(n, (acc = new GradientAccumulator(n)));
+  const acc = GradientAccumulator.for(state);
   acc.reset();
   for (const r of results) acc.add(r);
   return applyAccumulated(state, acc, trainCfg, modelCfg);
