@@ -34,6 +34,9 @@ const GENES = 2000;
 const REPEATS = Number(process.env.ATLASVAE_BENCH_REPEATS ?? 3);
 /** which parts to run: a (throughput) and b (coordinator step) run together; c (capacity) */
 const PARTS = process.env.ATLASVAE_BENCH_DIST_PARTS ?? 'abc';
+/** capacity runs: warm-up steps, then timed steps per worker count (about 1.5 s each) */
+const CAPACITY_WARMUP = 15;
+const CAPACITY_TIMED: Record<number, number> = { 1: 250, 2: 200, 4: 120, 8: 60, 16: 32, 32: 20 };
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -185,8 +188,8 @@ async function computeCeiling(dataDir: string, seconds: number): Promise<{ solo:
   return { solo, pair: a! + b! };
 }
 
-/** Raw ws ceiling: the server sends `bytes` to each of N echo clients and waits for all N echoes, `rounds` times. */
-async function rawWs(n: number, bytes: number, rounds: number): Promise<{ roundsPerSecond: number; upGBps: number }> {
+/** Raw ws ceiling: the server sends `bytes` to each of N echo clients and waits for all N echoes, `rounds` times after `warmup`. */
+async function rawWs(n: number, bytes: number, rounds: number, warmup: number): Promise<{ roundsPerSecond: number; upGBps: number }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 30 });
   await new Promise<void>((r) => wss.once('listening', () => r()));
   const port = (wss.address() as { port: number }).port;
@@ -207,7 +210,7 @@ async function rawWs(n: number, bytes: number, rounds: number): Promise<{ rounds
     pending = n;
     for (const ws of clients) ws.send(payload, { binary: true });
   });
-  for (let i = 0; i < 2; i++) await round1();
+  for (let i = 0; i < warmup; i++) await round1();
   const t0 = performance.now();
   for (let i = 0; i < rounds; i++) await round1();
   const s = (performance.now() - t0) / 1000;
@@ -305,17 +308,19 @@ export async function run(): Promise<Record<string, unknown>> {
     const capacity: Record<string, unknown>[] = [];
     for (const n of PARTS.includes('c') ? [1, 2, 4, 8, 16, 32] : []) {
       const ctc = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 16 * n, microbatch: 16, seed: 1 });
-      const steps = n >= 16 ? 14 : 24;
+      // steady state: warm up the JIT and the heap for CAPACITY_WARMUP steps (or echo rounds), then
+      // time about 1.5 s; short runs mostly measure the first, unoptimized steps
+      const timed = CAPACITY_TIMED[n]!;
       note(`capacity with ${n} simulated workers`);
       // socket only (the same bytes as the raw echo), and with the parameters through shared memory
       // (the default for workers on the coordinator's host: parameters and gradients through files)
       const sps: number[] = [], spsShm: number[] = [];
       for (let r = 0; r < REPEATS; r++) {
-        sps.push((await distributed(ds, data, mc, ctc, n, steps, 4, true, undefined, 'never')).cellsPerSecond / ctc.globalBatch);
-        spsShm.push((await distributed(ds, data, mc, ctc, n, steps, 4, true, undefined, 'auto')).cellsPerSecond / ctc.globalBatch);
+        sps.push((await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'never')).cellsPerSecond / ctc.globalBatch);
+        spsShm.push((await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'auto')).cellsPerSecond / ctc.globalBatch);
       }
       const raws: { roundsPerSecond: number; upGBps: number }[] = [];
-      for (let r = 0; r < REPEATS; r++) raws.push(await rawWs(n, gradBytes, n >= 16 ? 10 : 20));
+      for (let r = 0; r < REPEATS; r++) raws.push(await rawWs(n, gradBytes, timed, CAPACITY_WARMUP));
       const stepsPerSecond = median(sps);
       const rawRounds = median(raws.map((x) => x.roundsPerSecond));
       capacity.push({
