@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { adamStepScaled, initAdam } from '@atlasvae/shared/train/adam';
-import { OptimizerMemory, optimizerMemoryOf } from '@atlasvae/shared/train/optimizerMemory';
+import { OptimizerMemory, optimizerMemoryOf, simdEnabled } from '@atlasvae/shared/train/optimizerMemory';
 import { simdKernelModule } from '@atlasvae/shared/train/simdKernels';
 import { applyStep, GradientAccumulator, initTrainingState, inOptimizerMemory } from '@atlasvae/shared/train/step';
 import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
@@ -116,4 +116,21 @@ test('training state in optimizer memory: fresh states live there; applyStep giv
   assert.deepEqual(Array.from(placed.adam.m), Array.from(b.adam.m));
   assert.equal(placed.adam.t, b.adam.t);
   assert.equal(inOptimizerMemory(placed), placed);
+});
+
+test('ATLASVAE_SIMD: 0 keeps plain arrays (the JS loops, the same bits); anything but 0/1 is a clear error', () => {
+  assert.equal(simdEnabled(undefined), true);
+  assert.equal(simdEnabled('1'), true);
+  assert.equal(simdEnabled('0'), false);
+  assert.throws(() => simdEnabled('yes'), /ATLASVAE_SIMD must be 0 \(JavaScript loops\) or 1 .*got "yes"/);
+  const saved = process.env.ATLASVAE_SIMD;
+  try {
+    process.env.ATLASVAE_SIMD = '0';
+    assert.equal(OptimizerMemory.create(10), null);
+    const mc = { ...defaultModelConfig(40, 2), nHidden: 16, nLatent: 4 };
+    assert.equal(optimizerMemoryOf(initTrainingState(mc, 1).params), undefined);
+  } finally {
+    if (saved === undefined) delete process.env.ATLASVAE_SIMD;
+    else process.env.ATLASVAE_SIMD = saved;
+  }
 });

@@ -3,6 +3,7 @@
 // in place. The arrays are ordinary typed-array views: everything else (checkpoints, the model,
 // the wire) reads and writes them as before. The memory never grows, so the views stay valid.
 import type { AdamState } from './adam.js';
+import { CliError } from '../errors.js';
 import { createWasmMemory, instantiateSimdKernels, type SimdKernels, type WasmMemory } from './simdKernels.js';
 
 export class OptimizerMemory {
@@ -34,7 +35,7 @@ export class OptimizerMemory {
 
   /** A memory for `size` parameters, or null without WebAssembly SIMD or when it cannot be had (callers keep plain arrays). */
   static create(size: number): OptimizerMemory | null {
-    if (process.env.ATLASVAE_SIMD === '0') return null;
+    if (!simdEnabled()) return null;
     const bytes = 4 * align16(4 * size) + align16(8 * size) + 16;
     const memory = createWasmMemory(Math.max(1, Math.ceil(bytes / 65536))); // null beyond 4 GiB (wasm32)
     if (!memory) return null;
@@ -76,6 +77,13 @@ export class OptimizerMemory {
     sq[1] = this.sqLanes[1]!;
     return start + 2 * pairs;
   }
+}
+
+/** `ATLASVAE_SIMD`: unset, empty or 1 = the kernels (where the engine has them), 0 = the JavaScript loops. */
+export function simdEnabled(raw = process.env.ATLASVAE_SIMD): boolean {
+  if (raw === undefined || raw === '' || raw === '1') return true;
+  if (raw === '0') return false;
+  throw new CliError(`ATLASVAE_SIMD must be 0 (JavaScript loops) or 1 (WebAssembly SIMD kernels), got "${raw}"`);
 }
 
 const align16 = (n: number): number => (n + 15) & ~15;
