@@ -22,7 +22,7 @@ export function initAdam(size: number): AdamState {
 }
 
 /** Per-step constants of one Adam update (after `t` is incremented). */
-interface AdamStepConstants {
+export interface AdamStepConstants {
   scale: number;
   b1: number;
   b2: number;

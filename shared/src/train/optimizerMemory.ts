@@ -2,7 +2,7 @@
 // an incoming gradient) laid out in one WebAssembly memory, so the SIMD kernels can run on them
 // in place. The arrays are ordinary typed-array views: everything else (checkpoints, the model,
 // the wire) reads and writes them as before. The memory never grows, so the views stay valid.
-import type { AdamState } from './adam.js';
+import type { AdamState, AdamStepConstants } from './adam.js';
 import { CliError } from '../errors.js';
 import { createWasmMemory, instantiateSimdKernels, type SimdKernels, type WasmMemory } from './simdKernels.js';
 
@@ -16,8 +16,6 @@ export class OptimizerMemory {
   readonly staging: Float32Array;
   /** two float64: the squared-gradient sums of even and odd elements (Adam's scratch) */
   readonly sqLanes: Float64Array;
-  /** the step's accumulator over `sum`, created by its owner (step.ts) on first use */
-  accumulator: unknown = null;
 
   private constructor(readonly size: number, private readonly kernels: SimdKernels, memory: WasmMemory) {
     const buf = memory.buffer;
@@ -42,7 +40,7 @@ export class OptimizerMemory {
     const kernels = instantiateSimdKernels(memory);
     if (!kernels) return null;
     const mem = new OptimizerMemory(size, kernels, memory);
-    owners.set(buf(mem.params), mem);
+    owners.set(mem.params.buffer, mem);
     return mem;
   }
 
@@ -51,11 +49,11 @@ export class OptimizerMemory {
     return params === this.params && sum === this.sum && adam.m === this.m && adam.v === this.v;
   }
 
-  /** sum[i] += grad[i] for all i (grad is copied into staging first unless it is staging) */
+  /** sum[i] += grad[i] for all i (grad is copied into staging, where the kernel can read it) */
   addToSum(grad: Float32Array): void {
     const n = this.size;
     if (grad.length !== n) throw new RangeError(`gradient of ${grad.length} floats, the optimizer has ${n}`);
-    if (grad !== this.staging) this.staging.set(grad);
+    this.staging.set(grad);
     const pairs = n >>> 1;
     this.kernels.add(this.sum.byteOffset, this.staging.byteOffset, pairs);
     if (n & 1) this.sum[n - 1]! += this.staging[n - 1]!;
@@ -66,7 +64,7 @@ export class OptimizerMemory {
    * left to the caller's scalar loop. `sq` carries [even, odd] squared-gradient sums in and out.
    * Returns the first element not done.
    */
-  adamPairs(start: number, end: number, sq: [number, number], k: { scale: number; wd: number; b1: number; c1: number; b2: number; c2: number; stepSize: number; invSqrtBc2: number; eps: number }): number {
+  adamPairs(start: number, end: number, sq: [number, number], k: AdamStepConstants): number {
     const pairs = (end - start) >>> 1;
     if (pairs === 0) return start;
     this.sqLanes[0] = sq[0];
@@ -87,7 +85,6 @@ export function simdEnabled(raw = process.env.ATLASVAE_SIMD): boolean {
 }
 
 const align16 = (n: number): number => (n + 15) & ~15;
-const buf = (a: Float32Array): ArrayBufferLike => a.buffer;
 
 const owners = new WeakMap<ArrayBufferLike, OptimizerMemory>();
 

@@ -105,7 +105,11 @@ export class GradientAccumulator {
   static for(state: TrainingState): GradientAccumulator {
     const n = state.params.length;
     const mem = optimizerMemoryOf(state.params);
-    if (mem) return (mem.accumulator ??= new GradientAccumulator(n, mem)) as GradientAccumulator;
+    if (mem) {
+      let acc = memoryAccumulators.get(mem);
+      if (!acc) memoryAccumulators.set(mem, (acc = new GradientAccumulator(n, mem)));
+      return acc;
+    }
     let acc = accumulators.get(n);
     if (!acc) accumulators.set(n, (acc = new GradientAccumulator(n)));
     return acc;
@@ -162,6 +166,8 @@ function addInto(s: Float64Array, g: Float32Array): void {
 
 /** one accumulator per parameter count, reused by applyStep (saves a large allocation per step) */
 const accumulators = new Map<number, GradientAccumulator>();
+/** and one per optimizer memory, over that memory's sum */
+const memoryAccumulators = new WeakMap<OptimizerMemory, GradientAccumulator>();
 
 /**
  * Apply one optimizer step to `state` (in place): sum the microbatch gradients in the order given
