@@ -12,7 +12,7 @@ import { train } from '@atlasvae/shared/train/trainer';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { openDataset } from '@atlasvae/coordinator/data/dataset';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
-import { runOk, maxRelDiff } from './dist-harness.js';
+import { runOk, maxRelDiff, killChildren } from './dist-harness.js';
 
 const KANG = 'data/kang_example_sce_1556';
 const skip = skipUnlessShared(KANG, 'labels.tsv');
@@ -42,7 +42,8 @@ before(async () => {
   await ds.close();
 });
 
-after(() => {
+after(async () => {
+  await killChildren();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 

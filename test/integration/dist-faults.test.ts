@@ -13,7 +13,7 @@ import { bearer } from '@atlasvae/shared/protocol/auth';
 import { Rng } from '@atlasvae/shared/rng';
 import { openDataset } from '@atlasvae/coordinator/data/dataset';
 import { tempDir } from '../helpers/paths.js';
-import { run, runOk, freePort, simulatedDataset, readAudit, waitForStep, kill9, file, type Proc } from './dist-harness.js';
+import { run, runOk, freePort, simulatedDataset, readAudit, waitForStep, kill9, file, killChildren, type Proc } from './dist-harness.js';
 
 const TOKEN = 'test-token-1234';
 const env = { ATLASVAE_TOKEN: TOKEN };
@@ -52,7 +52,8 @@ before(async () => {
   assert.equal(reference.position.globalStep, 33);
 });
 
-after(() => {
+after(async () => {
+  await killChildren();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -64,7 +65,7 @@ test('a worker killed with SIGKILL mid-epoch: training finishes, each cell used 
   await coord.waitFor(/coordinator listening/);
   const victim = workerProc(port, 'victim');
   const survivor = workerProc(port, 'survivor');
-  await waitForStep(audit, 4, coord);
+  await waitForStep(audit, 4, coord, [victim, survivor]);
   await kill9(victim);
   const { code } = await coord.exited;
   assert.equal(code, 0, coord.output());
@@ -96,7 +97,7 @@ test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume:
   await first.waitFor(/coordinator listening/);
   const w1 = workerProc(port, 'w1');
   const w2 = workerProc(port, 'w2');
-  await waitForStep(audit, 14, first); // epoch 1, after the checkpoint of step 12
+  await waitForStep(audit, 14, first, [w1, w2]); // epoch 1, after the checkpoint of step 12
   const firstPid = first.child.pid!;
   const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
   const filesOf = (pid: number): string[] => fs.readdirSync(shm).filter((n) => n.startsWith(`atlasvae-params-${pid}-`));
@@ -145,7 +146,7 @@ test('random bytes and malformed messages at a live coordinator change nothing',
   const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '1']);
   await coord.waitFor(/coordinator listening/);
   const honest = workerProc(port, 'honest');
-  await waitForStep(audit, 1, coord);
+  await waitForStep(audit, 1, coord, [honest]);
 
   const rng = new Rng(99);
   const random = (n: number): Buffer => {

@@ -5,6 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { cliPath } from '../helpers/paths.js';
+import { track } from '../helpers/children.js';
+export { killChildren } from '../helpers/children.js';
 export { freePort } from '../helpers/net.js';
 import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
 
@@ -18,7 +20,7 @@ export interface Proc {
 }
 
 export function run(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = track(spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
   const listeners: (() => void)[] = [];
   const onData = (d: Buffer): void => {
@@ -95,13 +97,15 @@ export function readAudit(file: string): AuditLine[] {
   });
 }
 
-/** Wait until the audit log shows a result of global step >= `step`. */
-export async function waitForStep(file: string, step: number, proc: Proc, timeoutMs = 60_000): Promise<void> {
+/** Wait until the audit log shows a result of global step >= `step`; errors carry every process's log. */
+export async function waitForStep(file: string, step: number, proc: Proc, workers: Proc[] = [], timeoutMs = 60_000): Promise<void> {
   const t0 = Date.now();
+  const logs = (): string => [proc, ...workers].map((p, i) => `--- ${i === 0 ? 'coordinator' : `worker ${i}`} (pid ${p.child.pid}, exit ${p.child.exitCode ?? p.child.signalCode ?? 'none'}) ---\n${p.output().slice(-3000)}`).join('\n');
   for (;;) {
     if (readAudit(file).some((a) => a.step >= step)) return;
-    if (proc.child.exitCode !== null) throw new Error(`coordinator exited before step ${step}:\n${proc.output().slice(-3000)}`);
-    if (Date.now() - t0 > timeoutMs) throw new Error(`no step ${step} within ${timeoutMs} ms:\n${proc.output().slice(-3000)}`);
+    if (proc.child.exitCode !== null) throw new Error(`coordinator exited before step ${step}:\n${logs()}`);
+    if (workers.length && workers.every((w) => w.child.exitCode !== null || w.child.signalCode !== null)) throw new Error(`every worker exited before step ${step}:\n${logs()}`);
+    if (Date.now() - t0 > timeoutMs) throw new Error(`no step ${step} within ${timeoutMs} ms:\n${logs()}`);
     await new Promise((r) => setTimeout(r, 15));
   }
 }

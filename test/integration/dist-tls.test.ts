@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { tempDir } from '../helpers/paths.js';
-import { run, freePort, simulatedDataset, file } from './dist-harness.js';
+import { run, freePort, simulatedDataset, file, killChildren } from './dist-harness.js';
 
 let dir = '';
 let data = '';
@@ -22,7 +22,8 @@ before(async () => {
   data = await simulatedDataset(file(dir, 'data'), 600, 200, 4);
 });
 
-after(() => {
+after(async () => {
+  await killChildren();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 

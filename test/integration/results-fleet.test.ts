@@ -1,7 +1,7 @@
 // Inference on the worker fleet: `evaluate` and `embed` with local worker processes and a remote
 // worker joining over the WebSocket endpoint give exactly the in-process numbers, also when a
 // worker is killed (SIGKILL) mid-run and its requests are redone by the others.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,7 +14,10 @@ import { readManifest } from '@atlasvae/coordinator/data/dataset';
 import type { EvaluationReport } from '@atlasvae/coordinator/results/evaluate';
 import { tempDir, cliPath } from '../helpers/paths.js';
 import { freePort } from '../helpers/net.js';
+import { track, killChildren } from '../helpers/children.js';
 import { cli } from './results-harness.js';
+
+after(killChildren);
 
 
 test('inference on the worker fleet equals in-process inference, also when a worker dies', { timeout: 240_000 }, async (t) => {
@@ -44,12 +47,12 @@ test('inference on the worker fleet equals in-process inference, also when a wor
     const ref = JSON.parse(await cli(['evaluate', ...common, '--samples', '10'])) as EvaluationReport;
     const port = await freePort();
     const token = 'fleet-test-token';
-    const run = spawn(process.execPath, [cliPath, 'evaluate', ...common, '--samples', '10', '--local-workers', '1', '--port', String(port), '--min-workers', '2', '--token', token], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const run = track(spawn(process.execPath, [cliPath, 'evaluate', ...common, '--samples', '10', '--local-workers', '1', '--port', String(port), '--min-workers', '2', '--token', token], { stdio: ['ignore', 'pipe', 'pipe'] }));
     let stdout = '', stderr = '';
     run.stdout.on('data', (d) => (stdout += d));
     run.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number>((resolve) => run.on('close', (c) => resolve(c ?? -1)));
-    const victim = spawn(process.execPath, [cliPath, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--token', token, '--backend', 'wasm', '--name', 'victim', '--give-up-after', '30'], { stdio: 'ignore' });
+    const victim = track(spawn(process.execPath, [cliPath, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--token', token, '--backend', 'wasm', '--name', 'victim', '--give-up-after', '30'], { stdio: 'ignore' }));
     // Freeze the victim the moment both workers are ready: the fleet hands it requests at once,
     // and a stopped process can answer none of them. Killing it then always leaves requests in
     // flight, however fast or slow the machine is.

@@ -11,11 +11,12 @@ import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
 import type { VaeModel } from '@atlasvae/shared/model/vae';
 import { openDataset, type Dataset } from '@atlasvae/coordinator/data/dataset';
 import { cliPath } from '../helpers/paths.js';
+import { track } from '../helpers/children.js';
 
 /** Run the CLI; resolves with stdout, rejects with stderr on a non-zero exit. */
 export function runCli(args: string[], cwd?: string): Promise<{ stdout: string; stderr: string; code: number }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [cliPath, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = track(spawn(process.execPath, [cliPath, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
     let stdout = '', stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
     p.stderr.on('data', (d) => (stderr += d));
