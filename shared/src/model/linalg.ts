@@ -73,19 +73,37 @@ function matmulJs(a: Float32Array, m: number, k: number, b: Float32Array, n: num
   return c;
 }
 
-/** Bᵀ of a row-major [rows×cols] matrix, as [cols×rows]. */
+/**
+ * Bᵀ of a row-major [rows×cols] matrix, as [cols×rows]. Eight rows at a time: each step reads one
+ * element of eight rows (eight sequential streams) and writes eight contiguous floats of the
+ * output, over column blocks that keep those streams in L1. 2–3× faster in V8 than a 32×32 tiled
+ * loop (about 1 ns per element for [128 × 2000]); the transposes were ~7% of a worker's step.
+ */
 export function transpose(a: Float32Array, rows: number, cols: number, out: Float32Array = new Float32Array(rows * cols)): Float32Array {
-  // blocked for cache locality
-  const BS = 32;
-  for (let i0 = 0; i0 < rows; i0 += BS) {
-    const i1 = Math.min(i0 + BS, rows);
+  if (a.length < rows * cols || out.length < rows * cols) throw new RangeError(`transpose: ${rows}×${cols} needs ${rows * cols} floats (in ${a.length}, out ${out.length})`);
+  const BS = 128;
+  let i = 0;
+  for (; i + 7 < rows; i += 8) {
+    const r0 = i * cols;
     for (let j0 = 0; j0 < cols; j0 += BS) {
       const j1 = Math.min(j0 + BS, cols);
-      for (let i = i0; i < i1; i++) {
-        const ai = i * cols;
-        for (let j = j0; j < j1; j++) out[j * rows + i] = a[ai + j]!;
+      let o = j0 * rows + i;
+      for (let j = j0; j < j1; j++, o += rows) {
+        let r = r0 + j;
+        out[o] = a[r]!; r += cols;
+        out[o + 1] = a[r]!; r += cols;
+        out[o + 2] = a[r]!; r += cols;
+        out[o + 3] = a[r]!; r += cols;
+        out[o + 4] = a[r]!; r += cols;
+        out[o + 5] = a[r]!; r += cols;
+        out[o + 6] = a[r]!; r += cols;
+        out[o + 7] = a[r]!;
       }
     }
+  }
+  for (; i < rows; i++) {
+    const r = i * cols;
+    for (let j = 0, o = i; j < cols; j++, o += rows) out[o] = a[r + j]!;
   }
   return out;
 }
