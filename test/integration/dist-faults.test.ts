@@ -120,6 +120,35 @@ test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume:
   assert.deepEqual(filesOf(second.child.pid!), [], 'and that one removed its own when it finished');
 });
 
+// Elastic: a worker that joins mid-epoch gets the current parameters at its welcome (a frame the
+// coordinator encodes on demand, as no socket needed one while every worker read the shared-memory
+// file) and then computes microbatches of later steps; over the socket and through shared memory.
+for (const sharedMemory of ['auto', 'never'] as const) {
+  test(`a worker joining mid-epoch (shared memory ${sharedMemory}) computes later steps; same parameters`, async () => {
+    const port = await freePort();
+    const audit = file(dir, `join-${sharedMemory}.audit`);
+    const ckpt = file(dir, `join-${sharedMemory}.ckpt`);
+    const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '1', '--shared-memory', sharedMemory]);
+    await coord.waitFor(/coordinator listening/);
+    const first = workerProc(port, 'first');
+    await waitForStep(audit, 6, coord, [first]);
+    const late = workerProc(port, 'late');
+    const { code } = await coord.exited;
+    assert.equal(code, 0, coord.output());
+    assert.equal((await first.exited).code, 0, first.output());
+    assert.equal((await late.exited).code, 0, late.output());
+    const joined = /worker (\d+) joined \(late:\d+/.exec(coord.output());
+    assert.ok(joined, coord.output());
+    const lateId = Number(joined[1]);
+    const lateSteps = readAudit(audit).filter((a) => a.worker === lateId).map((a) => a.step);
+    assert.ok(lateSteps.length > 0, 'the late worker computed microbatches');
+    // it joined once a result of step 6 was in: it can have taken the rest of step 6, nothing earlier
+    assert.ok(Math.min(...lateSteps) >= 6, `the late worker computed step ${Math.min(...lateSteps)}, before it joined`);
+    if (sharedMemory === 'auto') assert.match(late.output(), /parameters through shared memory/);
+    assertSameTraining(loadCheckpoint(ckpt), `after a worker joined mid-epoch (shared memory ${sharedMemory})`);
+  });
+}
+
 /** Open a raw connection; resolves with how it ended: HTTP status, or close code. */
 function attack(port: number, o: { token?: string | null; protocol?: string; send?: (ws: WebSocket) => void }): Promise<string> {
   return new Promise((resolve) => {

@@ -473,13 +473,14 @@ export class Coordinator {
    */
   private applyAndBroadcast(acc: GradientAccumulator, epoch: number): { timing: ReturnType<Optimizer['applyAccumulated']>; streamMs: number; sendMs: number } {
     const params = this.setup.optimizer.params;
-    const { frame, payloadStart } = this.paramsWriter.begin(this.paramsBufferReusable(), { type: 'params', version: this.version + 1 }, 4 * params.length);
-    const payload = new Float32Array(frame.buffer, frame.byteOffset + payloadStart, params.length);
     const targets = [...this.conns.values()].filter((c) => c.ready && c.ws.readyState === c.ws.OPEN);
     const viaFile = this.sharedMemory ? targets.filter((c) => c.paramsViaFile) : [];
     const mode = this.opts.streamParams ?? 'auto';
     const streamed = targets.filter((c) => !c.paramsViaFile && (mode === 'always' || (mode === 'auto' && !c.local)));
     const whole = targets.filter((c) => !c.paramsViaFile && !streamed.includes(c));
+    if (streamed.length === 0 && whole.length === 0) return this.applyAndWriteFile(acc, epoch, viaFile);
+    const { frame, payloadStart } = this.paramsWriter.begin(this.paramsBufferReusable(), { type: 'params', version: this.version + 1 }, 4 * params.length);
+    const payload = new Float32Array(frame.buffer, frame.byteOffset + payloadStart, params.length);
     let sentUpTo = 0;
     let sendMs = 0;
     const timing = this.setup.optimizer.applyAccumulated(acc, epoch, (start, end) => {
@@ -502,6 +503,22 @@ export class Coordinator {
     this.paramsFrame = frame;
     for (let i = 0; i < streamed.length + whole.length; i++) this.emit('bytes', 'sent', frame.byteLength);
     return { timing, streamMs, sendMs };
+  }
+
+  /**
+   * The optimizer step when no worker takes the parameters over its socket (all read the
+   * shared-memory file, or none is connected): Adam in one pass, one file write, and no socket frame
+   * this step. `currentParamsFrame` encodes one on demand for a worker that joins, reconnects or
+   * falls back to the socket, so the 2 MB copy per step stays off the critical path.
+   */
+  private applyAndWriteFile(acc: GradientAccumulator, epoch: number, viaFile: Conn[]): { timing: ReturnType<Optimizer['applyAccumulated']>; streamMs: number; sendMs: number } {
+    const timing = this.setup.optimizer.applyAccumulated(acc, epoch);
+    const t = performance.now();
+    const written = viaFile.length === 0 || this.sendParamsViaFile(viaFile, this.version + 1, this.setup.optimizer.params);
+    this.version++;
+    this.paramsFrame = null;
+    if (!written) for (const c of viaFile) this.sendRaw(c, this.currentParamsFrame());
+    return { timing, streamMs: 0, sendMs: performance.now() - t };
   }
 
   /**
