@@ -314,13 +314,15 @@ export async function run(): Promise<Record<string, unknown>> {
       note(`capacity with ${n} simulated workers`);
       // socket only (the same bytes as the raw echo), and with the parameters through shared memory
       // (the default for workers on the coordinator's host: parameters and gradients through files)
+      // interleaved, one of each per repeat: this VM drifts between minutes, and a ratio of runs
+      // seconds apart is less skewed by that than one of runs a minute apart
       const sps: number[] = [], spsShm: number[] = [];
+      const raws: { roundsPerSecond: number; upGBps: number }[] = [];
       for (let r = 0; r < REPEATS; r++) {
         sps.push((await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'never')).cellsPerSecond / ctc.globalBatch);
+        raws.push(await rawWs(n, gradBytes, timed, CAPACITY_WARMUP));
         spsShm.push((await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'auto')).cellsPerSecond / ctc.globalBatch);
       }
-      const raws: { roundsPerSecond: number; upGBps: number }[] = [];
-      for (let r = 0; r < REPEATS; r++) raws.push(await rawWs(n, gradBytes, timed, CAPACITY_WARMUP));
       const stepsPerSecond = median(sps);
       const rawRounds = median(raws.map((x) => x.roundsPerSecond));
       capacity.push({
@@ -330,6 +332,8 @@ export async function run(): Promise<Record<string, unknown>> {
         rawWsRoundsPerSecond: round(rawRounds, 1),
         rawWsGradientGBps: round(median(raws.map((x) => x.upGBps)), 3),
         fractionOfRawWs: round(stepsPerSecond / rawRounds, 3),
+        // the same ratio per repeat (each pair run seconds apart), then the median
+        fractionOfRawWsPaired: round(median(sps.map((x, r) => x / raws[r]!.roundsPerSecond)), 3),
         sharedMemory: { stepsPerSecond: round(median(spsShm), 1), vsRawWs: round(median(spsShm) / rawRounds, 3) },
       });
     }
