@@ -13,7 +13,7 @@ import { bearer } from '@atlasvae/shared/protocol/auth';
 import { Rng } from '@atlasvae/shared/rng';
 import { openDataset } from '@atlasvae/coordinator/data/dataset';
 import { tempDir } from '../helpers/paths.js';
-import { run, runOk, freePort, simulatedDataset, readAudit, waitForStep, kill9, file, killChildren, type Proc } from './dist-harness.js';
+import { run, runOk, listeningPort, simulatedDataset, readAudit, waitForStep, kill9, file, killChildren, type Proc } from './dist-harness.js';
 
 const TOKEN = 'test-token-1234';
 const env = { ATLASVAE_TOKEN: TOKEN };
@@ -58,11 +58,10 @@ after(async () => {
 });
 
 test('a worker killed with SIGKILL mid-epoch: training finishes, each cell used once per epoch, same parameters', async () => {
-  const port = await freePort();
   const audit = file(dir, 'kill-worker.audit');
   const ckpt = file(dir, 'kill-worker.ckpt');
-  const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '2']);
-  await coord.waitFor(/coordinator listening/);
+  const coord = coordinatorProc(0, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '2']);
+  const port = await listeningPort(coord);
   const victim = workerProc(port, 'victim');
   const survivor = workerProc(port, 'survivor');
   await waitForStep(audit, 4, coord, [victim, survivor]);
@@ -89,12 +88,11 @@ test('a worker killed with SIGKILL mid-epoch: training finishes, each cell used 
 });
 
 test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume: workers reconnect, same parameters', async () => {
-  const port = await freePort();
   const audit = file(dir, 'kill-coordinator.audit');
   const ckpt = file(dir, 'kill-coordinator.ckpt');
   const args = ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '2'];
-  const first = coordinatorProc(port, args);
-  await first.waitFor(/coordinator listening/);
+  const first = coordinatorProc(0, args);
+  const port = await listeningPort(first);
   const w1 = workerProc(port, 'w1');
   const w2 = workerProc(port, 'w2');
   await waitForStep(audit, 14, first, [w1, w2]); // epoch 1, after the checkpoint of step 12
@@ -125,11 +123,10 @@ test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume:
 // file) and then computes microbatches of later steps; over the socket and through shared memory.
 for (const sharedMemory of ['auto', 'never'] as const) {
   test(`a worker joining mid-epoch (shared memory ${sharedMemory}) computes later steps; same parameters`, async () => {
-    const port = await freePort();
     const audit = file(dir, `join-${sharedMemory}.audit`);
     const ckpt = file(dir, `join-${sharedMemory}.ckpt`);
-    const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '1', '--shared-memory', sharedMemory]);
-    await coord.waitFor(/coordinator listening/);
+    const coord = coordinatorProc(0, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '1', '--shared-memory', sharedMemory]);
+    const port = await listeningPort(coord);
     const first = workerProc(port, 'first');
     await waitForStep(audit, 6, coord, [first]);
     const late = workerProc(port, 'late');
@@ -169,11 +166,10 @@ function attack(port: number, o: { token?: string | null; protocol?: string; sen
 const hello = (protocol = 1): Buffer => encodeFrame({ type: 'hello', protocol, backend: 'evil', name: 'attacker', pid: 1 });
 
 test('random bytes and malformed messages at a live coordinator change nothing', async () => {
-  const port = await freePort();
   const ckpt = file(dir, 'garbage.ckpt');
   const audit = file(dir, 'garbage.audit');
-  const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '1']);
-  await coord.waitFor(/coordinator listening/);
+  const coord = coordinatorProc(0, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '1']);
+  const port = await listeningPort(coord);
   const honest = workerProc(port, 'honest');
   await waitForStep(audit, 1, coord, [honest]);
 
@@ -226,10 +222,9 @@ test('random bytes and malformed messages at a live coordinator change nothing',
 });
 
 test('a worker that stops answering: its microbatches go to another worker after --step-timeout', async () => {
-  const port = await freePort();
   const ckpt = file(dir, 'stall.ckpt');
-  const coord = coordinatorProc(port, ['--checkpoint', ckpt, '--step-timeout', '1', '--min-workers', '2']);
-  await coord.waitFor(/coordinator listening/);
+  const coord = coordinatorProc(0, ['--checkpoint', ckpt, '--step-timeout', '1', '--min-workers', '2']);
+  const port = await listeningPort(coord);
   // connects, says hello, takes work, never answers (its ws still answers pings)
   const stalled = new WebSocket(`ws://127.0.0.1:${port}`, { headers: { authorization: bearer(TOKEN) } });
   stalled.on('error', () => undefined);

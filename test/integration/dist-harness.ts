@@ -78,6 +78,13 @@ export async function simulatedDataset(dir: string, cells: number, genes: number
   return dir;
 }
 
+/** The port a coordinator started with `--port 0` chose, from its log. Tests let the coordinator
+ * choose: a port picked free beforehand can meanwhile become another connection's ephemeral port. */
+export async function listeningPort(p: Proc): Promise<number> {
+  const m = await p.waitFor(/coordinator listening url=wss?:\/\/\S*:(\d+)/);
+  return Number(m[1]);
+}
+
 export interface AuditLine {
   epoch: number;
   step: number;

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { tempDir } from '../helpers/paths.js';
-import { run, freePort, simulatedDataset, file, killChildren } from './dist-harness.js';
+import { run, listeningPort, simulatedDataset, file, killChildren } from './dist-harness.js';
 
 let dir = '';
 let data = '';
@@ -33,10 +33,10 @@ test('coordinator and worker over wss:// with a certificate', { skip: openssl ? 
   const cert = file(dir, 'cert.pem'), key = file(dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
     '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
-  const port = await freePort();
   const ckpt = file(dir, 'tls.ckpt');
-  const coord = run(['coordinator', '--data', data, '--port', String(port), '--token', 'tls-token', '--tls-cert', cert, '--tls-key', key, '--checkpoint', ckpt, ...FLAGS]);
+  const coord = run(['coordinator', '--data', data, '--port', '0', '--token', 'tls-token', '--tls-cert', cert, '--tls-key', key, '--checkpoint', ckpt, ...FLAGS]);
   await coord.waitFor(/coordinator listening url=wss:\/\/127\.0\.0\.1/);
+  const port = await listeningPort(coord);
   // a plain ws:// client cannot talk to a wss:// port
   const plain = run(['worker', '--connect', `ws://127.0.0.1:${port}`, '--token', 'tls-token', '--backend', 'wasm', '--give-up-after', '1']);
   const worker = run(['worker', '--connect', `wss://127.0.0.1:${port}`, '--token', 'tls-token', '--tls-ca', cert, '--backend', 'wasm']);
@@ -47,9 +47,8 @@ test('coordinator and worker over wss:// with a certificate', { skip: openssl ? 
 });
 
 test('a worker with the wrong token is refused and exits with the reason', async () => {
-  const port = await freePort();
-  const coord = run(['coordinator', '--data', data, '--port', String(port), '--token', 'right', ...FLAGS]);
-  await coord.waitFor(/coordinator listening/);
+  const coord = run(['coordinator', '--data', data, '--port', '0', '--token', 'right', ...FLAGS]);
+  const port = await listeningPort(coord);
   const bad = run(['worker', '--connect', `ws://127.0.0.1:${port}`, '--token', 'wrong', '--backend', 'wasm']);
   const { code } = await bad.exited;
   assert.equal(code, 1);

@@ -88,6 +88,18 @@ class Proc {
     clearTimeout(t);
   }
 
+  /** The first match of `re` in the output; fails with `diagnostics()` if the process exits first or after `ms`. */
+  async waitFor(re: RegExp, diagnostics: () => string, ms = 60_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const m = this.output.match(re);
+      if (m) return m;
+      if (!this.running) assert.fail(`${this.name} exited (code ${this.child.exitCode}) before printing ${re}\n${diagnostics()}`);
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${this.name} to print ${re}\n${diagnostics()}`);
+      await sleep(50);
+    }
+  }
+
   tail(lines = 25): string {
     return `--- ${this.name} (last lines) ---\n${this.output.split('\n').slice(-lines).join('\n')}`;
   }
@@ -164,11 +176,9 @@ test('a real Prometheus scraping a live training run answers every dashboard que
   });
   assert.equal(sim.status, 0, `atlasvae simulate failed:\n${sim.stdout}${sim.stderr}`);
 
-  // 2. coordinator and three workers, each with its metrics port
-  const wsPort = await freePort();
-  const coordMetricsPort = await freePort();
-  const workerPorts = [await freePort(), await freePort(), await freePort()];
-  const promPort = await freePort();
+  // 2. coordinator and three workers, each with its metrics port. Every process listens on a port
+  // of its own choosing (0) and the test reads it from the log: a port picked free beforehand can be
+  // taken as the ephemeral port of another connection in the meantime (seen: EADDRINUSE in CI).
   const ckpt = path.join(dir, 'ckpt');
   const coordinator = new Proc(
     'coordinator',
@@ -177,7 +187,7 @@ test('a real Prometheus scraping a live training run answers every dashboard que
       cliPath, 'coordinator',
       '--data', data,
       '--host', '127.0.0.1',
-      '--port', String(wsPort),
+      '--port', '0',
       '--token', TOKEN,
       '--min-workers', '2',
       '--epochs', '5000',
@@ -185,12 +195,14 @@ test('a real Prometheus scraping a live training run answers every dashboard que
       '--microbatch', '128',
       '--checkpoint', ckpt,
       '--checkpoint-every', '20',
-      '--metrics-port', String(coordMetricsPort),
+      '--metrics-port', '0',
       '--metrics-host', '127.0.0.1',
       '--log-format', 'json',
     ],
   );
   procs.push(coordinator);
+  const wsPort = Number((await coordinator.waitFor(/"msg":"coordinator listening"[^\n]*"url":"ws:\/\/127\.0\.0\.1:(\d+)"/, diagnostics))[1]);
+  const coordMetricsPort = Number((await coordinator.waitFor(/"msg":"metrics server listening"[^\n]*"port":(\d+)/, diagnostics))[1]);
   const startWorker = (i: number): Proc => {
     const w = new Proc(`worker ${i}`, process.execPath, [
       cliPath, 'worker',
@@ -198,12 +210,15 @@ test('a real Prometheus scraping a live training run answers every dashboard que
       '--token', TOKEN,
       '--backend', 'wasm',
       '--name', `w${i}`,
-      '--metrics-port', String(workerPorts[i]),
+      '--metrics-port', '0',
       '--metrics-host', '127.0.0.1',
     ]);
     procs.push(w);
     return w;
   };
+  const workers = [startWorker(0), startWorker(1), startWorker(2)];
+  const workerPorts: number[] = [];
+  for (const w of workers) workerPorts.push(Number((await w.waitFor(/metrics server listening url=\S+ port=(\d+)/, diagnostics))[1]));
 
   // 3. Prometheus: the coordinator as a static target, the workers through file discovery
   const targetsDir = path.join(dir, 'targets');
@@ -235,6 +250,8 @@ test('a real Prometheus scraping a live training run answers every dashboard que
   );
   const generated = promtool(['check', 'config', promConfig]);
   assert.equal(generated.status, 0, generated.out);
+  // Prometheus cannot report a port it chose: pick one, and start it at once
+  const promPort = await freePort();
   const prometheus = new Proc('prometheus', prometheusBin!, [
     `--config.file=${promConfig}`,
     `--storage.tsdb.path=${path.join(dir, 'tsdb')}`,
@@ -243,8 +260,6 @@ test('a real Prometheus scraping a live training run answers every dashboard que
   ]);
   procs.push(prometheus);
   const promUrl = `http://127.0.0.1:${promPort}`;
-
-  const workers = [startWorker(0), startWorker(1), startWorker(2)];
 
   const waitFor = async (what: string, cond: () => Promise<boolean>, ms: number): Promise<void> => {
     const deadline = Date.now() + ms;

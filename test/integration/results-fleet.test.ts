@@ -13,7 +13,6 @@ import { saveCheckpoint } from '@atlasvae/shared/checkpoint';
 import { readManifest } from '@atlasvae/coordinator/data/dataset';
 import type { EvaluationReport } from '@atlasvae/coordinator/results/evaluate';
 import { tempDir, cliPath } from '../helpers/paths.js';
-import { freePort } from '../helpers/net.js';
 import { track, killChildren } from '../helpers/children.js';
 import { cli } from './results-harness.js';
 
@@ -45,13 +44,24 @@ test('inference on the worker fleet equals in-process inference, also when a wor
 
   await t.test('evaluate: a remote worker killed mid-run; the report equals in-process', async () => {
     const ref = JSON.parse(await cli(['evaluate', ...common, '--samples', '10'])) as EvaluationReport;
-    const port = await freePort();
     const token = 'fleet-test-token';
-    const run = track(spawn(process.execPath, [cliPath, 'evaluate', ...common, '--samples', '10', '--local-workers', '1', '--port', String(port), '--min-workers', '2', '--token', token], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const run = track(spawn(process.execPath, [cliPath, 'evaluate', ...common, '--samples', '10', '--local-workers', '1', '--port', '0', '--min-workers', '2', '--token', token], { stdio: ['ignore', 'pipe', 'pipe'] }));
     let stdout = '', stderr = '';
     run.stdout.on('data', (d) => (stdout += d));
     run.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number>((resolve) => run.on('close', (c) => resolve(c ?? -1)));
+    // the fleet chooses its port (0) and logs it: a port picked free beforehand can be taken meanwhile
+    const port = await new Promise<number>((resolve, reject) => {
+      const onData = (): void => {
+        const m = /inference fleet listening on wss?:\/\/\S*:(\d+)/.exec(stderr);
+        if (m) {
+          run.stderr.off('data', onData);
+          resolve(Number(m[1]));
+        }
+      };
+      run.stderr.on('data', onData);
+      void exited.then(() => reject(new Error(`evaluate ended before it listened:\n${stderr}`)));
+    });
     const victim = track(spawn(process.execPath, [cliPath, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--token', token, '--backend', 'wasm', '--name', 'victim', '--give-up-after', '30'], { stdio: 'ignore' }));
     // Freeze the victim the moment both workers are ready: the fleet hands it requests at once,
     // and a stopped process can answer none of them. Killing it then always leaves requests in
