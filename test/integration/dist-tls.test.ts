@@ -35,8 +35,8 @@ test('coordinator and worker over wss:// with a certificate', { skip: openssl ? 
     '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
   const ckpt = file(dir, 'tls.ckpt');
   const coord = run(['coordinator', '--data', data, '--port', '0', '--token', 'tls-token', '--tls-cert', cert, '--tls-key', key, '--checkpoint', ckpt, ...FLAGS]);
-  await coord.waitFor(/coordinator listening url=wss:\/\/127\.0\.0\.1/);
   const port = await listeningPort(coord);
+  assert.match(coord.output(), /coordinator listening url=wss:\/\/127\.0\.0\.1/);
   // a plain ws:// client cannot talk to a wss:// port
   const plain = run(['worker', '--connect', `ws://127.0.0.1:${port}`, '--token', 'tls-token', '--backend', 'wasm', '--give-up-after', '1']);
   const worker = run(['worker', '--connect', `wss://127.0.0.1:${port}`, '--token', 'tls-token', '--tls-ca', cert, '--backend', 'wasm']);

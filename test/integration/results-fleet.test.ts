@@ -50,33 +50,27 @@ test('inference on the worker fleet equals in-process inference, also when a wor
     run.stdout.on('data', (d) => (stdout += d));
     run.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number>((resolve) => run.on('close', (c) => resolve(c ?? -1)));
-    // the fleet chooses its port (0) and logs it: a port picked free beforehand can be taken meanwhile
-    const port = await new Promise<number>((resolve, reject) => {
+    /** resolves (synchronously with the data that made `ready` true) with its first truthy value; rejects if evaluate ends first */
+    const untilStderr = <T>(ready: () => T | null | false, what: string): Promise<T> => new Promise<T>((resolve, reject) => {
       const onData = (): void => {
-        const m = /inference fleet listening on wss?:\/\/\S*:(\d+)/.exec(stderr);
-        if (m) {
+        const v = ready();
+        if (v) {
           run.stderr.off('data', onData);
-          resolve(Number(m[1]));
+          resolve(v);
         }
       };
       run.stderr.on('data', onData);
-      void exited.then(() => reject(new Error(`evaluate ended before it listened:\n${stderr}`)));
+      void exited.then(() => reject(new Error(`evaluate ended before ${what}:\n${stderr}`)));
     });
+    // the fleet chooses its port (0) and logs it: a port picked free beforehand can be taken meanwhile
+    const port = Number((await untilStderr(() => /inference fleet listening on wss?:\/\/\S*:(\d+)/.exec(stderr), 'it listened'))[1]);
     const victim = track(spawn(process.execPath, [cliPath, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--token', token, '--backend', 'wasm', '--name', 'victim', '--give-up-after', '30'], { stdio: 'ignore' }));
     // Freeze the victim the moment both workers are ready: the fleet hands it requests at once,
     // and a stopped process can answer none of them. Killing it then always leaves requests in
     // flight, however fast or slow the machine is.
-    await new Promise<void>((resolve, reject) => {
-      const onData = (): void => {
-        if (/\(victim, wasm\) joined/.test(stderr) && /2 ready/.test(stderr)) {
-          run.stderr.off('data', onData);
-          victim.kill('SIGSTOP');
-          setTimeout(() => { victim.kill('SIGKILL'); resolve(); }, 300);
-        }
-      };
-      run.stderr.on('data', onData);
-      void exited.then(() => reject(new Error(`evaluate ended before the victim was stopped:\n${stderr}`)));
-    });
+    await untilStderr(() => /\(victim, wasm\) joined/.test(stderr) && /2 ready/.test(stderr) && victim.kill('SIGSTOP'), 'the victim was stopped');
+    await new Promise((r) => setTimeout(r, 300));
+    victim.kill('SIGKILL');
     const code = await exited;
     assert.equal(code, 0, stderr);
     assert.match(stderr, /worker \d+ \(victim, wasm\) joined/);
