@@ -44,6 +44,11 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/** the median of per-repeat ratios xs[r] / ys[r] (each pair run seconds apart, so less skewed by drift) */
+function medianOfRatios(xs: number[], ys: number[]): number {
+  return median(xs.map((x, r) => x / ys[r]!));
+}
+
 const round = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
 
 /** progress on stderr (stdout is the JSON result) */
@@ -257,8 +262,7 @@ export async function run(): Promise<Record<string, unknown>> {
         twoWorkersCellsPerSecond: round(med(two, 'cellsPerSecond'), 0),
         oneWorkerVsSingleProcess: round(med(one, 'cellsPerSecond') / med(single, 'cellsPerSecond'), 3),
         scalingEfficiencyTwoWorkers: round(med(two, 'cellsPerSecond') / (2 * med(one, 'cellsPerSecond')), 3),
-        // the same ratio per repeat (its 1- and 2-worker runs seconds apart), then the median
-        scalingEfficiencyTwoWorkersPaired: round(median(two.map((x, r) => x.cellsPerSecond / (2 * one[r]!.cellsPerSecond))), 3),
+        scalingEfficiencyTwoWorkersPaired: round(medianOfRatios(two.map((x) => x.cellsPerSecond), one.map((x) => 2 * x.cellsPerSecond)), 3),
         // the same ratio for the worker's math alone, two processes against one, no coordinator:
         // what this machine allows two workers at all
         machineCeiling: {
@@ -336,8 +340,7 @@ export async function run(): Promise<Record<string, unknown>> {
         rawWsRoundsPerSecond: round(rawRounds, 1),
         rawWsGradientGBps: round(median(raws.map((x) => x.upGBps)), 3),
         fractionOfRawWs: round(stepsPerSecond / rawRounds, 3),
-        // the same ratio per repeat (each pair run seconds apart), then the median
-        fractionOfRawWsPaired: round(median(sps.map((x, r) => x / raws[r]!.roundsPerSecond)), 3),
+        fractionOfRawWsPaired: round(medianOfRatios(sps, raws.map((x) => x.roundsPerSecond)), 3),
         sharedMemory: { stepsPerSecond: round(median(spsShm), 1), vsRawWs: round(median(spsShm) / rawRounds, 3) },
       });
     }
