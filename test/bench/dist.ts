@@ -324,15 +324,21 @@ export async function run(): Promise<Record<string, unknown>> {
       // (the default for workers on the coordinator's host: parameters and gradients through files)
       // interleaved, one of each per repeat: this VM drifts between minutes, and a ratio of runs
       // seconds apart is less skewed by that than one of runs a minute apart
-      const sps: number[] = [], spsShm: number[] = [];
+      const sps: number[] = [], spsShm: number[] = [], applyMs: number[] = [];
       const raws: { roundsPerSecond: number; upGBps: number }[] = [];
       for (let r = 0; r < REPEATS; r++) {
-        sps.push((await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'never')).cellsPerSecond / ctc.globalBatch);
+        const socket = await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'never');
+        sps.push(socket.cellsPerSecond / ctc.globalBatch);
+        applyMs.push(...socket.reports.map((s) => s.applyMs));
         raws.push(await rawWs(n, gradBytes, timed, CAPACITY_WARMUP));
         spsShm.push((await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'auto')).cellsPerSecond / ctc.globalBatch);
       }
       const stepsPerSecond = median(sps);
       const rawRounds = median(raws.map((x) => x.roundsPerSecond));
+      // the parameters leave only once Adam has them (all of them, for workers on this host): the
+      // echo's round plus the optimizer's time bounds what the coordinator can reach here
+      const adamMs = median(applyMs);
+      const echoPlusOptimizer = 1000 / rawRounds / (1000 / rawRounds + adamMs);
       capacity.push({
         workers: n,
         stepsPerSecond: round(stepsPerSecond, 1),
@@ -341,12 +347,14 @@ export async function run(): Promise<Record<string, unknown>> {
         rawWsGradientGBps: round(median(raws.map((x) => x.upGBps)), 3),
         fractionOfRawWs: round(stepsPerSecond / rawRounds, 3),
         fractionOfRawWsPaired: round(medianOfRatios(sps, raws.map((x) => x.roundsPerSecond)), 3),
+        optimizerMsPerStep: round(adamMs, 3),
+        fractionBoundByOptimizer: round(echoPlusOptimizer, 3),
         sharedMemory: { stepsPerSecond: round(median(spsShm), 1), vsRawWs: round(median(spsShm) / rawRounds, 3) },
       });
     }
     await ds.close();
     if (capacity.length) {
-      result.c_capacity = { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer; stepsPerSecond and fractionOfRawWs are socket-only (--shared-memory never: the same bytes as the echo); sharedMemory = the default for workers on this host, parameters and gradients through /dev/shm files, only small headers on the socket', points: capacity };
+      result.c_capacity = { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer; stepsPerSecond and fractionOfRawWs are socket-only (--shared-memory never: the same bytes as the echo); sharedMemory = the default for workers on this host, parameters and gradients through /dev/shm files, only small headers on the socket; fractionBoundByOptimizer = echo round / (echo round + optimizerMsPerStep): the most a coordinator can reach that runs Adam between the last gradient and the first parameter byte, with everything else free', points: capacity };
     }
     return result;
   } finally {
