@@ -117,13 +117,16 @@ export class CoordinatorMetrics {
       help: 'Unix time of the last checkpoint written.',
       registers,
     });
-    const self = this;
+    // collect() runs with `this` bound to the gauge, so the age is read through this closure
+    const checkpointAge = (): number | null =>
+      this.checkpointAt === null ? null : Math.max(0, this.now() - this.checkpointAt);
     new Gauge({
       name: 'atlasvae_checkpoint_age_seconds',
       help: 'Seconds since the last checkpoint (since training started, before the first): the work a crash now would lose.',
       registers,
       collect() {
-        if (self.checkpointAt !== null) this.set(Math.max(0, self.now() - self.checkpointAt));
+        const age = checkpointAge();
+        if (age !== null) this.set(age);
       },
     });
     this.microbatchesRedone.inc(0);

@@ -128,7 +128,7 @@ function jsonValue(v: unknown): unknown {
 function textLine(time: Date, level: LogLevel, msg: string, fields: LogFields): string {
   const hh = time.toISOString().slice(11, 19);
   const { component, ...rest } = fields;
-  const who = component === undefined ? '' : `${String(component)}: `;
+  const who = component === undefined ? '' : `${typeof component === 'string' ? component : textValue(component)}: `;
   const kv = Object.entries(rest)
     .filter(([, v]) => v !== undefined)
     .map(([k, v]) => `${k}=${textValue(v)}`)

@@ -46,5 +46,5 @@ export async function run(): Promise<Record<string, unknown>> {
 
 // run directly: node test/dist/bench/metrics.js
 if (import.meta.url === `file://${process.argv[1]}`) {
-  run().then((r) => console.log(JSON.stringify(r)));
+  console.log(JSON.stringify(await run()));
 }

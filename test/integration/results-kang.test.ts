@@ -147,13 +147,13 @@ test('results on kang_example: evaluate, embed (.h5ad/.arrow), normalize, umap',
       assert.equal(img.height, 700);
       const colours = categoryColours(5);
       assert.equal(new Set(colours.map((c) => c.join())).size, 5);
-      for (const c of colours) assert.ok(img.count(c) > 100, `colour ${c} covers ${img.count(c)} pixels`);
+      for (const c of colours) assert.ok(img.count(c) > 100, `colour ${c.join()} covers ${img.count(c)} pixels`);
       // batch colouring straight from the model, subsampled
       const png2 = path.join(dir, 'kang_umap_batch.png');
       await cli(['umap', '--checkpoint', ckpt, '--data', ds, '--color-by', 'batch', '--max-cells', '800', '--epochs', '200', '--out', png2, '--backend', 'wasm']);
       const img2 = pngColours(png2);
       assert.equal(img2.width, 1000);
-      for (const c of categoryColours(4)) assert.ok(img2.count(c) > 50, `batch colour ${c}`);
+      for (const c of categoryColours(4)) assert.ok(img2.count(c) > 50, `batch colour ${c.join()}`);
       assert.equal(img2.count(categoryColours(5)[4]!), 0, 'no fifth category colour when colouring by 4 batches');
       t.diagnostic(`umap ×2: ${((performance.now() - t0) / 1000).toFixed(1)} s; pictures in ${dir} (kept with ATLASVAE_KEEP_TEST_FILES=1)`);
     });

@@ -73,7 +73,7 @@ test('results on mixology: h5ad obsm, ELBO bound, UMAP by plate, query dataset w
       await cli(['umap', '--checkpoint', ckpt, '--data', ds, '--color-by', 'batch', '--out', png, '--width', '800', '--height', '600', '--backend', 'wasm']);
       const img = pngColours(png);
       assert.deepEqual([img.width, img.height], [800, 600]);
-      for (const c of categoryColours(3)) assert.ok(img.count(c) > 100, `plate colour ${c}: ${img.count(c)} pixels`);
+      for (const c of categoryColours(3)) assert.ok(img.count(c) > 100, `plate colour ${c.join()}: ${img.count(c)} pixels`);
     });
 
     await t.test('a query dataset prepared from the MTX copy with the model\'s genes evaluates like the original', async () => {

@@ -44,7 +44,7 @@ test('loess: tiny inputs give finite fits', () => {
     const x = Array.from({ length: n }, (_, i) => i * 0.5);
     const y = x.map((v) => 2 * v + 1);
     const fit = loessFit(x, y, 0.3, 2);
-    assert.ok(fit.every((v) => Number.isFinite(v)), `n=${n}: ${[...fit]}`);
+    assert.ok(fit.every((v) => Number.isFinite(v)), `n=${n}: ${fit.join()}`);
     if (n >= 2) fit.forEach((v, i) => assert.ok(Math.abs(v - y[i]!) < 1e-9, `n=${n} point ${i}`));
   }
 });

@@ -48,7 +48,7 @@ test('scatter PNG decodes at the requested size with one colour per category and
     const k = `${png.data[p * 4]},${png.data[p * 4 + 1]},${png.data[p * 4 + 2]}`;
     count.set(k, (count.get(k) ?? 0) + 1);
   }
-  for (const c of out.colours) assert.ok((count.get(c.join(',')) ?? 0) > 100, `colour ${c} drawn`);
+  for (const c of out.colours) assert.ok((count.get(c.join(',')) ?? 0) > 100, `colour ${c.join()} drawn`);
   // text pixels (dark) exist: title and legend labels
   assert.ok((count.get('20,20,20') ?? 0) > 200);
 });

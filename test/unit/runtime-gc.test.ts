@@ -10,7 +10,6 @@ import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, '../../../coordinator/dist/cli.js');
-const gcModule = path.resolve(here, '../../../shared/dist/runtime/gc.js');
 
 test('tuneGarbageCollector: refuses values that are not integers 0–10000', () => {
   assert.throws(() => tuneGarbageCollector(-1), /ATLASVAE_HEAP_GROWING_PERCENT must be an integer/);

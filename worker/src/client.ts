@@ -179,7 +179,7 @@ export class WorkerClient {
             this.log(`atlasvae worker: invalid message from the coordinator (${e.message}); reconnecting`);
             ws.close(CLOSE.protocolError, e.message.slice(0, 120));
           } else {
-            this.log(`atlasvae worker: ${(e as Error).stack ?? e}`);
+            this.log(`atlasvae worker: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
             ws.close(CLOSE.goingAway, 'worker error');
           }
         }
@@ -208,7 +208,7 @@ export class WorkerClient {
   }
 
   /** Handle one message: 'welcome', a done reason, or null. */
-  private handle(ws: WebSocket, data: Buffer): 'welcome' | string | null {
+  private handle(ws: WebSocket, data: Buffer): string | null {
     const { header, payload } = decodeFrame(data);
     const msg = parseCoordinatorMessage(header, payload.byteLength, this.sizes);
     switch (msg.type) {
@@ -321,7 +321,7 @@ export class WorkerClient {
   private chain(fn: () => void): void {
     // yield to the event loop between items so pings, pongs and new messages are served
     this.ready = this.ready.then(() => new Promise<void>((r) => setImmediate(r))).then(fn).catch((e: unknown) => {
-      this.log(`atlasvae worker: ${(e as Error).stack ?? e}`);
+      this.log(`atlasvae worker: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
       this.ws?.close(CLOSE.goingAway, 'worker error');
     });
   }

@@ -374,7 +374,7 @@ export class DatasetSource implements CellSource {
   private locate(indices: ArrayLike<number>, keys: Float64Array, blocks: Map<number, Block>): { from: CellBatch[]; rows: Int32Array } {
     const n = indices.length;
     const rows = new Int32Array(n);
-    const from: CellBatch[] = new Array(n);
+    const from = new Array<CellBatch>(n);
     let lastKey = -1;
     let b: CellBatch | null = null;
     for (let i = 0; i < n; i++) {
@@ -395,7 +395,7 @@ export class DatasetSource implements CellSource {
 
   private copySourceRows(indices: ArrayLike<number>, keys: Float64Array, blocks: Map<number, Block>): { sourceRow: Uint32Array; barcodes: string[] } {
     const sourceRow = new Uint32Array(indices.length);
-    const barcodes: string[] = new Array(indices.length);
+    const barcodes = new Array<string>(indices.length);
     const decoded = new Map<number, { rows: Uint32Array; codes: string[] }>();
     for (let i = 0; i < indices.length; i++) {
       const k = keys[i]!;

@@ -134,7 +134,8 @@ export class DatasetWriter {
     const info: ShardInfo = { file, firstCell: this.nextCell - this.buf.n, cells: 0, nnz: 0, recordBatches: 0, bytes: 0, sha256: '' };
     // The writer queues its output bytes; this loop moves them to disk as they come.
     const pump = (async () => {
-      for await (const chunk of writer) {
+      // (Arrow types the queue's items loosely; they are the file's bytes)
+      for await (const chunk of writer as AsyncIterable<Uint8Array>) {
         hash.update(chunk);
         let off = 0;
         while (off < chunk.byteLength) off += fs.writeSync(fd, chunk, off);

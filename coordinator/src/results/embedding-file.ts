@@ -51,7 +51,7 @@ function readArrow(file: string): EmbeddingData {
   });
   const strings = (name: string): string[] | null => {
     const c = t.getChild(name);
-    return c ? (Array.from(c.toArray() as ArrayLike<unknown>, (v) => (v == null ? '' : String(v)))) : null;
+    return c ? (Array.from(c.toArray() as ArrayLike<string | number | bigint | null>, (v) => (v == null ? '' : String(v)))) : null;
   };
   return { nCells: n, dim, latent, batch: strings('batch'), label: strings('label') };
 }

@@ -70,7 +70,7 @@ class ArrowTableWriter implements TableWriter {
     const fd = this.fd;
     const writer = this.writer;
     this.pump = (async () => {
-      for await (const chunk of writer) fs.writeSync(fd, chunk);
+      for await (const chunk of writer as AsyncIterable<Uint8Array>) fs.writeSync(fd, chunk);
     })();
   }
 

@@ -31,7 +31,7 @@ export class StepRun {
   redone = 0;
 
   constructor(readonly globalStep: number, readonly items: StepItem[]) {
-    this.results = new Array(items.length).fill(undefined);
+    this.results = new Array<MicrobatchGradient | undefined>(items.length).fill(undefined);
     this.queue = items.map((_, i) => i);
     this.remaining = items.length;
   }

@@ -145,7 +145,7 @@ const WORKER_TYPES = new Set(['hello', 'result', 'failure', 'inferResult', 'infe
 const COORDINATOR_TYPES = new Set(['welcome', 'params', 'work', 'done', 'buffers', 'infer', 'resultFiles']);
 const MAX_STRING = 1024;
 
-function checkFields(h: Record<string, unknown>, schema: Schema): void {
+function checkFields(h: Header, schema: Schema): void {
   for (const [k, kind] of Object.entries(schema)) {
     const v = h[k];
     switch (kind) {
@@ -165,12 +165,15 @@ function checkFields(h: Record<string, unknown>, schema: Schema): void {
   }
 }
 
-function checkShape(header: unknown, allowed: Set<string>): Record<string, unknown> {
+/** A header whose type was checked: the one field every message has. */
+type Header = Record<string, unknown> & { type: string };
+
+function checkShape(header: unknown, allowed: Set<string>): Header {
   if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new ProtocolError('header is not a map');
   const h = header as Record<string, unknown>;
   if (typeof h.type !== 'string' || !allowed.has(h.type)) throw new ProtocolError(`unknown message type ${JSON.stringify(String(h.type)).slice(0, 40)}`);
-  checkFields(h, SCHEMAS[h.type]!);
-  return h;
+  checkFields(h as Header, SCHEMAS[h.type]!);
+  return h as Header;
 }
 
 /** Sizes a worker's messages must match: derived from the model being trained. */
