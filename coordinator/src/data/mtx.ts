@@ -23,11 +23,6 @@ export interface MtxHeader {
   field: 'integer' | 'real' | 'pattern';
 }
 
-/** Whether `dir` looks like a 10x MatrixMarket folder. */
-export function isMtxFolder(dir: string): boolean {
-  return fs.existsSync(dir) && fs.statSync(dir).isDirectory() && firstExisting([path.join(dir, 'matrix.mtx'), path.join(dir, 'matrix.mtx.gz')]) !== null;
-}
-
 export function findMtxFiles(dir: string): MtxFiles {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError(dir, 'not a folder');
   const pick = (names: string[], what: string): string => {

@@ -71,9 +71,3 @@ export function samplePoisson(rng: Rng, lambda: number): number {
     if (Math.log(V) + Math.log(invalpha) - Math.log(a / (us * us) + b) <= -lambda + k * loglam - logFactorial(k)) return k;
   }
 }
-
-/** Negative Binomial with mean mu and inverse dispersion theta (variance mu + mu²/theta). */
-export function sampleNegBinomial(rng: Rng, mu: number, theta: number): number {
-  if (mu <= 0) return 0;
-  return samplePoisson(rng, (mu * sampleGamma(rng, theta)) / theta);
-}

@@ -49,7 +49,7 @@ export class Endpoint {
   private heartbeat: NodeJS.Timeout | null = null;
   readonly url: Promise<string>;
 
-  constructor(private readonly opts: EndpointOptions, private readonly handlers: EndpointHandlers) {
+  constructor(opts: EndpointOptions, private readonly handlers: EndpointHandlers) {
     const check = opts.token ? tokenChecker(opts.token) : null;
     const onRequest = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
       res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });

@@ -1,20 +1,18 @@
-// The coordinator's optimizer state: the shared training step (applyStep: gradients summed in
-// microbatch order, Adam with coupled L2, BatchNorm running-statistics merge) over a
-// TrainingState. The single-process trainer uses the same applyStep, so both agree by construction.
+// The coordinator's optimizer state: the shared training step (gradients summed in microbatch order
+// by a GradientAccumulator, then applyAccumulated: Adam with coupled L2, BatchNorm running-statistics
+// merge) over a TrainingState. The single-process trainer's applyStep is the same two calls, so both
+// agree by construction.
 
 import type { ModelConfig, TrainConfig } from '@atlasvae/shared/config';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import type { Checkpoint } from '@atlasvae/shared/checkpoint';
 import { bufferLayout } from '@atlasvae/shared/model/layout';
-import { applyAccumulated, applyStep, GradientAccumulator, initTrainingState, inOptimizerMemory, type TrainingState } from '@atlasvae/shared/train/step';
+import { applyAccumulated, GradientAccumulator, initTrainingState, inOptimizerMemory, type TrainingState } from '@atlasvae/shared/train/step';
 
 export interface Optimizer {
   /** current parameters (what workers compute with) */
   readonly params: Float32Array;
   /** floats of BatchNorm batch statistics a worker returns per microbatch */
   readonly bnStatsLength: number;
-  /** one optimizer step; returns the time it took (sum, Adam and BN merge are one call) */
-  apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number };
   /** A fresh (reset) accumulator for the next step's gradients, added in microbatch order as they arrive. */
   accumulator(): GradientAccumulator;
   /** the optimizer step on an accumulator's sum (applyStep split in two; the same result); with
@@ -47,13 +45,6 @@ export class SharedStepOptimizer implements Optimizer {
 
   get params(): Float32Array {
     return this.state.params;
-  }
-
-  apply(results: MicrobatchGradient[], epoch: number): { applyMs: number; gradNorm: number; aggregationMs: number; optimizerMs: number } {
-    const t0 = performance.now();
-    this.state.epoch = epoch;
-    const s = applyStep(this.state, results, this.trainConfig, this.modelConfig);
-    return { applyMs: performance.now() - t0, gradNorm: s.gradNorm, aggregationMs: s.aggregationMs, optimizerMs: s.optimizerMs };
   }
 
   accumulator(): GradientAccumulator {

@@ -44,16 +44,6 @@ export function log1pDense(b: CellBatch, out: Float32Array = new Float32Array(b.
   return out;
 }
 
-/** log1p of the counts as a dense [nGenes, nCells] matrix (the transpose of log1pDense) */
-export function log1pDenseT(b: CellBatch): Float32Array {
-  const n = b.nCells;
-  const out = new Float32Array(n * b.nGenes);
-  for (let i = 0; i < n; i++) {
-    for (let k = b.indptr[i]!; k < b.indptr[i + 1]!; k++) out[b.indices[k]! * n + i] = Math.log1p(b.counts[k]!);
-  }
-  return out;
-}
-
 /** [n × d] rows followed by the one-hot batch code: [n × (d + nBatch)] */
 function concatOneHot(x: Float32Array, n: number, d: number, batch: Int32Array, nBatch: number): Float32Array {
   const w = d + nBatch;
@@ -412,11 +402,10 @@ export class VaeModel implements VaeModelApi {
     // always the dense route here: each cell's result then depends on that cell alone, never on
     // which other cells share its chunk (the density switch would), so embeddings do not change with
     // the chunk size
-    const sparse = false;
-    let x = sparse ? new Float32Array(0) : log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
+    let x = log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
     for (let k = 0; k < cfg.nLayers; k++) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
-      const a = k === 0 && sparse ? this.sparseFirstLayer(batch, `${pre}.lin`) : this.linear(x, B, `${pre}.lin`);
+      const a = this.linear(x, B, `${pre}.lin`);
       const y = bnEval(a, B, H, this.p(`${pre}.bn.weight`), this.p(`${pre}.bn.bias`), this.bufferViews.get(`${pre}.bn.running_mean`)!, this.bufferViews.get(`${pre}.bn.running_var`)!, cfg.bnEps);
       for (let j = 0; j < y.length; j++) if (!(y[j]! > 0)) y[j] = 0;
       x = y;

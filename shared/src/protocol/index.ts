@@ -1,3 +1,0 @@
-export * from './frame.js';
-export * from './messages.js';
-export * from './auth.js';
