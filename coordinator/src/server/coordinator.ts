@@ -169,6 +169,8 @@ export class Coordinator {
   private expiryTimer: NodeJS.Timeout | null = null;
   private readonly maxWorkBytes: number;
   private validator: Validator | null = null;
+  /** worker count at the last idle-workers warning */
+  private idleWarnedAt = 0;
   /** early stopping of this run (when configured and validated) */
   private earlyStopping: EarlyStopping | null = null;
   /** shared-memory files for workers on this host (created at listen, removed at close) */
@@ -379,10 +381,21 @@ export class Coordinator {
     c.ready = true;
     this.emit('workerConnected', c.info, this.connectedWorkers);
     this.emit('log', 'info', `worker ${c.id} joined (${c.info.name}, ${backend}, ${c.info.remote}); ${this.connectedWorkers} connected`);
+    this.warnIfIdleWorkers();
     const waiters = this.workerWaiters;
     this.workerWaiters = [];
     for (const w of waiters) w();
     this.dispatch();
+  }
+
+  /** Warn (once per worker count) when a step has fewer microbatches than workers: some idle every step. */
+  private warnIfIdleWorkers(): void {
+    const { globalBatch, microbatch } = this.setup.trainConfig;
+    const perStep = Math.max(1, Math.ceil(globalBatch / microbatch));
+    const n = this.connectedWorkers;
+    if (n <= perStep || n <= this.idleWarnedAt) return;
+    this.idleWarnedAt = n;
+    this.emit('log', 'warn', `${n} workers connected, but a step has ${perStep} microbatch${perStep === 1 ? '' : 'es'} (global batch ${globalBatch} / microbatch ${microbatch}): ${n - perStep} worker${n - perStep === 1 ? '' : 's'} idle every step. Start with --local-workers/--min-workers ${n} (the default microbatch then splits each step ${n} ways) or set --microbatch`);
   }
 
   private onResult(c: Conn, r: ResultMsg, payload: Uint8Array): void {

@@ -51,7 +51,7 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
   if (!s.token && s.host !== '127.0.0.1' && s.host !== 'localhost' && s.host !== '::1') {
     log.warn('no --token (or ATLASVAE_TOKEN): any client that reaches this port can join as a worker');
   }
-  const prepared = await prepareTraining(flags, (m) => log.info(m));
+  const prepared = await prepareTraining(flags, (m) => log.info(m), s.minWorkers);
   const { setup } = prepared;
   const coordinator = new Coordinator(
     {

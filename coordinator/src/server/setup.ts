@@ -20,7 +20,7 @@ export interface TrainingFlags {
   'max-steps'?: number;
   seed: number;
   'global-batch'?: number;
-  microbatch: number;
+  microbatch?: number;
   lr?: number;
   'kl-warmup'?: number;
   'n-hidden': number;
@@ -52,8 +52,8 @@ export function trainingOptions<T>(y: Argv<T>) {
     .option('epochs', { type: 'number', describe: 'epochs to train (default: scvi\'s min(round(20000 / cells × 400), 400))' })
     .option('max-steps', { type: 'number', describe: 'stop after this many optimizer steps in total (the plan position is checkpointed)' })
     .option('seed', { type: 'number', default: 0, describe: 'seed of initialisation, epoch plans and noise' })
-    .option('global-batch', { type: 'number', describe: 'cells per optimizer step (default: 128)' })
-    .option('microbatch', { type: 'number', default: 128, describe: 'cells per gradient computation; a step is split into microbatches of about this size' })
+    .option('global-batch', { type: 'number', describe: 'cells per optimizer step (default: 128, or 32 × workers beyond 4 workers)' })
+    .option('microbatch', { type: 'number', describe: 'cells per gradient computation; a step is split into microbatches of about this size (default: the global batch / workers, at least 32, so every worker has one; recorded in the checkpoint)' })
     .option('lr', { type: 'number', describe: 'Adam learning rate (default 1e-3)' })
     .option('kl-warmup', { type: 'number', describe: 'epochs of linear KL warm-up (default 400, scvi\'s)' })
     .option('n-hidden', { type: 'number', default: 128, describe: 'hidden units per layer' })
@@ -90,6 +90,23 @@ export function defaultCheckpointPath(data: string): string {
   return `${path.resolve(data)}.ckpt`;
 }
 
+/** The smallest default microbatch: BatchNorm statistics over fewer cells get noisy. */
+export const MIN_DEFAULT_MICROBATCH = 32;
+
+/**
+ * Default batch sizes for a run planned for `workers` workers (`--local-workers` of `train`,
+ * `--min-workers` of `coordinator`): the global batch stays scvi's 128 cells (the optimizer steps
+ * per epoch are unchanged) and is split into one microbatch per worker; beyond 4 workers the
+ * microbatch stays at 32 cells and the global batch grows to 32 × workers. Fixed at the start and
+ * recorded in the checkpoint, so the result never depends on how many workers happen to connect.
+ */
+export function defaultBatchSizes(workers: number, globalBatch?: number, microbatch?: number): { globalBatch: number; microbatch: number } {
+  const n = Math.max(1, Math.floor(workers));
+  const global = globalBatch ?? Math.max(128, MIN_DEFAULT_MICROBATCH * n);
+  const micro = microbatch ?? Math.max(Math.min(MIN_DEFAULT_MICROBATCH, global), Math.ceil(global / n));
+  return { globalBatch: global, microbatch: Math.min(micro, global) };
+}
+
 export interface PreparedTraining {
   /** the checkpoint file of this run (--checkpoint, or the default beside the dataset) */
   checkpointPath: string;
@@ -100,7 +117,7 @@ export interface PreparedTraining {
   maxSteps: number | null;
 }
 
-export async function prepareTraining(f: TrainingFlags, log: (m: string) => void): Promise<PreparedTraining> {
+export async function prepareTraining(f: TrainingFlags, log: (m: string) => void, plannedWorkers = 1): Promise<PreparedTraining> {
   for (const k of ['epochs', 'max-steps', 'global-batch', 'microbatch', 'n-hidden', 'n-latent', 'n-layers'] as const) positiveInt(k, f[k]);
   if (!(f['step-timeout'] > 0)) throw new CliError('--step-timeout must be a positive number of seconds');
   if (!Number.isInteger(f['checkpoint-every']) || f['checkpoint-every'] < 0) throw new CliError('--checkpoint-every must be a non-negative integer');
@@ -144,10 +161,10 @@ export async function prepareTraining(f: TrainingFlags, log: (m: string) => void
     nHidden: f['n-hidden'], nLatent: f['n-latent'], nLayers: f['n-layers'], dropoutRate: f.dropout,
     likelihood: f.likelihood, dispersion: f.dispersion,
   });
-  const over: Partial<TrainConfig> = { seed: f.seed, microbatch: f.microbatch };
+  const batches = defaultBatchSizes(plannedWorkers, f['global-batch'], f.microbatch);
+  const over: Partial<TrainConfig> = { seed: f.seed, ...batches };
   if (earlyStopping) over.earlyStopping = earlyStopping;
   if (f.epochs !== undefined) over.epochs = f.epochs;
-  if (f['global-batch'] !== undefined) over.globalBatch = f['global-batch'];
   if (f.lr !== undefined) over.lr = f.lr;
   if (f['kl-warmup'] !== undefined) over.nEpochsKlWarmup = f['kl-warmup'];
   const trainConfig = defaultTrainConfig(dataset.manifest.nCells, over);
