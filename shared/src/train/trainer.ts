@@ -113,9 +113,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     let cells = 0, loss = 0, rec = 0, kl = 0, steps = 0;
     for (let s = state.stepInEpoch; s < plan.length; s++) {
       if (state.globalStep >= maxSteps) break;
-      if (opts.shouldStop?.()) {
-        stopped = 'interrupted';
-        break;
+      if (opts.shouldStop) {
+        // an in-memory source never yields to the event loop: let signal handlers run between steps
+        await new Promise((r) => setImmediate(r));
+        if (opts.shouldStop()) {
+          stopped = 'interrupted';
+          break;
+        }
       }
       model.setParams(state.params);
       const results = [];
