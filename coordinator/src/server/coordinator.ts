@@ -764,6 +764,7 @@ export class Coordinator {
   private async closeEpoch(acc: EpochAcc, ms: number): Promise<EpochRecord> {
     const rec = this.epochRecord(acc, false);
     if (this.validator) {
+      this.emit('log', 'debug', `epoch ${acc.epoch + 1}: evaluating the held-out ELBO`);
       const snap = this.setup.optimizer.snapshot();
       const v = await this.validator(snap.params, snap.buffers, acc.epoch);
       rec.validationElbo = v.elbo;

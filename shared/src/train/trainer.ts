@@ -67,17 +67,29 @@ export interface ElboSummary {
   kl: number;
 }
 
-/** Validation ELBO per cell: evaluation mode, z sampled with noise keyed by (seed, epoch, chunk). */
-export async function validationElbo(model: VaeModel, source: CellSource, cells: Uint32Array, seed: number, epoch: number, chunk = 1024): Promise<ElboSummary> {
+/**
+ * Validation ELBO per cell: evaluation mode, z sampled with noise keyed by (seed, epoch, chunk).
+ * `evalBatch` cells go through the model at a time (default: a whole chunk): evaluation mode makes
+ * each cell's terms independent of its neighbours, and each sub-batch takes its rows of the
+ * chunk's noise, so the result does not depend on it; a small one bounds the memory the
+ * evaluation needs (the coordinator's held-out ELBO on a large atlas).
+ */
+export async function validationElbo(model: VaeModel, source: CellSource, cells: Uint32Array, seed: number, epoch: number, chunk = 1024, evalBatch = chunk): Promise<ElboSummary> {
   if (cells.length === 0) return { elbo: NaN, reconstruction: NaN, kl: NaN };
+  const L = model.config.nLatent;
   let rec = 0;
   let kl = 0;
   for (let c = 0, start = 0; start < cells.length; c++, start += chunk) {
-    const batch = await source.getCells(cells.subarray(start, Math.min(start + chunk, cells.length)));
-    const terms = model.evaluate(batch, validationNoise(model.config, seed, epoch, c, batch.nCells));
-    for (let i = 0; i < batch.nCells; i++) {
-      rec += terms.reconstruction[i]!;
-      kl += terms.kl[i]!;
+    const end = Math.min(start + chunk, cells.length);
+    const noise = validationNoise(model.config, seed, epoch, c, end - start);
+    for (let s = start; s < end; s += evalBatch) {
+      const e = Math.min(s + evalBatch, end);
+      const batch = await source.getCells(cells.subarray(s, e));
+      const terms = model.evaluate(batch, noise.subarray((s - start) * L, (e - start) * L));
+      for (let i = 0; i < batch.nCells; i++) {
+        rec += terms.reconstruction[i]!;
+        kl += terms.kl[i]!;
+      }
     }
   }
   return { elbo: (rec + kl) / cells.length, reconstruction: rec / cells.length, kl: kl / cells.length };
