@@ -162,3 +162,62 @@ test('--early-stopping ends a run whose validation ELBO stops improving, and the
   for (const h of hist.slice(-3)) assert.ok(h.validationElbo >= best, `epoch ${h.epoch}: ${h.validationElbo} vs best ${best}`);
   assert.equal(c.earlyStopped?.bestValidationElbo, best);
 });
+
+test('SIGTERM to train mid-run: it exits within 10 s with its checkpoint, and its local workers with it; SIGKILL takes them too', async () => {
+  const ckpt = file(dir, 'train-sigterm.ckpt');
+  const workerPids = (p: ReturnType<typeof run>): number[] => [...p.output().matchAll(/joined \(local-\d+:(\d+),/g)].map((m) => Number(m[1]));
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const waitGone = async (pids: number[], ms: number): Promise<boolean> => {
+    const t0 = Date.now();
+    while (Date.now() - t0 < ms) {
+      if (!pids.some(alive)) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+  };
+
+  const p = run(['train', '--data', data, '--local-workers', '2', '--epochs', '200', '--checkpoint', ckpt, '--log-level', 'info', ...SMALL]);
+  await p.waitFor(/step \d+\/\d+/, 60_000);
+  const pids = workerPids(p);
+  assert.equal(pids.length, 2, p.output());
+  const t0 = Date.now();
+  p.child.kill('SIGTERM');
+  const { code } = await p.exited;
+  assert.ok(Date.now() - t0 < 10_000, `exited after ${Date.now() - t0} ms`);
+  assert.equal(code, 0, p.output().slice(-3000));
+  assert.match(p.output(), /interrupted: \d+ steps/);
+  assert.ok(loadCheckpoint(ckpt).position.globalStep > 0);
+  assert.ok(await waitGone(pids, 5000), 'local workers exited with train');
+
+  // killed outright, train cannot stop them: they see their IPC channel close and exit
+  const k = run(['train', '--data', data, '--local-workers', '2', '--epochs', '200', '--checkpoint', file(dir, 'train-kill.ckpt'), '--log-level', 'info', ...SMALL]);
+  await k.waitFor(/step \d+\/\d+/, 60_000);
+  const kpids = workerPids(k);
+  assert.equal(kpids.length, 2);
+  k.child.kill('SIGKILL');
+  await k.exited;
+  assert.ok(await waitGone(kpids, 10_000), 'local workers exited after train was killed');
+});
+
+test('a coordinator that cannot listen says so, without a misleading "training done" line', async () => {
+  const net = await import('node:net');
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const p = run(['coordinator', '--data', data, '--host', '127.0.0.1', '--port', String(port), '--checkpoint', file(dir, 'nolisten.ckpt')]);
+    const { code } = await p.exited;
+    assert.equal(code, 1, p.output());
+    assert.match(p.output(), new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}`));
+    assert.doesNotMatch(p.output(), /training done|0\.0%/);
+  } finally {
+    server.close();
+  }
+});
