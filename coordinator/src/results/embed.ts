@@ -38,14 +38,6 @@ export async function writeEmbeddingTable(engine: InferenceEngine, plan: ChunkPl
         cols.cell_index = c.batch.cellIndex;
         cols.batch = Array.from(c.datasetBatch, (b) => nameOf(opts.naming.batchNames, b));
         cols.label = Array.from(c.batch.label, (l) => nameOf(opts.naming.labelNames, l));
-        // the input's other obs columns, as scanpy users find them in adata.obs
-        const obs = opts.naming.obs;
-        if (obs && id) {
-          for (const name of obs.names) {
-            if (name in cols || /^z_(var_)?\d+$/.test(name)) continue;
-            cols[name] = obs.kind(name) === 'number' ? obs.numbers(name, id.sourceRow) : obs.strings(name, id.sourceRow);
-          }
-        }
         latentColumns(L).forEach((name, d) => {
           const v = new Float32Array(n);
           for (let i = 0; i < n; i++) v[i] = qm[i * L + d]!;
@@ -57,6 +49,15 @@ export async function writeEmbeddingTable(engine: InferenceEngine, plan: ChunkPl
             for (let i = 0; i < n; i++) v[i] = qv[i * L + d]!;
             cols[name] = v;
           });
+        }
+        // then the input's other obs columns, as scanpy users find them in adata.obs (after the
+        // latent columns: the first columns keep their places for existing readers)
+        const obs = opts.naming.obs;
+        if (obs && id) {
+          for (const name of obs.names) {
+            if (name in cols || /^z_(var_)?\d+$/.test(name)) continue;
+            cols[name] = obs.kind(name) === 'number' ? obs.numbers(name, id.sourceRow) : obs.strings(name, id.sourceRow);
+          }
         }
         await writer.write(cols);
         opts.onChunk?.(n);
