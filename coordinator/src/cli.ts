@@ -1,11 +1,17 @@
 #!/usr/bin/env node
 // The `atlasvae` command line: one yargs program, one module per subcommand (./commands/).
-import yargs, { type Argv } from 'yargs';
+import { createRequire } from 'node:module';
+import type { Argv } from 'yargs';
+import type YargsFactory from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
 import { CliError } from '@atlasvae/shared/errors';
 import { configureLogging, log, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@atlasvae/shared/log';
 import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
+
+// yargs' CommonJS build: its help layout wraps at word boundaries (wrap-ansi); the ES module
+// build's cliui cuts words at the column limit
+const yargs = createRequire(import.meta.url)('yargs') as typeof YargsFactory;
 
 async function main(): Promise<void> {
   try {

@@ -141,10 +141,10 @@ export class Progress {
     if (Number.isFinite(elbo)) this.validationElbo = elbo;
   }
 
-  /** Final output (always written), and the terminal left on a fresh line. */
-  finish(): void {
+  /** Final output (written unless `summary` is false), and the terminal left on a fresh line. */
+  finish(summary = true): void {
     if (this.finished) return;
-    this.output(this.now(), true);
+    if (summary) this.output(this.now(), true);
     this.finished = true;
     if (this.mode === 'bar' && this.barVisible) this.stream.write('\n');
     this.barVisible = false;

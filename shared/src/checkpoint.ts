@@ -47,6 +47,8 @@ export interface Checkpoint {
   /** per-epoch training history (loss terms etc.), opaque here */
   history: unknown[];
   createdAt: string;
+  /** set when early stopping ended training (config in trainConfig.earlyStopping) */
+  earlyStopped?: { epoch: number; bestEpoch: number; bestValidationElbo: number };
 }
 
 const MAGIC = Buffer.from('AVAECKPT', 'latin1');

@@ -1,4 +1,5 @@
 // Model and training configuration, with scvi-tools' SCVI defaults.
+import type { EarlyStoppingConfig } from './train/earlyStopping.js';
 
 export type Likelihood = 'nb' | 'zinb' | 'poisson' | 'gaussian';
 export type DispersionMode = 'gene' | 'gene-batch';
@@ -42,6 +43,8 @@ export interface TrainConfig {
   planBlock: number;
   /** blocks mixed together by the epoch plan */
   planWindow: number;
+  /** stop when the validation ELBO stops improving (train/earlyStopping.ts); absent: off */
+  earlyStopping?: EarlyStoppingConfig;
 }
 
 export function defaultModelConfig(nGenes: number, nBatch: number, over: Partial<ModelConfig> = {}): ModelConfig {

@@ -5,13 +5,14 @@ import * as data from './data.js';
 import * as dist from './dist.js';
 import * as metrics from './metrics.js';
 import * as results from './results.js';
+import * as scale from './scale.js';
 import * as step from './step.js';
 import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
 
 // measure what the atlasvae CLI runs: every atlasvae process applies this GC setting first
 tuneGarbageCollector();
 
-const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, data, dist, results, metrics };
+const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, data, dist, results, metrics, scale };
 
 const only = process.argv.slice(2);
 const out: Record<string, unknown> = {};

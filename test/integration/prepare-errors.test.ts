@@ -36,9 +36,10 @@ async function refuses(tmp: string, o: Partial<PrepareOptions> & { input: string
 test('bad counts in MatrixMarket input: negative, NaN, non-integer, wrong sizes, truncation', async () => {
   const tmp = tempDir();
   const m = (name: string, body: string, genes?: string[], barcodes?: string[]): string => mtxFolder(path.join(tmp, 'in', name), body, genes, barcodes);
-  await refuses(tmp, { input: m('neg', HEAD + '1 1 2\n2 1 -1\n3 2 1\n') }, /in\/neg: negative value -1 at cell 0 \(barcode c1\), gene 1/);
-  await refuses(tmp, { input: m('nan', HEAD + '1 1 2\n2 2 nan\n3 2 1\n') }, /in\/nan: NaN at cell 1 \(barcode c2\)/);
-  await refuses(tmp, { input: m('frac', HEAD + '1 1 2\n2 2 0.5\n3 2 1\n') }, /in\/frac: non-integer value 0\.5 at cell 1/);
+  // MatrixMarket entries are named as the file numbers them: row (gene) and column (cell) from 1
+  await refuses(tmp, { input: m('neg', HEAD + '1 1 2\n2 1 -1\n3 2 1\n') }, /in\/neg: negative value -1 at column 1 \(barcode c1\), row 2 of the MatrixMarket file/);
+  await refuses(tmp, { input: m('nan', HEAD + '1 1 2\n2 2 nan\n3 2 1\n') }, /in\/nan: NaN at column 2 \(barcode c2\), row 2 of the MatrixMarket file/);
+  await refuses(tmp, { input: m('frac', HEAD + '1 1 2\n2 2 0.5\n3 2 1\n') }, /in\/frac: non-integer value 0\.5 at column 2 \(barcode c2\), row 2 of the MatrixMarket file/);
   const ok = await prepareDataset({ input: path.join(tmp, 'in', 'frac'), out: path.join(tmp, 'frac-ok'), shardCells: 10, seed: 0, allowNonInteger: true });
   assert.equal(ok.manifest.integerCounts, false);
   fs.rmSync(path.join(tmp, 'frac-ok'), { recursive: true });

@@ -22,3 +22,14 @@ test('no command or an unknown one: usage error, exit code 2', () => {
     assert.match(r.stderr, /atlasvae --help/);
   }
 });
+
+test('help wraps at word boundaries when stdout is not a terminal', () => {
+  // each long description must come out with its words whole (the ES module build of yargs' layout cut them)
+  const help = execFileSync(process.execPath, [cliPath, 'train', '--help'], { encoding: 'utf8' });
+  const lines = help.split('\n');
+  assert.ok(lines.some((l) => l.length > 90), 'the text is wrapped at ~110 columns, not 80');
+  const text = help.replace(/\s+/g, ' ');
+  for (const phrase of ['the plan position is checkpointed)', 'one JSON object per line for cluster log collectors (json)', 'a step is split into microbatches of about this size']) {
+    assert.ok(text.includes(phrase), `"${phrase}" in one piece:\n${help}`);
+  }
+});

@@ -39,7 +39,10 @@ test('a departed worker\'s microbatches are handed out again; the first result w
   assert.equal(run.accept(2, 1, g(1), 1), 'accepted');
   assert.equal(run.accept(3, 1, g(1), 1), 'duplicate');
   assert.equal(run.pending, 2);
-  assert.equal(run.fail(2, 2), 1);
+  // microbatch 2 has now failed three times, for any reason: its holder left, it timed out, and a failure message
+  assert.equal(run.fail(2, 2), 3);
+  assert.equal(run.failuresOf(2), 3);
+  assert.equal(run.failuresOf(0), 0, 'a microbatch answered before its worker left is no failure');
   assert.equal(run.accept(2, 3, g(3), 1), 'accepted');
   assert.equal(run.take(3, 0)!.index, 2);
   assert.equal(run.accept(3, 2, g(2), 1), 'accepted');

@@ -13,6 +13,7 @@ import {
 } from '@atlasvae/shared/protocol/messages';
 import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
 import { bearer } from '@atlasvae/shared/protocol/auth';
+import { nonFiniteTerm } from '@atlasvae/shared/train/divergence';
 import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/protocol/sharedMemory';
 import type { GradientEngine } from './engine.js';
 
@@ -100,7 +101,11 @@ export class WorkerClient {
       const giveUp = this.opts.giveUpAfterMs ?? 0;
       if (giveUp > 0 && Date.now() - lastConnected > giveUp) return this.outcome('gave-up', `no coordinator at ${this.opts.url} for ${Math.round(giveUp / 1000)} s`);
       const wait = delay * (0.75 + 0.5 * Math.random());
-      await new Promise((r) => setTimeout(r, wait));
+      await new Promise<void>((r) => {
+        const t = setTimeout(() => { this.wakeUp = null; r(); }, wait);
+        // stop() ends the wait at once
+        this.wakeUp = () => { clearTimeout(t); this.wakeUp = null; r(); };
+      });
       delay = Math.min(max, delay * 2);
     }
   }
@@ -108,7 +113,14 @@ export class WorkerClient {
   stop(): void {
     this.stopped = true;
     this.ws?.close(CLOSE.goingAway, 'worker stopping');
+    // a peer that does not answer the close handshake (stalled, or gone) does not hold us up
+    const ws = this.ws;
+    if (ws) setTimeout(() => ws.terminate(), 1000).unref();
+    this.wakeUp?.();
   }
+
+  /** ends the reconnect backoff wait early (set while waiting) */
+  private wakeUp: (() => void) | null = null;
 
   private outcome(reason: WorkerOutcome['reason'], message: string): WorkerOutcome {
     return { reason, message, microbatches: this.computed };
@@ -360,6 +372,8 @@ export class WorkerClient {
       reconstructionSum: g.reconstructionSum, klSum: g.klSum, lossSum: g.lossSum, computeMs,
       gradLength: g.grad.length, bnLength: g.bnStats.length,
     };
+    // a diverged loss is reported as such (the coordinator stops training), never as a malformed result
+    if (nonFiniteTerm({ loss: g.lossSum, reconstruction: g.reconstructionSum, kl: g.klSum })) r.nonFinite = true;
     let written: { file: number; seq: number } | null = null;
     if (viaFile) {
       try {

@@ -1,6 +1,7 @@
 // `atlasvae embed`: latent means (and variances) of every cell to Arrow, CSV, or obsm of an .h5ad.
 import path from 'node:path';
 import type { Argv } from 'yargs';
+import { refuseOverwrite } from '../outputs.js';
 import { CliError } from '@atlasvae/shared/errors';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { log } from '@atlasvae/shared/log';
@@ -30,6 +31,7 @@ export function embedCommand(y: Argv): Argv {
         return;
       }
       const out = requireOption('out', a.out);
+      refuseOverwrite(out, a.force);
       const isH5ad = path.extname(out).toLowerCase() === '.h5ad';
       if (!isH5ad && !tableFormatOf(out)) throw new CliError(`${out}: unknown output format (use .arrow, .csv, .tsv or .h5ad)`);
       const inputs = await openResultsInputs({ checkpoint: ckptPath, data: requireOption('data', a.data), backend: a.backend, asBatch: a['as-batch'], fleet: fleetChoice(a), chunkCells: a['chunk-cells'] });

@@ -1,5 +1,6 @@
 // `atlasvae evaluate`: ELBO terms, marginal log-likelihood and latent-space metrics as a JSON report.
 import type { Argv } from 'yargs';
+import { refuseOverwrite } from '../outputs.js';
 import { CliError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
 import { writeFileAtomic } from '@atlasvae/shared/checkpoint';
@@ -33,6 +34,7 @@ export function evaluateCommand(y: Argv): Argv {
       const k = requirePositiveInt('k', a.k);
       const folds = requirePositiveInt('folds', a.folds);
       if (folds < 2) throw new CliError('--folds must be at least 2');
+      if (a.out) refuseOverwrite(a.out, a.force);
       const started = Date.now();
       const inputs = await openResultsInputs({ checkpoint: requireOption('checkpoint', a.checkpoint), data: requireOption('data', a.data), backend: a.backend, asBatch: a['as-batch'], fleet: fleetChoice(a), chunkCells: a['chunk-cells'] });
       try {

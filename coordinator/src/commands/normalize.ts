@@ -1,5 +1,6 @@
 // `atlasvae normalize`: scVI normalized expression (decoder scale × library size) for chosen genes.
 import type { Argv } from 'yargs';
+import { refuseOverwrite } from '../outputs.js';
 import { CliError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
 import { openResultsInputs, allCells } from '../results/inputs.js';
@@ -24,6 +25,7 @@ export function normalizeCommand(y: Argv): Argv {
         .example('$0 normalize --checkpoint model.ckpt --data atlas/ --transform-batch ctrl --out expr.arrow', 'all genes, every cell decoded as batch "ctrl"'),
     async (a) => {
       const out = requireOption('out', a.out);
+      refuseOverwrite(out, a.force);
       if (!tableFormatOf(out)) throw new CliError(`${out}: unknown output format (use .arrow, .csv or .tsv)`);
       const libArg = a['library-size'];
       const librarySize = libArg === 'observed' ? 'observed' : Number(libArg);

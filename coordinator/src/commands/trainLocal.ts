@@ -13,6 +13,11 @@ import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
 import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
 import type { TrainingState } from '@atlasvae/shared/train/step';
 import { readMtxInMemory } from '../data/mtx.js';
+import { DivergenceError } from '@atlasvae/shared/train/divergence';
+import { onStopSignals } from '../signals.js';
+import { EXIT_DIVERGED } from '../server/run.js';
+import { earlyStoppingConfig, earlyStoppingOptions, earlyStopRecord } from '../earlyStoppingFlags.js';
+import { refuseOverwrite } from '../outputs.js';
 import { categorize, obsColumnFor, readObsTsv } from '../data/obs.js';
 
 const LIKELIHOODS: readonly Likelihood[] = ['nb', 'zinb', 'poisson', 'gaussian'];
@@ -44,10 +49,12 @@ export const trainLocalCommand = (y: Argv): Argv =>
         .option('n-layers', { type: 'number', default: 1 })
         .option('dropout', { type: 'number', default: 0.1 })
         .option('batch-size', { type: 'number', default: 128, describe: 'cells per optimizer step' })
-        .option('lr', { type: 'number', default: 1e-3 })
+        .option('lr', { type: 'number', default: 1e-3, describe: 'Adam learning rate (> 0)' })
         .option('max-steps', { type: 'number', describe: 'stop after this many optimizer steps' })
         .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
-        .option('out', { type: 'string', describe: 'checkpoint file to write at the end (written atomically)' })
+        .option('out', { type: 'string', describe: 'checkpoint file to write at the end (written atomically; also on SIGINT/SIGTERM)' })
+        .option('force', { type: 'boolean', default: false, describe: 'replace an existing --out file' })
+        .options(earlyStoppingOptions)
         .option('resume', { type: 'string', describe: 'continue from this checkpoint (its model and training configuration; --epochs may extend it)' })
         .example('$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --out pbmc.ckpt', 'train on a MatrixMarket folder with a batch covariate')
         .example('$0 train-local --mtx data/pbmc --batch-key batch --resume pbmc.ckpt --epochs 200 --out pbmc200.ckpt', 'continue exactly where a checkpoint stopped'),
@@ -56,6 +63,12 @@ export const trainLocalCommand = (y: Argv): Argv =>
       if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError(dir, 'not a folder');
       const dropout = a.dropout;
       if (!(dropout >= 0 && dropout < 1)) throw new CliError(`--dropout must be in [0, 1), got ${dropout}`);
+      if (!(Number.isFinite(a.lr) && a.lr > 0)) throw new CliError(`--lr must be a finite number > 0, got ${a.lr}`);
+      if (!(Number.isFinite(a['kl-warmup']) && a['kl-warmup'] >= 0)) throw new CliError(`--kl-warmup must be a finite number ≥ 0, got ${a['kl-warmup']}`);
+      if (!Number.isSafeInteger(a.seed) || a.seed < 0) throw new CliError(`--seed must be a non-negative integer, got ${a.seed}`);
+      const earlyStopping = earlyStoppingConfig(a);
+      // writing back to the checkpoint it resumes from continues that run: no --force needed
+      if (a.out && !(a.resume && path.resolve(a.out) === path.resolve(a.resume))) refuseOverwrite(a.out, a.force, '--out');
       const { batch: all, genes, barcodes } = await readMtxInMemory(dir);
       if (all.nCells < 3) throw new InputError(dir, `only ${all.nCells} cells: too few to train`);
       const labelsFile = a.labels ?? (fs.existsSync(path.join(dir, 'labels.tsv')) ? path.join(dir, 'labels.tsv') : undefined);
@@ -95,6 +108,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
         globalBatch: batchSize,
         microbatch: batchSize,
         ...(a.epochs !== undefined ? { epochs: positiveInt('epochs', a.epochs)! } : {}),
+        ...(earlyStopping ? { earlyStopping } : {}),
       });
       let state: TrainingState | undefined;
       const history: EpochSummary[] = [];
@@ -107,7 +121,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
           throw new InputError(a.resume, `has batches [${ckpt.batchCategories.join(', ')}], the data [${batchCategories.join(', ')}]`);
         }
         modelConfig = ckpt.modelConfig;
-        trainConfig = { ...ckpt.trainConfig, ...(a.epochs !== undefined ? { epochs: positiveInt('epochs', a.epochs)! } : {}) };
+        trainConfig = { ...ckpt.trainConfig, ...(a.epochs !== undefined ? { epochs: positiveInt('epochs', a.epochs)! } : {}), ...(earlyStopping ? { earlyStopping } : {}) };
         state = {
           params: ckpt.params,
           buffers: ckpt.buffers,
@@ -122,6 +136,11 @@ export const trainLocalCommand = (y: Argv): Argv =>
       const split = trainValidationSplit(all.nCells, trainConfig.seed, trainConfig.trainFraction);
       log.info(`train-local: ${all.nCells} cells × ${all.nGenes} genes, ${batchCategories.length} batches, ${split.train.length} train / ${split.validation.length} validation, ${trainConfig.epochs} epochs, ${modelConfig.likelihood}, backend ${backend}`);
       const t0 = performance.now();
+      let stopRequested = false;
+      const signals = onStopSignals((sig) => {
+        stopRequested = true;
+        log.warn(`${sig}: stopping after the current step${a.out ? `, writing ${a.out}` : ''} (${sig} again quits at once)`);
+      });
       const result = await train({
         source,
         modelConfig,
@@ -130,11 +149,18 @@ export const trainLocalCommand = (y: Argv): Argv =>
         validationCells: split.validation,
         state,
         maxSteps: positiveInt('max-steps', a['max-steps']),
+        shouldStop: () => stopRequested,
+        previousEpochs: history,
         onEpoch: (e) => {
           history.push(e);
           log.info(`epoch ${e.epoch + 1}/${trainConfig.epochs}: train ELBO ${e.trainElbo.toFixed(2)}, validation ELBO ${e.validationElbo.toFixed(2)}, kl weight ${e.klWeight.toFixed(3)}, ${(e.cells / e.seconds).toFixed(0)} cells/s`);
         },
-      });
+      }).catch((e: unknown) => {
+        // nothing is written: --out keeps what it held (a resumed run's checkpoint stays finite)
+        if (e instanceof DivergenceError) throw new CliError(e.withCheckpoint(a.resume ?? null).message, EXIT_DIVERGED);
+        throw e;
+      }).finally(() => signals.dispose());
+      if (result.earlyStopping) log.info(result.earlyStopping.describe());
       const seconds = (performance.now() - t0) / 1000;
       if (a.out) {
         const s = result.state;
@@ -153,6 +179,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
           manifestHash: null,
           history,
           createdAt: new Date().toISOString(),
+          ...(result.earlyStopping ? { earlyStopped: earlyStopRecord(result.earlyStopping) } : {}),
         };
         saveCheckpoint(a.out, ckpt);
         log.info(`checkpoint written to ${a.out}`);
@@ -164,6 +191,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
           genes: all.nGenes,
           epochs: result.state.epoch,
           steps: result.state.globalStep,
+          stopped: result.stopped,
           seconds: Number(seconds.toFixed(2)),
           trainElbo: last?.trainElbo ?? null,
           validationElbo: last?.validationElbo ?? null,

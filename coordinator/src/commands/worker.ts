@@ -9,6 +9,7 @@ import { ModelEngine } from '@atlasvae/worker/modelEngine';
 import { SimulatedEngine, type GradientEngine } from '@atlasvae/worker/engine';
 import { WorkerMetrics } from '@atlasvae/worker/metrics';
 import { metricsCliOptions, startMetricsServer } from '../metrics.js';
+import { onStopSignals } from '../signals.js';
 
 export const workerCommand = (y: Argv): Argv =>
   y.command(
@@ -65,10 +66,13 @@ export const workerCommand = (y: Argv): Argv =>
       });
       // a worker started by `atlasvae train` ends with its parent
       if (process.send) process.on('disconnect', () => process.exit(0));
-      const stop = (): void => client.stop();
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
+      // the first signal ends the connection (the coordinator hands its microbatches to others), a second exits at once
+      const signals = onStopSignals((sig) => {
+        log.info(`${sig}: stopping (${sig} again exits at once)`);
+        client.stop();
+      });
       const out = await client.run();
+      signals.dispose();
       await server?.stop();
       log.info(`worker finished: ${out.message}`, { microbatches: out.microbatches });
       if (out.reason === 'rejected' || out.reason === 'gave-up') throw new CliError(out.message);

@@ -9,6 +9,7 @@ import type { DatasetManifest } from '@atlasvae/shared/manifest';
 import { trainValidationSplit } from '@atlasvae/shared/plan';
 import { openSource, type MatrixSource, type ObsValues, type RowChunk } from './source.js';
 import { readObsTsv, obsColumnFor, categorize, type Categorical } from './obs.js';
+import { keepObsColumn, writeObsFile, type ObsColumn } from './obsStore.js';
 import { readTsvRows } from './text.js';
 import { GeneMoments, ClippedMoments, clipModel, selectHvg } from './hvg.js';
 import { DatasetWriter, checkOutputDir, GENES_FILE } from './writer.js';
@@ -79,21 +80,30 @@ async function imposedGenes(fileOrDataset: string, src: MatrixSource): Promise<{
   return { names, ids, sourceIndex, missing };
 }
 
+/**
+ * Where an entry is, numbered as the input numbers it: a MatrixMarket file counts its rows (genes)
+ * and columns (cells) from 1; h5ad and 10x .h5 arrays are indexed from 0 (as in Python).
+ */
+function entryAt(format: MatrixSource['format'], c: RowChunk, cell: number, gene: number): string {
+  if (format === 'mtx') return `column ${c.start + cell + 1} (barcode ${c.barcodes[cell]}), row ${gene + 1} of the MatrixMarket file`;
+  return `cell ${c.start + cell} (barcode ${c.barcodes[cell]}), gene ${gene}`;
+}
+
 /** Checks every value of a chunk; returns whether all are integers. */
-function checkValues(file: string, c: RowChunk, allowNonInteger: boolean): boolean {
+function checkValues(file: string, c: RowChunk, allowNonInteger: boolean, format: MatrixSource['format']): boolean {
   const v = c.values;
   let integer = true;
   for (let k = 0; k < v.length; k++) {
     const x = v[k]!;
     if (!(x >= 0)) {
       const cell = rowOfEntry(c.indptr, k);
-      throw new InputError(file, `${Number.isNaN(x) ? 'NaN' : `negative value ${x}`} at cell ${c.start + cell} (barcode ${c.barcodes[cell]}), gene ${c.indices[k]}: counts must be non-negative numbers`);
+      throw new InputError(file, `${Number.isNaN(x) ? 'NaN' : `negative value ${x}`} at ${entryAt(format, c, cell, c.indices[k]!)}: counts must be non-negative numbers`);
     }
     if (x !== Math.round(x) || !Number.isFinite(x)) {
-      if (!Number.isFinite(x)) throw new InputError(file, `infinite value at cell ${c.start + rowOfEntry(c.indptr, k)}`);
+      if (!Number.isFinite(x)) throw new InputError(file, `infinite value at ${entryAt(format, c, rowOfEntry(c.indptr, k), c.indices[k]!)}`);
       if (!allowNonInteger) {
         const cell = rowOfEntry(c.indptr, k);
-        throw new InputError(file, `non-integer value ${x} at cell ${c.start + cell} (barcode ${c.barcodes[cell]}), gene ${c.indices[k]}: the model needs raw counts; use --layer (e.g. counts) or --use-raw if the file holds them elsewhere, or --allow-non-integer`);
+        throw new InputError(file, `non-integer value ${x} at ${entryAt(format, c, cell, c.indices[k]!)}: the model needs raw counts; use --layer (e.g. counts) or --use-raw if the file holds them elsewhere, or --allow-non-integer`);
       }
       integer = false;
     }
@@ -139,7 +149,7 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
       let done = 0;
       for await (const c of src.rows()) {
         if (c.start !== done) throw new InputError(file, `internal: cells out of order (${c.start} after ${done})`);
-        integerCounts = checkValues(file, c, o.allowNonInteger) && integerCounts;
+        integerCounts = checkValues(file, c, o.allowNonInteger, src.format) && integerCounts;
         for (let i = 0; i < c.nCells; i++) {
           const wait = onCell(c.start + i, c, c.indptr[i]!, c.indptr[i + 1]!);
           if (wait) await wait; // only when the writer flushed a record batch
@@ -239,6 +249,9 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
     const nCells = w.cellsWritten;
     const trainFraction = o.trainFraction ?? 0.9;
     const split = trainValidationSplit(nCells, o.seed, trainFraction);
+    // every obs column of the input (or of --obs), by source row, beside the shards
+    const obsColumns = await keptObsColumns(src, o.obs, barcodes, warn);
+    writeObsFile(w.tmpDir, obsColumns, src.nCells);
     const { onProgress: _p, onWarning: _w, tmpDir: _t, force: _f, sortBucketEntries: _b, ...options } = o;
     const manifest = await w.finish({
       batchKey: o.batchKey ?? null,
@@ -259,6 +272,36 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
   } finally {
     await src.close();
   }
+}
+
+/** Every obs column of the source (or of the --obs TSV), as kept by keepObsColumn. */
+async function keptObsColumns(src: MatrixSource, tsv: string | undefined, barcodes: () => Promise<string[]>, warn: (m: string) => void): Promise<ObsColumn[]> {
+  const out: ObsColumn[] = [];
+  if (tsv) {
+    const table = await readObsTsv(tsv);
+    const bc = await barcodes();
+    for (const name of table.columns.keys()) {
+      const c = keepObsColumn(name, obsColumnFor(table, name, bc), warn);
+      if (c) out.push(c);
+    }
+    return out;
+  }
+  for (const name of src.obsKeys()) {
+    let v: ObsValues;
+    try {
+      v = src.obsColumn(name);
+    } catch (e) {
+      warn(`obs column "${name}" not kept: ${(e as Error).message}`);
+      continue;
+    }
+    if ((Array.isArray(v) ? v.length : v.codes.length) !== src.nCells) {
+      warn(`obs column "${name}" not kept: it has a value per ${Array.isArray(v) ? v.length : v.codes.length} rows, the matrix ${src.nCells} cells`);
+      continue;
+    }
+    const c = keepObsColumn(name, v, warn);
+    if (c) out.push(c);
+  }
+  return out;
 }
 
 /** Sorts the first n (gene, count) pairs by gene. */

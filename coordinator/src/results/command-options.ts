@@ -15,6 +15,7 @@ export function withModelAndData<T>(y: Argv<T>) {
     .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
     .option('as-batch', { type: 'string', describe: "decode every cell as this model batch (query data from batches the model never saw)" })
     .option('chunk-cells', { type: 'number', default: 1024, describe: 'cells per inference chunk' })
+    .option('force', { type: 'boolean', default: false, describe: 'replace an existing --out file' })
     .option('local-workers', { type: 'number', default: 0, describe: 'run inference on this many local worker processes (0: in this process)' })
     .option('port', { type: 'number', describe: 'let `atlasvae worker --connect ws://HOST:PORT` processes join the inference (0: any free port)' })
     .option('host', { type: 'string', default: '127.0.0.1', describe: 'interface the inference endpoint listens on (0.0.0.0 for other machines)' })

@@ -50,6 +50,15 @@ export async function writeEmbeddingTable(engine: InferenceEngine, plan: ChunkPl
             cols[name] = v;
           });
         }
+        // then the input's other obs columns, as scanpy users find them in adata.obs (after the
+        // latent columns: the first columns keep their places for existing readers)
+        const obs = opts.naming.obs;
+        if (obs && id) {
+          for (const name of obs.names) {
+            if (name in cols || /^z_(var_)?\d+$/.test(name)) continue;
+            cols[name] = obs.kind(name) === 'number' ? obs.numbers(name, id.sourceRow) : obs.strings(name, id.sourceRow);
+          }
+        }
         await writer.write(cols);
         opts.onChunk?.(n);
       },

@@ -14,6 +14,10 @@ export interface EmbeddingData {
   latent: Float32Array;
   batch: string[] | null;
   label: string[] | null;
+  /** any other column's values as text (null when the file has no such column) */
+  column(name: string): string[] | null;
+  /** the file's columns other than the latent ones */
+  columnNames: string[];
 }
 
 const LATENT = /^z_(\d+)$/;
@@ -51,9 +55,14 @@ function readArrow(file: string): EmbeddingData {
   });
   const strings = (name: string): string[] | null => {
     const c = t.getChild(name);
-    return c ? (Array.from(c.toArray() as ArrayLike<string | number | bigint | null>, (v) => (v == null ? '' : String(v)))) : null;
+    if (!c) return null;
+    return Array.from({ length: c.length }, (_, i) => {
+      const v = c.get(i);
+      return v == null || (typeof v === 'number' && Number.isNaN(v)) ? '' : String(v);
+    });
   };
-  return { nCells: n, dim, latent, batch: strings('batch'), label: strings('label') };
+  const columnNames = t.schema.fields.map((f) => f.name).filter((x) => !LATENT.test(x));
+  return { nCells: n, dim, latent, batch: strings('batch'), label: strings('label'), column: strings, columnNames };
 }
 
 /** Split one CSV/TSV line, honouring double quotes. */
@@ -81,8 +90,7 @@ async function readDelimited(file: string, sep: string): Promise<EmbeddingData> 
   let zIdx: number[] = [];
   let bIdx = -1, lIdx = -1;
   const chunks: number[] = [];
-  const batch: string[] = [];
-  const label: string[] = [];
+  const others: string[][] = [];
   let line = 0;
   for await (const text of rl) {
     line++;
@@ -94,6 +102,7 @@ async function readDelimited(file: string, sep: string): Promise<EmbeddingData> 
       zIdx = names.map((n) => header!.indexOf(n));
       bIdx = header.indexOf('batch');
       lIdx = header.indexOf('label');
+      for (let j = 0; j < header.length; j++) others.push([]);
       continue;
     }
     if (f.length !== header.length) throw new InputError(file, `line ${line} has ${f.length} fields, the header has ${header.length}`);
@@ -102,12 +111,16 @@ async function readDelimited(file: string, sep: string): Promise<EmbeddingData> 
       if (Number.isNaN(v) && f[j] !== 'NaN') throw new InputError(file, `line ${line}: ${JSON.stringify(f[j])} is not a number`);
       chunks.push(v);
     }
-    if (bIdx >= 0) batch.push(f[bIdx]!);
-    if (lIdx >= 0) label.push(f[lIdx]!);
+    for (let j = 0; j < f.length; j++) if (!zIdx.includes(j)) others[j]!.push(f[j]!);
   }
   if (!header) throw new InputError(file, 'is empty');
   const dim = zIdx.length;
-  return { nCells: chunks.length / dim, dim, latent: Float32Array.from(chunks), batch: bIdx >= 0 ? batch : null, label: lIdx >= 0 ? label : null };
+  const h = header;
+  const column = (name: string): string[] | null => (h.indexOf(name) >= 0 && !zIdx.includes(h.indexOf(name)) ? others[h.indexOf(name)]! : null);
+  return {
+    nCells: chunks.length / dim, dim, latent: Float32Array.from(chunks), batch: bIdx >= 0 ? column('batch') : null, label: lIdx >= 0 ? column('label') : null,
+    column, columnNames: h.filter((_, j) => !zIdx.includes(j)),
+  };
 }
 
 /** Category codes (first-seen order sorted by name) of string values; '' is unknown (-1). */

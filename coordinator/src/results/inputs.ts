@@ -3,6 +3,7 @@
 // dataset fits the model: the same genes in the same order (a query dataset is prepared with
 // `--genes` from the model's gene list), and batches the model knows (or one named with --as-batch).
 
+import { readObsFile } from '../data/obsStore.js';
 import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
 import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { createModel } from '@atlasvae/shared/model/vae';
@@ -107,6 +108,7 @@ export async function openResultsInputs(o: { checkpoint: string; data: string; b
       batchNames: dataset.manifest.batchCategories,
       labelNames: dataset.manifest.labelCategories,
       lookup: (cells) => source.getSourceRows(cells),
+      obs: readObsFile(dataset.dir),
     };
     return {
       checkpoint,

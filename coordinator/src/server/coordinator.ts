@@ -9,6 +9,7 @@
 //   a step completes only when every microbatch has exactly one accepted result;
 // - a worker that leaves, fails or exceeds the step timeout has its microbatches handed out again.
 
+import fs from 'node:fs';
 import type { WebSocket } from 'ws';
 import { epochPlan, type PlannedStep } from '@atlasvae/shared/plan';
 import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
@@ -16,6 +17,8 @@ import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import { saveCheckpoint, type Checkpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
 import { encodeFrame, encodeFrameParts, decodeFrame, payloadAsFloat32, FrameError, ReusableFrame } from '@atlasvae/shared/protocol/frame';
 import type { GradientAccumulator } from '@atlasvae/shared/train/step';
+import { DivergenceError, checkGradNorm, checkStepLoss, nonFiniteTerm } from '@atlasvae/shared/train/divergence';
+import { EarlyStopping } from '@atlasvae/shared/train/earlyStopping';
 import {
   PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
   type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg,
@@ -30,6 +33,9 @@ import type { Optimizer } from './optimizer.js';
 /** Where parameters are streamed out of Adam range by range (`applyAndBroadcast`). */
 export const STREAM_PARAMS = ['auto', 'always', 'never'] as const;
 export type StreamParams = (typeof STREAM_PARAMS)[number];
+
+/** A stop request that could not wait for the current step (it was abandoned, not applied). */
+class StepAbandoned extends Error {}
 
 /** the payload of a file result that will be dropped, so its file is never read */
 const NOT_READ = new Float32Array(0);
@@ -100,8 +106,10 @@ export interface EpochRecord {
 export interface TrainOutcome {
   position: CheckpointPosition;
   history: EpochRecord[];
-  stopped: 'finished' | 'max-steps' | 'interrupted';
+  stopped: 'finished' | 'max-steps' | 'interrupted' | 'early-stopping';
   lastCheckpoint: string | null;
+  /** set when early stopping ended the run */
+  earlyStopping?: EarlyStopping;
 }
 
 interface Conn {
@@ -161,6 +169,10 @@ export class Coordinator {
   private expiryTimer: NodeJS.Timeout | null = null;
   private readonly maxWorkBytes: number;
   private validator: Validator | null = null;
+  /** worker count at the last idle-workers warning */
+  private idleWarnedAt = 0;
+  /** early stopping of this run (when configured and validated) */
+  private earlyStopping: EarlyStopping | null = null;
   /** shared-memory files for workers on this host (created at listen, removed at close) */
   private sharedMemory: SharedMemoryFolder | null = null;
   /** results read from shared-memory files, one buffer per microbatch index (reused every step) */
@@ -221,9 +233,19 @@ export class Coordinator {
     return this.url;
   }
 
-  /** Finish the current step, write a checkpoint, and stop. */
-  requestStop(): void {
+  /**
+   * Finish the current step, write a checkpoint, and stop. A step that has not completed within
+   * `graceMs` (its workers gone or stalled) is abandoned instead: nothing of it is applied, so the
+   * checkpoint holds the last completed step and a resume redoes this one. Waiting for workers
+   * ends at once.
+   */
+  requestStop(graceMs = 3000): void {
+    if (this.stopRequested) return;
     this.stopRequested = true;
+    const waiters = this.workerWaiters;
+    this.workerWaiters = [];
+    for (const w of waiters) w();
+    setTimeout(() => this.current?.reject(new StepAbandoned('stop requested')), graceMs).unref();
   }
 
   /** Stop serving. With `done`, workers are told training is over and exit; without, they see the
@@ -289,6 +311,7 @@ export class Coordinator {
     if (cur) {
       for (const i of cur.run.release(c.id)) {
         this.emit('microbatchRedone', { globalStep: cur.version, microbatch: i, reason: 'disconnect', workerId: c.id });
+        if (this.failedTooOften(cur, i, `worker ${c.id} left while computing it: ${why}`)) return;
       }
       this.dispatch();
     }
@@ -358,10 +381,21 @@ export class Coordinator {
     c.ready = true;
     this.emit('workerConnected', c.info, this.connectedWorkers);
     this.emit('log', 'info', `worker ${c.id} joined (${c.info.name}, ${backend}, ${c.info.remote}); ${this.connectedWorkers} connected`);
+    this.warnIfIdleWorkers();
     const waiters = this.workerWaiters;
     this.workerWaiters = [];
     for (const w of waiters) w();
     this.dispatch();
+  }
+
+  /** Warn (once per worker count) when a step has fewer microbatches than workers: some idle every step. */
+  private warnIfIdleWorkers(): void {
+    const { globalBatch, microbatch } = this.setup.trainConfig;
+    const perStep = Math.max(1, Math.ceil(globalBatch / microbatch));
+    const n = this.connectedWorkers;
+    if (n <= perStep || n <= this.idleWarnedAt) return;
+    this.idleWarnedAt = n;
+    this.emit('log', 'warn', `${n} workers connected, but a step has ${perStep} microbatch${perStep === 1 ? '' : 'es'} (global batch ${globalBatch} / microbatch ${microbatch}): ${n - perStep} worker${n - perStep === 1 ? '' : 's'} idle every step. Start with --local-workers/--min-workers ${n} (the default microbatch then splits each step ${n} ways) or set --microbatch`);
   }
 
   private onResult(c: Conn, r: ResultMsg, payload: Uint8Array): void {
@@ -401,6 +435,11 @@ export class Coordinator {
       klSum: r.klSum,
       lossSum: r.lossSum,
     };
+    if (r.nonFinite && cur.run.wouldAccept(c.id, r.microbatch)) {
+      const bad = nonFiniteTerm({ loss: r.lossSum, reconstruction: r.reconstructionSum, kl: r.klSum }) ?? 'a loss term is not finite';
+      cur.reject(new DivergenceError(cur.version, cur.epoch, `${bad} on microbatch ${r.microbatch} (worker ${c.id})`));
+      return;
+    }
     const outcome = cur.run.accept(c.id, r.microbatch, g, r.computeMs);
     if (outcome !== 'accepted') {
       this.emit('resultDropped', outcome, c.id);
@@ -423,13 +462,19 @@ export class Coordinator {
     const cur = this.current;
     if (!cur || f.version !== cur.version || !cur.run.items[f.microbatch]) return;
     this.emit('log', 'warn', `worker ${c.id} failed microbatch ${f.microbatch} of step ${f.step}: ${f.message}`);
-    const n = cur.run.fail(c.id, f.microbatch);
+    cur.run.fail(c.id, f.microbatch);
     this.emit('microbatchRedone', { globalStep: cur.version, microbatch: f.microbatch, reason: 'failure', workerId: c.id });
-    if (n >= (this.opts.maxFailures ?? 3)) {
-      cur.reject(new Error(`microbatch ${f.microbatch} of step ${cur.version} failed ${n} times; last error from worker ${c.id}: ${f.message}`));
-      return;
-    }
+    if (this.failedTooOften(cur, f.microbatch, `error from worker ${c.id}: ${f.message}`)) return;
     this.dispatch();
+  }
+
+  /** A microbatch that failed `maxFailures` times for any reason (failure message, its worker
+   * leaving or dropped, a step timeout) ends the run: the step's promise rejects. */
+  private failedTooOften(cur: Current, i: number, last: string): boolean {
+    const n = cur.run.failuresOf(i);
+    if (n < (this.opts.maxFailures ?? 3)) return false;
+    cur.reject(new Error(`microbatch ${i} of step ${cur.version + 1} (epoch ${cur.epoch + 1}) failed ${n} times; last: ${last}`));
+    return true;
   }
 
   private sendRaw(c: Conn, frame: Buffer): void {
@@ -571,6 +616,7 @@ export class Coordinator {
       if (slow) slow.stalled = true;
       this.emit('microbatchRedone', { globalStep: cur.version, microbatch: e.index, reason: 'timeout', workerId: e.workerId });
       this.emit('log', 'warn', `worker ${e.workerId} exceeded the step timeout on microbatch ${e.index} of step ${cur.version}; handing it to another worker`);
+      if (this.failedTooOften(cur, e.index, `worker ${e.workerId} exceeded the step timeout (${this.opts.stepTimeoutMs / 1000} s)`)) return;
     }
     if (expired.length) this.dispatch();
   }
@@ -580,7 +626,7 @@ export class Coordinator {
     this.emit('waitingForWorkers', this.connectedWorkers, n);
     return new Promise((resolve) => {
       const check = (): void => {
-        if (this.connectedWorkers >= n) resolve();
+        if (this.connectedWorkers >= n || this.stopRequested) resolve();
         else this.workerWaiters.push(check);
       };
       this.workerWaiters.push(check);
@@ -608,6 +654,9 @@ export class Coordinator {
       : { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
     let lastCheckpoint: string | null = null;
     let stopped: TrainOutcome['stopped'] = 'finished';
+    const early = tc.earlyStopping && this.validator ? EarlyStopping.replay(tc.earlyStopping, history) : null;
+    if (early && early.wait >= early.config.patience) stopped = 'early-stopping';
+    this.earlyStopping = early;
     const timer = Math.max(50, Math.min(1000, this.opts.stepTimeoutMs / 4));
     this.expiryTimer = setInterval(() => this.checkExpiry(), timer);
     this.expiryTimer.unref();
@@ -626,7 +675,7 @@ export class Coordinator {
     };
 
     try {
-      while (pos.epoch < tc.epochs) {
+      while (stopped === 'finished' && pos.epoch < tc.epochs) {
         if (pos.stepInEpoch >= plan.length) {
           // epoch finished
           const rec = await this.closeEpoch(acc, performance.now() - epochStart);
@@ -635,6 +684,11 @@ export class Coordinator {
           pos.stepInEpoch = 0;
           acc = { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
           epochStart = performance.now();
+          if (early && rec.validationElbo !== undefined && early.observe(rec.epoch, rec.validationElbo)) {
+            stopped = 'early-stopping';
+            this.emit('log', 'info', early.describe());
+            break;
+          }
           if (pos.epoch < tc.epochs) plan = planFor(pos.epoch);
           continue;
         }
@@ -661,7 +715,15 @@ export class Coordinator {
           prefetch = this.prepareStep(nextP);
           prefetch.catch(() => undefined);
         };
-        const report = await this.runStep(pos, plan.length, items, dataWaitMs, t0, startPrefetch);
+        let report: StepReport;
+        try {
+          report = await this.runStep(pos, plan.length, items, dataWaitMs, t0, startPrefetch);
+        } catch (e) {
+          if (!(e instanceof StepAbandoned)) throw e;
+          this.emit('log', 'warn', `step ${pos.globalStep + 1} abandoned: it did not complete after the stop request (a resume redoes it)`);
+          stopped = 'interrupted';
+          break;
+        }
         startPrefetch();
         acc.nCells += report.nCells;
         acc.loss += report.loss * report.nCells;
@@ -674,6 +736,11 @@ export class Coordinator {
           lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
         }
       }
+    } catch (e) {
+      if (!(e instanceof DivergenceError)) throw e;
+      // name the last checkpoint (this run's, or the one it resumed from): finite by construction
+      const path = this.opts.checkpointPath;
+      throw e.withCheckpoint(lastCheckpoint ?? (path && fs.existsSync(path) ? path : null));
     } finally {
       if (this.expiryTimer) clearInterval(this.expiryTimer);
       this.expiryTimer = null;
@@ -681,7 +748,7 @@ export class Coordinator {
     lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
     const out: EpochRecord[] = [...history];
     if (acc.nCells > 0 && pos.stepInEpoch > 0) out.push(this.epochRecord(acc, true));
-    return { position: pos, history: out, stopped, lastCheckpoint };
+    return { position: pos, history: out, stopped, lastCheckpoint, ...(stopped === 'early-stopping' && early ? { earlyStopping: early } : {}) };
   }
 
   private epochRecord(acc: EpochAcc, partial: boolean): EpochRecord {
@@ -697,6 +764,7 @@ export class Coordinator {
   private async closeEpoch(acc: EpochAcc, ms: number): Promise<EpochRecord> {
     const rec = this.epochRecord(acc, false);
     if (this.validator) {
+      this.emit('log', 'debug', `epoch ${acc.epoch + 1}: evaluating the held-out ELBO`);
       const snap = this.setup.optimizer.snapshot();
       const v = await this.validator(snap.params, snap.buffers, acc.epoch);
       rec.validationElbo = v.elbo;
@@ -726,8 +794,10 @@ export class Coordinator {
     const tCollected = performance.now();
     if (acc.count !== items.length) throw new Error(`internal: step ${pos.globalStep} completed with ${acc.count} of ${items.length} microbatches summed`);
     const { cells: nCells, loss, reconstruction: rec, kl } = acc;
-    if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${pos.globalStep} (epoch ${pos.epoch}): the loss is ${loss}`);
+    checkStepLoss(pos.globalStep, pos.epoch, { loss, reconstruction: rec, kl });
     const { timing, streamMs, sendMs } = this.applyAndBroadcast(acc, pos.epoch);
+    // non-finite gradients: these parameters are lost (never checkpointed), the last checkpoint is not
+    checkGradNorm(pos.globalStep, pos.epoch, timing.gradNorm);
     const tEnd = performance.now();
     const collectMs = tCollected - tDispatch;
     const computeMs = Math.min(collectMs, Math.max(0, ...run.computeMsByWorker.values()));
@@ -755,6 +825,8 @@ export class Coordinator {
       position: { ...pos }, genes: data.genes, batchCategories: data.batchCategories, labelCategories: data.labelCategories,
       manifestHash: data.manifestHash, history: hist, createdAt: new Date().toISOString(),
     };
+    const es = this.earlyStopping;
+    if (es && es.wait >= es.config.patience) ckpt.earlyStopped = { epoch: es.bestEpoch + es.wait, bestEpoch: es.bestEpoch, bestValidationElbo: es.best };
     saveCheckpoint(path, ckpt);
     this.emit('checkpointWritten', { path, globalStep: pos.globalStep, bytes: 4 * (snap.params.length * 3 + snap.buffers.length), ms: performance.now() - t0 });
     return path;

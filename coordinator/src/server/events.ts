@@ -63,7 +63,7 @@ export interface CoordinatorObserver {
   bytes(direction: 'sent' | 'received', n: number): void;
   checkpointWritten(info: { path: string; globalStep: number; bytes: number; ms: number }): void;
   waitingForWorkers(connected: number, needed: number): void;
-  log(level: 'info' | 'warn' | 'error', message: string): void;
+  log(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
 }
 
 export type ObserverList = Partial<CoordinatorObserver>[];

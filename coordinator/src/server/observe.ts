@@ -12,7 +12,8 @@ import type { Coordinator, TrainingSetup } from './coordinator.js';
 export interface Wiring {
   metrics: CoordinatorMetrics;
   progress: Progress | null;
-  finish(ok: boolean): void;
+  /** `started`: training began (false: end without a progress summary) */
+  finish(ok: boolean, started?: boolean): void;
 }
 
 /** reasons that concern the connection itself; the others are a bad message on it */
@@ -81,8 +82,8 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
   return {
     metrics,
     progress,
-    finish(ok) {
-      progress?.finish();
+    finish(ok, started = true) {
+      progress?.finish(started);
       metrics.trainingFinished(ok);
       if (audit !== null) fs.closeSync(audit);
     },

@@ -8,6 +8,11 @@ import { Coordinator, type TrainOutcome } from './coordinator.js';
 import { prepareTraining, type TrainingFlags, type PreparedTraining } from './setup.js';
 import { wireCoordinator } from './observe.js';
 import { heldOutValidator } from './validation.js';
+import { DivergenceError } from '@atlasvae/shared/train/divergence';
+import { onStopSignals } from '../signals.js';
+
+/** Exit status of a run that diverged (a non-finite loss or gradient). */
+export const EXIT_DIVERGED = 3;
 
 export interface ServeOptions {
   host: string;
@@ -46,13 +51,13 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
   if (!s.token && s.host !== '127.0.0.1' && s.host !== 'localhost' && s.host !== '::1') {
     log.warn('no --token (or ATLASVAE_TOKEN): any client that reaches this port can join as a worker');
   }
-  const prepared = await prepareTraining(flags, (m) => log.info(m));
+  const prepared = await prepareTraining(flags, (m) => log.info(m), s.minWorkers);
   const { setup } = prepared;
   const coordinator = new Coordinator(
     {
       host: s.host, port: s.port, token: s.token, tls, minWorkers: s.minWorkers,
       stepTimeoutMs: flags['step-timeout'] * 1000, checkpointEvery: flags['checkpoint-every'],
-      checkpointPath: flags.checkpoint ?? null, maxSteps: prepared.maxSteps, streamParams: flags['stream-params'] ?? 'auto', sharedMemory: flags['shared-memory'] ?? 'auto',
+      checkpointPath: prepared.checkpointPath, maxSteps: prepared.maxSteps, streamParams: flags['stream-params'] ?? 'auto', sharedMemory: flags['shared-memory'] ?? 'auto',
     },
     setup,
   );
@@ -63,38 +68,37 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
   }
   const wiring = wireCoordinator(coordinator, setup, { progress: s.progress ?? true, auditPath: s.audit, maxSteps: prepared.maxSteps });
   const metricsServer = await startMetricsServer(wiring.metrics, s.metricsPort, s.metricsHost);
-  let interrupts = 0;
-  const onSignal = (sig: string): void => {
-    interrupts++;
-    if (interrupts > 1) process.exit(130);
-    log.warn(`${sig}: finishing the current step, writing a checkpoint, then stopping (again to quit at once)`);
+  const signals = onStopSignals((sig) => {
+    log.warn(`${sig}: finishing the current step (abandoned after 3 s if it cannot finish), writing the checkpoint ${prepared.checkpointPath}, then stopping (${sig} again quits at once)`);
     coordinator.requestStop();
-  };
-  const onInt = (): void => onSignal('SIGINT');
-  const onTerm = (): void => onSignal('SIGTERM');
-  process.on('SIGINT', onInt);
-  process.on('SIGTERM', onTerm);
+  });
   const t0 = performance.now();
   let ok = false;
   let finished = false;
+  let listening = false;
   try {
     const url = await coordinator.listen().catch((e: Error) => {
       throw new CliError(`cannot listen on ${s.host}:${s.port} (${e.message})`);
     });
+    listening = true;
+    log.info(`checkpoint: ${prepared.checkpointPath}${flags.checkpoint === undefined ? ' (the default, beside the dataset; --checkpoint PATH to choose)' : ''}`);
     const mc = setup.modelConfig;
     log.info('training', {
       cells: setup.data.train.length, genes: mc.nGenes, batches: mc.nBatch, epochs: setup.trainConfig.epochs,
       globalBatch: setup.trainConfig.globalBatch, microbatch: setup.trainConfig.microbatch, parameters: setup.optimizer.params.length,
     });
     await s.onListening?.(url, prepared);
-    const outcome = await coordinator.train();
+    const outcome = await coordinator.train().catch((e: unknown) => {
+      if (e instanceof DivergenceError) throw new CliError(e.message, EXIT_DIVERGED);
+      throw e;
+    });
     ok = true;
     finished = outcome.stopped !== 'interrupted';
     return { ...outcome, prepared, seconds: (performance.now() - t0) / 1000 };
   } finally {
-    process.off('SIGINT', onInt);
-    process.off('SIGTERM', onTerm);
-    wiring.finish(ok);
+    signals.dispose();
+    // no progress summary for a run that never started (e.g. the port was taken)
+    wiring.finish(ok, listening && ok);
     // interrupted or failed: leave the workers waiting for a restart with --resume
     await coordinator.close(ok && finished ? 'training finished' : null);
     await metricsServer?.stop();

@@ -93,16 +93,23 @@ export class StepRun {
     return n;
   }
 
-  /** A worker left: its unfinished microbatches go back to the queue. Returns them. */
+  /** A worker left: its unfinished microbatches go back to the queue, each counted as a failure
+   * (a microbatch that crashes or stalls every worker it meets must end the run). Returns them. */
   release(workerId: number): number[] {
     const out: number[] = [];
     for (const [i, list] of this.holders) {
-      if (!list.some((a) => a.workerId === workerId)) continue;
+      if (!list.some((a) => a.workerId === workerId) || this.results[i] !== undefined) continue;
       const rest = list.filter((a) => a.workerId !== workerId);
       this.holders.set(i, rest);
+      this.failures.set(i, (this.failures.get(i) ?? 0) + 1);
       if (rest.length === 0 && this.requeue(i)) out.push(i);
     }
     return out;
+  }
+
+  /** times microbatch i failed: failure messages, holders that left, step timeouts */
+  failuresOf(i: number): number {
+    return this.failures.get(i) ?? 0;
   }
 
   /** Microbatches held longer than `timeoutMs` by their most recent holder: queued again (the
@@ -112,7 +119,10 @@ export class StepRun {
     for (const [i, list] of this.holders) {
       if (list.length === 0 || this.results[i] !== undefined) continue;
       const last = list[list.length - 1]!;
-      if (now - last.sentAt >= timeoutMs && this.requeue(i)) out.push({ index: i, workerId: last.workerId });
+      if (now - last.sentAt >= timeoutMs && this.requeue(i)) {
+        this.failures.set(i, (this.failures.get(i) ?? 0) + 1);
+        out.push({ index: i, workerId: last.workerId });
+      }
     }
     return out;
   }

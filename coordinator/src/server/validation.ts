@@ -9,6 +9,9 @@ import { createModel } from '@atlasvae/shared/model/vae';
 import { validationElbo } from '@atlasvae/shared/train/trainer';
 import type { Validator } from './coordinator.js';
 
+/** cells per forward pass of the held-out evaluation */
+export const EVAL_BATCH = 128;
+
 /** At most `max` of `cells`, evenly spread over them (all when there are fewer). */
 export function spreadSubset(cells: Uint32Array, max: number): Uint32Array {
   if (cells.length <= max) return cells;
@@ -28,6 +31,8 @@ export async function heldOutValidator(
   return async (params, buffers, epoch) => {
     model.setParams(params);
     model.setBuffers(buffers);
-    return validationElbo(model, source, cells, seed, epoch);
+    // the same numbers as whole 1024-cell chunks, in passes of at most a microbatch's size: the
+    // coordinator's memory at the end of an epoch stays that of a step, not of 1024 dense cells
+    return validationElbo(model, source, cells, seed, epoch, 1024, EVAL_BATCH);
   };
 }

@@ -7,6 +7,9 @@
 //     failure {version, step, microbatch, message}                   no payload
 //     result  {…, file, seq}                                         no payload: the gradient is in result file `file`
 //                                                                    as result number `seq` (after resultFiles)
+//     result  {…, nonFinite: true}                                   a loss sum is NaN or ±Infinity (then, and only then,
+//                                                                    the sums may be non-finite): training has diverged,
+//                                                                    the coordinator stops the run (not a protocol error)
 //     paramsFilesReady {}                                            no payload: the offered files opened (below)
 //   coordinator → worker
 //     welcome {protocol, workerId, modelConfig, seed, paramLength, bnLength, maxWorkBytes, paramsFiles?}
@@ -57,6 +60,8 @@ export interface ResultMsg {
   /** the gradient is in this result file (then no payload), as result number `seq` */
   file?: number;
   seq?: number;
+  /** set (true) when a loss sum is not finite: the only case in which the sums may be NaN or ±Infinity */
+  nonFinite?: true;
 }
 export interface FailureMsg { type: 'failure'; version: number; step: number; microbatch: number; message: string }
 export interface InferResultMsg { type: 'inferResult'; id: number; nCells: number; f64Length: number; f32Length: number; computeMs: number }
@@ -144,6 +149,8 @@ const SCHEMAS: Record<string, Schema> = {
 const WORKER_TYPES = new Set(['hello', 'result', 'failure', 'inferResult', 'inferFailure', 'paramsFilesReady']);
 const COORDINATOR_TYPES = new Set(['welcome', 'params', 'work', 'done', 'buffers', 'infer', 'resultFiles']);
 const MAX_STRING = 1024;
+/** the result fields a `nonFinite` result may carry as NaN or ±Infinity */
+const LOSS_SUMS = new Set(['reconstructionSum', 'klSum', 'lossSum']);
 
 function checkFields(h: Header, schema: Schema): void {
   for (const [k, kind] of Object.entries(schema)) {
@@ -153,7 +160,10 @@ function checkFields(h: Header, schema: Schema): void {
         if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new ProtocolError(`${h.type}.${k} must be a non-negative integer`);
         break;
       case 'num':
-        if (typeof v !== 'number' || !Number.isFinite(v)) throw new ProtocolError(`${h.type}.${k} must be a finite number`);
+        if (typeof v !== 'number' || !Number.isFinite(v)) {
+          // a result flagged nonFinite reports a diverged loss: its sums may be NaN or ±Infinity
+          if (!(typeof v === 'number' && h.type === 'result' && h.nonFinite === true && LOSS_SUMS.has(k))) throw new ProtocolError(`${h.type}.${k} must be a finite number`);
+        }
         break;
       case 'str':
         if (typeof v !== 'string' || v.length > MAX_STRING) throw new ProtocolError(`${h.type}.${k} must be a string of at most ${MAX_STRING} characters`);
@@ -191,6 +201,7 @@ export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes:
       if (r.gradLength !== sizes.paramLength) throw new ProtocolError(`result.gradLength ${r.gradLength} != model parameter count ${sizes.paramLength}`);
       if (r.bnLength !== sizes.bnLength) throw new ProtocolError(`result.bnLength ${r.bnLength} != model BatchNorm statistics count ${sizes.bnLength}`);
       if (r.nCells === 0) throw new ProtocolError('result.nCells must be positive');
+      if (r.nonFinite !== undefined && r.nonFinite !== true) throw new ProtocolError('result.nonFinite must be true when present');
       if (r.file !== undefined || r.seq !== undefined) {
         if (!Number.isInteger(r.file) || r.file! < 0 || r.file! >= MAX_RESULT_FILES) throw new ProtocolError(`result.file must be an integer 0–${MAX_RESULT_FILES - 1}`);
         if (!Number.isSafeInteger(r.seq) || r.seq! < 1) throw new ProtocolError('result.seq must be a positive integer');
