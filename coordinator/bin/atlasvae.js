@@ -4,7 +4,8 @@
 // script, or `npm run build`), so the link points at this committed file, which loads the
 // compiled CLI, or says how to build it.
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import process from 'node:process';
+import { URL, fileURLToPath } from 'node:url';
 
 const cli = new URL('../dist/cli.js', import.meta.url);
 if (!fs.existsSync(fileURLToPath(cli))) {

@@ -104,14 +104,14 @@ export function readObsFile(dir: string): ObsStore | null {
     strings(name, rows) {
       const c = col(name);
       return Array.from(rows, (r) => {
-        const v = c.get(r);
+        const v = c.get(r) as string | number | bigint | boolean | null | undefined;
         return v === null || v === undefined || (typeof v === 'number' && Number.isNaN(v)) ? '' : String(v);
       });
     },
     numbers(name, rows) {
       const c = col(name);
       return Float64Array.from(rows, (r) => {
-        const v = c.get(r);
+        const v = c.get(r) as string | number | bigint | boolean | null | undefined;
         return typeof v === 'number' ? v : NaN;
       });
     },

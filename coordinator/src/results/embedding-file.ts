@@ -57,7 +57,7 @@ function readArrow(file: string): EmbeddingData {
     const c = t.getChild(name);
     if (!c) return null;
     return Array.from({ length: c.length }, (_, i) => {
-      const v = c.get(i);
+      const v = c.get(i) as string | number | bigint | boolean | null | undefined;
       return v == null || (typeof v === 'number' && Number.isNaN(v)) ? '' : String(v);
     });
   };
