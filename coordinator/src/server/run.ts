@@ -1,13 +1,15 @@
 // Run a coordinator from flags to the end of training: used by `coordinator`, `train` and `demo`.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import { getLogger } from '@atlasvae/shared/log';
 import { CliError } from '@atlasvae/shared/errors';
-import { startMetricsServer } from '../metrics.js';
+import { startMetricsServer, type CoordinatorMetrics } from '../metrics.js';
 import { Coordinator, type TrainOutcome } from './coordinator.js';
 import { prepareTraining, type TrainingFlags, type PreparedTraining } from './setup.js';
 import { wireCoordinator } from './observe.js';
 import { heldOutValidator } from './validation.js';
+import { PrometheusTargetsFile } from './promTargets.js';
 
 export interface ServeOptions {
   host: string;
@@ -19,9 +21,11 @@ export interface ServeOptions {
   metricsPort?: number;
   metricsHost?: string;
   audit?: string;
+  /** Prometheus file_sd target file kept current with the coordinator and its workers */
+  prometheusTargets?: string;
   progress?: boolean;
   /** called once the endpoint listens (e.g. to start local workers) */
-  onListening?: (url: string, prepared: PreparedTraining) => void | Promise<void>;
+  onListening?: (url: string, prepared: PreparedTraining, metrics: CoordinatorMetrics) => void | Promise<void>;
 }
 
 export interface RunResult extends TrainOutcome {
@@ -63,6 +67,12 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
   }
   const wiring = wireCoordinator(coordinator, setup, { progress: s.progress ?? true, auditPath: s.audit, maxSteps: prepared.maxSteps });
   const metricsServer = await startMetricsServer(wiring.metrics, s.metricsPort, s.metricsHost);
+  if (s.prometheusTargets) {
+    const host = !s.metricsHost || s.metricsHost === '0.0.0.0' || s.metricsHost === '::' ? os.hostname() : s.metricsHost;
+    const targets = new PrometheusTargetsFile(s.prometheusTargets, metricsServer ? `${host.includes(':') ? `[${host}]` : host}:${metricsServer.port}` : null);
+    coordinator.observe({ workerConnected: (w) => targets.workerJoined(w), workerDisconnected: (w) => targets.workerLeft(w) });
+    log.info('Prometheus targets file written', { path: s.prometheusTargets });
+  }
   let interrupts = 0;
   const onSignal = (sig: string): void => {
     interrupts++;
@@ -86,7 +96,7 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
       cells: setup.data.train.length, genes: mc.nGenes, batches: mc.nBatch, epochs: setup.trainConfig.epochs,
       globalBatch: setup.trainConfig.globalBatch, microbatch: setup.trainConfig.microbatch, parameters: setup.optimizer.params.length,
     });
-    await s.onListening?.(url, prepared);
+    await s.onListening?.(url, prepared, wiring.metrics);
     const outcome = await coordinator.train();
     ok = true;
     finished = outcome.stopped !== 'interrupted';
