@@ -138,6 +138,7 @@ test('bad --devices and token files are refused within seconds, naming the probl
     [['worker', '--connect', 'ws://127.0.0.1:1', '--devices', 'all'], { CUDA_VISIBLE_DEVICES: '' }, /--devices all: no GPU visible.*--devices N/],
     [['worker', '--connect', 'ws://127.0.0.1:1', '--devices', '0,2'], { CUDA_VISIBLE_DEVICES: '0,1' }, /GPU 2 not on this node: GPUs 0,1/],
     [['worker', '--connect', 'ws://127.0.0.1:1', '--token-file', open], {}, /permissions 0644 are too open/],
+    [['worker', '--connect', 'ws://127.0.0.1:1', '--devices', '2', '--metrics-port', '65535'], { CUDA_VISIBLE_DEVICES: '' }, /--metrics-port 65535: .*65535…65536/],
     [['coordinator', '--data', data, '--token-file', open], {}, /permissions 0644 are too open/],
     [['train', '--data', data, '--token-file', file(dir, 'nope')], {}, /--token-file .*nope: cannot read it \(ENOENT\)/],
   ];

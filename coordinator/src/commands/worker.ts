@@ -59,6 +59,10 @@ export const workerCommand = (y: Argv): Argv =>
         } catch (e) {
           throw new CliError((e as Error).message);
         }
+        const base = argv['metrics-port'];
+        if (base !== undefined && (!Number.isInteger(base) || base < 0 || (base > 0 && base + slots.length - 1 > 65535))) {
+          throw new CliError(`--metrics-port ${base}: not a port number, or ports ${base}…${base + slots.length - 1} do not all exist`);
+        }
         const workerArgs = ['--connect', argv.connect, '--backend', argv.backend, '--give-up-after', String(argv['give-up-after']), '--metrics-host', argv['metrics-host'],
           '--log-level', rootLog.level, '--log-format', rootLog.format];
         if (argv['tls-ca']) workerArgs.push('--tls-ca', argv['tls-ca']);

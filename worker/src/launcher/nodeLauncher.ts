@@ -29,7 +29,10 @@ export function nodeChildSpecs(o: NodeLaunchOptions): ChildSpec[] {
     const args = ['worker', ...o.workerArgs, '--name', name];
     if (o.metricsPort !== undefined) args.push('--metrics-port', String(o.metricsPort === 0 ? 0 : o.metricsPort + slot.index));
     const env: NodeJS.ProcessEnv = { ...base, CUDA_VISIBLE_DEVICES: slot.gpu ?? '' };
-    if (o.token !== undefined) env.ATLASVAE_TOKEN = o.token;
+    if (o.token !== undefined) {
+      env.ATLASVAE_TOKEN = o.token;
+      delete env.ATLASVAE_TOKEN_FILE; // the launcher already read it: one source of truth
+    }
     return { name: `worker ${name}`, modulePath: o.cliPath, args, env };
   });
 }
