@@ -71,6 +71,7 @@ export class CoordinatorMetrics {
   private readonly progress: Gauge;
   private readonly checkpoints: Counter;
   private readonly checkpointTimestamp: Gauge;
+  private readonly localWorkerRestarts: Counter;
   private readonly workerCounts = new Map<string, number>();
   private state: RunState = 'idle';
   private completed = 0;
@@ -129,8 +130,14 @@ export class CoordinatorMetrics {
         if (age !== null) this.set(age);
       },
     });
+    this.localWorkerRestarts = new Counter({
+      name: 'atlasvae_local_worker_restarts_total',
+      help: 'Local worker processes (`train --local-workers`) restarted after they died.',
+      registers,
+    });
     this.microbatchesRedone.inc(0);
     this.checkpoints.inc(0);
+    this.localWorkerRestarts.inc(0);
   }
 
   /** healthz: 200 only while training is live */
@@ -228,6 +235,10 @@ export class CoordinatorMetrics {
     let n = 0;
     for (const v of this.workerCounts.values()) n += v;
     return n;
+  }
+
+  localWorkerRestarted(): void {
+    this.localWorkerRestarts.inc();
   }
 
   microbatchRedone(count = 1): void {

@@ -31,6 +31,8 @@ export interface WorkerOptions {
   /** extra CA certificate (PEM) for wss */
   ca?: string | Buffer;
   log?: (msg: string) => void;
+  /** this worker's Prometheus endpoint, "HOST:PORT" (empty HOST: the address it connects from), told to the coordinator */
+  metricsAddress?: string;
   /** observer hooks for metrics */
   events?: WorkerEvents;
 }
@@ -165,6 +167,7 @@ export class WorkerClient {
       });
       ws.on('open', () => {
         const hello: HelloMsg = { type: 'hello', protocol: PROTOCOL_VERSION, backend: this.opts.engine.backend, name: this.opts.name ?? os.hostname(), pid: process.pid };
+        if (this.opts.metricsAddress) hello.metrics = this.opts.metricsAddress;
         this.send(ws, encodeFrame(hello));
       });
       ws.on('message', (data: Buffer, isBinary: boolean) => {

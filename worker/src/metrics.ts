@@ -303,6 +303,18 @@ export class WorkerMetrics {
     return new MetricsServer(this.registry, { port, host, isLive: () => this.isLive, state: () => 'disconnected' });
   }
 
+  /** The GPU a scheduler or the node launcher bound this process to (CUDA_VISIBLE_DEVICES), as a label. */
+  setDevice(cudaVisibleDevices: string | undefined): void {
+    if (cudaVisibleDevices === undefined) return;
+    const value = /^[A-Za-z0-9,_-]{0,64}$/.test(cudaVisibleDevices) ? cudaVisibleDevices : 'other';
+    new Gauge({
+      name: 'atlasvae_worker_device_info',
+      help: 'Always 1; the label cuda_visible_devices is the GPU this worker was bound to ("" : none).',
+      labelNames: ['cuda_visible_devices'],
+      registers: [this.registry],
+    }).set({ cuda_visible_devices: value }, 1);
+  }
+
   /** A message from the coordinator failed validation. */
   rejected(reason: string): void {
     this.families.rejectedMessages.inc({ reason });

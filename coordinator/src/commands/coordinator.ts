@@ -1,5 +1,6 @@
 // `atlasvae coordinator`: serve a prepared dataset to workers over WebSockets and train.
 import type { Argv } from 'yargs';
+import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
 import { metricsCliOptions } from '../metrics.js';
 import { trainingOptions, type TrainingFlags } from '../server/setup.js';
 import { runCoordinator } from '../server/run.js';
@@ -7,7 +8,9 @@ import { reportOutcome } from '../server/report.js';
 
 export function serveOptions<T>(y: Argv<T>) {
   return y
-    .option('token', { type: 'string', describe: 'shared secret workers must present (default: $ATLASVAE_TOKEN)' })
+    .option('token', { type: 'string', describe: 'shared secret workers must present (default: $ATLASVAE_TOKEN); prefer --token-file' })
+    .option('token-file', { type: 'string', describe: 'read the shared secret from this file, readable by its owner only (default: $ATLASVAE_TOKEN_FILE)' })
+    .option('prometheus-targets', { type: 'string', describe: 'keep a Prometheus file_sd JSON file listing the metrics endpoints of the coordinator and every connected worker' })
     .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve wss:// (with --tls-key)' })
     .option('tls-key', { type: 'string', describe: 'PEM private key of --tls-cert' })
     .option('min-workers', { type: 'number', default: 1, describe: 'workers to wait for before the first step' })
@@ -27,9 +30,9 @@ export const coordinatorCommand = (y: Argv): Argv =>
         .example('$0 coordinator --data atlas/ --checkpoint run/model.ckpt --resume', 'continue after a crash or stop'),
     async (argv) => {
       const r = await runCoordinator(argv as unknown as TrainingFlags, {
-        host: argv.host, port: argv.port, token: argv.token ?? process.env.ATLASVAE_TOKEN ?? null,
+        host: argv.host, port: argv.port, token: resolveToken({ token: argv.token, tokenFile: argv['token-file'] }) ?? null,
         tlsCert: argv['tls-cert'], tlsKey: argv['tls-key'], minWorkers: argv['min-workers'],
-        metricsPort: argv['metrics-port'], metricsHost: argv['metrics-host'], audit: argv.audit,
+        metricsPort: argv['metrics-port'], metricsHost: argv['metrics-host'], audit: argv.audit, prometheusTargets: argv['prometheus-targets'],
       });
       reportOutcome(r);
     },

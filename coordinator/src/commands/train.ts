@@ -7,6 +7,7 @@ import { trainingOptions, type TrainingFlags } from '../server/setup.js';
 import { runCoordinator } from '../server/run.js';
 import { LocalWorkers } from '../server/localWorkers.js';
 import { reportOutcome } from '../server/report.js';
+import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
 import { serveOptions } from './coordinator.js';
 
 export const trainCommand = (y: Argv): Argv =>
@@ -24,14 +25,14 @@ export const trainCommand = (y: Argv): Argv =>
     async (argv) => {
       const n = argv['local-workers'];
       if (!Number.isInteger(n) || n < 0) throw new CliError('--local-workers must be a non-negative integer');
-      const token = argv.token ?? process.env.ATLASVAE_TOKEN ?? crypto.randomBytes(18).toString('base64url');
+      const token = resolveToken({ token: argv.token, tokenFile: argv['token-file'] }) ?? crypto.randomBytes(18).toString('base64url');
       const workers = new LocalWorkers(n, argv.backend, undefined, { port: argv['metrics-port'], host: argv['metrics-host'] });
       try {
         const r = await runCoordinator(argv as unknown as TrainingFlags, {
           host: argv.host, port: argv.port, token, tlsCert: argv['tls-cert'], tlsKey: argv['tls-key'],
           minWorkers: Math.max(1, argv['min-workers'] > 1 ? argv['min-workers'] : n), metricsPort: argv['metrics-port'], metricsHost: argv['metrics-host'],
-          audit: argv.audit,
-          onListening: (url) => workers.start(url.replace('0.0.0.0', '127.0.0.1'), token),
+          audit: argv.audit, prometheusTargets: argv['prometheus-targets'],
+          onListening: (url, _prepared, metrics) => workers.start(url.replace('0.0.0.0', '127.0.0.1'), token, () => metrics.localWorkerRestarted()),
         });
         reportOutcome(r);
       } finally {

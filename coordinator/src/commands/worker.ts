@@ -1,13 +1,17 @@
 // `atlasvae worker`: connect to a coordinator and compute microbatch gradients until training ends.
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
 import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
-import { getLogger } from '@atlasvae/shared/log';
+import { getLogger, log as rootLog } from '@atlasvae/shared/log';
 import { WorkerClient } from '@atlasvae/worker/client';
 import { ModelEngine } from '@atlasvae/worker/modelEngine';
 import { SimulatedEngine, type GradientEngine } from '@atlasvae/worker/engine';
 import { WorkerMetrics } from '@atlasvae/worker/metrics';
+import { discoverGpus, selectDevices } from '@atlasvae/worker/launcher/devices';
+import { launchNode } from '@atlasvae/worker/launcher/nodeLauncher';
+import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
 import { metricsCliOptions, startMetricsServer } from '../metrics.js';
 import { onStopSignals } from '../signals.js';
 
@@ -18,7 +22,9 @@ export const workerCommand = (y: Argv): Argv =>
     (b) =>
       b
         .option('connect', { type: 'string', demandOption: true, describe: 'coordinator URL, ws://HOST:PORT or wss://HOST:PORT' })
-        .option('token', { type: 'string', describe: 'shared secret of the coordinator (default: $ATLASVAE_TOKEN)' })
+        .option('token', { type: 'string', describe: 'shared secret of the coordinator (default: $ATLASVAE_TOKEN); prefer --token-file' })
+        .option('token-file', { type: 'string', describe: 'read the shared secret from this file, readable by its owner only (default: $ATLASVAE_TOKEN_FILE)' })
+        .option('devices', { type: 'string', describe: 'node launcher: one worker process per GPU: all, N (the first N GPUs, or N CPU workers on a node without GPUs) or IDs such as 0,2' })
         .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto: tensorflow when installed, else wasm)' })
         .option('name', { type: 'string', describe: 'name shown in the coordinator\'s logs (default: host name)' })
         .option('give-up-after', { type: 'number', default: 0, describe: 'exit after this many seconds without a coordinator (0: keep trying)' })
@@ -27,7 +33,8 @@ export const workerCommand = (y: Argv): Argv =>
         .option('simulate', { type: 'boolean', default: false, hidden: true, describe: 'skip the math and return zero gradients (capacity benchmarks)' })
         .options(metricsCliOptions)
         .example('$0 worker --connect ws://10.0.0.5:8787 --token $T', 'join a coordinator')
-        .example('$0 worker --connect wss://head:8787 --tls-ca ca.pem --backend tensorflow', 'join over TLS on a GPU'),
+        .example('$0 worker --connect wss://head:8787 --tls-ca ca.pem --backend tensorflow', 'join over TLS on a GPU')
+        .example('$0 worker --connect ws://head:8787 --token-file ~/.atlasvae/token --devices all --metrics-port 9401', 'one worker per GPU of this node (metrics on 9401, 9402, …)'),
     async (argv) => {
       const log = getLogger('worker');
       let url: URL;
@@ -45,13 +52,41 @@ export const workerCommand = (y: Argv): Argv =>
           throw new CliError(`${argv['tls-ca']}: cannot read the CA certificate (${(e as Error).message})`);
         }
       }
+      const token = resolveToken({ token: argv.token, tokenFile: argv['token-file'] });
+      if (argv.devices !== undefined) {
+        let slots;
+        try {
+          slots = selectDevices(argv.devices, discoverGpus());
+        } catch (e) {
+          throw new CliError((e as Error).message);
+        }
+        const base = argv['metrics-port'];
+        if (base !== undefined && (!Number.isInteger(base) || base < 0 || (base > 0 && base + slots.length - 1 > 65535))) {
+          throw new CliError(`--metrics-port ${base}: not a port number, or ports ${base}…${base + slots.length - 1} do not all exist`);
+        }
+        const workerArgs = ['--connect', argv.connect, '--backend', argv.backend, '--give-up-after', String(argv['give-up-after']), '--metrics-host', argv['metrics-host'],
+          '--log-level', rootLog.level, '--log-format', rootLog.format];
+        if (argv['tls-ca']) workerArgs.push('--tls-ca', argv['tls-ca']);
+        if (argv.insecure) workerArgs.push('--insecure');
+        if (argv.simulate) workerArgs.push('--simulate');
+        const outcomes = await launchNode({
+          cliPath: process.argv[1]!, workerArgs, slots, name: argv.name ?? os.hostname(), metricsPort: argv['metrics-port'], token, log: getLogger('launcher'),
+        });
+        const failed = outcomes.filter((o) => !o.done);
+        log.info(`node launcher finished: ${outcomes.length - failed.length} of ${outcomes.length} workers done`);
+        if (failed.length > 0) throw new CliError(`${failed.map((o) => `${o.name} (${o.signal ?? `exit code ${o.code}`})`).join(', ')} did not finish`);
+        return;
+      }
+      if (process.env.CUDA_VISIBLE_DEVICES !== undefined) log.info(`CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES}`);
       const engine: GradientEngine = argv.simulate ? new SimulatedEngine() : await ModelEngine.create(argv.backend, (m) => log.info(m));
       const metrics = new WorkerMetrics();
       metrics.setBackend(engine.backend);
+      metrics.setDevice(process.env.CUDA_VISIBLE_DEVICES);
       const server = await startMetricsServer(metrics, argv['metrics-port'], argv['metrics-host']);
       const client = new WorkerClient({
-        url: argv.connect, token: argv.token ?? process.env.ATLASVAE_TOKEN, engine, name: argv.name,
+        url: argv.connect, token, engine, name: argv.name,
         giveUpAfterMs: argv['give-up-after'] * 1000, insecure: argv.insecure, ca,
+        metricsAddress: server ? `${advertisedHost(argv['metrics-host'])}:${server.port}` : undefined,
         log: (m) => log.info(m.replace(/^atlasvae worker: /, '')),
         events: {
           connected: () => metrics.connected(),
@@ -64,8 +99,12 @@ export const workerCommand = (y: Argv): Argv =>
           rejected: (reason) => metrics.rejected(reason),
         },
       });
-      // a worker started by `atlasvae train` ends with its parent
-      if (process.send) process.on('disconnect', () => process.exit(0));
+      // a worker started by a supervisor (`train`, `worker --devices`) ends with its parent; the
+      // channel alone must not keep it running once training is over
+      if (process.send) {
+        process.on('disconnect', () => process.exit(0));
+        process.channel?.unref();
+      }
       // the first signal ends the connection (the coordinator hands its microbatches to others), a second exits at once
       const signals = onStopSignals((sig) => {
         log.info(`${sig}: stopping (${sig} again exits at once)`);
@@ -78,3 +117,9 @@ export const workerCommand = (y: Argv): Argv =>
       if (out.reason === 'rejected' || out.reason === 'gave-up') throw new CliError(out.message);
     },
   );
+
+/** a metrics server on every interface is reached at the address the worker connects from (empty) */
+function advertisedHost(host: string): string {
+  if (host === '' || host === '0.0.0.0' || host === '::') return '';
+  return host.includes(':') ? `[${host}]` : host;
+}

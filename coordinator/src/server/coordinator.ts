@@ -340,7 +340,7 @@ export class Coordinator {
       if (msg.protocol !== PROTOCOL_VERSION) {
         return this.drop(c, 'bad-protocol-version', `worker speaks protocol ${msg.protocol}, coordinator ${PROTOCOL_VERSION}`, CLOSE.badVersion);
       }
-      return this.welcome(c, msg.backend, msg.name, msg.pid);
+      return this.welcome(c, msg.backend, msg.name, msg.pid, msg.metrics);
     }
     switch (msg.type) {
       case 'hello':
@@ -366,10 +366,10 @@ export class Coordinator {
     }
   }
 
-  private welcome(c: Conn, backend: string, name: string, pid: number): void {
+  private welcome(c: Conn, backend: string, name: string, pid: number, metrics: string | undefined): void {
     if (c.helloTimer) clearTimeout(c.helloTimer);
     c.helloTimer = null;
-    c.info = { ...c.info, backend, name: `${name}:${pid}` };
+    c.info = { ...c.info, backend, name: `${name}:${pid}`, metrics };
     const w: WelcomeMsg = {
       type: 'welcome', protocol: PROTOCOL_VERSION, workerId: c.id, modelConfig: this.setup.modelConfig,
       seed: this.setup.trainConfig.seed, paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength,

@@ -41,6 +41,8 @@ export interface WorkerInfo {
   backend: string;
   name: string;
   remote: string;
+  /** its Prometheus endpoint as its hello gave it, "HOST:PORT" (empty HOST: at `remote`'s address) */
+  metrics?: string;
 }
 
 export type RejectReason =

@@ -1,16 +1,16 @@
 // Worker child processes on this machine (`atlasvae train --local-workers N`): each runs
-// `atlasvae worker` against the in-process coordinator and exits with its parent (IPC channel).
+// `atlasvae worker` against the in-process coordinator under a Supervisor, which restarts one
+// that dies (bounded backoff, a WARN each time) and ends them with their parent (IPC channel).
 
-import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { getLogger, log as rootLog } from '@atlasvae/shared/log';
+import { Supervisor } from '@atlasvae/worker/launcher/supervisor';
 
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
 
 export class LocalWorkers {
-  private readonly children: ChildProcess[] = [];
-  private stopping = false;
+  private supervisor: Supervisor | null = null;
 
   constructor(
     private readonly n: number,
@@ -28,28 +28,20 @@ export class LocalWorkers {
     return args;
   }
 
-  start(url: string, token: string): void {
+  /** `onRestart`: a worker was restarted after it died (count it in a metric). */
+  start(url: string, token: string, onRestart?: () => void): void {
     const log = getLogger('local-workers');
-    for (let i = 0; i < this.n; i++) {
-      const child = fork(cli, ['worker', '--connect', url, '--backend', this.backend, '--name', `local-${i + 1}`, '--give-up-after', '30', '--log-level', this.logLevel, '--log-format', rootLog.format, ...this.metricsArgs(i)], {
-        env: { ...process.env, ATLASVAE_TOKEN: token },
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      });
-      child.on('exit', (code, signal) => {
-        if (!this.stopping && code !== 0) log.warn(`local worker ${i + 1} exited (${signal ?? `code ${code}`}); the others carry on`);
-      });
-      this.children.push(child);
-    }
+    this.supervisor = new Supervisor({ log, stopGraceMs: 5000, onRestart: () => onRestart?.() });
+    this.supervisor.start(Array.from({ length: this.n }, (_, i) => ({
+      name: `local worker ${i + 1}`,
+      modulePath: cli,
+      args: ['worker', '--connect', url, '--backend', this.backend, '--name', `local-${i + 1}`, '--give-up-after', '30', '--log-level', this.logLevel, '--log-format', rootLog.format, ...this.metricsArgs(i)],
+      env: { ...process.env, ATLASVAE_TOKEN: token },
+    })));
   }
 
   /** Ask the workers to end (they also end by themselves on the coordinator's `done`). */
   async stop(): Promise<void> {
-    this.stopping = true;
-    await Promise.all(this.children.map((c) => new Promise<void>((resolve) => {
-      if (c.exitCode !== null || c.signalCode !== null) return resolve();
-      const t = setTimeout(() => c.kill('SIGKILL'), 5000);
-      c.once('exit', () => { clearTimeout(t); resolve(); });
-      if (c.connected) c.disconnect();
-    })));
+    await this.supervisor?.stop();
   }
 }

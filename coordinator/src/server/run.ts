@@ -1,9 +1,10 @@
 // Run a coordinator from flags to the end of training: used by `coordinator`, `train` and `demo`.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import { getLogger } from '@atlasvae/shared/log';
 import { CliError } from '@atlasvae/shared/errors';
-import { startMetricsServer } from '../metrics.js';
+import { startMetricsServer, type CoordinatorMetrics } from '../metrics.js';
 import { Coordinator, type TrainOutcome } from './coordinator.js';
 import { prepareTraining, type TrainingFlags, type PreparedTraining } from './setup.js';
 import { wireCoordinator } from './observe.js';
@@ -13,6 +14,7 @@ import { onStopSignals } from '../signals.js';
 
 /** Exit status of a run that diverged (a non-finite loss or gradient). */
 export const EXIT_DIVERGED = 3;
+import { PrometheusTargetsFile } from './promTargets.js';
 
 export interface ServeOptions {
   host: string;
@@ -24,9 +26,11 @@ export interface ServeOptions {
   metricsPort?: number;
   metricsHost?: string;
   audit?: string;
+  /** Prometheus file_sd target file kept current with the coordinator and its workers */
+  prometheusTargets?: string;
   progress?: boolean;
   /** called once the endpoint listens (e.g. to start local workers) */
-  onListening?: (url: string, prepared: PreparedTraining) => void | Promise<void>;
+  onListening?: (url: string, prepared: PreparedTraining, metrics: CoordinatorMetrics) => void | Promise<void>;
 }
 
 export interface RunResult extends TrainOutcome {
@@ -68,6 +72,12 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
   }
   const wiring = wireCoordinator(coordinator, setup, { progress: s.progress ?? true, auditPath: s.audit, maxSteps: prepared.maxSteps });
   const metricsServer = await startMetricsServer(wiring.metrics, s.metricsPort, s.metricsHost);
+  if (s.prometheusTargets) {
+    const host = !s.metricsHost || s.metricsHost === '0.0.0.0' || s.metricsHost === '::' ? os.hostname() : s.metricsHost;
+    const targets = new PrometheusTargetsFile(s.prometheusTargets, metricsServer ? `${host.includes(':') ? `[${host}]` : host}:${metricsServer.port}` : null);
+    coordinator.observe({ workerConnected: (w) => targets.workerJoined(w), workerDisconnected: (w) => targets.workerLeft(w) });
+    log.info('Prometheus targets file written', { path: s.prometheusTargets });
+  }
   const signals = onStopSignals((sig) => {
     log.warn(`${sig}: finishing the current step (abandoned after 3 s if it cannot finish), writing the checkpoint ${prepared.checkpointPath}, then stopping (${sig} again quits at once)`);
     coordinator.requestStop();
@@ -87,7 +97,7 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
       cells: setup.data.train.length, genes: mc.nGenes, batches: mc.nBatch, epochs: setup.trainConfig.epochs,
       globalBatch: setup.trainConfig.globalBatch, microbatch: setup.trainConfig.microbatch, parameters: setup.optimizer.params.length,
     });
-    await s.onListening?.(url, prepared);
+    await s.onListening?.(url, prepared, wiring.metrics);
     const outcome = await coordinator.train().catch((e: unknown) => {
       if (e instanceof DivergenceError) throw new CliError(e.message, EXIT_DIVERGED);
       throw e;

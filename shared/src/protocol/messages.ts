@@ -1,7 +1,9 @@
 // The coordinator ⇄ worker messages. Each is a msgpack header (below) plus a typed payload:
 //
 //   worker → coordinator
-//     hello   {protocol, backend, name, pid}                         no payload
+//     hello   {protocol, backend, name, pid, metrics?}               no payload; metrics: "HOST:PORT" of its
+//                                                                    Prometheus endpoint (empty HOST: the
+//                                                                    address it connects from)
 //     result  {version, step, microbatch, nCells, …loss sums, computeMs, gradLength, bnLength}
 //                                                                    Float32[gradLength + bnLength]: gradient, then BN stats
 //     failure {version, step, microbatch, message}                   no payload
@@ -44,7 +46,7 @@ export const PROTOCOL_VERSION = 1;
 export const TOKEN_HEADER = 'authorization';
 export const PROTOCOL_HEADER = 'x-atlasvae-protocol';
 
-export interface HelloMsg { type: 'hello'; protocol: number; backend: string; name: string; pid: number }
+export interface HelloMsg { type: 'hello'; protocol: number; backend: string; name: string; pid: number; metrics?: string }
 export interface ResultMsg {
   type: 'result';
   version: number;
@@ -218,11 +220,18 @@ export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes:
       if (payloadBytes !== want) throw new ProtocolError(`inferResult payload is ${payloadBytes} bytes, expected ${want}`);
       return r;
     }
+    case 'hello':
+      if (h.metrics !== undefined && (typeof h.metrics !== 'string' || !METRICS_ADDRESS.test(h.metrics))) throw new ProtocolError('hello.metrics must be "HOST:PORT"');
+      if (payloadBytes !== 0) throw new ProtocolError('hello carries an unexpected payload');
+      return h as unknown as HelloMsg;
     default:
       if (payloadBytes !== 0) throw new ProtocolError(`${h.type} carries an unexpected ${payloadBytes}-byte payload`);
       return h as unknown as WorkerMessage;
   }
 }
+
+/** a host name, IPv4 or [IPv6] address (or nothing), a colon, a port */
+const METRICS_ADDRESS = /^(?:[A-Za-z0-9._-]{0,253}|\[[0-9A-Fa-f:.]{2,45}\]):(?:[1-9]\d{0,4})$/;
 
 /** Validate a coordinator → worker message. `sizes` is null before the welcome. */
 export function parseCoordinatorMessage(header: unknown, payloadBytes: number, sizes: ExpectedSizes | null): CoordinatorMessage {
