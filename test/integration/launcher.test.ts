@@ -5,7 +5,6 @@
 import test, { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { tempDir } from '../helpers/paths.js';
 import { parseExposition } from '../helpers/prom-text.js';

@@ -1,3 +1,5 @@
+// Manifests are parsed YAML checked field by field: the assertions are the type check here.
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-call */
 // deploy/kubernetes: every manifest, and every overlay as kustomize would build it, validated
 // offline against the Kubernetes (and Prometheus Operator) schemas with `kubernetes-models`; and
 // the names that must agree do: image, ports, Secret, volumes, labels, and the CLI's own flags.

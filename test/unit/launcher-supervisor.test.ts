@@ -63,7 +63,7 @@ test('each child gets its own environment; a crashing child is restarted with do
   assert.equal(restarts, 3, 'onRestart once per restart');
   const starts = lines(file).filter((l) => l.startsWith('start'));
   assert.equal(starts.length, 4, 'first start and 3 restarts');
-  assert.ok(starts.every((l) => l.endsWith(' 1')), `CUDA_VISIBLE_DEVICES=1 in every start: ${starts}`);
+  assert.ok(starts.every((l) => l.endsWith(' 1')), `CUDA_VISIBLE_DEVICES=1 in every start: ${starts.join(', ')}`);
   const warns = log.lines.filter((l) => l.startsWith('WARN'));
   assert.deepEqual(warns.map((l) => /in (\d+\.\d) s/.exec(l)?.[1]), ['0.1', '0.2', '0.3'], 'backoff doubles up to its bound (0.25 s, printed 0.3)');
   assert.match(warns[0]!, /crasher exited \(exit code 1\); restarting it/);

@@ -43,9 +43,9 @@ export interface SupervisorOptions {
   stdio?: 'inherit' | 'pipe';
   log?: SupervisorLog;
   /** a child restarted (after its backoff): count it in a metric */
-  onRestart?(name: string, restarts: number): void;
+  onRestart?: (name: string, restarts: number) => void;
   /** every process started, first and restarted */
-  onSpawn?(name: string, child: ChildProcess): void;
+  onSpawn?: (name: string, child: ChildProcess) => void;
 }
 
 export interface ChildOutcome {
