@@ -5,8 +5,9 @@ import { CliError } from '@atlasvae/shared/errors';
 import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
 import { getLogger } from '@atlasvae/shared/log';
 import { WorkerClient } from '@atlasvae/worker/client';
-import { ModelEngine } from '@atlasvae/worker/modelEngine';
 import { SimulatedEngine, type GradientEngine } from '@atlasvae/worker/engine';
+import { createEngine, ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker/engineChoice';
+import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
 import { WorkerMetrics } from '@atlasvae/worker/metrics';
 import { metricsCliOptions, startMetricsServer } from '../metrics.js';
 
@@ -18,7 +19,9 @@ export const workerCommand = (y: Argv): Argv =>
       b
         .option('connect', { type: 'string', demandOption: true, describe: 'coordinator URL, ws://HOST:PORT or wss://HOST:PORT' })
         .option('token', { type: 'string', describe: 'shared secret of the coordinator (default: $ATLASVAE_TOKEN)' })
-        .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto: tensorflow when installed, else wasm)' })
+        .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto: tensorflow on a GPU, then webgpu on a hardware GPU adapter, else tensorflow/wasm on the CPU); webgpu test bed without a GPU: ATLASVAE_WEBGPU_FLAGS=\'backend=opengl featureLevel=compatibility\'' })
+        .option('engine', { choices: ENGINE_CHOICES, default: 'auto' as EngineChoice, describe: 'js: the hand-written model, matrix products on the backend; device: the whole step on the backend\'s device; auto: device on tensorflow/webgpu, else js' })
+        .option('group', { type: 'number', describe: `microbatches per request, 1–${MAX_GROUP} (default: 1 for the js engine, 16 for the device engine)` })
         .option('name', { type: 'string', describe: 'name shown in the coordinator\'s logs (default: host name)' })
         .option('give-up-after', { type: 'number', default: 0, describe: 'exit after this many seconds without a coordinator (0: keep trying)' })
         .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for wss://' })
@@ -44,9 +47,15 @@ export const workerCommand = (y: Argv): Argv =>
           throw new CliError(`${argv['tls-ca']}: cannot read the CA certificate (${(e as Error).message})`);
         }
       }
-      const engine: GradientEngine = argv.simulate ? new SimulatedEngine() : await ModelEngine.create(argv.backend, (m) => log.info(m));
+      if (argv.group !== undefined && !(Number.isInteger(argv.group) && argv.group >= 1 && argv.group <= MAX_GROUP)) {
+        throw new CliError(`--group must be an integer from 1 to ${MAX_GROUP}, not ${argv.group}`);
+      }
+      const engine: GradientEngine = argv.simulate
+        ? new SimulatedEngine()
+        : await createEngine({ engine: argv.engine, backend: argv.backend, group: argv.group, log: (m) => log.info(m) });
+      log.info(`engine ${engine.kind} on ${engine.backend} (${engine.device}), ${engine.group} microbatch(es) per request`);
       const metrics = new WorkerMetrics();
-      metrics.setBackend(engine.backend);
+      metrics.setEngine(engine);
       const server = await startMetricsServer(metrics, argv['metrics-port'], argv['metrics-host']);
       const client = new WorkerClient({
         url: argv.connect, token: argv.token ?? process.env.ATLASVAE_TOKEN, engine, name: argv.name,

@@ -41,6 +41,11 @@ export interface WorkerInfo {
   backend: string;
   name: string;
   remote: string;
+  /** engine kind and compute device the worker announced (absent from older workers) */
+  engine?: string;
+  device?: string;
+  /** microbatches it takes per request */
+  group?: number;
 }
 
 export type RejectReason =

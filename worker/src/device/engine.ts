@@ -1,0 +1,99 @@
+// The device engine: a GradientEngine over DeviceModel (device/deviceModel.ts), which keeps the
+// parameters on the TensorFlow.js backend's device and runs forward and backward of a whole group
+// of microbatches there, with one asynchronous readback per call. This adapter decodes the Arrow
+// microbatches into CellBatches and draws each one's noise from (seed, step, microbatch) exactly as
+// the JS engine does, so both compute the same function.
+
+import * as tf from '@tensorflow/tfjs-core';
+import type { CellBatch } from '@atlasvae/shared/batch';
+import type { ModelConfig } from '@atlasvae/shared/config';
+import type { MicrobatchGradient, MicrobatchNoise, ParamLayout } from '@atlasvae/shared/model/types';
+import { microbatchNoise } from '@atlasvae/shared/model/noise';
+import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
+import type { GradientEngine, GroupGradient, WorkItem } from '../engine.js';
+
+export interface DeviceMicrobatch { batch: CellBatch; noise: MicrobatchNoise; klWeight: number }
+export interface DeviceMicrobatchTerms { nCells: number; reconstructionSum: number; klSum: number; lossSum: number; bnStats: Float32Array; nonFinite: boolean }
+export interface DeviceGroupResult { grad: Float32Array; microbatches: DeviceMicrobatchTerms[] }
+export interface DeviceCounters { kernels: number; uploads: number; uploadBytes: number; readbacks: number; readbackBytes: number }
+
+/** What the device engine needs of a device model (DeviceModel's training half). */
+export interface DeviceModelApi {
+  readonly layout: ParamLayout;
+  readonly bufferLayout: ParamLayout;
+  setParams(flat: Float32Array): void;
+  setBuffers(flat: Float32Array): void;
+  gradientGroup(mbs: DeviceMicrobatch[]): Promise<DeviceGroupResult>;
+  readonly counters: DeviceCounters;
+  dispose(): void;
+}
+
+/** Builds the device model for a configuration on the active backend. */
+export type DeviceModelFactory = (cfg: ModelConfig) => DeviceModelApi | Promise<DeviceModelApi>;
+
+/** DeviceModel from device/deviceModel.ts, loaded when the first device engine is built. */
+export const deviceModelFactory: DeviceModelFactory = async (cfg) => {
+  const url = new URL('./deviceModel.js', import.meta.url).href;
+  let mod: { DeviceModel: { create(t: typeof tf, c: ModelConfig): DeviceModelApi } };
+  try {
+    mod = (await import(url)) as typeof mod;
+  } catch (e) {
+    throw new Error(`the device engine's model (${url}) cannot be loaded: ${(e as Error).message}`);
+  }
+  return mod.DeviceModel.create(tf, cfg);
+};
+
+export class DeviceEngine implements GradientEngine {
+  readonly kind = 'device';
+  private model: DeviceModelApi | null = null;
+  private cfg: ModelConfig | null = null;
+  private seed = 0;
+
+  constructor(readonly backend: string, readonly device: string, readonly group: number, private readonly factory: DeviceModelFactory = deviceModelFactory) {}
+
+  /** kernels, transfers and bytes of the model so far (bench) */
+  get counters(): DeviceCounters | null {
+    return this.model?.counters ?? null;
+  }
+
+  async configure(cfg: ModelConfig, seed: number, paramLength: number, bnLength: number): Promise<void> {
+    if (!this.model || JSON.stringify(cfg) !== JSON.stringify(this.cfg)) {
+      this.model?.dispose();
+      this.model = null;
+      this.model = await this.factory(cfg);
+      this.cfg = cfg;
+    }
+    this.seed = seed;
+    if (this.model.layout.size !== paramLength || this.model.bufferLayout.size !== bnLength) {
+      throw new Error(`model layout (${this.model.layout.size} parameters, ${this.model.bufferLayout.size} BN statistics) differs from the coordinator's (${paramLength}, ${bnLength}): use the same atlasvae version`);
+    }
+  }
+
+  setParams(params: Float32Array): void {
+    this.model!.setParams(params);
+  }
+
+  setBuffers(buffers: Float32Array): void {
+    this.model!.setBuffers(buffers);
+  }
+
+  async gradientGroup(items: WorkItem[]): Promise<GroupGradient> {
+    const cfg = this.cfg!;
+    const mbs: DeviceMicrobatch[] = items.map((item) => {
+      const batch = decodeCellBatch(item.arrow, cfg.nGenes);
+      if (batch.nCells !== item.nCells) throw new Error(`microbatch ${item.microbatch} holds ${batch.nCells} cells, the message says ${item.nCells}`);
+      return { batch, noise: microbatchNoise(cfg, this.seed, item.step, item.microbatch, batch.nCells), klWeight: item.klWeight };
+    });
+    const r = await this.model!.gradientGroup(mbs);
+    const none = new Float32Array(0);
+    const microbatches: MicrobatchGradient[] = r.microbatches.map((t) => ({
+      grad: none, nCells: t.nCells, reconstructionSum: t.reconstructionSum, klSum: t.klSum, lossSum: t.lossSum, bnStats: t.bnStats,
+    }));
+    return { grad: r.grad, microbatches };
+  }
+
+  dispose(): void {
+    this.model?.dispose();
+    this.model = null;
+  }
+}
