@@ -36,7 +36,11 @@ export async function createEngine(o: EngineOptions): Promise<GradientEngine> {
     const name = await initBackend(backend, log);
     return new DeviceEngine(name, activeDevice() ?? name, o.group ?? DEFAULT_DEVICE_GROUP, o.deviceModel ?? deviceModelFactory);
   };
-  if (o.engine === 'js') return ModelEngine.create(o.backend, log, o.group ?? 1);
+  if (o.engine === 'js') {
+    // its matrix products read back with dataSync, which tfjs-backend-webgpu cannot do outside a browser
+    if (o.backend === 'webgpu') throw new CliError('--engine js cannot run on --backend webgpu (the js engine reads each product back synchronously, which the webgpu backend cannot do in Node): use --engine device');
+    return ModelEngine.create(o.backend, log, o.group ?? 1);
+  }
   if (o.backend !== 'auto') {
     // an explicit backend: the device engine on it (auto engine: on the GPU backends only)
     if (o.engine === 'device' || o.backend === 'webgpu' || o.backend === 'tensorflow') return device(o.backend);

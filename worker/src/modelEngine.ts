@@ -6,7 +6,7 @@ import os from 'node:os';
 
 import type { ModelConfig } from '@atlasvae/shared/config';
 import type { GradientOutput, MicrobatchGradient } from '@atlasvae/shared/model/types';
-import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
+import { initBackend, activeDevice, type BackendChoice } from '@atlasvae/shared/backend';
 import { createModel, type VaeModel } from '@atlasvae/shared/model/vae';
 import { microbatchNoise } from '@atlasvae/shared/model/noise';
 import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
@@ -15,7 +15,7 @@ import type { GradientEngine, GroupGradient, WorkItem } from './engine.js';
 
 export class ModelEngine implements GradientEngine {
   readonly kind = 'js';
-  readonly device = os.cpus()[0]?.model.trim() || 'cpu';
+  readonly device = activeDevice() ?? (os.cpus()[0]?.model.trim() || 'cpu');
   private model: VaeModel | null = null;
   private cfg: ModelConfig | null = null;
   private seed = 0;
