@@ -1,0 +1,58 @@
+// log p(x | z) per cell in TensorFlow.js ops, term for term scvi's log_nb_positive, log_zinb_positive,
+// Poisson and Gaussian (as shared/src/model/likelihood.ts computes them on the host). The terms that
+// depend on the counts alone (log x!, and Poisson's x·log(library) − library) arrive precomputed per
+// cell in `llConst`.
+import type * as tfNs from '@tensorflow/tfjs-core';
+import type { ModelConfig } from '@atlasvae/shared/config';
+import { LIKELIHOOD_EPS } from '@atlasvae/shared/model/likelihood';
+import type { DeviceOps } from './ops.js';
+
+type Tensor = tfNs.Tensor;
+
+export interface LikelihoodTensors {
+  /** counts [rows, G] and log1p(counts) */
+  x: Tensor;
+  logX: Tensor;
+  /** x > 0, [rows, G] (zinb) */
+  nonzero: Tensor | null;
+  library: Tensor;
+  llConst: Tensor;
+  /** scale-head logits (gaussian: the mean of log1p(x)) [rows, G] */
+  logits: Tensor;
+  dropLogits: Tensor | null;
+  /** px_r per cell and gene ([rows, G]) or per gene ([1, G]); null for poisson */
+  pxr: Tensor | null;
+}
+
+/** log p(x | z) per cell, [rows, 1] */
+export function logLikelihood(ops: DeviceOps, cfg: ModelConfig, t: LikelihoodTensors): Tensor {
+  const tf = ops.tf;
+  const rowSum = (v: Tensor): Tensor => ops.sum(v, 1, true);
+  switch (cfg.likelihood) {
+    case 'nb':
+    case 'zinb': {
+      const eps = ops.c(LIKELIHOOD_EPS);
+      const theta = tf.exp(t.pxr!);
+      const mu = tf.mul(tf.softmax(t.logits), t.library);
+      const lthmu = tf.log(tf.add(tf.add(theta, mu), eps));
+      const thetaTerm = tf.mul(theta, tf.sub(tf.log(tf.add(theta, eps)), lthmu));
+      const xTerm = tf.mul(t.x, tf.sub(tf.log(tf.add(mu, eps)), lthmu));
+      const lgTerm = tf.sub(ops.lgamma(tf.add(t.x, theta)), ops.lgamma(theta));
+      if (cfg.likelihood === 'nb') return tf.add(rowSum(tf.add(tf.add(thetaTerm, xTerm), lgTerm)), t.llConst);
+      const pi = t.dropLogits!;
+      const spNegPi = tf.softplus(tf.neg(pi));
+      const piThetaLog = tf.sub(thetaTerm, pi);
+      const caseZero = tf.sub(tf.softplus(piThetaLog), spNegPi);
+      const caseNonZero = tf.add(tf.sub(piThetaLog, spNegPi), tf.add(xTerm, lgTerm));
+      return tf.add(rowSum(tf.where(t.nonzero!, caseNonZero, caseZero)), t.llConst);
+    }
+    case 'poisson':
+      return tf.add(rowSum(tf.mul(t.x, tf.logSoftmax(t.logits))), t.llConst);
+    case 'gaussian': {
+      const logVar = t.pxr!;
+      const d = tf.sub(t.logX, t.logits);
+      const perGene = tf.add(tf.mul(tf.mul(d, d), tf.exp(tf.neg(logVar))), logVar);
+      return tf.sub(t.llConst, tf.mul(rowSum(perGene), ops.c(0.5)));
+    }
+  }
+}
