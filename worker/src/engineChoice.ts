@@ -8,7 +8,7 @@ import { CliError } from '@atlasvae/shared/errors';
 import { initBackend, activeDevice, startWebgpu, tryTensorflowGpu, type BackendChoice } from '@atlasvae/shared/backend';
 import type { GradientEngine } from './engine.js';
 import { ModelEngine } from './modelEngine.js';
-import { DeviceEngine, deviceModelFactory, type DeviceModelFactory } from './device/engine.js';
+import type { DeviceModelFactory } from './device/engine.js';
 
 export type EngineChoice = 'auto' | 'js' | 'device';
 export const ENGINE_CHOICES: readonly EngineChoice[] = ['auto', 'js', 'device'];
@@ -34,6 +34,8 @@ export async function createEngine(o: EngineOptions): Promise<GradientEngine> {
   if (o.group !== undefined && !(Number.isInteger(o.group) && o.group >= 1)) throw new CliError(`--group must be a positive integer, not ${o.group}`);
   const device = async (backend: BackendChoice): Promise<GradientEngine> => {
     const name = await initBackend(backend, log);
+    // loads @tensorflow/tfjs (its gradient functions) only for a device engine
+    const { DeviceEngine, deviceModelFactory } = await import('./device/engine.js');
     return new DeviceEngine(name, activeDevice() ?? name, o.group ?? DEFAULT_DEVICE_GROUP, o.deviceModel ?? deviceModelFactory);
   };
   if (o.engine === 'js') {

@@ -5,17 +5,12 @@
 // the JS engine does, so both compute the same function.
 
 import * as tf from '@tensorflow/tfjs-core';
-import type { CellBatch } from '@atlasvae/shared/batch';
 import type { ModelConfig } from '@atlasvae/shared/config';
-import type { MicrobatchGradient, MicrobatchNoise, ParamLayout } from '@atlasvae/shared/model/types';
+import type { MicrobatchGradient, ParamLayout } from '@atlasvae/shared/model/types';
 import { microbatchNoise } from '@atlasvae/shared/model/noise';
 import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
 import type { GradientEngine, GroupGradient, WorkItem } from '../engine.js';
-
-export interface DeviceMicrobatch { batch: CellBatch; noise: MicrobatchNoise; klWeight: number }
-export interface DeviceMicrobatchTerms { nCells: number; reconstructionSum: number; klSum: number; lossSum: number; bnStats: Float32Array; nonFinite: boolean }
-export interface DeviceGroupResult { grad: Float32Array; microbatches: DeviceMicrobatchTerms[] }
-export interface DeviceCounters { kernels: number; uploads: number; uploadBytes: number; readbacks: number; readbackBytes: number }
+import { DeviceModel, type DeviceMicrobatch, type DeviceGroupResult, type DeviceCounters } from './deviceModel.js';
 
 /** What the device engine needs of a device model (DeviceModel's training half). */
 export interface DeviceModelApi {
@@ -31,17 +26,8 @@ export interface DeviceModelApi {
 /** Builds the device model for a configuration on the active backend. */
 export type DeviceModelFactory = (cfg: ModelConfig) => DeviceModelApi | Promise<DeviceModelApi>;
 
-/** DeviceModel from device/deviceModel.ts, loaded when the first device engine is built. */
-export const deviceModelFactory: DeviceModelFactory = async (cfg) => {
-  const url = new URL('./deviceModel.js', import.meta.url).href;
-  let mod: { DeviceModel: { create(t: typeof tf, c: ModelConfig): DeviceModelApi } };
-  try {
-    mod = (await import(url)) as typeof mod;
-  } catch (e) {
-    throw new Error(`the device engine's model (${url}) cannot be loaded: ${(e as Error).message}`);
-  }
-  return mod.DeviceModel.create(tf, cfg);
-};
+/** DeviceModel (device/deviceModel.ts) on the active backend. */
+export const deviceModelFactory: DeviceModelFactory = (cfg) => DeviceModel.create(tf, cfg);
 
 export class DeviceEngine implements GradientEngine {
   readonly kind = 'device';
