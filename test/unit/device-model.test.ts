@@ -128,3 +128,138 @@ for (const lik of ['nb', 'zinb', 'poisson'] as const) {
     await checkFixtureCase(lik, fixture[lik]!);
   });
 }
+
+// ---- (b) against the JS model on kang_example ----
+
+const KANG = 'data/kang_example_sce_1556';
+const skipKang = skipUnlessShared(KANG, 'matrix.mtx.gz');
+
+interface Kang {
+  cells: CellBatch;
+  nBatch: number;
+}
+let kangCache: Kang | null = null;
+async function kang(): Promise<Kang> {
+  if (!kangCache) {
+    const dir = sharedPath(KANG)!;
+    const { batch, barcodes } = await readMtxInMemory(dir);
+    const obs = await readObsTsv(sharedPath(KANG, 'labels.tsv')!);
+    const codes = categorize(obsColumnFor(obs, 'batch', barcodes));
+    batch.batch.set(codes.codes);
+    kangCache = { cells: batch, nBatch: codes.categories.length };
+  }
+  return kangCache;
+}
+
+/** Parameters away from PyTorch's initial BatchNorm (γ = 1, β = 0), so every gradient path is exercised. */
+function testParams(cfg: ModelConfig, seed: number): Float32Array {
+  const flat = initParams(cfg, seed);
+  let s = seed + 1;
+  const next = (): number => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return s / 2147483648 - 0.5;
+  };
+  const layoutEntries = createModel(cfg).layout.entries;
+  for (const e of layoutEntries) {
+    if (e.name.endsWith('.bn.weight')) for (let i = 0; i < e.size; i++) flat[e.offset + i] = 1 + 0.4 * next();
+    if (e.name.endsWith('.bn.bias')) for (let i = 0; i < e.size; i++) flat[e.offset + i] = 0.4 * next();
+  }
+  return flat;
+}
+
+/** k microbatches of 128 cells from a fixed shuffle of kang, the last one `lastSize` cells. */
+function microbatches(cfg: ModelConfig, cells: CellBatch, k: number, lastSize: number, step: number): DeviceMicrobatch[] {
+  const order = Array.from({ length: cells.nCells }, (_, i) => (i * 7919) % cells.nCells);
+  const out: DeviceMicrobatch[] = [];
+  let at = 0;
+  for (let j = 0; j < k; j++) {
+    const n = j === k - 1 ? lastSize : 128;
+    const batch = selectRows(cells, order.slice(at, at + n));
+    at += n;
+    out.push({ batch, noise: microbatchNoise(cfg, 3, step, j, n), klWeight: 0.7 });
+  }
+  return out;
+}
+
+/** max |a − b| / max |b| over a range */
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>, from: number, to: number): number {
+  let num = 0;
+  let den = 0;
+  for (let i = from; i < to; i++) {
+    num = Math.max(num, Math.abs(a[i]! - b[i]!));
+    den = Math.max(den, Math.abs(b[i]!));
+  }
+  return den === 0 ? num : num / den;
+}
+
+const TOL = 1e-4;
+
+async function compareWithJs(cfg: ModelConfig, k: number, lastSize: number): Promise<void> {
+  const tf = await useDeviceTestBackend();
+  const { cells } = await kang();
+  const params = testParams(cfg, 11);
+  const js = createModel(cfg);
+  js.setParams(params);
+  const dev = DeviceModel.create(tf, cfg);
+  try {
+    dev.setParams(params);
+    const mbs = microbatches(cfg, cells, k, lastSize, 5);
+    const res = await dev.gradientGroup(mbs);
+    const sum = new Float64Array(js.layout.size);
+    mbs.forEach((mb, j) => {
+      const g = js.gradient(mb.batch, mb.noise, mb.klWeight);
+      for (let i = 0; i < sum.length; i++) sum[i] += g.grad[i]!;
+      const t = res.microbatches[j]!;
+      const what = `${cfg.likelihood} k=${k} microbatch ${j}`;
+      assert.equal(t.nCells, mb.batch.nCells);
+      assert.equal(t.nonFinite, false, `${what}: non-finite`);
+      for (const [name, a, b] of [['reconstruction', t.reconstructionSum, g.reconstructionSum], ['kl', t.klSum, g.klSum], ['loss', t.lossSum, g.lossSum]] as const) {
+        assert.ok(Math.abs(a - b) <= TOL * Math.abs(b), `${what}: ${name} sum ${a} vs JS ${b}`);
+      }
+      for (const e of dev.bufferLayout.entries) {
+        const err = relErr(t.bnStats, g.bnStats, e.offset, e.offset + e.size);
+        assert.ok(err <= TOL, `${what}: BatchNorm statistic ${e.name} differs by ${err.toExponential(2)} (max |a−b|/max|b|)`);
+      }
+    });
+    const bad: string[] = [];
+    for (const e of dev.layout.entries) {
+      if (/^(enc|dec)(\.\d+)?\.lin\.bias$/.test(e.name)) {
+        // a bias feeding BatchNorm has gradient 0 exactly: both must be rounding noise, below
+        // 1e-4 of the largest gradient of the same layer's weight
+        const w = entry(dev.layout, e.name.replace(/bias$/, 'weight'));
+        const scale = relErr(sum, new Float64Array(sum.length), w.offset, w.offset + w.size);
+        const zero = new Float64Array(sum.length);
+        const worst = Math.max(relErr(res.grad, zero, e.offset, e.offset + e.size), relErr(sum, zero, e.offset, e.offset + e.size));
+        if (process.env.ATLASVAE_TEST_VERBOSE) console.log(cfg.likelihood, k, e.name, 'zero to', (worst / scale).toExponential(2));
+        if (!(worst <= TOL * scale)) bad.push(`${e.name}: ${worst.toExponential(2)} is not 0 to 1e-4 of its weight's ${scale.toExponential(2)}`);
+        continue;
+      }
+      const err = relErr(res.grad, sum, e.offset, e.offset + e.size);
+      if (process.env.ATLASVAE_TEST_VERBOSE) console.log(cfg.likelihood, k, e.name, err.toExponential(2));
+      if (!(err <= TOL)) bad.push(`${e.name} by ${err.toExponential(2)}`);
+    }
+    assert.deepEqual(bad, [], `${cfg.likelihood} k=${k}: gradients differ (max |a−b|/max|b|)`);
+  } finally {
+    dev.dispose();
+    js.dispose();
+  }
+}
+
+const variants: Array<[string, Partial<ModelConfig>]> = [
+  ['nb, gene dispersion, dropout 0.1', {}],
+  ['zinb', { likelihood: 'zinb' }],
+  ['poisson', { likelihood: 'poisson' }],
+  ['gaussian', { likelihood: 'gaussian' }],
+  ['nb, gene-batch dispersion', { dispersion: 'gene-batch' }],
+  ['zinb, gene-batch dispersion, 2 layers, dropout 0.2', { likelihood: 'zinb', dispersion: 'gene-batch', nLayers: 2, dropoutRate: 0.2 }],
+  ['nb, 2 layers, dropout 0.1', { nLayers: 2 }],
+];
+
+for (const [label, over] of variants) {
+  test(`device model (${deviceTestBackend}) equals the JS model on kang microbatches, k = 1 and k = 8 (ragged): ${label}`, { skip: skipKang }, async () => {
+    const { cells, nBatch } = await kang();
+    const cfg = defaultModelConfig(cells.nGenes, nBatch, over);
+    await compareWithJs(cfg, 1, 128);
+    await compareWithJs(cfg, 8, 57);
+  });
+}
