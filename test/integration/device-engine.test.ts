@@ -4,6 +4,7 @@
 // statistics and loss terms to 1e-4 relative, on the cpu backend and on webgpu (the test bed of
 // test/helpers/webgpu.ts; skipped with a message when no WebGPU adapter can be created). The JS
 // engine's reference runs on cpu first: it reads products back synchronously, which webgpu cannot.
+// Inference on the fleet (encode, evaluate, marginal, normalize) likewise, to 1e-4 relative.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -16,6 +17,7 @@ import { openDataset } from '@atlasvae/coordinator/data/dataset';
 import { ModelEngine } from '@atlasvae/worker/modelEngine';
 import { DeviceEngine } from '@atlasvae/worker/device/engine';
 import type { GroupGradient, WorkItem } from '@atlasvae/worker/engine';
+import type { InferOutput, InferRequest } from '@atlasvae/shared/model/inference';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { webgpuEnv, webgpuTestBed } from '../helpers/webgpu.js';
 import { runOk } from './dist-harness.js';
@@ -33,6 +35,15 @@ let items: WorkItem[] = [];
 let params = new Map<string, Float32Array>();
 /** the JS engine's result per configuration and group size, computed on cpu */
 const reference = new Map<string, GroupGradient>();
+const REQUESTS: InferRequest[] = [
+  { op: 'encode', seed: 5, chunk: 0, noiseEpoch: -1, samples: 0, transformBatch: -1, genes: null },
+  { op: 'evaluate', seed: 5, chunk: 2, noiseEpoch: 1, samples: 0, transformBatch: -1, genes: null },
+  { op: 'marginal', seed: 5, chunk: 3, noiseEpoch: -1, samples: 4, transformBatch: -1, genes: null },
+  { op: 'normalize', seed: 5, chunk: 1, noiseEpoch: -1, samples: 2, transformBatch: 1, genes: Int32Array.from([0, 7, 100, 999]) },
+];
+/** the JS engine's inference answers per configuration and op, on microbatch 7 with BatchNorm buffers from microbatch 0 */
+const inferReference = new Map<string, InferOutput>();
+const buffers = new Map<string, Float32Array>();
 
 before(async () => {
   if (skipData) return;
@@ -70,6 +81,10 @@ before(async () => {
     js.setParams(params.get(name)!);
     reference.set(`${name}/1`, await js.gradientGroup(items.slice(0, 1)));
     reference.set(`${name}/8`, await js.gradientGroup(items));
+    // running statistics = microbatch 0's batch statistics (means, positive variances)
+    buffers.set(name, reference.get(`${name}/1`)!.microbatches[0]!.bnStats.slice());
+    js.setBuffers(buffers.get(name)!);
+    for (const req of REQUESTS) inferReference.set(`${name}/${req.op}`, await js.infer(req, items[7]!.arrow, items[7]!.nCells));
   }
 });
 
@@ -130,6 +145,21 @@ async function compareOn(backend: 'cpu' | 'webgpu'): Promise<void> {
           s = Math.max(s, Math.abs(b.bnStats[i]!));
         }
         assert.ok(d <= 1e-4 * s, `${cname}, k = ${k}, microbatch ${m}: BatchNorm statistics differ by ${d / s}`);
+      }
+    }
+    engine.setBuffers(buffers.get(cname)!);
+    for (const req of REQUESTS) {
+      const got = await engine.infer(req, items[7]!.arrow, items[7]!.nCells);
+      const want = inferReference.get(`${cname}/${req.op}`)!;
+      for (const part of ['f64', 'f32'] as const) {
+        assert.equal(got[part].length, want[part].length, `${req.op} ${part} length`);
+        let d = 0, s = 0;
+        for (let i = 0; i < want[part].length; i++) {
+          d = Math.max(d, Math.abs(got[part][i]! - want[part][i]!));
+          s = Math.max(s, Math.abs(want[part][i]!));
+        }
+        if (want[part].length) console.log(`  ${backend}, ${cname}, infer ${req.op}: ${(d / s).toExponential(2)}`);
+        assert.ok(d <= 1e-4 * s, `${cname}, infer ${req.op}: ${part} differs by ${d / s} relative`);
       }
     }
     engine.dispose();

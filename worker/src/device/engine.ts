@@ -9,11 +9,12 @@ import type { ModelConfig } from '@atlasvae/shared/config';
 import type { MicrobatchGradient, ParamLayout } from '@atlasvae/shared/model/types';
 import { microbatchNoise } from '@atlasvae/shared/model/noise';
 import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
+import { runInferenceAsync, type AsyncInferenceModel, type InferOutput, type InferRequest } from '@atlasvae/shared/model/inference';
 import type { GradientEngine, GroupGradient, WorkItem } from '../engine.js';
 import { DeviceModel, type DeviceMicrobatch, type DeviceGroupResult, type DeviceCounters } from './deviceModel.js';
 
-/** What the device engine needs of a device model (DeviceModel's training half). */
-export interface DeviceModelApi {
+/** What the device engine needs of a device model (DeviceModel). */
+export interface DeviceModelApi extends AsyncInferenceModel {
   readonly layout: ParamLayout;
   readonly bufferLayout: ParamLayout;
   setParams(flat: Float32Array): void;
@@ -76,6 +77,13 @@ export class DeviceEngine implements GradientEngine {
       grad: none, nCells: t.nCells, reconstructionSum: t.reconstructionSum, klSum: t.klSum, lossSum: t.lossSum, bnStats: t.bnStats,
     }));
     return { grad: r.grad, microbatches };
+  }
+
+  /** An inference request (results commands on the fleet): the shared ops, on the device. */
+  async infer(req: InferRequest, arrow: Uint8Array, nCells: number): Promise<InferOutput> {
+    const batch = decodeCellBatch(arrow, this.cfg!.nGenes);
+    if (batch.nCells !== nCells) throw new Error(`inference chunk holds ${batch.nCells} cells, the message says ${nCells}`);
+    return runInferenceAsync(this.model!, batch, req);
   }
 
   dispose(): void {
