@@ -11,6 +11,9 @@ import { CliError } from './errors.js';
 
 export type BackendChoice = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
+/** Backends the hand-written JS model runs on in this process (train-local, results commands): not
+ * webgpu, whose synchronous readbacks need a browser. */
+export const JS_MODEL_BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'wasm', 'cpu'];
 
 let active: { choice: BackendChoice; name: string; device: string } | null = null;
 /** the device the last backend started runs on, set by the code that started it */
