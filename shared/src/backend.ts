@@ -61,7 +61,8 @@ function cpuName(): string {
 export function webgpuFlags(value = process.env.ATLASVAE_WEBGPU_FLAGS ?? ''): { flags: string[]; featureLevel: string | null } {
   const flags: string[] = [];
   let featureLevel: string | null = null;
-  for (const f of value.split(/[\s,]+/).filter(Boolean)) {
+  // space-separated: a toggle's own value may hold commas (enable-dawn-features=a,b)
+  for (const f of value.split(/\s+/).filter(Boolean)) {
     const m = /^featureLevel=(.+)$/.exec(f);
     if (m) featureLevel = m[1]!;
     else flags.push(f);
