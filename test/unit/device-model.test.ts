@@ -15,9 +15,11 @@ import { entry, initParams } from '@atlasvae/shared/model/layout';
 import { microbatchNoise } from '@atlasvae/shared/model/noise';
 import { DeviceModel, type DeviceCounters, type DeviceMicrobatch } from '@atlasvae/worker/device/deviceModel';
 import { packCall, setSparseUpload } from '@atlasvae/worker/device/packing';
+import { DeviceOps } from '@atlasvae/worker/device/ops';
+import type * as tfNs from '@tensorflow/tfjs-core';
+import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
 import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
 import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data/obs';
-import { initBackend } from '@atlasvae/shared/backend';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 import { deviceTestBackend, useDeviceTestBackend } from '../helpers/device-backend.js';
 
@@ -193,6 +195,10 @@ function relErr(a: ArrayLike<number>, b: ArrayLike<number>, from: number, to: nu
 }
 
 const TOL = 1e-4;
+
+// the JS reference model computes every product in JS, whatever backend the device model runs on
+// (a GPU backend cannot serve its synchronous reads)
+setBackendMatmulThreshold(Number.MAX_SAFE_INTEGER);
 
 async function compareWithJs(cfg: ModelConfig, k: number, lastSize: number): Promise<void> {
   const tf = await useDeviceTestBackend();
@@ -372,5 +378,33 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
     } finally {
       dev.dispose();
     }
+  }
+});
+
+// ---- log Γ and ψ of the device ops ----
+
+const skipLgamma = skipUnlessShared('fixtures', 'lgamma_reference.json');
+test(`device lgamma (${deviceTestBackend}): |error| ≤ 1e-5·max(1, |lgamma|); gradient and digamma within 1e-4 for x ≥ 1e-3`, { skip: skipLgamma }, async () => {
+  const tf = await useDeviceTestBackend();
+  const ref: { x: number[]; lgamma: number[]; digamma: number[] } = JSON.parse(fs.readFileSync(sharedPath('fixtures', 'lgamma_reference.json')!, 'utf8'));
+  const ops = new DeviceOps(tf);
+  try {
+    const x = tf.tensor1d(ref.x);
+    const w = tf.fill([ref.x.length], 0.5);
+    const value = await ops.lgamma(x).data();
+    const grad = await tf.mul(tf.grad((t: tfNs.Tensor) => ops.lgamma(t))(x, w), 2).data();
+    const direct = await ops.digamma(x).data();
+    ref.x.forEach((xv, i) => {
+      const err = Math.abs(value[i]! - ref.lgamma[i]!) / Math.max(1, Math.abs(ref.lgamma[i]!));
+      assert.ok(err <= 1e-5, `lgamma(${xv}) = ${value[i]}, reference ${ref.lgamma[i]} (scaled error ${err.toExponential(2)})`);
+      if (xv >= 1e-3) {
+        for (const [what, v] of [['gradient', grad[i]!], ['digamma', direct[i]!]] as const) {
+          const rel = Math.abs(v - ref.digamma[i]!) / Math.abs(ref.digamma[i]!);
+          assert.ok(rel <= 1e-4, `${what} at ${xv} = ${v}, digamma ${ref.digamma[i]} (relative ${rel.toExponential(2)})`);
+        }
+      }
+    });
+  } finally {
+    ops.dispose();
   }
 });
