@@ -13,11 +13,13 @@ import { selectRows, type CellBatch } from '@atlasvae/shared/batch';
 import { createModel } from '@atlasvae/shared/model/vae';
 import { entry, initParams } from '@atlasvae/shared/model/layout';
 import { microbatchNoise } from '@atlasvae/shared/model/noise';
-import { DeviceModel, type DeviceMicrobatch } from '@atlasvae/worker/device/deviceModel';
-import { setSparseUpload } from '@atlasvae/worker/device/packing';
+import { DeviceModel, type DeviceCounters, type DeviceMicrobatch } from '@atlasvae/worker/device/deviceModel';
+import { packCall, setSparseUpload } from '@atlasvae/worker/device/packing';
+import { DeviceOps } from '@atlasvae/worker/device/ops';
+import type * as tfNs from '@tensorflow/tfjs-core';
+import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
 import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
 import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data/obs';
-import { initBackend } from '@atlasvae/shared/backend';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 import { deviceTestBackend, useDeviceTestBackend } from '../helpers/device-backend.js';
 
@@ -194,6 +196,10 @@ function relErr(a: ArrayLike<number>, b: ArrayLike<number>, from: number, to: nu
 
 const TOL = 1e-4;
 
+// the JS reference model computes every product in JS, whatever backend the device model runs on
+// (a GPU backend cannot serve its synchronous reads)
+setBackendMatmulThreshold(Number.MAX_SAFE_INTEGER);
+
 async function compareWithJs(cfg: ModelConfig, k: number, lastSize: number): Promise<void> {
   const tf = await useDeviceTestBackend();
   const { cells } = await kang();
@@ -263,3 +269,142 @@ for (const [label, over] of variants) {
     await compareWithJs(cfg, 8, 57);
   });
 }
+
+// ---- evaluation mode against the JS model ----
+
+async function compareEvalWithJs(cfg: ModelConfig): Promise<void> {
+  const tf = await useDeviceTestBackend();
+  const { cells } = await kang();
+  const params = testParams(cfg, 13);
+  const js = createModel(cfg);
+  const dev = DeviceModel.create(tf, cfg);
+  try {
+    js.setParams(params);
+    dev.setParams(params);
+    // running statistics from a training call, so evaluation differs from the initial buffers
+    const mbs = microbatches(cfg, cells, 1, 128, 9);
+    const stats = js.gradient(mbs[0]!.batch, mbs[0]!.noise, 1).bnStats;
+    js.setBuffers(stats);
+    dev.setBuffers(stats);
+    const chunk = selectRows(cells, Array.from({ length: 200 }, (_, i) => (i * 31) % cells.nCells));
+    const n = chunk.nCells;
+    const eps = microbatchNoise(cfg, 4, 1, 0, n).eps;
+    const check = (what: string, a: ArrayLike<number>, b: ArrayLike<number>): void => {
+      assert.equal(a.length, b.length, `${cfg.likelihood} ${what}: length`);
+      const err = relErr(a, b, 0, b.length);
+      assert.ok(err <= TOL, `${cfg.likelihood} ${what} differs by ${err.toExponential(2)} (max |a−b|/max|b|)`);
+    };
+    for (const e of [eps, null]) {
+      const a = await dev.evaluate(chunk, e);
+      const b = js.evaluate(chunk, e);
+      check(`evaluate reconstruction (eps ${e ? 'given' : 'null'})`, a.reconstruction, b.reconstruction);
+      check(`evaluate kl (eps ${e ? 'given' : 'null'})`, a.kl, b.kl);
+    }
+    const enc = await dev.encode(chunk);
+    const encJs = js.encode(chunk);
+    check('encode qm', enc.qm, encJs.qm);
+    check('encode qv', enc.qv, encJs.qv);
+    const z = Float32Array.from(encJs.qm, (v, i) => v + 0.3 * eps[i]!);
+    check('logLikelihood', await dev.logLikelihood(chunk, z), js.logLikelihood(chunk, z));
+    check('decodeScale', await dev.decodeScale(chunk, z), js.decodeScale(chunk, z));
+    check('decodeScale as batch 1', await dev.decodeScale(chunk, z, 1), js.decodeScale(chunk, z, 1));
+  } finally {
+    dev.dispose();
+    js.dispose();
+  }
+}
+
+for (const [label, over] of variants) {
+  test(`device model (${deviceTestBackend}) evaluation mode equals the JS model on kang (evaluate, encode, logLikelihood, decodeScale): ${label}`, { skip: skipKang }, async () => {
+    const { cells, nBatch } = await kang();
+    await compareEvalWithJs(defaultModelConfig(cells.nGenes, nBatch, over));
+  });
+}
+
+// ---- (c) device traffic ----
+
+function delta(after: DeviceCounters, before: DeviceCounters): DeviceCounters {
+  return {
+    kernels: after.kernels - before.kernels,
+    uploads: after.uploads - before.uploads,
+    uploadBytes: after.uploadBytes - before.uploadBytes,
+    readbacks: after.readbacks - before.readbacks,
+    readbackBytes: after.readbackBytes - before.readbackBytes,
+  };
+}
+
+test(`device model (${deviceTestBackend}) moves cells up once and results down once per call, parameters once per version; kernels per call do not grow with k`, { skip: skipKang }, async () => {
+  const tf = await useDeviceTestBackend();
+  const { cells, nBatch } = await kang();
+  for (const over of [{}, { likelihood: 'zinb', nLayers: 2 }] as Array<Partial<ModelConfig>>) {
+    const cfg = defaultModelConfig(cells.nGenes, nBatch, over);
+    const dev = DeviceModel.create(tf, cfg);
+    try {
+      const P = dev.layout.size;
+      let before = { ...dev.counters };
+      dev.setParams(testParams(cfg, 1));
+      assert.deepEqual(delta(dev.counters, before), { kernels: delta(dev.counters, before).kernels, uploads: 1, uploadBytes: 4 * P, readbacks: 0, readbackBytes: 0 }, 'setParams: one upload of the parameters');
+      await dev.gradientGroup(microbatches(cfg, cells, 1, 128, 0)); // first call makes the cached constants
+      const kernels: number[] = [];
+      for (const [k, last] of [[1, 128], [8, 57], [8, 128]] as const) {
+        for (const sparse of [true, false]) {
+          setSparseUpload(sparse);
+          try {
+            const mbs = microbatches(cfg, cells, k, last, 1);
+            const withDropout = cfg.dropoutRate > 0;
+            const packedBytes = packCall(cfg, mbs.map((mb) => ({ batch: mb.batch, noise: mb.noise.eps, dropout: mb.noise.dropout, klWeight: mb.klWeight })), withDropout).data.byteLength;
+            before = { ...dev.counters };
+            await dev.gradientGroup(mbs);
+            const d = delta(dev.counters, before);
+            const what = `${cfg.likelihood} nLayers ${cfg.nLayers} k=${k} (${sparse ? 'sparse' : 'dense'} upload)`;
+            assert.equal(d.uploads, 1, `${what}: uploads`);
+            assert.equal(d.uploadBytes, packedBytes, `${what}: upload bytes`);
+            assert.equal(d.readbacks, 1, `${what}: readbacks`);
+            assert.equal(d.readbackBytes, 4 * (P + 4 * cfg.nLayers * k * cfg.nHidden + 2 * k), `${what}: readback bytes`);
+            if (process.env.ATLASVAE_TEST_VERBOSE) console.log(what, JSON.stringify(d));
+            if (sparse) kernels.push(d.kernels);
+          } finally {
+            setSparseUpload(true);
+          }
+        }
+      }
+      assert.ok(kernels.every((n) => n === kernels[0]), `kernels per call independent of k: ${kernels.join(', ')}`);
+      before = { ...dev.counters };
+      await dev.evaluate(microbatches(cfg, cells, 1, 100, 2)[0]!.batch, null);
+      const d = delta(dev.counters, before);
+      assert.equal(d.uploads, 1, 'evaluate: one upload');
+      assert.equal(d.readbacks, 1, 'evaluate: one readback');
+      assert.equal(d.readbackBytes, 4 * 2 * 100, 'evaluate: reconstruction and KL of 100 cells');
+    } finally {
+      dev.dispose();
+    }
+  }
+});
+
+// ---- log Γ and ψ of the device ops ----
+
+const skipLgamma = skipUnlessShared('fixtures', 'lgamma_reference.json');
+test(`device lgamma (${deviceTestBackend}): |error| ≤ 1e-5·max(1, |lgamma|); gradient and digamma within 1e-4 for x ≥ 1e-3`, { skip: skipLgamma }, async () => {
+  const tf = await useDeviceTestBackend();
+  const ref: { x: number[]; lgamma: number[]; digamma: number[] } = JSON.parse(fs.readFileSync(sharedPath('fixtures', 'lgamma_reference.json')!, 'utf8'));
+  const ops = new DeviceOps(tf);
+  try {
+    const x = tf.tensor1d(ref.x);
+    const w = tf.fill([ref.x.length], 0.5);
+    const value = await ops.lgamma(x).data();
+    const grad = await tf.mul(tf.grad((t: tfNs.Tensor) => ops.lgamma(t))(x, w), 2).data();
+    const direct = await ops.digamma(x).data();
+    ref.x.forEach((xv, i) => {
+      const err = Math.abs(value[i]! - ref.lgamma[i]!) / Math.max(1, Math.abs(ref.lgamma[i]!));
+      assert.ok(err <= 1e-5, `lgamma(${xv}) = ${value[i]}, reference ${ref.lgamma[i]} (scaled error ${err.toExponential(2)})`);
+      if (xv >= 1e-3) {
+        for (const [what, v] of [['gradient', grad[i]!], ['digamma', direct[i]!]] as const) {
+          const rel = Math.abs(v - ref.digamma[i]!) / Math.abs(ref.digamma[i]!);
+          assert.ok(rel <= 1e-4, `${what} at ${xv} = ${v}, digamma ${ref.digamma[i]} (relative ${rel.toExponential(2)})`);
+        }
+      }
+    });
+  } finally {
+    ops.dispose();
+  }
+});

@@ -83,8 +83,9 @@ export class DeviceOps {
     const tf = this.tf;
     return tf.tidy(() => {
       const { small, y, xc } = this.shifted(x);
-      let prod: Tensor = xc;
-      for (let k = 1; k < SHIFT; k++) prod = tf.mul(prod, tf.add(xc, this.c(k)));
+      // x(x+1)⋯(x+7) = u(u+6)(u+10)(u+12) with u = x(x+7): 8 kernels instead of 14
+      const u = tf.mul(xc, tf.add(xc, this.c(7)));
+      const prod = tf.mul(tf.mul(u, tf.add(u, this.c(6))), tf.mul(tf.add(u, this.c(10)), tf.add(u, this.c(12))));
       const logProd = tf.where(small, tf.log(prod), tf.zerosLike(x));
       const inv = tf.reciprocal(y);
       const inv2 = tf.mul(inv, inv);
@@ -100,9 +101,11 @@ export class DeviceOps {
     const tf = this.tf;
     return tf.tidy(() => {
       const { small, y, xc } = this.shifted(x);
-      let recip: Tensor = tf.reciprocal(xc);
-      for (let k = 1; k < SHIFT; k++) recip = tf.add(recip, tf.reciprocal(tf.add(xc, this.c(k))));
-      const shiftSum = tf.where(small, recip, tf.zerosLike(x));
+      // Σ_{k<8} 1/(x+k), pairing k with 7−k: (2x+7)·Σ 1/(u + {0, 6, 10, 12}) with u = x(x+7)
+      const x7 = tf.add(xc, this.c(7));
+      const u = tf.mul(xc, x7);
+      const inv4 = tf.add(tf.add(tf.reciprocal(u), tf.reciprocal(tf.add(u, this.c(6)))), tf.add(tf.reciprocal(tf.add(u, this.c(10))), tf.reciprocal(tf.add(u, this.c(12)))));
+      const shiftSum = tf.where(small, tf.mul(tf.add(xc, x7), inv4), tf.zerosLike(x));
       const inv = tf.reciprocal(y);
       const f = tf.mul(inv, inv);
       // −f (1/12 − f (1/120 − f (1/252 − f/240)))
