@@ -33,6 +33,8 @@ async function optionalImport(name: string): Promise<boolean> {
 async function tryTensorflow(packages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']): Promise<string | null> {
   // libtensorflow takes almost all GPU memory unless told to grow (tfjs has no API for it)
   process.env.TF_FORCE_GPU_ALLOW_GROWTH ??= 'true';
+  // deterministic GPU kernels: one engine, backend and group size give bit-identical parameters
+  process.env.TF_DETERMINISTIC_OPS ??= '1';
   for (const pkg of packages) {
     if (!(await optionalImport(pkg))) continue;
     // tfjs-node registers 'tensorflow' in the tfjs-core it resolves; it must be ours (same version).
