@@ -385,9 +385,9 @@ export class WorkerClient {
     }
     this.send(ws, encodeFrame(r, g.grad, ...g.microbatches.map((m) => m.bnStats)));
     this.computed += count;
-    for (const m of g.microbatches) {
+    for (const [k, m] of g.microbatches.entries()) {
       this.opts.events?.microbatchComputed?.({
-        step: w.step, microbatch: items[g.microbatches.indexOf(m)]!.microbatch, nCells: m.nCells, computeMs: computeMs / count,
+        step: w.step, microbatch: w.microbatch + k, nCells: m.nCells, computeMs: computeMs / count,
         epoch: w.epoch, klWeight: w.klWeight, lossSum: m.lossSum, reconstructionSum: m.reconstructionSum, klSum: m.klSum,
       });
     }
