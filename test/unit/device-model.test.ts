@@ -347,15 +347,16 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
       assert.deepEqual(delta(dev.counters, before), { kernels: delta(dev.counters, before).kernels, viewKernels: delta(dev.counters, before).viewKernels, uploads: 1, uploadBytes: 4 * P, readbacks: 0, readbackBytes: 0 }, 'setParams: one upload of the parameters');
       await dev.gradientGroup(microbatches(cfg, cells, 1, 32, 0)); // first call makes the cached constants
       const kernels: number[] = [];
+      let sparseGrad: Float32Array = new Float32Array(0);
       for (const [k, last] of [[1, 32], [8, 9], [8, 32]] as const) {
         for (const sparse of [true, false]) {
           setSparseUpload(sparse);
           try {
             const mbs = microbatches(cfg, cells, k, last, 1, 32);
-            const withDropout = cfg.dropoutRate > 0;
+            const withDropout = mbs.some((mb) => mb.noise.dropout !== null);
             const packedBytes = packCall(cfg, mbs.map((mb) => ({ batch: mb.batch, noise: mb.noise.eps, dropout: mb.noise.dropout, klWeight: mb.klWeight })), withDropout).data.byteLength;
             before = { ...dev.counters };
-            await dev.gradientGroup(mbs);
+            const r = await dev.gradientGroup(mbs);
             const d = delta(dev.counters, before);
             const what = `${cfg.likelihood} nLayers ${cfg.nLayers} k=${k} (${sparse ? 'sparse' : 'dense'} upload)`;
             assert.equal(d.uploads, 1, `${what}: uploads`);
@@ -363,7 +364,10 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
             assert.equal(d.readbacks, 1, `${what}: readbacks`);
             assert.equal(d.readbackBytes, 4 * (P + 4 * cfg.nLayers * k * cfg.nHidden + 2 * k), `${what}: readback bytes`);
             if (process.env.ATLASVAE_TEST_VERBOSE) console.log(what, JSON.stringify(d));
-            if (sparse) kernels.push(d.kernels);
+            if (sparse) {
+              kernels.push(d.kernels);
+              sparseGrad = r.grad;
+            } else assert.deepEqual(r.grad, sparseGrad, `${what}: the dense upload gives the sparse upload's gradient exactly`);
           } finally {
             setSparseUpload(true);
           }
@@ -407,5 +411,42 @@ test(`device lgamma (${deviceTestBackend}): |error| ≤ 1e-5·max(1, |lgamma|); 
     });
   } finally {
     ops.dispose();
+  }
+});
+
+// ---- bad input, non-finite results ----
+
+test(`device model (${deviceTestBackend}): bad input is named; a NaN parameter flags every microbatch non-finite`, { skip: skipFixture }, async () => {
+  const tf = await useDeviceTestBackend();
+  const c = fixture['nb']!;
+  const cfg = defaultModelConfig(c.dims.genes, c.dims.n_batch, { nHidden: c.dims.hidden, nLatent: c.dims.latent, dropoutRate: 0.5 });
+  const dev = DeviceModel.create(tf, cfg);
+  try {
+    const batch = denseToBatch(c.x, c.batch);
+    const noise = microbatchNoise(cfg, 1, 1, 0, batch.nCells);
+    const good: DeviceMicrobatch = { batch, noise, klWeight: 1 };
+    await assert.rejects(dev.gradientGroup([]), /at least one microbatch/);
+    await assert.rejects(dev.gradientGroup([good, { ...good, noise: { ...noise, eps: noise.eps.subarray(1) } }]), /microbatch 1: noise eps has 14 values, expected 15/);
+    await assert.rejects(dev.gradientGroup([{ ...good, noise: { ...noise, dropout: [noise.dropout![0]!.subarray(2)] } }]), /microbatch 0: dropout mask 0 has 38 values, expected 40/);
+    await assert.rejects(dev.gradientGroup([{ ...good, batch: { ...batch, batch: Int32Array.from([0, 1, 2, 0, 1]) } }]), /batch code 2 of cell 2 is outside 0\.\.1/);
+    await assert.rejects(dev.gradientGroup([{ ...good, batch: { ...batch, nGenes: 13 } }]), /microbatch 0 has 13 genes, the model 12/);
+    assert.throws(() => dev.setParams(new Float32Array(3)), /parameter vector has 3 floats, the layout needs \d+/);
+    await assert.rejects(dev.logLikelihood(batch, new Float32Array(2)), /z has 2 values, expected 15/);
+    // a microbatch without masks in a group with masks keeps every unit, as the JS model does
+    const plain = await dev.gradientGroup([{ ...good, noise: { ...noise, dropout: null } }]);
+    const mixed = await dev.gradientGroup([good, { ...good, noise: { ...noise, dropout: null } }]);
+    const masked = await dev.gradientGroup([good]);
+    const sumBoth = masked.grad.map((v, i) => v + plain.grad[i]!);
+    assert.ok(relErr(mixed.grad, sumBoth, 0, sumBoth.length) <= TOL, 'a group sums its microbatches, masked or not');
+    assert.ok(relErr(plain.grad, masked.grad, 0, plain.grad.length) > 1e-3, 'dropout masks change the gradient');
+    const params = initParams(cfg, 0);
+    params[entry(dev.layout, 'px_r').offset] = NaN;
+    dev.setParams(params);
+    const r = await dev.gradientGroup([good, good]);
+    assert.deepEqual(r.microbatches.map((t) => t.nonFinite), [true, true]);
+    dev.dispose();
+    await assert.rejects(dev.gradientGroup([good]), /used after dispose/);
+  } finally {
+    dev.dispose();
   }
 });
