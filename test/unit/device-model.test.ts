@@ -346,6 +346,7 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
       dev.setParams(testParams(cfg, 1));
       assert.deepEqual(delta(dev.counters, before), { kernels: delta(dev.counters, before).kernels, viewKernels: delta(dev.counters, before).viewKernels, uploads: 1, uploadBytes: 4 * P, readbacks: 0, readbackBytes: 0 }, 'setParams: one upload of the parameters');
       await dev.gradientGroup(microbatches(cfg, cells, 1, 32, 0)); // first call makes the cached constants
+      const tensorsBefore = tf.memory().numTensors;
       const kernels: number[] = [];
       let sparseGrad: Float32Array = new Float32Array(0);
       for (const [k, last] of [[1, 32], [8, 9], [8, 32]] as const) {
@@ -380,6 +381,7 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
       assert.equal(d.uploads, 1, 'evaluate: one upload');
       assert.equal(d.readbacks, 1, 'evaluate: one readback');
       assert.equal(d.readbackBytes, 4 * 2 * 100, 'evaluate: reconstruction and KL of 100 cells');
+      assert.equal(tf.memory().numTensors, tensorsBefore, 'calls leave no tensors behind');
     } finally {
       dev.dispose();
     }
