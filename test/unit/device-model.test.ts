@@ -178,7 +178,7 @@ function microbatches(cfg: ModelConfig, cells: CellBatch, k: number, lastSize: n
     const n = j === k - 1 ? lastSize : size;
     const batch = selectRows(cells, order.slice(at, at + n));
     at += n;
-    out.push({ batch, noise: microbatchNoise(cfg, 3, step, j, n), klWeight: 0.7 });
+    out.push({ batch, noise: microbatchNoise(cfg, 3, step, j, n), klWeight: 0.7 + 0.01 * j }); // a weight per microbatch: each must get its own
   }
   return out;
 }
