@@ -169,16 +169,16 @@ function testParams(cfg: ModelConfig, seed: number): Float32Array {
   return flat;
 }
 
-/** k microbatches of 128 cells from a fixed shuffle of kang, the last one `lastSize` cells. */
-function microbatches(cfg: ModelConfig, cells: CellBatch, k: number, lastSize: number, step: number): DeviceMicrobatch[] {
+/** k microbatches of `size` cells from a fixed shuffle of kang, the last one `lastSize` cells. */
+function microbatches(cfg: ModelConfig, cells: CellBatch, k: number, lastSize: number, step: number, size = 128): DeviceMicrobatch[] {
   const order = Array.from({ length: cells.nCells }, (_, i) => (i * 7919) % cells.nCells);
   const out: DeviceMicrobatch[] = [];
   let at = 0;
   for (let j = 0; j < k; j++) {
-    const n = j === k - 1 ? lastSize : 128;
+    const n = j === k - 1 ? lastSize : size;
     const batch = selectRows(cells, order.slice(at, at + n));
     at += n;
-    out.push({ batch, noise: microbatchNoise(cfg, 3, step, j, n), klWeight: 0.7 });
+    out.push({ batch, noise: microbatchNoise(cfg, 3, step, j, n), klWeight: 0.7 + 0.01 * j }); // a weight per microbatch: each must get its own
   }
   return out;
 }
@@ -196,9 +196,9 @@ function relErr(a: ArrayLike<number>, b: ArrayLike<number>, from: number, to: nu
 
 const TOL = 1e-4;
 
-// the JS reference model computes every product in JS, whatever backend the device model runs on
-// (a GPU backend cannot serve its synchronous reads)
-setBackendMatmulThreshold(Number.MAX_SAFE_INTEGER);
+// on a GPU backend the JS reference model computes every product in JS (the backend cannot serve
+// its synchronous reads)
+if (deviceTestBackend !== 'cpu' && deviceTestBackend !== 'wasm') setBackendMatmulThreshold(Number.MAX_SAFE_INTEGER);
 
 async function compareWithJs(cfg: ModelConfig, k: number, lastSize: number): Promise<void> {
   const tf = await useDeviceTestBackend();
@@ -267,6 +267,7 @@ for (const [label, over] of variants) {
     const cfg = defaultModelConfig(cells.nGenes, nBatch, over);
     await compareWithJs(cfg, 1, 128);
     await compareWithJs(cfg, 8, 57);
+    if (label.startsWith('nb, gene dispersion')) await compareWithJs(cfg, 3, 1); // a one-cell microbatch: variance 0
   });
 }
 
@@ -326,6 +327,7 @@ for (const [label, over] of variants) {
 function delta(after: DeviceCounters, before: DeviceCounters): DeviceCounters {
   return {
     kernels: after.kernels - before.kernels,
+    viewKernels: after.viewKernels! - before.viewKernels!,
     uploads: after.uploads - before.uploads,
     uploadBytes: after.uploadBytes - before.uploadBytes,
     readbacks: after.readbacks - before.readbacks,
@@ -343,18 +345,20 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
       const P = dev.layout.size;
       let before = { ...dev.counters };
       dev.setParams(testParams(cfg, 1));
-      assert.deepEqual(delta(dev.counters, before), { kernels: delta(dev.counters, before).kernels, uploads: 1, uploadBytes: 4 * P, readbacks: 0, readbackBytes: 0 }, 'setParams: one upload of the parameters');
-      await dev.gradientGroup(microbatches(cfg, cells, 1, 128, 0)); // first call makes the cached constants
+      assert.deepEqual(delta(dev.counters, before), { kernels: delta(dev.counters, before).kernels, viewKernels: delta(dev.counters, before).viewKernels, uploads: 1, uploadBytes: 4 * P, readbacks: 0, readbackBytes: 0 }, 'setParams: one upload of the parameters');
+      await dev.gradientGroup(microbatches(cfg, cells, 1, 32, 0)); // first call makes the cached constants
+      const tensorsBefore = tf.memory().numTensors;
       const kernels: number[] = [];
-      for (const [k, last] of [[1, 128], [8, 57], [8, 128]] as const) {
+      let sparseGrad: Float32Array = new Float32Array(0);
+      for (const [k, last] of [[1, 32], [8, 9], [8, 32]] as const) {
         for (const sparse of [true, false]) {
           setSparseUpload(sparse);
           try {
-            const mbs = microbatches(cfg, cells, k, last, 1);
-            const withDropout = cfg.dropoutRate > 0;
+            const mbs = microbatches(cfg, cells, k, last, 1, 32);
+            const withDropout = mbs.some((mb) => mb.noise.dropout !== null);
             const packedBytes = packCall(cfg, mbs.map((mb) => ({ batch: mb.batch, noise: mb.noise.eps, dropout: mb.noise.dropout, klWeight: mb.klWeight })), withDropout).data.byteLength;
             before = { ...dev.counters };
-            await dev.gradientGroup(mbs);
+            const r = await dev.gradientGroup(mbs);
             const d = delta(dev.counters, before);
             const what = `${cfg.likelihood} nLayers ${cfg.nLayers} k=${k} (${sparse ? 'sparse' : 'dense'} upload)`;
             assert.equal(d.uploads, 1, `${what}: uploads`);
@@ -362,7 +366,10 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
             assert.equal(d.readbacks, 1, `${what}: readbacks`);
             assert.equal(d.readbackBytes, 4 * (P + 4 * cfg.nLayers * k * cfg.nHidden + 2 * k), `${what}: readback bytes`);
             if (process.env.ATLASVAE_TEST_VERBOSE) console.log(what, JSON.stringify(d));
-            if (sparse) kernels.push(d.kernels);
+            if (sparse) {
+              kernels.push(d.kernels);
+              sparseGrad = r.grad;
+            } else assert.deepEqual(r.grad, sparseGrad, `${what}: the dense upload gives the sparse upload's gradient exactly`);
           } finally {
             setSparseUpload(true);
           }
@@ -375,6 +382,7 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
       assert.equal(d.uploads, 1, 'evaluate: one upload');
       assert.equal(d.readbacks, 1, 'evaluate: one readback');
       assert.equal(d.readbackBytes, 4 * 2 * 100, 'evaluate: reconstruction and KL of 100 cells');
+      assert.equal(tf.memory().numTensors, tensorsBefore, 'calls leave no tensors behind');
     } finally {
       dev.dispose();
     }
@@ -406,5 +414,42 @@ test(`device lgamma (${deviceTestBackend}): |error| ≤ 1e-5·max(1, |lgamma|); 
     });
   } finally {
     ops.dispose();
+  }
+});
+
+// ---- bad input, non-finite results ----
+
+test(`device model (${deviceTestBackend}): bad input is named; a NaN parameter flags every microbatch non-finite`, { skip: skipFixture }, async () => {
+  const tf = await useDeviceTestBackend();
+  const c = fixture['nb']!;
+  const cfg = defaultModelConfig(c.dims.genes, c.dims.n_batch, { nHidden: c.dims.hidden, nLatent: c.dims.latent, dropoutRate: 0.5 });
+  const dev = DeviceModel.create(tf, cfg);
+  try {
+    const batch = denseToBatch(c.x, c.batch);
+    const noise = microbatchNoise(cfg, 1, 1, 0, batch.nCells);
+    const good: DeviceMicrobatch = { batch, noise, klWeight: 1 };
+    await assert.rejects(dev.gradientGroup([]), /at least one microbatch/);
+    await assert.rejects(dev.gradientGroup([good, { ...good, noise: { ...noise, eps: noise.eps.subarray(1) } }]), /microbatch 1: noise eps has 14 values, expected 15/);
+    await assert.rejects(dev.gradientGroup([{ ...good, noise: { ...noise, dropout: [noise.dropout![0]!.subarray(2)] } }]), /microbatch 0: dropout mask 0 has 38 values, expected 40/);
+    await assert.rejects(dev.gradientGroup([{ ...good, batch: { ...batch, batch: Int32Array.from([0, 1, 2, 0, 1]) } }]), /batch code 2 of cell 2 is outside 0\.\.1/);
+    await assert.rejects(dev.gradientGroup([{ ...good, batch: { ...batch, nGenes: 13 } }]), /microbatch 0 has 13 genes, the model 12/);
+    assert.throws(() => dev.setParams(new Float32Array(3)), /parameter vector has 3 floats, the layout needs \d+/);
+    await assert.rejects(dev.logLikelihood(batch, new Float32Array(2)), /z has 2 values, expected 15/);
+    // a microbatch without masks in a group with masks keeps every unit, as the JS model does
+    const plain = await dev.gradientGroup([{ ...good, noise: { ...noise, dropout: null } }]);
+    const mixed = await dev.gradientGroup([good, { ...good, noise: { ...noise, dropout: null } }]);
+    const masked = await dev.gradientGroup([good]);
+    const sumBoth = masked.grad.map((v, i) => v + plain.grad[i]!);
+    assert.ok(relErr(mixed.grad, sumBoth, 0, sumBoth.length) <= TOL, 'a group sums its microbatches, masked or not');
+    assert.ok(relErr(plain.grad, masked.grad, 0, plain.grad.length) > 1e-3, 'dropout masks change the gradient');
+    const params = initParams(cfg, 0);
+    params[entry(dev.layout, 'px_r').offset] = NaN;
+    dev.setParams(params);
+    const r = await dev.gradientGroup([good, good]);
+    assert.deepEqual(r.microbatches.map((t) => t.nonFinite), [true, true]);
+    dev.dispose();
+    await assert.rejects(dev.gradientGroup([good]), /used after dispose/);
+  } finally {
+    dev.dispose();
   }
 });

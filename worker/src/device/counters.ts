@@ -5,8 +5,11 @@
 import type * as tfNs from '@tensorflow/tfjs-core';
 
 export interface DeviceCounters {
-  /** registered kernels run (ops executed on the backend, forward and backward) */
+  /** registered kernels run that compute (forward and backward); view kernels not included */
   kernels: number;
+  /** kernels that only relabel data on every backend (Identity, Reshape, a Cast to the same dtype):
+   * tfjs runs one per tensor it saves for the backward pass */
+  viewKernels?: number;
   /** tensors made from host values */
   uploads: number;
   uploadBytes: number;
@@ -16,7 +19,7 @@ export interface DeviceCounters {
 }
 
 export function zeroCounters(): DeviceCounters {
-  return { kernels: 0, uploads: 0, uploadBytes: 0, readbacks: 0, readbackBytes: 0 };
+  return { kernels: 0, viewKernels: 0, uploads: 0, uploadBytes: 0, readbacks: 0, readbackBytes: 0 };
 }
 
 const HOOKED = Symbol.for('atlasvae.deviceCounters');
@@ -46,7 +49,10 @@ export function engineCounters(tf: typeof tfNs): DeviceCounters {
   };
   // a registered kernel carries its name; a customGrad's forward function does not (its ops are counted)
   wrap('runKernelFunc', (a) => {
-    if ((a[0] as { kernelName?: string }).kernelName != null) c.kernels++;
+    const k = a[0] as { kernelName?: string; inputs?: { x?: { dtype?: string } }; attrs?: { dtype?: string } };
+    if (k.kernelName == null) return;
+    if (k.kernelName === 'Identity' || k.kernelName === 'Reshape' || (k.kernelName === 'Cast' && k.inputs?.x?.dtype === k.attrs?.dtype)) c.viewKernels! += 1;
+    else c.kernels++;
   });
   wrap('makeTensor', (a) => {
     c.uploads++;
@@ -67,6 +73,7 @@ export function engineCounters(tf: typeof tfNs): DeviceCounters {
 /** a − b, field by field, added into `into` */
 export function addDelta(into: DeviceCounters, a: DeviceCounters, b: DeviceCounters): void {
   into.kernels += a.kernels - b.kernels;
+  into.viewKernels = (into.viewKernels ?? 0) + (a.viewKernels ?? 0) - (b.viewKernels ?? 0);
   into.uploads += a.uploads - b.uploads;
   into.uploadBytes += a.uploadBytes - b.uploadBytes;
   into.readbacks += a.readbacks - b.readbacks;

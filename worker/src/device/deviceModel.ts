@@ -226,7 +226,7 @@ export class DeviceModel {
     this.checkLive();
     const cfg = this.config;
     if (mbs.length === 0) throw new RangeError('gradientGroup needs at least one microbatch');
-    const withDropout = cfg.dropoutRate > 0 && mbs.some((mb) => mb.noise.dropout !== null);
+    const withDropout = mbs.some((mb) => mb.noise.dropout !== null);
     const items: PackItem[] = mbs.map((mb) => ({ batch: mb.batch, noise: mb.noise.eps, dropout: mb.noise.dropout, klWeight: mb.klWeight }));
     mbs.forEach((mb, j) => {
       if (mb.noise.eps.length !== mb.batch.nCells * cfg.nLatent) throw new RangeError(`microbatch ${j}: noise eps has ${mb.noise.eps.length} values, expected ${mb.batch.nCells * cfg.nLatent}`);

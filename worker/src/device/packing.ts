@@ -21,7 +21,7 @@ export interface PackItem {
   batch: CellBatch;
   /** [nCells, nLatent]: ε (training, evaluate) or z (logLikelihood, decodeScale); null: zeros */
   noise: Float32Array | null;
-  /** one mask per encoder layer, [nCells, nHidden]; null: no dropout */
+  /** one mask per encoder layer, [nCells, nHidden]; null: no dropout (mask 1) */
   dropout: Float32Array[] | null;
   klWeight: number;
   /** every cell decoded as this batch (decodeScale's transformBatch) */
@@ -84,8 +84,8 @@ export function packCall(cfg: ModelConfig, items: PackItem[], withDropout: boole
     if (b.nGenes !== G) throw new RangeError(`microbatch ${j} has ${b.nGenes} genes, the model ${G}`);
     if (b.nCells < 1) throw new RangeError(`microbatch ${j} has no cells`);
     if (it.noise && it.noise.length !== b.nCells * L) throw new RangeError(`microbatch ${j}: noise has ${it.noise.length} values, expected ${b.nCells * L}`);
-    if (withDropout) {
-      if (!it.dropout || it.dropout.length !== cfg.nLayers) throw new RangeError(`microbatch ${j}: expected ${cfg.nLayers} dropout masks`);
+    if (withDropout && it.dropout) {
+      if (it.dropout.length !== cfg.nLayers) throw new RangeError(`microbatch ${j}: ${it.dropout.length} dropout masks, expected ${cfg.nLayers} (one per encoder layer)`);
       it.dropout.forEach((d, l) => {
         if (d.length !== b.nCells * cfg.nHidden) throw new RangeError(`microbatch ${j}: dropout mask ${l} has ${d.length} values, expected ${b.nCells * cfg.nHidden}`);
       });
@@ -122,7 +122,9 @@ export function packCall(cfg: ModelConfig, items: PackItem[], withDropout: boole
       if (it.noise) data.set(it.noise.subarray(r * L, (r + 1) * L), o + 5 + K);
       if (D > 0) {
         const H = cfg.nHidden;
-        it.dropout!.forEach((d, l) => data.set(d.subarray(r * H, (r + 1) * H), o + 5 + K + L + l * H));
+        // a microbatch without masks keeps every unit (mask 1), as the JS model does
+        if (it.dropout) it.dropout.forEach((d, l) => data.set(d.subarray(r * H, (r + 1) * H), o + 5 + K + L + l * H));
+        else data.fill(1, o + 5 + K + L, o + 5 + K + L + D);
       }
       const row = j * m + r;
       for (let p = b.indptr[r]!; p < b.indptr[r + 1]!; p++) {
