@@ -6,6 +6,7 @@
 // (worker/src/device/counters.ts), so they are the same on any machine; the times are this machine's.
 // webgpu runs on the adapter Dawn finds with ATLASVAE_WEBGPU_FLAGS (unset: the llvmpipe test bed,
 // whose speed says nothing about a GPU; set it to '' on a GPU machine for Vulkan).
+// ATLASVAE_BENCH_ENGINES='device:webgpu js:wasm' measures only those engine:backend pairs.
 import * as tf from '@tensorflow/tfjs-core';
 import os from 'node:os';
 import { initBackend, activeDevice, type BackendChoice } from '@atlasvae/shared/backend';
@@ -52,12 +53,12 @@ async function measure(engine: GradientEngine, items: WorkItem[], params: Float3
     const c = process.cpuUsage(c0);
     cpu.push((c.user + c.system) / 1000);
   }
-  const per = (k: keyof typeof counters): number => Math.round((counters[k] - before[k]) / repeats);
+  const per = (k: keyof typeof counters): number => Math.round(((counters[k] ?? 0) - (before[k] ?? 0)) / repeats);
   const cells = items.reduce((a, it) => a + it.nCells, 0);
   const ms = median(wall);
   return {
     cells, cellsPerSecond: Math.round(cells / (ms / 1000)), msPerCall: Number(ms.toFixed(1)), cpuMsPerCall: Number(median(cpu).toFixed(1)),
-    cpuMsPerCell: Number((median(cpu) / cells).toFixed(3)), kernelsPerCall: per('kernels'), uploadsPerCall: per('uploads'),
+    cpuMsPerCell: Number((median(cpu) / cells).toFixed(3)), kernelsPerCall: per('kernels'), viewKernelsPerCall: per('viewKernels'), uploadsPerCall: per('uploads'),
     uploadMBPerCall: Number(((counters.uploadBytes - before.uploadBytes) / repeats / 1e6).toFixed(2)),
     readbacksPerCall: per('readbacks'), readbackMBPerCall: Number(((counters.readbackBytes - before.readbackBytes) / repeats / 1e6).toFixed(2)),
     firstCallMs: Math.round(warmMs), repeats,
@@ -71,7 +72,10 @@ export async function run(): Promise<Record<string, unknown>> {
   const params = [initParams(cfg, 1), initParams(cfg, 2)];
   const bnLength = bufferLayout(cfg).size;
   process.env.ATLASVAE_WEBGPU_FLAGS ??= TEST_BED;
-  const runs: [string, BackendChoice][] = [['js', 'wasm'], ['js', 'cpu'], ['device', 'cpu'], ['device', 'wasm'], ['device', 'tensorflow'], ['device', 'webgpu']];
+  const all: [string, BackendChoice][] = [['js', 'wasm'], ['js', 'cpu'], ['device', 'cpu'], ['device', 'wasm'], ['device', 'tensorflow'], ['device', 'webgpu']];
+  // e.g. ATLASVAE_BENCH_ENGINES='device:webgpu js:wasm' on a GPU machine
+  const only = process.env.ATLASVAE_BENCH_ENGINES?.split(/\s+/).filter(Boolean);
+  const runs = only ? all.filter(([k, b]) => only.includes(`${k}:${b}`)) : all;
   const out: Record<string, unknown> = {
     genes: GENES, microbatch: MICROBATCH, model: 'nb, 128 hidden, 10 latent, 1 layer, dropout 0.1; 7% nonzero counts',
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model.trim()}`, webgpuFlags: process.env.ATLASVAE_WEBGPU_FLAGS,
