@@ -1,21 +1,27 @@
 // The scVI model resident on a TensorFlow.js device: the same function as shared/src/model/vae.ts
 // (layers, batch one-hot in every decoder layer, BatchNorm, dropout masks and ε given by the caller,
-// KL, every likelihood and dispersion mode), with forward and backward as tfjs ops (autograd) so a
-// call costs one upload and one readback whatever the backend (cpu, wasm, webgpu, tensorflow).
+// KL, every likelihood and dispersion mode, nLayers ≥ 1), forward and backward as tfjs ops (autograd;
+// BatchNorm's and log Γ's backward written out), so a call costs one upload and one readback whatever
+// the backend (cpu, wasm, webgpu, tensorflow), and a number of kernels that does not grow with k.
 //
-// API (the contract with the worker's engine; results 1e-4 relative of the JS model's, not bitwise):
+// API (the contract with the worker's engine; results within 1e-4 relative of the JS model's, not
+// bitwise; bit-identical from call to call on one backend):
 //   DeviceModel.create(tf, cfg)       tf: the tfjs-core namespace, backend already set
 //   layout, bufferLayout              as shared/src/model/layout.ts's for cfg
 //   setParams(flat), setBuffers(flat) one upload each per version
-//   gradientGroup(mbs)                k microbatches in one pass, BatchNorm statistics per microbatch
-//                                     (rows padded to the largest microbatch and masked); returns the
-//                                     gradient summed over the group and per-microbatch terms, read back
-//                                     as one packed tensor with one `await data()`
+//   gradientGroup(mbs)                k microbatches (any sizes) in one pass, BatchNorm statistics per
+//                                     microbatch (k·m rows, m the largest microbatch, padded rows
+//                                     masked); returns the gradient summed over the group and
+//                                     per-microbatch terms (lossSum = reconstructionSum + klWeight ·
+//                                     klSum, on the host), read back as one packed tensor, one
+//                                     `await data()`
 //   evaluate/encode/logLikelihood/decodeScale   VaeModelApi's evaluation-mode semantics, async
-//   counters                          kernels, uploads and readbacks (bytes too) of this model's calls
+//   counters                          kernels (+ viewKernels), uploads and readbacks (with bytes) of
+//                                     this model's calls, counted at the tfjs engine
 //   dispose()
 // `nonFinite` of a microbatch: its loss terms or BatchNorm statistics, or the group's gradient, hold a
-// NaN or infinity.
+// NaN or infinity. Device memory at the peak of a call: about 66 (nb) to 88 (zinb) float32 tensors of
+// [cells, genes]. Importing this module loads @tensorflow/tfjs (~0.4 s): import it only for a device engine.
 import '@tensorflow/tfjs'; // registers the gradient functions in the (deduplicated) tfjs-core
 import type * as tfNs from '@tensorflow/tfjs-core';
 import type { CellBatch } from '@atlasvae/shared/batch';
