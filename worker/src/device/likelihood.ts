@@ -30,6 +30,7 @@ export function logLikelihood(ops: DeviceOps, cfg: ModelConfig, t: LikelihoodTen
   const rowSum = (v: Tensor): Tensor => ops.sum(v, 1, true);
   switch (cfg.likelihood) {
     case 'nb':
+      return tf.add(negativeBinomial(ops, t), t.llConst);
     case 'zinb': {
       const eps = ops.c(LIKELIHOOD_EPS);
       const theta = tf.exp(t.pxr!);
@@ -38,7 +39,6 @@ export function logLikelihood(ops: DeviceOps, cfg: ModelConfig, t: LikelihoodTen
       const thetaTerm = tf.mul(theta, tf.sub(tf.log(tf.add(theta, eps)), lthmu));
       const xTerm = tf.mul(t.x, tf.sub(tf.log(tf.add(mu, eps)), lthmu));
       const lgTerm = tf.sub(ops.lgamma(tf.add(t.x, theta)), ops.lgamma(theta));
-      if (cfg.likelihood === 'nb') return tf.add(rowSum(tf.add(tf.add(thetaTerm, xTerm), lgTerm)), t.llConst);
       const pi = t.dropLogits!;
       const spNegPi = tf.softplus(tf.neg(pi));
       const piThetaLog = tf.sub(thetaTerm, pi);
@@ -55,4 +55,48 @@ export function logLikelihood(ops: DeviceOps, cfg: ModelConfig, t: LikelihoodTen
       return tf.sub(t.llConst, tf.mul(rowSum(perGene), ops.c(0.5)));
     }
   }
+}
+
+/**
+ * NB's Σ_g log p per cell (without log x!) with its backward written out, as the JS model's fused
+ * kernel: with b = μ (x/(μ+ε) − (θ+x)/(θ+μ+ε)), d/dlogits = b − s Σb; d/dθ = log(θ+ε) − log(θ+μ+ε)
+ * + θ/(θ+ε) − (θ+x)/(θ+μ+ε) + ψ(x+θ) − ψ(θ), times θ for px_r. Fewer kernels and saved [cells, genes]
+ * tensors than autograd through the same ops.
+ */
+function negativeBinomial(ops: DeviceOps, t: LikelihoodTensors): Tensor {
+  const tf = ops.tf;
+  const eps = ops.c(LIKELIHOOD_EPS);
+  const { x, library } = t;
+  const nb = tf.customGrad(((logits: Tensor, pxr: Tensor, save: (ts: Tensor[]) => void) => {
+    const theta = tf.exp(pxr);
+    const s = tf.softmax(logits);
+    const mu = tf.mul(s, library);
+    const denom = tf.add(tf.add(theta, mu), eps);
+    const lthmu = tf.log(denom);
+    const lte = tf.log(tf.add(theta, eps));
+    const terms = tf.add(
+      tf.add(tf.mul(theta, tf.sub(lte, lthmu)), tf.mul(x, tf.sub(tf.log(tf.add(mu, eps)), lthmu))),
+      tf.sub(ops.lgamma(tf.add(x, theta)), ops.lgamma(theta)),
+    );
+    save([s, theta, denom]);
+    return {
+      value: tf.sum(terms, 1, true),
+      gradFunc: (dy: Tensor, saved: Tensor[]) => {
+        const [sm, th, den] = saved as [Tensor, Tensor, Tensor];
+        const m = tf.mul(sm, library);
+        const xTheta = tf.add(x, th);
+        const thxOverDen = tf.div(xTheta, den);
+        const b = tf.mul(m, tf.sub(tf.div(x, tf.add(m, eps)), thxOverDen));
+        const dLogits = tf.mul(dy, tf.sub(b, tf.mul(sm, tf.sum(b, 1, true))));
+        const dTheta = tf.add(
+          tf.sub(tf.add(tf.sub(tf.log(tf.add(th, eps)), tf.log(den)), tf.div(th, tf.add(th, eps))), thxOverDen),
+          tf.sub(ops.digamma(xTheta), ops.digamma(th)),
+        );
+        let dPxr = tf.mul(tf.mul(dy, th), dTheta);
+        if (dPxr.shape[0] !== pxr.shape[0]) dPxr = tf.sum(dPxr, 0, true); // per gene: Σ over cells
+        return [dLogits, dPxr];
+      },
+    };
+  }) as unknown as Parameters<typeof tfNs.customGrad>[0]);
+  return nb(t.logits, t.pxr!);
 }
