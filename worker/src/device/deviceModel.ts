@@ -1,7 +1,7 @@
 // The scVI model resident on a TensorFlow.js device: the same function as shared/src/model/vae.ts
 // (layers, batch one-hot in every decoder layer, BatchNorm, dropout masks and ε given by the caller,
 // KL, every likelihood and dispersion mode, nLayers ≥ 1), forward and backward as tfjs ops (autograd;
-// BatchNorm's and log Γ's backward written out), so a call costs one upload and one readback whatever
+// the backward of BatchNorm, log Γ and the NB likelihood written out), so a call costs one upload and one readback whatever
 // the backend (cpu, wasm, webgpu, tensorflow), and a number of kernels that does not grow with k.
 //
 // API (the contract with the worker's engine; results within 1e-4 relative of the JS model's, not
@@ -20,8 +20,8 @@
 //                                     this model's calls, counted at the tfjs engine
 //   dispose()
 // `nonFinite` of a microbatch: its loss terms or BatchNorm statistics, or the group's gradient, hold a
-// NaN or infinity. Device memory at the peak of a call: about 66 (nb) to 88 (zinb) float32 tensors of
-// [cells, genes]. Importing this module loads @tensorflow/tfjs (~0.4 s): import it only for a device engine.
+// NaN or infinity. Device memory at the peak of a call: about 18 (poisson), 22 (gaussian), 56 (nb) and
+// 88 (zinb) float32 tensors of [cells, genes]. Importing this module loads @tensorflow/tfjs (~0.4 s): import it only for a device engine.
 import '@tensorflow/tfjs'; // registers the gradient functions in the (deduplicated) tfjs-core
 import type * as tfNs from '@tensorflow/tfjs-core';
 import type { CellBatch } from '@atlasvae/shared/batch';
