@@ -1,7 +1,7 @@
 // The scVI model resident on a TensorFlow.js device: the same function as shared/src/model/vae.ts
 // (layers, batch one-hot in every decoder layer, BatchNorm, dropout masks and ε given by the caller,
 // KL, every likelihood and dispersion mode, nLayers ≥ 1), forward and backward as tfjs ops (autograd;
-// the backward of BatchNorm, log Γ and the NB likelihood written out), so a call costs one upload and one readback whatever
+// the backward of BatchNorm, log Γ and the NB and ZINB likelihoods written out), so a call costs one upload and one readback whatever
 // the backend (cpu, wasm, webgpu, tensorflow), and a number of kernels that does not grow with k.
 //
 // API (the contract with the worker's engine; results within 1e-4 relative of the JS model's, not
