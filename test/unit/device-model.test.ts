@@ -346,7 +346,10 @@ test(`device model (${deviceTestBackend}) moves cells up once and results down o
       let before = { ...dev.counters };
       dev.setParams(testParams(cfg, 1));
       assert.deepEqual(delta(dev.counters, before), { kernels: delta(dev.counters, before).kernels, viewKernels: delta(dev.counters, before).viewKernels, uploads: 1, uploadBytes: 4 * P, readbacks: 0, readbackBytes: 0 }, 'setParams: one upload of the parameters');
-      await dev.gradientGroup(microbatches(cfg, cells, 1, 32, 0)); // first call makes the cached constants
+      const first = await dev.gradientGroup(microbatches(cfg, cells, 2, 20, 0, 32)); // the first call makes the cached constants
+      const again = await dev.gradientGroup(microbatches(cfg, cells, 2, 20, 0, 32));
+      assert.deepEqual(again.grad, first.grad, 'the same call gives the same bits');
+      assert.deepEqual(again.microbatches, first.microbatches, 'the same call gives the same terms');
       const tensorsBefore = tf.memory().numTensors;
       const kernels: number[] = [];
       let sparseGrad: Float32Array = new Float32Array(0);

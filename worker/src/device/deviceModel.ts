@@ -1,21 +1,27 @@
 // The scVI model resident on a TensorFlow.js device: the same function as shared/src/model/vae.ts
 // (layers, batch one-hot in every decoder layer, BatchNorm, dropout masks and ε given by the caller,
-// KL, every likelihood and dispersion mode), with forward and backward as tfjs ops (autograd) so a
-// call costs one upload and one readback whatever the backend (cpu, wasm, webgpu, tensorflow).
+// KL, every likelihood and dispersion mode, nLayers ≥ 1), forward and backward as tfjs ops (autograd;
+// the backward of BatchNorm, log Γ and the NB and ZINB likelihoods written out), so a call costs one upload and one readback whatever
+// the backend (cpu, wasm, webgpu, tensorflow), and a number of kernels that does not grow with k.
 //
-// API (the contract with the worker's engine; results 1e-4 relative of the JS model's, not bitwise):
+// API (the contract with the worker's engine; results within 1e-4 relative of the JS model's, not
+// bitwise; bit-identical from call to call on one backend):
 //   DeviceModel.create(tf, cfg)       tf: the tfjs-core namespace, backend already set
 //   layout, bufferLayout              as shared/src/model/layout.ts's for cfg
 //   setParams(flat), setBuffers(flat) one upload each per version
-//   gradientGroup(mbs)                k microbatches in one pass, BatchNorm statistics per microbatch
-//                                     (rows padded to the largest microbatch and masked); returns the
-//                                     gradient summed over the group and per-microbatch terms, read back
-//                                     as one packed tensor with one `await data()`
+//   gradientGroup(mbs)                k microbatches (any sizes) in one pass, BatchNorm statistics per
+//                                     microbatch (k·m rows, m the largest microbatch, padded rows
+//                                     masked); returns the gradient summed over the group and
+//                                     per-microbatch terms (lossSum = reconstructionSum + klWeight ·
+//                                     klSum, on the host), read back as one packed tensor, one
+//                                     `await data()`
 //   evaluate/encode/logLikelihood/decodeScale   VaeModelApi's evaluation-mode semantics, async
-//   counters                          kernels, uploads and readbacks (bytes too) of this model's calls
+//   counters                          kernels (+ viewKernels), uploads and readbacks (with bytes) of
+//                                     this model's calls, counted at the tfjs engine
 //   dispose()
 // `nonFinite` of a microbatch: its loss terms or BatchNorm statistics, or the group's gradient, hold a
-// NaN or infinity.
+// NaN or infinity. Device memory at the peak of a call: about 18 (poisson), 22 (gaussian), 56 (nb) and
+// 88 (zinb) float32 tensors of [cells, genes]. Importing this module loads @tensorflow/tfjs (~0.4 s): import it only for a device engine.
 import '@tensorflow/tfjs'; // registers the gradient functions in the (deduplicated) tfjs-core
 import type * as tfNs from '@tensorflow/tfjs-core';
 import type { CellBatch } from '@atlasvae/shared/batch';
@@ -153,17 +159,45 @@ export class DeviceModel {
     return tf.add(tf.matMul(x, p.get(`${prefix}.weight`)!, false, true), p.get(`${prefix}.bias`)!);
   }
 
-  /** Training-mode BatchNorm with statistics per microbatch: rows viewed as [k, m, H], padded rows masked. */
+  /**
+   * Training-mode BatchNorm with statistics per microbatch: rows viewed as [k, m, H], weights w =
+   * mask/n (0 on padded rows). Its backward is written out (fewer kernels and saved tensors than
+   * autograd): with g = γ·dy, da = s·(g − w·(Σg + x̂·Σ g x̂)), sums per microbatch (the JS model's
+   * formula with w = 1/n). The batch statistics come back kept; the caller disposes them.
+   */
   private bnTrain(p: Params, a: Tensor, prefix: string, inp: DeviceInputs, w3: Tensor): BnTrainOut {
     const tf = this.tf;
+    const ops = this.ops;
     const H = this.config.nHidden;
-    const a3 = tf.reshape(a, [inp.k, inp.m, H]);
-    const mean = this.ops.sum(tf.mul(a3, w3), 1, true);
-    const centred = tf.sub(a3, mean);
-    const varBiased = this.ops.sum(tf.mul(tf.mul(centred, centred), w3), 1, true);
-    const invStd = this.ops.rsqrt(tf.add(varBiased, this.ops.c(this.config.bnEps)));
-    const y = tf.add(tf.mul(tf.mul(centred, invStd), p.get(`${prefix}.bn.weight`)!), p.get(`${prefix}.bn.bias`)!);
-    return { y: tf.reshape(y, [inp.rows, H]), mean: tf.reshape(mean, [inp.k, H]), varBiased: tf.reshape(varBiased, [inp.k, H]) };
+    const shape3 = [inp.k, inp.m, H];
+    const eps = ops.c(this.config.bnEps);
+    let mean: Tensor | null = null;
+    let varBiased: Tensor | null = null;
+    const bn = tf.customGrad(((x: Tensor, gamma: Tensor, beta: Tensor, save: (t: Tensor[]) => void) => {
+      const a3 = tf.reshape(x, shape3);
+      const mu = tf.sum(tf.mul(a3, w3), 1, true);
+      const centred = tf.sub(a3, mu);
+      const v = tf.sum(tf.mul(tf.mul(centred, centred), w3), 1, true);
+      const invStd = tf.rsqrt(tf.add(v, eps));
+      const xhat = tf.mul(centred, invStd);
+      mean = tf.keep(tf.reshape(mu, [inp.k, H]));
+      varBiased = tf.keep(tf.reshape(v, [inp.k, H]));
+      save([xhat, invStd, gamma]);
+      return {
+        value: tf.reshape(tf.add(tf.mul(xhat, gamma), beta), [inp.rows, H]),
+        gradFunc: (dy: Tensor, saved: Tensor[]) => {
+          const [xh, s, gm] = saved as [Tensor, Tensor, Tensor];
+          const dy3 = tf.reshape(dy, shape3);
+          const g = tf.mul(dy3, gm);
+          const sumG = tf.sum(g, 1, true);
+          const sumGx = tf.sum(tf.mul(g, xh), 1, true);
+          const da = tf.mul(s, tf.sub(g, tf.mul(w3, tf.add(sumG, tf.mul(xh, sumGx)))));
+          return [tf.reshape(da, [inp.rows, H]), tf.sum(tf.reshape(tf.mul(dy3, xh), [inp.rows, H]), 0), tf.sum(dy, 0)];
+        },
+      };
+    }) as unknown as Parameters<typeof tfNs.customGrad>[0]);
+    const y = bn(a, p.get(`${prefix}.bn.weight`)!, p.get(`${prefix}.bn.bias`)!);
+    return { y, mean: mean!, varBiased: varBiased! };
   }
 
   /** Evaluation-mode BatchNorm: running statistics. */
@@ -265,6 +299,7 @@ export class DeviceModel {
           // per-microbatch sums and statistics: read back, not differentiated
           const perMb = (v: Tensor): Tensor => tf.sum(tf.reshape(tf.mul(tf.reshape(v, [inp.rows]), mask), [k, packed.m]), 1);
           aux.push(tf.keep(tf.concat([...stats.map((s) => tf.reshape(s, [-1])), perMb(rec), perMb(kl)])));
+          for (const s of stats) s.dispose();
           return this.ops.sum(loss, null);
         };
         const grads = tf.grads(lossOf)(this.paramList, this.ops.c(1));

@@ -30,22 +30,9 @@ export function logLikelihood(ops: DeviceOps, cfg: ModelConfig, t: LikelihoodTen
   const rowSum = (v: Tensor): Tensor => ops.sum(v, 1, true);
   switch (cfg.likelihood) {
     case 'nb':
-    case 'zinb': {
-      const eps = ops.c(LIKELIHOOD_EPS);
-      const theta = tf.exp(t.pxr!);
-      const mu = tf.mul(tf.softmax(t.logits), t.library);
-      const lthmu = tf.log(tf.add(tf.add(theta, mu), eps));
-      const thetaTerm = tf.mul(theta, tf.sub(tf.log(tf.add(theta, eps)), lthmu));
-      const xTerm = tf.mul(t.x, tf.sub(tf.log(tf.add(mu, eps)), lthmu));
-      const lgTerm = tf.sub(ops.lgamma(tf.add(t.x, theta)), ops.lgamma(theta));
-      if (cfg.likelihood === 'nb') return tf.add(rowSum(tf.add(tf.add(thetaTerm, xTerm), lgTerm)), t.llConst);
-      const pi = t.dropLogits!;
-      const spNegPi = tf.softplus(tf.neg(pi));
-      const piThetaLog = tf.sub(thetaTerm, pi);
-      const caseZero = tf.sub(tf.softplus(piThetaLog), spNegPi);
-      const caseNonZero = tf.add(tf.sub(piThetaLog, spNegPi), tf.add(xTerm, lgTerm));
-      return tf.add(rowSum(tf.where(t.nonzero!, caseNonZero, caseZero)), t.llConst);
-    }
+      return tf.add(negativeBinomial(ops, t), t.llConst);
+    case 'zinb':
+      return tf.add(zeroInflated(ops, t), t.llConst);
     case 'poisson':
       return tf.add(rowSum(tf.mul(t.x, tf.logSoftmax(t.logits))), t.llConst);
     case 'gaussian': {
@@ -55,4 +42,101 @@ export function logLikelihood(ops: DeviceOps, cfg: ModelConfig, t: LikelihoodTen
       return tf.sub(t.llConst, tf.mul(rowSum(perGene), ops.c(0.5)));
     }
   }
+}
+
+/**
+ * NB's Σ_g log p per cell (without log x!) with its backward written out, as the JS model's fused
+ * kernel: with b = μ (x/(μ+ε) − (θ+x)/(θ+μ+ε)), d/dlogits = b − s Σb; d/dθ = log(θ+ε) − log(θ+μ+ε)
+ * + θ/(θ+ε) − (θ+x)/(θ+μ+ε) + ψ(x+θ) − ψ(θ), times θ for px_r. Fewer kernels and saved [cells, genes]
+ * tensors than autograd through the same ops.
+ */
+function negativeBinomial(ops: DeviceOps, t: LikelihoodTensors): Tensor {
+  const tf = ops.tf;
+  const eps = ops.c(LIKELIHOOD_EPS);
+  const { x, library } = t;
+  const nb = tf.customGrad(((logits: Tensor, pxr: Tensor, save: (ts: Tensor[]) => void) => {
+    const theta = tf.exp(pxr);
+    const s = tf.softmax(logits);
+    const mu = tf.mul(s, library);
+    const denom = tf.add(tf.add(theta, mu), eps);
+    const lthmu = tf.log(denom);
+    const lte = tf.log(tf.add(theta, eps));
+    const terms = tf.add(
+      tf.add(tf.mul(theta, tf.sub(lte, lthmu)), tf.mul(x, tf.sub(tf.log(tf.add(mu, eps)), lthmu))),
+      tf.sub(ops.lgamma(tf.add(x, theta)), ops.lgamma(theta)),
+    );
+    save([s, theta, denom]);
+    return {
+      value: tf.sum(terms, 1, true),
+      gradFunc: (dy: Tensor, saved: Tensor[]) => {
+        const [sm, th, den] = saved as [Tensor, Tensor, Tensor];
+        const m = tf.mul(sm, library);
+        const xTheta = tf.add(x, th);
+        const thxOverDen = tf.div(xTheta, den);
+        const b = tf.mul(m, tf.sub(tf.div(x, tf.add(m, eps)), thxOverDen));
+        const dLogits = tf.mul(dy, tf.sub(b, tf.mul(sm, tf.sum(b, 1, true))));
+        const dTheta = tf.add(
+          tf.sub(tf.add(tf.sub(tf.log(tf.add(th, eps)), tf.log(den)), tf.div(th, tf.add(th, eps))), thxOverDen),
+          tf.sub(ops.digamma(xTheta), ops.digamma(th)),
+        );
+        let dPxr = tf.mul(tf.mul(dy, th), dTheta);
+        if (dPxr.shape[0] !== pxr.shape[0]) dPxr = tf.sum(dPxr, 0, true); // per gene: Σ over cells
+        return [dLogits, dPxr];
+      },
+    };
+  }) as unknown as Parameters<typeof tfNs.customGrad>[0]);
+  return nb(t.logits, t.pxr!);
+}
+
+/**
+ * ZINB's Σ_g log p per cell (without log x!) with its backward written out (scvi's log_zinb_positive):
+ * x > 0: −softplus(π) + θd + x(log(μ+ε) − log(θ+μ+ε)) + log Γ(x+θ) − log Γ(θ), d = log(θ+ε) − log(θ+μ+ε);
+ * x = 0: softplus(θd − π) − softplus(−π). With σ = sigmoid(θd − π) and A = d + θ/(θ+ε) − θ/(θ+μ+ε):
+ * d/dθ = A − x/(θ+μ+ε) + ψ(x+θ) − ψ(θ) (x > 0), σA (x = 0); μ·d/dμ = μ(x/(μ+ε) − (θ+x)/(θ+μ+ε)) (x > 0),
+ * −μσθ/(θ+μ+ε) (x = 0); d/dπ = sigmoid(−π) − (1 if x > 0 else σ).
+ */
+function zeroInflated(ops: DeviceOps, t: LikelihoodTensors): Tensor {
+  const tf = ops.tf;
+  const eps = ops.c(LIKELIHOOD_EPS);
+  const { x, library } = t;
+  const nonzero = t.nonzero!;
+  const zinb = tf.customGrad(((logits: Tensor, pi: Tensor, pxr: Tensor, save: (ts: Tensor[]) => void) => {
+    const theta = tf.exp(pxr);
+    const s = tf.softmax(logits);
+    const mu = tf.mul(s, library);
+    const denom = tf.add(tf.add(theta, mu), eps);
+    const lthmu = tf.log(denom);
+    const spNegPi = tf.softplus(tf.neg(pi));
+    const piThetaLog = tf.sub(tf.mul(theta, tf.sub(tf.log(tf.add(theta, eps)), lthmu)), pi);
+    const caseZero = tf.sub(tf.softplus(piThetaLog), spNegPi);
+    const caseNonZero = tf.add(
+      tf.sub(piThetaLog, spNegPi),
+      tf.add(tf.mul(x, tf.sub(tf.log(tf.add(mu, eps)), lthmu)), tf.sub(ops.lgamma(tf.add(x, theta)), ops.lgamma(theta))),
+    );
+    // saved, not captured: autograd disposes the forward pass's tensors before the backward runs
+    save([s, theta, denom, pi, piThetaLog, nonzero]);
+    return {
+      value: tf.sum(tf.where(nonzero, caseNonZero, caseZero), 1, true),
+      gradFunc: (dy: Tensor, saved: Tensor[]) => {
+        const [sm, th, den, p, ptl, nz] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
+        const m = tf.mul(sm, library);
+        const sg = tf.sigmoid(ptl);
+        const invDen = tf.reciprocal(den);
+        const thOverDen = tf.mul(th, invDen);
+        const xOverDen = tf.mul(x, invDen);
+        const a = tf.sub(tf.add(tf.sub(tf.log(tf.add(th, eps)), tf.log(den)), tf.div(th, tf.add(th, eps))), thOverDen);
+        const xTheta = tf.add(x, th);
+        const dThNz = tf.add(tf.sub(a, xOverDen), tf.sub(ops.digamma(xTheta), ops.digamma(th)));
+        const dTheta = tf.where(nz, dThNz, tf.mul(sg, a));
+        const bNz = tf.mul(m, tf.sub(tf.div(x, tf.add(m, eps)), tf.add(thOverDen, xOverDen)));
+        const b = tf.where(nz, bNz, tf.neg(tf.mul(tf.mul(m, sg), thOverDen)));
+        const dLogits = tf.mul(dy, tf.sub(b, tf.mul(sm, tf.sum(b, 1, true))));
+        const dPi = tf.mul(dy, tf.sub(tf.sigmoid(tf.neg(p)), tf.where(nz, tf.onesLike(sg), sg)));
+        let dPxr = tf.mul(tf.mul(dy, th), dTheta);
+        if (dPxr.shape[0] !== pxr.shape[0]) dPxr = tf.sum(dPxr, 0, true); // per gene: Σ over cells
+        return [dLogits, dPi, dPxr];
+      },
+    };
+  }) as unknown as Parameters<typeof tfNs.customGrad>[0]);
+  return zinb(t.logits, t.dropLogits!, t.pxr!);
 }
