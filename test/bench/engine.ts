@@ -6,7 +6,8 @@
 // (worker/src/device/counters.ts), so they are the same on any machine; the times are this machine's.
 // webgpu runs on the adapter Dawn finds with ATLASVAE_WEBGPU_FLAGS (unset: the llvmpipe test bed,
 // whose speed says nothing about a GPU; set it to '' on a GPU machine for Vulkan).
-// ATLASVAE_BENCH_ENGINES='device:webgpu js:wasm' measures only those engine:backend pairs.
+// ATLASVAE_BENCH_ENGINES='device:webgpu js:wasm' measures only those engine:backend pairs;
+// ATLASVAE_BENCH_ENGINE_CELLS=512 stops at that many cells per call.
 import * as tf from '@tensorflow/tfjs-core';
 import os from 'node:os';
 import { initBackend, activeDevice, type BackendChoice } from '@atlasvae/shared/backend';
@@ -92,7 +93,8 @@ export async function run(): Promise<Record<string, unknown>> {
     const engine: GradientEngine = kind === 'js' ? await ModelEngine.create(backend, () => undefined) : new DeviceEngine(backend, activeDevice() ?? backend, 64);
     await engine.configure(cfg, 3, params[0]!.length, bnLength);
     const sizes: Record<string, unknown> = { device: activeDevice() };
-    for (const k of GROUPS) {
+    const maxCells = Number(process.env.ATLASVAE_BENCH_ENGINE_CELLS ?? Infinity);
+    for (const k of GROUPS.filter((g) => g * MICROBATCH <= maxCells)) {
       try {
         const m = await measure(engine, items.slice(0, k), params);
         sizes[String(k * MICROBATCH)] = m;
