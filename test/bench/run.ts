@@ -3,6 +3,7 @@
 // `npm run bench -- NAME…` runs only the named modules.
 import * as data from './data.js';
 import * as dist from './dist.js';
+import * as engine from './engine.js';
 import * as metrics from './metrics.js';
 import * as results from './results.js';
 import * as scale from './scale.js';
@@ -12,7 +13,7 @@ import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
 // measure what the atlasvae CLI runs: every atlasvae process applies this GC setting first
 tuneGarbageCollector();
 
-const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, data, dist, results, metrics, scale };
+const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, engine, data, dist, results, metrics, scale };
 
 const only = process.argv.slice(2);
 const out: Record<string, unknown> = {};

@@ -12,10 +12,11 @@ import {
   type InferMsg, type InferResultMsg, type InferFailureMsg,
 } from '@atlasvae/shared/protocol/messages';
 import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
+import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import { bearer } from '@atlasvae/shared/protocol/auth';
 import { nonFiniteTerm } from '@atlasvae/shared/train/divergence';
 import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/protocol/sharedMemory';
-import type { GradientEngine } from './engine.js';
+import type { GradientEngine, GroupGradient, WorkItem } from './engine.js';
 
 export interface WorkerOptions {
   url: string;
@@ -166,7 +167,9 @@ export class WorkerClient {
         if (!welcomed) this.log(`atlasvae worker: cannot reach ${this.opts.url}: ${err.message}`);
       });
       ws.on('open', () => {
-        const hello: HelloMsg = { type: 'hello', protocol: PROTOCOL_VERSION, backend: this.opts.engine.backend, name: this.opts.name ?? os.hostname(), pid: process.pid };
+        const e = this.opts.engine;
+        const hello: HelloMsg = { type: 'hello', protocol: PROTOCOL_VERSION, backend: e.backend, name: this.opts.name ?? os.hostname(), pid: process.pid, engine: e.kind, device: e.device.slice(0, 200) };
+        if (e.group > 1) hello.group = e.group;
         if (this.opts.metricsAddress) hello.metrics = this.opts.metricsAddress;
         this.send(ws, encodeFrame(hello));
       });
@@ -279,7 +282,8 @@ export class WorkerClient {
         return null;
       }
       case 'work': {
-        this.chain(() => this.compute(ws, msg, payload));
+        if (msg.count !== undefined || !this.opts.engine.gradient) this.chain(() => this.computeGroup(ws, msg, payload));
+        else this.chain(() => this.compute(ws, msg, payload));
         return null;
       }
       case 'done':
@@ -305,7 +309,7 @@ export class WorkerClient {
   }
 
   /** One inference request: answered with inferResult, or inferFailure naming the problem. */
-  private infer(ws: WebSocket, m: InferMsg, payload: Uint8Array): void {
+  private async infer(ws: WebSocket, m: InferMsg, payload: Uint8Array): Promise<void> {
     if (ws.readyState !== WebSocket.OPEN) return;
     const fail = (message: string): void => {
       const f: InferFailureMsg = { type: 'inferFailure', id: m.id, message: message.slice(0, 1000) };
@@ -320,7 +324,7 @@ export class WorkerClient {
       // copy: the gene list may sit at an unaligned offset of the message buffer
       const genes = m.genesLength ? new Int32Array(Uint8Array.from(payload.subarray(0, 4 * m.genesLength)).buffer) : null;
       const req = { op: m.op as InferOp, seed: m.seed, chunk: m.chunk, noiseEpoch: m.noiseEpoch, samples: m.samples, transformBatch: m.transformBatch, genes };
-      out = engine.infer(req, payload.subarray(inferArrowOffset(m.genesLength)), m.nCells);
+      out = await engine.infer(req, payload.subarray(inferArrowOffset(m.genesLength)), m.nCells);
     } catch (e) {
       return fail((e as Error).message);
     }
@@ -333,12 +337,77 @@ export class WorkerClient {
   private fatal: string | null = null;
 
   /** Run `fn` after everything queued before it (the model build, earlier messages), in order. */
-  private chain(fn: () => void): void {
+  private chain(fn: () => void | Promise<void>): void {
     // yield to the event loop between items so pings, pongs and new messages are served
     this.ready = this.ready.then(() => new Promise<void>((r) => setImmediate(r))).then(fn).catch((e: unknown) => {
       this.log(`atlasvae worker: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
       this.ws?.close(CLOSE.goingAway, 'worker error');
     });
+  }
+
+  /**
+   * A group of microbatches (or a single one, for an engine without a synchronous path) computed
+   * in one asynchronous call; the result carries the summed gradient and each one's BatchNorm
+   * statistics and loss terms.
+   */
+  private async computeGroup(ws: WebSocket, w: WorkMsg, payload: Uint8Array): Promise<void> {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const count = w.count ?? 1;
+    const fail = (message: string): void => {
+      const f: FailureMsg = { type: 'failure', version: w.version, step: w.step, microbatch: w.microbatch, message: message.slice(0, 1000) };
+      if (w.count !== undefined) f.count = count;
+      this.send(ws, encodeFrame(f));
+    };
+    if (w.version !== this.paramVersion) return fail(`have parameters v${this.paramVersion}, work needs v${w.version}`);
+    const engine = this.opts.engine;
+    const sizes = this.sizes!;
+    const items: WorkItem[] = [];
+    let at = 0;
+    for (let k = 0; k < count; k++) {
+      const bytes = w.arrowBytes?.[k] ?? payload.byteLength;
+      const nCells = w.cellCounts?.[k] ?? w.nCells;
+      items.push({ step: w.step, epoch: w.epoch, microbatch: w.microbatch + k, nCells, klWeight: w.klWeight, arrow: payload.subarray(at, at + bytes) });
+      at += bytes;
+    }
+    const t0 = performance.now();
+    let g: GroupGradient;
+    try {
+      if (engine.gradientGroup) {
+        g = await engine.gradientGroup(items);
+      } else {
+        const microbatches = items.map((it) => engine.gradient!(it));
+        const grad = microbatches[0]!.grad.slice();
+        for (const m of microbatches.slice(1)) for (let j = 0; j < grad.length; j++) grad[j]! += m.grad[j]!;
+        g = { grad, microbatches };
+      }
+      if (g.grad.length !== sizes.paramLength || g.microbatches.length !== count || g.microbatches.some((m) => m.bnStats.length !== sizes.bnLength)) {
+        throw new Error(`the engine returned a gradient of ${g.grad.length} floats for ${g.microbatches.length} microbatches, the coordinator expects ${sizes.paramLength} for ${count}`);
+      }
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const computeMs = performance.now() - t0;
+    const sum = (f: (m: MicrobatchGradient) => number): number => g.microbatches.reduce((a, m) => a + f(m), 0);
+    const r: ResultMsg = {
+      type: 'result', version: w.version, step: w.step, microbatch: w.microbatch, nCells: sum((m) => m.nCells),
+      reconstructionSum: sum((m) => m.reconstructionSum), klSum: sum((m) => m.klSum), lossSum: sum((m) => m.lossSum), computeMs,
+      gradLength: g.grad.length, bnLength: sizes.bnLength,
+    };
+    // a diverged loss is reported as such (the coordinator stops training), never as a malformed result
+    if (g.microbatches.some((m) => nonFiniteTerm({ loss: m.lossSum, reconstruction: m.reconstructionSum, kl: m.klSum }))) r.nonFinite = true;
+    if (w.count !== undefined) {
+      r.count = count;
+      r.microbatches = g.microbatches.map((m) => ({ nCells: m.nCells, reconstructionSum: m.reconstructionSum, klSum: m.klSum, lossSum: m.lossSum }));
+    }
+    this.send(ws, encodeFrame(r, g.grad, ...g.microbatches.map((m) => m.bnStats)));
+    this.computed += count;
+    for (const [k, m] of g.microbatches.entries()) {
+      this.opts.events?.microbatchComputed?.({
+        step: w.step, microbatch: w.microbatch + k, nCells: m.nCells, computeMs: computeMs / count,
+        epoch: w.epoch, klWeight: w.klWeight, lossSum: m.lossSum, reconstructionSum: m.reconstructionSum, klSum: m.klSum,
+      });
+    }
   }
 
   private compute(ws: WebSocket, w: WorkMsg, arrow: Uint8Array): void {
@@ -357,7 +426,7 @@ export class WorkerClient {
     const out = { grad: payload.subarray(0, sizes.paramLength), bnStats: payload.subarray(sizes.paramLength) };
     let g;
     try {
-      g = this.opts.engine.gradient({ step: w.step, epoch: w.epoch, microbatch: w.microbatch, nCells: w.nCells, klWeight: w.klWeight, arrow }, out);
+      g = this.opts.engine.gradient!({ step: w.step, epoch: w.epoch, microbatch: w.microbatch, nCells: w.nCells, klWeight: w.klWeight, arrow }, out);
       if (g.grad.length !== sizes.paramLength || g.bnStats.length !== sizes.bnLength) {
         throw new Error(`the engine returned ${g.grad.length} + ${g.bnStats.length} floats, the coordinator expects ${sizes.paramLength} + ${sizes.bnLength}`);
       }

@@ -1,5 +1,8 @@
-// What a worker computes for one microbatch. The real engine runs the shared model; the simulated
-// one (benchmarks of the coordinator's capacity) skips the math and returns a right-sized gradient.
+// What a worker computes for one microbatch or a group of them. The JS engine (modelEngine.ts) runs
+// the shared hand-written model one microbatch at a time, synchronously, straight into the outgoing
+// message; the device engine (device/engine.ts) runs a group of microbatches in one pass on the
+// device and returns their summed gradient asynchronously; the simulated one (benchmarks of the
+// coordinator's capacity) skips the math and returns a right-sized gradient.
 
 import type { ModelConfig } from '@atlasvae/shared/config';
 import type { GradientOutput, MicrobatchGradient } from '@atlasvae/shared/model/types';
@@ -16,24 +19,43 @@ export interface WorkItem {
   arrow: Uint8Array;
 }
 
+/** A group's result: the gradient summed over its microbatches (in order), and each microbatch's
+ * cell count, loss sums and BatchNorm statistics (their `grad` is empty: not computed per microbatch). */
+export interface GroupGradient {
+  grad: Float32Array;
+  microbatches: MicrobatchGradient[];
+}
+
 export interface GradientEngine {
-  /** backend name for logs and metrics (wasm, tensorflow, cpu, simulated) */
+  /** backend name for logs and metrics (wasm, tensorflow, webgpu, cpu, simulated) */
   readonly backend: string;
+  /** engine kind for logs and metrics: js, device or simulated */
+  readonly kind: string;
+  /** the compute device's name (a GPU adapter, or the CPU) for logs and metrics */
+  readonly device: string;
+  /** microbatches it takes per request, announced in hello (1 = one microbatch per request) */
+  readonly group: number;
   /** (Re)build for a model; called on every welcome (a coordinator may restart with another model). */
   configure(modelConfig: ModelConfig, seed: number, paramLength: number, bnLength: number): Promise<void>;
   setParams(params: Float32Array): void;
   /** The microbatch's summed gradient; written into `out` when given and the engine can (the
    * client passes the payload of the outgoing result message, saving a 2 MB copy per microbatch). */
-  gradient(item: WorkItem, out?: GradientOutput): MicrobatchGradient;
+  gradient?(item: WorkItem, out?: GradientOutput): MicrobatchGradient;
+  /** Consecutive microbatches of one step in one pass (one or more; every engine has this or `gradient`). */
+  gradientGroup?(items: WorkItem[]): Promise<GroupGradient>;
   /** BatchNorm running statistics, for inference (evaluation mode) */
   setBuffers?(buffers: Float32Array): void;
   /** An inference request (results commands on the fleet) on Arrow-encoded cells */
-  infer?(req: InferRequest, arrow: Uint8Array, nCells: number): InferOutput;
+  infer?(req: InferRequest, arrow: Uint8Array, nCells: number): InferOutput | Promise<InferOutput>;
+  dispose?(): void;
 }
 
 /** Returns zeros of the right size immediately: measures the coordinator and the network, not the math. */
 export class SimulatedEngine implements GradientEngine {
   readonly backend = 'simulated';
+  readonly kind = 'simulated';
+  readonly device = 'none';
+  readonly group = 1;
   private grad = new Float32Array(0);
   private bn = new Float32Array(0);
 

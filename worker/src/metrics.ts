@@ -220,6 +220,7 @@ export class WorkerMetrics {
   private readonly connectedGauge: Gauge;
   private readonly reconnects: Counter;
   private readonly microbatches: Counter;
+  private readonly engineInfo: Gauge<'engine' | 'backend' | 'device' | 'group'>;
   private lastStep: number | undefined;
   /** when the previous microbatch was finished: the gap to the next one is waiting (communication) */
   private lastEnd: number | undefined;
@@ -236,6 +237,12 @@ export class WorkerMetrics {
     this.reconnects = new Counter({ name: 'atlasvae_connections_total', help: 'Connections made to a coordinator.', registers });
     this.microbatches = new Counter({ name: 'atlasvae_microbatches_total', help: 'Microbatch gradients computed.', registers });
     this.microbatches.inc(0);
+    this.engineInfo = new Gauge({
+      name: 'atlasvae_engine_info',
+      help: 'The gradient engine in use (value 1): engine (js, device), TensorFlow.js backend, compute device, microbatches per request.',
+      labelNames: ['engine', 'backend', 'device', 'group'],
+      registers,
+    });
   }
 
   get live(): boolean {
@@ -244,6 +251,13 @@ export class WorkerMetrics {
 
   setBackend(backend: string): void {
     this.families.setBackend(backend);
+  }
+
+  /** The engine, its backend and device (labels of atlasvae_engine_info, and the backend's own gauge). */
+  setEngine(e: { kind: string; backend: string; device: string; group: number }): void {
+    this.families.setBackend(e.backend);
+    this.engineInfo.reset();
+    this.engineInfo.set({ engine: e.kind, backend: e.backend, device: e.device.slice(0, 200), group: String(e.group) }, 1);
   }
 
   /** Connected (and authenticated) to a coordinator: training is live for this worker. */

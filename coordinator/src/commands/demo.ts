@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
 import { getLogger } from '@atlasvae/shared/log';
-import { BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
+import { JS_MODEL_BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { createModel } from '@atlasvae/shared/model/vae';
 import { simulateToDataset, defaultSimulationOptions } from '../data/simulate.js';
@@ -30,7 +30,7 @@ export const demoCommand = (y: Argv): Argv =>
         .option('genes', { type: 'number', default: 1000, describe: 'genes to simulate' })
         .option('epochs', { type: 'number', default: 10, describe: 'training epochs' })
         .option('local-workers', { type: 'number', default: 2, describe: 'worker processes' })
-        .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend of the workers' })
+        .option('backend', { choices: JS_MODEL_BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend of the workers' })
         .option('seed', { type: 'number', default: 0, describe: 'seed of simulation and training' })
         .example('$0 demo', 'the README\'s quick start (a few minutes on 2 cores)')
         .example('$0 demo --cells 5000 --epochs 5 --out /tmp/demo', 'a quicker run'),

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv } from 'yargs';
-import { BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
+import { JS_MODEL_BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { defaultModelConfig, defaultTrainConfig, type DispersionMode, type Likelihood } from '@atlasvae/shared/config';
 import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
 import { CliError, InputError } from '@atlasvae/shared/errors';
@@ -51,7 +51,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
         .option('batch-size', { type: 'number', default: 128, describe: 'cells per optimizer step' })
         .option('lr', { type: 'number', default: 1e-3, describe: 'Adam learning rate (> 0)' })
         .option('max-steps', { type: 'number', describe: 'stop after this many optimizer steps' })
-        .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
+        .option('backend', { choices: JS_MODEL_BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
         .option('out', { type: 'string', describe: 'checkpoint file to write at the end (written atomically; also on SIGINT/SIGTERM)' })
         .option('force', { type: 'boolean', default: false, describe: 'replace an existing --out file' })
         .options(earlyStoppingOptions)

@@ -6,8 +6,9 @@ import { CliError } from '@atlasvae/shared/errors';
 import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
 import { getLogger, log as rootLog } from '@atlasvae/shared/log';
 import { WorkerClient } from '@atlasvae/worker/client';
-import { ModelEngine } from '@atlasvae/worker/modelEngine';
 import { SimulatedEngine, type GradientEngine } from '@atlasvae/worker/engine';
+import { createEngine, ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker/engineChoice';
+import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
 import { WorkerMetrics } from '@atlasvae/worker/metrics';
 import { discoverGpus, selectDevices } from '@atlasvae/worker/launcher/devices';
 import { launchNode } from '@atlasvae/worker/launcher/nodeLauncher';
@@ -25,7 +26,9 @@ export const workerCommand = (y: Argv): Argv =>
         .option('token', { type: 'string', describe: 'shared secret of the coordinator (default: $ATLASVAE_TOKEN); prefer --token-file' })
         .option('token-file', { type: 'string', describe: 'read the shared secret from this file, readable by its owner only (default: $ATLASVAE_TOKEN_FILE)' })
         .option('devices', { type: 'string', describe: 'node launcher: one worker process per GPU: all, N (the first N GPUs, or N CPU workers on a node without GPUs) or IDs such as 0,2' })
-        .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto: tensorflow when installed, else wasm)' })
+        .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto: tensorflow on a GPU, then webgpu on a hardware GPU adapter, else tensorflow/wasm on the CPU); webgpu test bed without a GPU: ATLASVAE_WEBGPU_FLAGS=\'backend=opengl featureLevel=compatibility\'' })
+        .option('engine', { choices: ENGINE_CHOICES, default: 'auto' as EngineChoice, describe: 'js: the hand-written model, matrix products on the backend; device: the whole step on the backend\'s device; auto: device on tensorflow/webgpu, else js' })
+        .option('group', { type: 'number', describe: `microbatches per request, 1–${MAX_GROUP} (default: 1 for the js engine, 16 for the device engine)` })
         .option('name', { type: 'string', describe: 'name shown in the coordinator\'s logs (default: host name)' })
         .option('give-up-after', { type: 'number', default: 0, describe: 'exit after this many seconds without a coordinator (0: keep trying)' })
         .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for wss://' })
@@ -52,6 +55,9 @@ export const workerCommand = (y: Argv): Argv =>
           throw new CliError(`${argv['tls-ca']}: cannot read the CA certificate (${(e as Error).message})`);
         }
       }
+      if (argv.group !== undefined && !(Number.isInteger(argv.group) && argv.group >= 1 && argv.group <= MAX_GROUP)) {
+        throw new CliError(`--group must be an integer from 1 to ${MAX_GROUP}, not ${argv.group}`);
+      }
       const token = resolveToken({ token: argv.token, tokenFile: argv['token-file'] });
       if (argv.devices !== undefined) {
         let slots;
@@ -64,11 +70,12 @@ export const workerCommand = (y: Argv): Argv =>
         if (base !== undefined && (!Number.isInteger(base) || base < 0 || (base > 0 && base + slots.length - 1 > 65535))) {
           throw new CliError(`--metrics-port ${base}: not a port number, or ports ${base}…${base + slots.length - 1} do not all exist`);
         }
-        const workerArgs = ['--connect', argv.connect, '--backend', argv.backend, '--give-up-after', String(argv['give-up-after']), '--metrics-host', argv['metrics-host'],
+        const workerArgs = ['--connect', argv.connect, '--backend', argv.backend, '--engine', argv.engine, '--give-up-after', String(argv['give-up-after']), '--metrics-host', argv['metrics-host'],
           '--log-level', rootLog.level, '--log-format', rootLog.format];
         if (argv['tls-ca']) workerArgs.push('--tls-ca', argv['tls-ca']);
         if (argv.insecure) workerArgs.push('--insecure');
         if (argv.simulate) workerArgs.push('--simulate');
+        if (argv.group !== undefined) workerArgs.push('--group', String(argv.group));
         const outcomes = await launchNode({
           cliPath: process.argv[1]!, workerArgs, slots, name: argv.name ?? os.hostname(), metricsPort: argv['metrics-port'], token, log: getLogger('launcher'),
         });
@@ -78,9 +85,12 @@ export const workerCommand = (y: Argv): Argv =>
         return;
       }
       if (process.env.CUDA_VISIBLE_DEVICES !== undefined) log.info(`CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES}`);
-      const engine: GradientEngine = argv.simulate ? new SimulatedEngine() : await ModelEngine.create(argv.backend, (m) => log.info(m));
+      const engine: GradientEngine = argv.simulate
+        ? new SimulatedEngine()
+        : await createEngine({ engine: argv.engine, backend: argv.backend, group: argv.group, log: (m) => log.info(m) });
+      log.info(`engine ${engine.kind} on ${engine.backend} (${engine.device}), ${engine.group} microbatch(es) per request`);
       const metrics = new WorkerMetrics();
-      metrics.setBackend(engine.backend);
+      metrics.setEngine(engine);
       metrics.setDevice(process.env.CUDA_VISIBLE_DEVICES);
       const server = await startMetricsServer(metrics, argv['metrics-port'], argv['metrics-host']);
       const client = new WorkerClient({

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
-import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
+import { JS_MODEL_BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
 import { CliError } from '@atlasvae/shared/errors';
 import { Progress } from '../progress.js';
 import type { ChunkPlan } from './cell-stream.js';
@@ -12,7 +12,7 @@ export function withModelAndData<T>(y: Argv<T>) {
   return y
     .option('checkpoint', { type: 'string', describe: 'trained model checkpoint' })
     .option('data', { type: 'string', describe: 'prepared dataset folder (`atlasvae prepare`)' })
-    .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
+    .option('backend', { choices: JS_MODEL_BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
     .option('as-batch', { type: 'string', describe: "decode every cell as this model batch (query data from batches the model never saw)" })
     .option('chunk-cells', { type: 'number', default: 1024, describe: 'cells per inference chunk' })
     .option('force', { type: 'boolean', default: false, describe: 'replace an existing --out file' })

@@ -8,7 +8,7 @@ import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket } from 'ws';
 import { tokenChecker } from '@atlasvae/shared/protocol/auth';
-import { PROTOCOL_HEADER, PROTOCOL_VERSION, TOKEN_HEADER, CLOSE } from '@atlasvae/shared/protocol/messages';
+import { PROTOCOL_HEADER, PROTOCOL_VERSION, TOKEN_HEADER, CLOSE, MAX_GROUP } from '@atlasvae/shared/protocol/messages';
 import { MAX_HEADER_BYTES } from '@atlasvae/shared/protocol/frame';
 import type { RejectReason } from './events.js';
 
@@ -34,7 +34,8 @@ export function isLoopbackPeer(remote: string): boolean {
 }
 
 export function maxWorkerPayload(paramLength: number, bnLength: number): number {
-  return 8 + MAX_HEADER_BYTES + 4 * (paramLength + bnLength);
+  // a group result carries one gradient and each of its microbatches' BatchNorm statistics
+  return 8 + MAX_HEADER_BYTES + 4 * (paramLength + MAX_GROUP * bnLength);
 }
 
 function refuse(socket: Duplex, status: number, text: string, body: string): void {

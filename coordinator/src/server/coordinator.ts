@@ -21,11 +21,11 @@ import { DivergenceError, checkGradNorm, checkStepLoss, nonFiniteTerm } from '@a
 import { EarlyStopping } from '@atlasvae/shared/train/earlyStopping';
 import {
   PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
-  type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg,
+  type ExpectedSizes, type WelcomeMsg, type WorkMsg, type ResultMsg, type FailureMsg, type HelloMsg,
 } from '@atlasvae/shared/protocol/messages';
 import { SharedMemoryFolder, type ResultFiles } from '@atlasvae/shared/protocol/sharedMemory';
 import { Endpoint, isLoopbackPeer, maxWorkerPayload } from './connections.js';
-import { StepRun, type StepItem } from './stepRun.js';
+import { StepRun, type StepItem, type AcceptOutcome } from './stepRun.js';
 import { notify, type CoordinatorObserver, type ObserverList, type RejectReason, type StepReport, type WorkerInfo } from './events.js';
 import type { TrainingData } from './data.js';
 import type { Optimizer } from './optimizer.js';
@@ -123,6 +123,8 @@ interface Conn {
   /** shared-memory files it writes its results to (then `result` messages name a file) */
   resultFiles: ResultFiles | null;
   ready: boolean;
+  /** microbatches it takes per work request (its hello's `group`) */
+  group: number;
   /** exceeded --step-timeout: gets no new work until it answers again */
   stalled: boolean;
   helloTimer: NodeJS.Timeout | null;
@@ -271,7 +273,7 @@ export class Coordinator {
 
   private onOpen(ws: WebSocket, remote: string): void {
     const id = this.nextWorkerId++;
-    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, local: isLoopbackPeer(remote), paramsViaFile: false, resultFiles: null, ready: false, stalled: false, helloTimer: null };
+    const c: Conn = { id, ws, info: { id, backend: '?', name: '?', remote }, local: isLoopbackPeer(remote), paramsViaFile: false, resultFiles: null, ready: false, group: 1, stalled: false, helloTimer: null };
     this.conns.set(id, c);
     c.helloTimer = setTimeout(() => this.drop(c, 'hello-timeout', 'no hello within the time limit', CLOSE.policyViolation), this.opts.helloTimeoutMs ?? 10_000);
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(c, data, isBinary));
@@ -340,7 +342,7 @@ export class Coordinator {
       if (msg.protocol !== PROTOCOL_VERSION) {
         return this.drop(c, 'bad-protocol-version', `worker speaks protocol ${msg.protocol}, coordinator ${PROTOCOL_VERSION}`, CLOSE.badVersion);
       }
-      return this.welcome(c, msg.backend, msg.name, msg.pid, msg.metrics);
+      return this.welcome(c, msg);
     }
     switch (msg.type) {
       case 'hello':
@@ -366,10 +368,14 @@ export class Coordinator {
     }
   }
 
-  private welcome(c: Conn, backend: string, name: string, pid: number, metrics: string | undefined): void {
+  private welcome(c: Conn, hello: HelloMsg): void {
     if (c.helloTimer) clearTimeout(c.helloTimer);
     c.helloTimer = null;
-    c.info = { ...c.info, backend, name: `${name}:${pid}`, metrics };
+    const backend = hello.backend;
+    c.group = hello.group ?? 1;
+    c.info = { ...c.info, backend, name: `${hello.name}:${hello.pid}`, metrics: hello.metrics, group: c.group };
+    if (hello.engine !== undefined) c.info.engine = hello.engine;
+    if (hello.device !== undefined) c.info.device = hello.device;
     const w: WelcomeMsg = {
       type: 'welcome', protocol: PROTOCOL_VERSION, workerId: c.id, modelConfig: this.setup.modelConfig,
       seed: this.setup.trainConfig.seed, paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength,
@@ -380,7 +386,8 @@ export class Coordinator {
     this.sendRaw(c, this.currentParamsFrame());
     c.ready = true;
     this.emit('workerConnected', c.info, this.connectedWorkers);
-    this.emit('log', 'info', `worker ${c.id} joined (${c.info.name}, ${backend}, ${c.info.remote}); ${this.connectedWorkers} connected`);
+    const engine = hello.engine ? `${hello.engine} engine on ${backend}${hello.device ? ` (${hello.device})` : ''}` : backend;
+    this.emit('log', 'info', `worker ${c.id} joined (${c.info.name}, ${engine}${c.group > 1 ? `, groups of ${c.group}` : ''}, ${c.info.remote}); ${this.connectedWorkers} connected`);
     this.warnIfIdleWorkers();
     const waiters = this.workerWaiters;
     this.workerWaiters = [];
@@ -405,6 +412,7 @@ export class Coordinator {
     if (r.step !== r.version) return this.drop(c, 'invalid-message', `result.step ${r.step} != version ${r.version}`);
     const item = cur.run.items[r.microbatch];
     if (!item) return this.drop(c, 'invalid-message', `microbatch ${r.microbatch} does not exist in step ${cur.version}`);
+    if (r.count !== undefined) return this.onGroupResult(c, cur, r, payload);
     if (r.nCells !== item.nCells) return this.drop(c, 'invalid-message', `result for ${r.nCells} cells, microbatch has ${item.nCells}`);
     let flat: Float32Array;
     if (r.file !== undefined) {
@@ -445,9 +453,20 @@ export class Coordinator {
       this.emit('resultDropped', outcome, c.id);
     } else {
       this.emit('microbatchAccepted', { globalStep: cur.version, epoch: cur.epoch, microbatch: r.microbatch, workerId: c.id, cells: item.cells, computeMs: r.computeMs });
-      // sum every result that now continues the in-order prefix (never out of microbatch order)
-      const results = cur.run.results;
-      while (cur.summed < results.length && results[cur.summed] !== undefined) cur.acc.add(results[cur.summed++]!);
+    }
+    this.afterResult(cur, outcome);
+  }
+
+  /** Sum what now continues the in-order prefix (never out of microbatch order), then go on. */
+  private afterResult(cur: Current, outcome: AcceptOutcome): void {
+    if (outcome === 'accepted') {
+      const { results, unitSize } = cur.run;
+      while (cur.summed < results.length && results[cur.summed] !== undefined) {
+        const k = unitSize[cur.summed]!;
+        if (k <= 1) cur.acc.add(results[cur.summed]!);
+        else cur.acc.addGroup(results[cur.summed]!.grad, results.slice(cur.summed, cur.summed + k) as MicrobatchGradient[]);
+        cur.summed += Math.max(1, k);
+      }
     }
     if (cur.run.complete) return cur.resolve();
     this.dispatch();
@@ -458,13 +477,53 @@ export class Coordinator {
     }
   }
 
+  /** A group result: one summed gradient, then each microbatch's BatchNorm statistics (socket only). */
+  private onGroupResult(c: Conn, cur: Current, r: ResultMsg, payload: Uint8Array): void {
+    const count = r.count!;
+    const terms = r.microbatches!;
+    if (r.microbatch + count > cur.run.items.length) return this.drop(c, 'invalid-message', `group of ${count} from microbatch ${r.microbatch} runs past the step's ${cur.run.items.length}`);
+    for (let k = 0; k < count; k++) {
+      const want = cur.run.items[r.microbatch + k]!.nCells;
+      if (terms[k]!.nCells !== want) return this.drop(c, 'invalid-message', `group result for ${terms[k]!.nCells} cells in microbatch ${r.microbatch + k}, which has ${want}`);
+    }
+    const flat = payloadAsFloat32(payload);
+    const grad = flat.subarray(0, r.gradLength);
+    const bn = this.sizes.bnLength;
+    const rs: MicrobatchGradient[] = terms.map((t, k) => ({
+      grad: k === 0 ? grad : NOT_READ,
+      bnStats: flat.subarray(r.gradLength + k * bn, r.gradLength + (k + 1) * bn),
+      nCells: t.nCells, reconstructionSum: t.reconstructionSum, klSum: t.klSum, lossSum: t.lossSum,
+    }));
+    if (r.nonFinite && cur.run.wouldAcceptGroup(c.id, r.microbatch, count)) {
+      const k = terms.findIndex((t) => nonFiniteTerm({ loss: t.lossSum, reconstruction: t.reconstructionSum, kl: t.klSum }) !== null);
+      const t = terms[Math.max(k, 0)]!;
+      const bad = nonFiniteTerm({ loss: t.lossSum, reconstruction: t.reconstructionSum, kl: t.klSum }) ?? 'a loss term is not finite';
+      cur.reject(new DivergenceError(cur.version, cur.epoch, `${bad} on microbatch ${r.microbatch + Math.max(k, 0)} (worker ${c.id})`));
+      return;
+    }
+    const outcome = cur.run.acceptGroup(c.id, r.microbatch, rs, r.computeMs);
+    if (outcome !== 'accepted') {
+      this.emit('resultDropped', outcome, c.id);
+    } else {
+      for (let k = 0; k < count; k++) {
+        const i = r.microbatch + k;
+        this.emit('microbatchAccepted', { globalStep: cur.version, epoch: cur.epoch, microbatch: i, workerId: c.id, cells: cur.run.items[i]!.cells, computeMs: r.computeMs / count });
+      }
+    }
+    this.afterResult(cur, outcome);
+  }
+
   private onFailure(c: Conn, f: FailureMsg): void {
     const cur = this.current;
-    if (!cur || f.version !== cur.version || !cur.run.items[f.microbatch]) return;
-    this.emit('log', 'warn', `worker ${c.id} failed microbatch ${f.microbatch} of step ${f.step}: ${f.message}`);
-    cur.run.fail(c.id, f.microbatch);
-    this.emit('microbatchRedone', { globalStep: cur.version, microbatch: f.microbatch, reason: 'failure', workerId: c.id });
-    if (this.failedTooOften(cur, f.microbatch, `error from worker ${c.id}: ${f.message}`)) return;
+    const count = f.count ?? 1;
+    if (!cur || f.version !== cur.version || !cur.run.items[f.microbatch + count - 1]) return;
+    const what = count > 1 ? `microbatches ${f.microbatch}–${f.microbatch + count - 1}` : `microbatch ${f.microbatch}`;
+    this.emit('log', 'warn', `worker ${c.id} failed ${what} of step ${f.step}: ${f.message}`);
+    for (let i = f.microbatch; i < f.microbatch + count; i++) {
+      cur.run.fail(c.id, i);
+      this.emit('microbatchRedone', { globalStep: cur.version, microbatch: i, reason: 'failure', workerId: c.id });
+    }
+    for (let i = f.microbatch; i < f.microbatch + count; i++) if (this.failedTooOften(cur, i, `error from worker ${c.id}: ${f.message}`)) return;
     this.dispatch();
   }
 
@@ -587,7 +646,8 @@ export class Coordinator {
     return true;
   }
 
-  /** Hand pending microbatches to workers: first one each, then up to `workerDepth` each. */
+  /** Hand pending microbatches to workers: first one request each (a microbatch, or a group for a
+   * worker that takes groups), then up to `workerDepth` requests each. */
   private dispatch(): void {
     const cur = this.current;
     if (!cur || cur.run.pending === 0) return;
@@ -596,13 +656,24 @@ export class Coordinator {
     const depth = this.opts.workerDepth ?? 2;
     const now = performance.now();
     for (let d = 1; d <= depth; d++) {
-      const held = ready.map((c) => ({ c, n: cur.run.heldBy(c.id) })).sort((a, b) => a.n - b.n || a.c.id - b.c.id);
+      const held = ready.map((c) => ({ c, n: c.group > 1 ? cur.run.requestsHeldBy(c.id) : cur.run.heldBy(c.id) })).sort((a, b) => a.n - b.n || a.c.id - b.c.id);
       for (const { c, n } of held) {
         if (n >= d) continue;
-        const item = cur.run.take(c.id, now);
-        if (!item) return;
-        const w: WorkMsg = { type: 'work', version: cur.version, step: cur.version, epoch: cur.epoch, microbatch: item.index, nCells: item.nCells, klWeight: cur.klWeight };
-        this.sendParts(c, encodeFrameParts(w, item.arrow));
+        if (c.group <= 1) {
+          const item = cur.run.take(c.id, now);
+          if (!item) return;
+          const w: WorkMsg = { type: 'work', version: cur.version, step: cur.version, epoch: cur.epoch, microbatch: item.index, nCells: item.nCells, klWeight: cur.klWeight };
+          this.sendParts(c, encodeFrameParts(w, item.arrow));
+          continue;
+        }
+        const items = cur.run.takeGroup(c.id, now, c.group);
+        if (items.length === 0) return;
+        const w: WorkMsg = {
+          type: 'work', version: cur.version, step: cur.version, epoch: cur.epoch, microbatch: items[0]!.index,
+          nCells: items.reduce((a, it) => a + it.nCells, 0), klWeight: cur.klWeight,
+          count: items.length, cellCounts: items.map((it) => it.nCells), arrowBytes: items.map((it) => it.arrow.byteLength),
+        };
+        this.sendParts(c, encodeFrameParts(w, ...items.map((it) => it.arrow)));
       }
     }
   }

@@ -43,6 +43,11 @@ export interface WorkerInfo {
   remote: string;
   /** its Prometheus endpoint as its hello gave it, "HOST:PORT" (empty HOST: at `remote`'s address) */
   metrics?: string;
+  /** engine kind and compute device the worker announced (absent from older workers) */
+  engine?: string;
+  device?: string;
+  /** microbatches it takes per request */
+  group?: number;
 }
 
 export type RejectReason =

@@ -1,11 +1,13 @@
 // Inference requests on a trained model, as pure functions of (parameters, buffers, cells, keys):
 // the coordinator's local engine and fleet workers run exactly this code, so an answer does not
 // depend on who computed it. Noise is drawn from explicit keys, never from shared state.
+// Each op is written once, as a generator that yields the model calls it needs: run synchronously on
+// the JS model (VaeModelApi) or awaited on the device model (its evaluation methods are async).
 
 import type { CellBatch } from '../batch.js';
 import { Rng } from '../rng.js';
 import { validationNoise } from './noise.js';
-import type { VaeModelApi } from './types.js';
+import type { CellTerms, VaeModelApi } from './types.js';
 
 export const INFER_OPS = ['encode', 'evaluate', 'marginal', 'normalize'] as const;
 export type InferOp = (typeof INFER_OPS)[number];
@@ -56,23 +58,71 @@ function concat(a: Float32Array, b: Float32Array): Float32Array {
   return out;
 }
 
-export function runInference(model: VaeModelApi, batch: CellBatch, req: InferRequest): InferOutput {
+/** The evaluation-mode half of the model with async methods (the device model). */
+export interface AsyncInferenceModel {
+  readonly config: VaeModelApi['config'];
+  evaluate(batch: CellBatch, eps: Float32Array | null): Promise<CellTerms>;
+  encode(batch: CellBatch): Promise<{ qm: Float32Array; qv: Float32Array }>;
+  logLikelihood(batch: CellBatch, z: Float32Array): Promise<Float32Array>;
+  decodeScale(batch: CellBatch, z: Float32Array, transformBatch?: number): Promise<Float32Array>;
+}
+
+/** A model call an op needs; the generator receives its result. */
+type ModelCall =
+  | { fn: 'encode'; batch: CellBatch }
+  | { fn: 'evaluate'; batch: CellBatch; eps: Float32Array | null }
+  | { fn: 'logLikelihood'; batch: CellBatch; z: Float32Array }
+  | { fn: 'decodeScale'; batch: CellBatch; z: Float32Array; transformBatch: number | undefined };
+type Steps<T> = Generator<ModelCall, T, unknown>;
+type Encoded = { qm: Float32Array; qv: Float32Array };
+
+function callModel(model: VaeModelApi | AsyncInferenceModel, c: ModelCall): unknown {
+  switch (c.fn) {
+    case 'encode': return model.encode(c.batch);
+    case 'evaluate': return model.evaluate(c.batch, c.eps);
+    case 'logLikelihood': return model.logLikelihood(c.batch, c.z);
+    case 'decodeScale': return model.decodeScale(c.batch, c.z, c.transformBatch);
+  }
+}
+
+function runSync<T>(model: VaeModelApi, steps: Steps<T>): T {
+  let r = steps.next();
+  while (!r.done) r = steps.next(callModel(model, r.value));
+  return r.value;
+}
+
+async function runAsync<T>(model: AsyncInferenceModel, steps: Steps<T>): Promise<T> {
+  let r = steps.next();
+  while (!r.done) r = steps.next(await callModel(model, r.value));
+  return r.value;
+}
+
+function* inferenceSteps(config: VaeModelApi['config'], batch: CellBatch, req: InferRequest): Steps<InferOutput> {
   const none64 = new Float64Array(0), none32 = new Float32Array(0);
   switch (req.op) {
     case 'encode': {
-      const { qm, qv } = model.encode(batch);
+      const { qm, qv } = (yield { fn: 'encode', batch }) as Encoded;
       return { f64: none64, f32: concat(qm, qv) };
     }
     case 'evaluate': {
-      const eps = req.noiseEpoch >= 0 ? validationNoise(model.config, req.seed, req.noiseEpoch, req.chunk, batch.nCells) : null;
-      const t = model.evaluate(batch, eps);
+      const eps = req.noiseEpoch >= 0 ? validationNoise(config, req.seed, req.noiseEpoch, req.chunk, batch.nCells) : null;
+      const t = (yield { fn: 'evaluate', batch, eps }) as CellTerms;
       return { f64: none64, f32: concat(t.reconstruction, t.kl) };
     }
     case 'marginal':
-      return { f64: marginalLogLikelihood(model, batch, req.samples, req.seed, req.chunk), f32: none32 };
+      return { f64: yield* marginalSteps(config, batch, req.samples, req.seed, req.chunk), f32: none32 };
     case 'normalize':
-      return { f64: none64, f32: normalizedScale(model, batch, req) };
+      return { f64: none64, f32: yield* normalizeSteps(config, batch, req) };
   }
+}
+
+export function runInference(model: VaeModelApi, batch: CellBatch, req: InferRequest): InferOutput {
+  return runSync(model, inferenceSteps(model.config, batch, req));
+}
+
+/** runInference on a model with async evaluation methods (the device engine): the same op, the same keys. */
+export function runInferenceAsync(model: AsyncInferenceModel, batch: CellBatch, req: InferRequest): Promise<InferOutput> {
+  return runAsync(model, inferenceSteps(model.config, batch, req));
 }
 
 /**
@@ -81,10 +131,14 @@ export function runInference(model: VaeModelApi, batch: CellBatch, req: InferReq
  * Rng(MARGINAL_STREAM, seed, chunk).
  */
 export function marginalLogLikelihood(model: VaeModelApi, batch: CellBatch, samples: number, seed: number, chunk: number): Float64Array {
+  return runSync(model, marginalSteps(model.config, batch, samples, seed, chunk));
+}
+
+function* marginalSteps(config: VaeModelApi['config'], batch: CellBatch, samples: number, seed: number, chunk: number): Steps<Float64Array> {
   if (!(samples >= 1)) throw new RangeError('marginal log-likelihood needs at least one sample');
   const n = batch.nCells;
-  const L = model.config.nLatent;
-  const { qm, qv } = model.encode(batch);
+  const L = config.nLatent;
+  const { qm, qv } = (yield { fn: 'encode', batch }) as Encoded;
   const halfLogDetQ = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     let s = 0;
@@ -100,7 +154,7 @@ export function marginalLogLikelihood(model: VaeModelApi, batch: CellBatch, samp
   for (let s = 0; s < samples; s++) {
     rng.fillNormal(eps);
     for (let t = 0; t < n * L; t++) z[t] = qm[t]! + Math.sqrt(qv[t]!) * eps[t]!;
-    const logPx = model.logLikelihood(batch, z);
+    const logPx = (yield { fn: 'logLikelihood', batch, z }) as Float32Array;
     for (let i = 0; i < n; i++) {
       let logPz = 0;
       let logQz = -halfLogDetQ[i]!;
@@ -128,12 +182,16 @@ export function marginalLogLikelihood(model: VaeModelApi, batch: CellBatch, samp
 
 /** Decoder scale at the selected genes, at the posterior mean or averaged over posterior samples. */
 export function normalizedScale(model: VaeModelApi, batch: CellBatch, req: Pick<InferRequest, 'samples' | 'transformBatch' | 'seed' | 'chunk' | 'genes'>): Float32Array {
+  return runSync(model, normalizeSteps(model.config, batch, req));
+}
+
+function* normalizeSteps(config: VaeModelApi['config'], batch: CellBatch, req: Pick<InferRequest, 'samples' | 'transformBatch' | 'seed' | 'chunk' | 'genes'>): Steps<Float32Array> {
   const n = batch.nCells;
-  const G = model.config.nGenes;
-  const L = model.config.nLatent;
+  const G = config.nGenes;
+  const L = config.nLatent;
   const sel = req.genes;
   const width = sel ? sel.length : G;
-  const { qm, qv } = model.encode(batch);
+  const { qm, qv } = (yield { fn: 'encode', batch }) as Encoded;
   const out = new Float32Array(n * width);
   const draws = Math.max(1, req.samples);
   const rng = req.samples > 0 ? new Rng(NORMALIZE_STREAM, req.seed, req.chunk) : null;
@@ -142,7 +200,7 @@ export function normalizedScale(model: VaeModelApi, batch: CellBatch, req: Pick<
   for (let s = 0; s < draws; s++) {
     if (rng) for (let t = 0; t < n * L; t++) z[t] = qm[t]! + Math.sqrt(qv[t]!) * rng.normal();
     else z.set(qm);
-    const scale = model.decodeScale(batch, z, tb);
+    const scale = (yield { fn: 'decodeScale', batch, z, transformBatch: tb }) as Float32Array;
     for (let i = 0; i < n; i++) {
       const row = i * G;
       const o = i * width;

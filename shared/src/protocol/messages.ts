@@ -1,12 +1,16 @@
 // The coordinator ⇄ worker messages. Each is a msgpack header (below) plus a typed payload:
 //
 //   worker → coordinator
-//     hello   {protocol, backend, name, pid, metrics?}               no payload; metrics: "HOST:PORT" of its
-//                                                                    Prometheus endpoint (empty HOST: the
-//                                                                    address it connects from)
+//     hello   {protocol, backend, name, pid, metrics?, engine?, device?, group?}  no payload; metrics: "HOST:PORT" of its
+//                                                                    Prometheus endpoint (empty HOST: the address it connects
+//                                                                    from); group: microbatches it takes per work request (default 1)
 //     result  {version, step, microbatch, nCells, …loss sums, computeMs, gradLength, bnLength}
 //                                                                    Float32[gradLength + bnLength]: gradient, then BN stats
-//     failure {version, step, microbatch, message}                   no payload
+//     result  {…, count, microbatches}                               a group of `count` consecutive microbatches from
+//                                                                    `microbatch` on: Float32[gradLength + count·bnLength]:
+//                                                                    the group's summed gradient, then each one's BN stats;
+//                                                                    `microbatches` holds each one's nCells and loss sums
+//     failure {version, step, microbatch, message, count?}           no payload
 //     result  {…, file, seq}                                         no payload: the gradient is in result file `file`
 //                                                                    as result number `seq` (after resultFiles)
 //     result  {…, nonFinite: true}                                   a loss sum is NaN or ±Infinity (then, and only then,
@@ -21,6 +25,8 @@
 //                                                                   (only after the worker sent paramsFilesReady)
 //     resultFiles {paths, runId}                                    no payload: files this worker may write its results to
 //     work    {version, step, epoch, microbatch, nCells, klWeight}  Arrow IPC bytes of the microbatch
+//     work    {…, count, cellCounts, arrowBytes}                    a group: `count` microbatches from `microbatch` on,
+//                                                                   their Arrow IPC bytes one after another
 //     done    {reason}                                              no payload
 //
 // Inference (results commands run on the fleet, coordinator/src/results/fleet.ts):
@@ -46,7 +52,22 @@ export const PROTOCOL_VERSION = 1;
 export const TOKEN_HEADER = 'authorization';
 export const PROTOCOL_HEADER = 'x-atlasvae-protocol';
 
-export interface HelloMsg { type: 'hello'; protocol: number; backend: string; name: string; pid: number; metrics?: string }
+export interface HelloMsg {
+  type: 'hello'; protocol: number; backend: string; name: string; pid: number;
+  /** "HOST:PORT" of its Prometheus endpoint (empty HOST: the address it connects from) */
+  metrics?: string;
+  /** the engine kind (js, device, simulated) and the compute device's name, for logs and metrics */
+  engine?: string;
+  device?: string;
+  /** microbatches this worker takes per work request, 1…MAX_GROUP (default 1) */
+  group?: number;
+}
+
+/** Largest group of microbatches one work request may carry. */
+export const MAX_GROUP = 64;
+
+/** One microbatch's loss terms inside a group result. */
+export interface GroupMicrobatchTerms { nCells: number; reconstructionSum: number; klSum: number; lossSum: number }
 export interface ResultMsg {
   type: 'result';
   version: number;
@@ -64,8 +85,12 @@ export interface ResultMsg {
   seq?: number;
   /** set (true) when a loss sum is not finite: the only case in which the sums may be NaN or ±Infinity */
   nonFinite?: true;
+  /** a group result: `count` microbatches from `microbatch` on (nCells and the sums are the group's totals) */
+  count?: number;
+  /** with `count`: each microbatch's cell count and loss sums, in order */
+  microbatches?: GroupMicrobatchTerms[];
 }
-export interface FailureMsg { type: 'failure'; version: number; step: number; microbatch: number; message: string }
+export interface FailureMsg { type: 'failure'; version: number; step: number; microbatch: number; message: string; count?: number }
 export interface InferResultMsg { type: 'inferResult'; id: number; nCells: number; f64Length: number; f32Length: number; computeMs: number }
 export interface InferFailureMsg { type: 'inferFailure'; id: number; message: string }
 export interface ParamsFilesReadyMsg { type: 'paramsFilesReady' }
@@ -90,7 +115,13 @@ export interface ParamsMsg {
   /** the parameters are in this shared-memory file (0 or 1) instead of the payload */
   file?: number;
 }
-export interface WorkMsg { type: 'work'; version: number; step: number; epoch: number; microbatch: number; nCells: number; klWeight: number }
+export interface WorkMsg {
+  type: 'work'; version: number; step: number; epoch: number; microbatch: number; nCells: number; klWeight: number;
+  /** a group: `count` consecutive microbatches from `microbatch` on; each one's cells and Arrow byte length */
+  count?: number;
+  cellCounts?: number[];
+  arrowBytes?: number[];
+}
 export interface DoneMsg { type: 'done'; reason: string }
 export interface ResultFilesMsg { type: 'resultFiles'; paths: string[]; runId: string }
 export interface BuffersMsg { type: 'buffers'; version: number }
@@ -164,7 +195,7 @@ function checkFields(h: Header, schema: Schema): void {
       case 'num':
         if (typeof v !== 'number' || !Number.isFinite(v)) {
           // a result flagged nonFinite reports a diverged loss: its sums may be NaN or ±Infinity
-          if (!(typeof v === 'number' && h.type === 'result' && h.nonFinite === true && LOSS_SUMS.has(k))) throw new ProtocolError(`${h.type}.${k} must be a finite number`);
+          if (!(typeof v === 'number' && (h.type === 'result' || h.type === 'result.microbatches') && h.nonFinite === true && LOSS_SUMS.has(k))) throw new ProtocolError(`${h.type}.${k} must be a finite number`);
         }
         break;
       case 'str':
@@ -188,6 +219,36 @@ function checkShape(header: unknown, allowed: Set<string>): Header {
   return h as Header;
 }
 
+function checkGroupCount(type: string, v: unknown): number {
+  if (v === undefined) return 1;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_GROUP) throw new ProtocolError(`${type}.count must be an integer 1–${MAX_GROUP}`);
+  return v;
+}
+
+function checkIntList(type: string, name: string, v: unknown, length: number, min: number): number[] {
+  if (!Array.isArray(v) || v.length !== length || !v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= min)) {
+    throw new ProtocolError(`${type}.${name} must be ${length} integers ≥ ${min}`);
+  }
+  return v as number[];
+}
+
+/** The group of a result message: `microbatches` must list `count` terms summing to the totals' cell count. */
+function checkResultGroup(r: ResultMsg): number {
+  const count = checkGroupCount('result', r.count);
+  if (r.count === undefined && r.microbatches === undefined) return 1;
+  const m = r.microbatches;
+  if (!Array.isArray(m) || m.length !== count) throw new ProtocolError(`result.microbatches must list ${count} microbatches`);
+  let cells = 0;
+  for (const t of m) {
+    if (t === null || typeof t !== 'object') throw new ProtocolError('result.microbatches entries must be maps');
+    checkFields({ ...(t as unknown as Record<string, unknown>), type: 'result.microbatches', nonFinite: r.nonFinite }, { nCells: 'int', reconstructionSum: 'num', klSum: 'num', lossSum: 'num' });
+    if (t.nCells === 0) throw new ProtocolError('result.microbatches nCells must be positive');
+    cells += t.nCells;
+  }
+  if (cells !== r.nCells) throw new ProtocolError(`result.microbatches hold ${cells} cells, result.nCells says ${r.nCells}`);
+  return count;
+}
+
 /** Sizes a worker's messages must match: derived from the model being trained. */
 export interface ExpectedSizes {
   paramLength: number;
@@ -204,16 +265,31 @@ export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes:
       if (r.bnLength !== sizes.bnLength) throw new ProtocolError(`result.bnLength ${r.bnLength} != model BatchNorm statistics count ${sizes.bnLength}`);
       if (r.nCells === 0) throw new ProtocolError('result.nCells must be positive');
       if (r.nonFinite !== undefined && r.nonFinite !== true) throw new ProtocolError('result.nonFinite must be true when present');
+      const count = checkResultGroup(r);
       if (r.file !== undefined || r.seq !== undefined) {
+        if (count > 1) throw new ProtocolError('a group result cannot name a result file');
         if (!Number.isInteger(r.file) || r.file! < 0 || r.file! >= MAX_RESULT_FILES) throw new ProtocolError(`result.file must be an integer 0–${MAX_RESULT_FILES - 1}`);
         if (!Number.isSafeInteger(r.seq) || r.seq! < 1) throw new ProtocolError('result.seq must be a positive integer');
         if (payloadBytes !== 0) throw new ProtocolError('result from a file carries an unexpected payload');
         return r;
       }
-      const want = 4 * (r.gradLength + r.bnLength);
+      const want = 4 * (r.gradLength + count * r.bnLength);
       if (payloadBytes !== want) throw new ProtocolError(`result payload is ${payloadBytes} bytes, expected ${want}`);
       return r;
     }
+    case 'hello': {
+      const m = h as unknown as HelloMsg;
+      checkGroupCount('hello', m.group);
+      for (const k of ['engine', 'device'] as const) {
+        if (m[k] !== undefined && (typeof m[k] !== 'string' || m[k].length > MAX_STRING)) throw new ProtocolError(`hello.${k} must be a string of at most ${MAX_STRING} characters`);
+      }
+      if (payloadBytes !== 0) throw new ProtocolError('hello carries an unexpected payload');
+      return m;
+    }
+    case 'failure':
+      checkGroupCount('failure', h.count);
+      if (payloadBytes !== 0) throw new ProtocolError('failure carries an unexpected payload');
+      return h as unknown as FailureMsg;
     case 'inferResult': {
       const r = h as unknown as InferResultMsg;
       const want = 8 * r.f64Length + 4 * r.f32Length;
@@ -258,6 +334,14 @@ export function parseCoordinatorMessage(header: unknown, payloadBytes: number, s
     case 'work':
       if (!sizes) throw new ProtocolError('work before welcome');
       if (payloadBytes === 0) throw new ProtocolError('work without a microbatch payload');
+      if (h.count !== undefined) {
+        const m = h as unknown as WorkMsg;
+        const count = checkGroupCount('work', m.count);
+        const cells = checkIntList('work', 'cellCounts', m.cellCounts, count, 1);
+        const bytes = checkIntList('work', 'arrowBytes', m.arrowBytes, count, 1);
+        if (cells.reduce((a, b) => a + b, 0) !== m.nCells) throw new ProtocolError('work.cellCounts do not sum to work.nCells');
+        if (bytes.reduce((a, b) => a + b, 0) !== payloadBytes) throw new ProtocolError(`work.arrowBytes do not sum to the ${payloadBytes}-byte payload`);
+      }
       return h as unknown as WorkMsg;
     case 'resultFiles': {
       if (!sizes) throw new ProtocolError('resultFiles before welcome');

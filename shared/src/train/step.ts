@@ -144,6 +144,31 @@ export class GradientAccumulator {
     this.ms += performance.now() - t0;
   }
 
+  /**
+   * Add the next group of microbatches (in microbatch order): `grad` is their gradients summed by
+   * the worker (one float32 vector, added once), `microbatches` each one's cell count, loss sums
+   * and BatchNorm statistics (their `grad` is not read). The sum differs from adding them one by
+   * one in rounding only; the result depends on the group boundaries, which the plan fixes.
+   */
+  addGroup(grad: Float32Array, microbatches: readonly MicrobatchGradient[]): void {
+    if (microbatches.length === 0) return;
+    const t0 = performance.now();
+    const n = this.size;
+    if (grad.length !== n) throw new RangeError(`applyStep: gradient of ${grad.length} floats, parameters have ${n}`);
+    if (this.count === 0) this.sum.set(grad);
+    else if (this.memory) this.memory.addToSum(grad);
+    else addInto(this.sum, grad);
+    for (const r of microbatches) {
+      this.count++;
+      this.cells += r.nCells;
+      this.loss += r.lossSum;
+      this.reconstruction += r.reconstructionSum;
+      this.kl += r.klSum;
+      this.bnStats.push(r.bnStats.slice());
+    }
+    this.ms += performance.now() - t0;
+  }
+
   /** the BatchNorm batch statistics added so far, in microbatch order */
   get batchStats(): readonly Float32Array[] {
     return this.bnStats;
