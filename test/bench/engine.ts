@@ -114,5 +114,5 @@ export async function run(): Promise<Record<string, unknown>> {
 
 // `node test/dist/bench/engine.js` runs this benchmark alone
 if (import.meta.url === `file://${process.argv[1]}`) {
-  run().then((r) => console.log(JSON.stringify(r, null, 2)));
+  console.log(JSON.stringify(await run(), null, 2));
 }

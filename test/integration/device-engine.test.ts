@@ -84,7 +84,7 @@ before(async () => {
     // running statistics = microbatch 0's batch statistics (means, positive variances)
     buffers.set(name, reference.get(`${name}/1`)!.microbatches[0]!.bnStats.slice());
     js.setBuffers(buffers.get(name)!);
-    for (const req of REQUESTS) inferReference.set(`${name}/${req.op}`, await js.infer(req, items[7]!.arrow, items[7]!.nCells));
+    for (const req of REQUESTS) inferReference.set(`${name}/${req.op}`, js.infer(req, items[7]!.arrow, items[7]!.nCells));
   }
 });
 

@@ -280,6 +280,7 @@ export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes:
     case 'hello': {
       const m = h as unknown as HelloMsg;
       checkGroupCount('hello', m.group);
+      if (h.metrics !== undefined && (typeof h.metrics !== 'string' || !METRICS_ADDRESS.test(h.metrics))) throw new ProtocolError('hello.metrics must be "HOST:PORT"');
       for (const k of ['engine', 'device'] as const) {
         if (m[k] !== undefined && (typeof m[k] !== 'string' || m[k].length > MAX_STRING)) throw new ProtocolError(`hello.${k} must be a string of at most ${MAX_STRING} characters`);
       }
@@ -296,10 +297,6 @@ export function parseWorkerMessage(header: unknown, payloadBytes: number, sizes:
       if (payloadBytes !== want) throw new ProtocolError(`inferResult payload is ${payloadBytes} bytes, expected ${want}`);
       return r;
     }
-    case 'hello':
-      if (h.metrics !== undefined && (typeof h.metrics !== 'string' || !METRICS_ADDRESS.test(h.metrics))) throw new ProtocolError('hello.metrics must be "HOST:PORT"');
-      if (payloadBytes !== 0) throw new ProtocolError('hello carries an unexpected payload');
-      return h as unknown as HelloMsg;
     default:
       if (payloadBytes !== 0) throw new ProtocolError(`${h.type} carries an unexpected ${payloadBytes}-byte payload`);
       return h as unknown as WorkerMessage;
