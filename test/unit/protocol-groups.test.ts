@@ -62,7 +62,7 @@ test('a lost or timed-out group is handed out again as the same block; a late du
   assert.equal(mixed.accept(9, 0, g(1), 1), 'accepted');
   assert.equal(mixed.acceptGroup(1, 0, [g(1), g(2), g(3), g(4)], 1), 'duplicate');
   assert.equal(mixed.pending, 3);
-  assert.equal(mixed.fail(9, 0), 1);
+  assert.equal(mixed.fail(9, 0), 2, 'the timeout counted as its first failure, this as its second');
   assert.equal(mixed.pending, 3, 'a microbatch with a result is never queued again');
 });
 
