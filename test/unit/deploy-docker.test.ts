@@ -10,6 +10,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { repoRoot } from '../helpers/paths.js';
 import { cliCommands, flagValue, unknownFlags } from '../helpers/cli-flags.js';
+import { BACKEND_CHOICES } from '@atlasvae/shared/backend';
 
 interface Instr { op: string; args: string }
 interface Stage { from: string; name: string | null; instrs: Instr[]; workdir: string }
@@ -79,6 +80,19 @@ function checkDockerfile(file: string): Stage[] {
       }
     }
   }
+  // the root's `prepare` script builds at `npm ci` (for a fresh clone's `npx atlasvae`): in an image
+  // the sources are not there yet when dependencies install, and typescript is absent without dev
+  // dependencies, so every install must skip lifecycle scripts
+  const rootScripts = (JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts ?? {};
+  if (rootScripts.prepare !== undefined) {
+    for (const s of stages) {
+      for (const i of s.instrs.filter((x) => x.op === 'RUN' && /npm ci\b/.test(x.args))) {
+        for (const run of i.args.split('&&').filter((c) => /npm ci\b/.test(c))) {
+          assert.match(run, /--ignore-scripts/, `${path.basename(file)}: \`${run.trim()}\` would run the root's prepare script (tsc -b) before the sources are copied`);
+        }
+      }
+    }
+  }
   // production dependencies only in the image that runs
   const nm = finalStage.instrs.find((x) => x.op === 'COPY' && copyParts(x).sources.some((p) => p.endsWith('/node_modules')));
   assert.ok(nm, 'the runtime stage copies node_modules from a build stage');
@@ -125,6 +139,23 @@ test('Dockerfile.gpu: CUDA 11.2 + cuDNN 8 runtime, Node 20, tfjs-node-gpu 4.22.0
   const cachePath = /CUDA_CACHE_PATH=(\S+)/.exec(env)?.[1];
   assert.ok(cachePath);
   assert.ok(stages.at(-1)!.instrs.some((x) => x.op === 'VOLUME' && x.args.trim() === cachePath), 'the CUDA cache path is a volume');
+});
+
+test('Dockerfile.webgpu: the device engine on Dawn\'s Vulkan backend, with the webgpu packages installed, the Vulkan loader and the graphics capability for the NVIDIA runtime', () => {
+  const file = path.join(repoRoot, 'deploy/docker/Dockerfile.webgpu');
+  const text = fs.readFileSync(file, 'utf8');
+  const stages = checkDockerfile(file);
+  assert.match(stages.at(-1)!.from, /^node:20/);
+  const shared = JSON.parse(fs.readFileSync(path.join(repoRoot, 'shared/package.json'), 'utf8')) as { optionalDependencies?: Record<string, string>; dependencies?: Record<string, string> };
+  const deps = { ...shared.dependencies, ...shared.optionalDependencies };
+  assert.ok(deps.webgpu && deps['@tensorflow/tfjs-backend-webgpu'], 'shared/package.json names the webgpu packages the image checks for');
+  assert.match(text, /test -d node_modules\/webgpu && test -d node_modules\/@tensorflow\/tfjs-backend-webgpu/);
+  const runtime = stages.at(-1)!;
+  assert.ok(runtime.instrs.some((x) => x.op === 'RUN' && /apt-get install[^;]*\blibvulkan1\b/.test(x.args)), 'the Vulkan loader is installed');
+  const env = runtime.instrs.filter((x) => x.op === 'ENV').map((x) => x.args).join(' ');
+  assert.match(env, /NVIDIA_DRIVER_CAPABILITIES=\S*graphics/, 'the NVIDIA runtime mounts the Vulkan driver only with the graphics capability');
+  assert.match(text, /--backend webgpu/);
+  assert.ok(BACKEND_CHOICES.includes('webgpu'), 'webgpu is a backend the CLI offers');
 });
 
 test('docker-compose.yml: coordinator and workers beside Prometheus and Grafana, with real commands, flags and ports', () => {
