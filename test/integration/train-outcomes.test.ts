@@ -140,6 +140,18 @@ test('default train --local-workers 2 computes microbatches on both workers', as
   for (const [w, n] of byWorker) assert.ok(n >= 3, `worker ${w} computed ${n} microbatches`);
 });
 
+test('train passes --engine and --group to its local workers: they take groups of microbatches', async () => {
+  const audit = file(dir, 'groups.audit');
+  const p = run(['train', '--data', data, '--local-workers', '1', '--engine', 'js', '--group', '2', '--microbatch', '32', '--epochs', '1', '--checkpoint', file(dir, 'groups.ckpt'), '--audit', audit, '--log-level', 'info', ...SMALL]);
+  const { code } = await p.exited;
+  assert.equal(code, 0, p.output());
+  assert.match(p.output(), /worker 1 joined \(local-1:\d+, js engine on wasm\b.*, groups of 2, /, p.output().slice(-3000));
+  assert.ok(readAudit(audit).length > 0, 'microbatches were computed');
+  const bad = run(['train', '--data', data, '--local-workers', '1', '--group', '0']);
+  assert.equal((await bad.exited).code, 1);
+  assert.match(bad.output(), /--group must be an integer from 1 to \d+, not 0/);
+});
+
 test('a step with fewer microbatches than workers is warned about', async () => {
   const p = run(['train', '--data', data, '--local-workers', '2', '--epochs', '1', '--microbatch', '128', '--checkpoint', file(dir, 'idle.ckpt'), ...SMALL]);
   assert.equal((await p.exited).code, 0, p.output());

@@ -9,6 +9,8 @@ import { LocalWorkers } from '../server/localWorkers.js';
 import { reportOutcome } from '../server/report.js';
 import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
 import { serveOptions } from './coordinator.js';
+import { ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker/engineChoice';
+import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
 
 export const trainCommand = (y: Argv): Argv =>
   y.command(
@@ -18,6 +20,8 @@ export const trainCommand = (y: Argv): Argv =>
       serveOptions(trainingOptions(b))
         .option('local-workers', { type: 'number', default: 2, describe: 'worker processes to start here (one per core is a good start)' })
         .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend of the local workers' })
+        .option('engine', { choices: ENGINE_CHOICES, default: 'auto' as EngineChoice, describe: 'engine of the local workers (js, device; auto: device on tensorflow/webgpu, else js)' })
+        .option('group', { type: 'number', describe: `microbatches per request of the local workers, 1–${MAX_GROUP} (default: 1 for the js engine, 16 for the device engine; at most the microbatches of a step)` })
         .option('port', { type: 'number', default: 0, describe: 'port for extra workers (0: any free port)' })
         .option('host', { type: 'string', default: '127.0.0.1', describe: 'interface to listen on (0.0.0.0 lets other machines join)' })
         .example('$0 train --data atlas/ --local-workers 2 --checkpoint out/model.ckpt', 'train with two local workers')
@@ -26,7 +30,10 @@ export const trainCommand = (y: Argv): Argv =>
       const n = argv['local-workers'];
       if (!Number.isInteger(n) || n < 0) throw new CliError('--local-workers must be a non-negative integer');
       const token = resolveToken({ token: argv.token, tokenFile: argv['token-file'] }) ?? crypto.randomBytes(18).toString('base64url');
-      const workers = new LocalWorkers(n, argv.backend, undefined, { port: argv['metrics-port'], host: argv['metrics-host'] });
+      if (argv.group !== undefined && !(Number.isInteger(argv.group) && argv.group >= 1 && argv.group <= MAX_GROUP)) {
+        throw new CliError(`--group must be an integer from 1 to ${MAX_GROUP}, not ${argv.group}`);
+      }
+      const workers = new LocalWorkers(n, argv.backend, undefined, { port: argv['metrics-port'], host: argv['metrics-host'] }, { engine: argv.engine, group: argv.group });
       try {
         const r = await runCoordinator(argv as unknown as TrainingFlags, {
           host: argv.host, port: argv.port, token, tlsCert: argv['tls-cert'], tlsKey: argv['tls-key'],

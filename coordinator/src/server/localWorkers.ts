@@ -18,6 +18,8 @@ export class LocalWorkers {
     private readonly logLevel = 'warn',
     /** `--metrics-port` of `train`: local worker i (from 0) serves metrics on base + 1 + i (any free port when base is 0) */
     private readonly metrics: { port?: number; host?: string } = {},
+    /** `--engine` and `--group` of the workers (their own defaults when absent) */
+    private readonly engine: { engine?: string; group?: number } = {},
   ) {}
 
   private metricsArgs(i: number): string[] {
@@ -28,6 +30,13 @@ export class LocalWorkers {
     return args;
   }
 
+  private engineArgs(): string[] {
+    const args: string[] = [];
+    if (this.engine.engine !== undefined) args.push('--engine', this.engine.engine);
+    if (this.engine.group !== undefined) args.push('--group', String(this.engine.group));
+    return args;
+  }
+
   /** `onRestart`: a worker was restarted after it died (count it in a metric). */
   start(url: string, token: string, onRestart?: () => void): void {
     const log = getLogger('local-workers');
@@ -35,7 +44,7 @@ export class LocalWorkers {
     this.supervisor.start(Array.from({ length: this.n }, (_, i) => ({
       name: `local worker ${i + 1}`,
       modulePath: cli,
-      args: ['worker', '--connect', url, '--backend', this.backend, '--name', `local-${i + 1}`, '--give-up-after', '30', '--log-level', this.logLevel, '--log-format', rootLog.format, ...this.metricsArgs(i)],
+      args: ['worker', '--connect', url, '--backend', this.backend, '--name', `local-${i + 1}`, '--give-up-after', '30', '--log-level', this.logLevel, '--log-format', rootLog.format, ...this.metricsArgs(i), ...this.engineArgs()],
       env: { ...process.env, ATLASVAE_TOKEN: token },
     })));
   }
