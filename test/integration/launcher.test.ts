@@ -153,7 +153,7 @@ test('bad --devices and token files are refused within seconds, naming the probl
 
 test('train --local-workers 2: a local worker killed with SIGKILL is restarted (WARN, a metric), and the new one computes', { timeout: 240_000 }, async () => {
   const audit = file(dir, 'train.audit');
-  const trainProc = run(['train', '--data', data, '--local-workers', '2', '--backend', 'wasm', '--metrics-port', '0', '--metrics-host', '127.0.0.1', '--audit', audit, ...LONG]);
+  const trainProc = run(['train', '--data', data, '--checkpoint', file(dir, 'restart.ckpt'), '--local-workers', '2', '--backend', 'wasm', '--metrics-port', '0', '--metrics-host', '127.0.0.1', '--audit', audit, ...LONG]);
   const procs = [trainProc];
   const m = await trainProc.waitFor(/worker (\d+) joined \(local-1:(\d+)/, 90_000);
   const [oldId, oldPid] = [Number(m[1]), Number(m[2])];
