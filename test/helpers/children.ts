@@ -22,3 +22,13 @@ export async function killChildren(): Promise<void> {
   })));
   live.clear();
 }
+
+/** Whether a process with this pid exists (signal 0 checks without signalling). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './net.js';
 import { tempDir } from './paths.js';
+import { isAlive } from './children.js';
 
 export interface SlurmCluster {
   dir: string;
@@ -40,20 +41,12 @@ function readPid(file: string): number | null {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function killPid(pid: number | null): Promise<void> {
-  if (pid === null || !alive(pid)) return;
+  if (pid === null || !isAlive(pid)) return;
   process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 100 && alive(pid); i++) await sleep(100);
-  if (alive(pid)) process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(100);
+  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
 }
 
 function sleep(ms: number): Promise<void> {

@@ -9,6 +9,7 @@ import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { tempDir } from '../helpers/paths.js';
 import { parseExposition } from '../helpers/prom-text.js';
 import { run, listeningPort, simulatedDataset, readAudit, file, killChildren, type Proc } from './dist-harness.js';
+import { isAlive } from '../helpers/children.js';
 
 let dir = '';
 let data = '';
@@ -37,14 +38,6 @@ async function scrape(target: string): Promise<ReturnType<typeof parseExposition
   return parseExposition(await res.text());
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 before(async () => {
   dir = tempDir('atlasvae-launcher-');
@@ -110,7 +103,7 @@ test('worker --devices all on a node with GPUs 0,1: one worker per GPU, bound, l
   assert.ok(Date.now() - t0 < 15_000, 'the launcher stopped within 15 s');
   assert.equal(code, 0, launcher.output().slice(-3000));
   assert.match(launcher.output(), /SIGTERM: stopping 2 worker process\(es\)/);
-  assert.ok([pidNew, ...childPids].every((p) => !alive(p)), 'no worker outlives the launcher');
+  assert.ok([pidNew, ...childPids].every((p) => !isAlive(p)), 'no worker outlives the launcher');
 });
 
 test('worker --devices 2 on a node without GPUs: two CPU workers, and the launcher exits 0 when training is over', { timeout: 240_000 }, async () => {

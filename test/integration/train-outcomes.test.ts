@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
+import { isAlive } from '../helpers/children.js';
 import { run, listeningPort, simulatedDataset, readAudit, file, killChildren } from './dist-harness.js';
 
 const KANG = ['data', 'kang_example_sce_1556'] as const;
@@ -178,18 +179,10 @@ test('--early-stopping ends a run whose validation ELBO stops improving, and the
 test('SIGTERM to train mid-run: it exits within 10 s with its checkpoint, and its local workers with it; SIGKILL takes them too', async () => {
   const ckpt = file(dir, 'train-sigterm.ckpt');
   const workerPids = (p: ReturnType<typeof run>): number[] => [...p.output().matchAll(/joined \(local-\d+:(\d+),/g)].map((m) => Number(m[1]));
-  const alive = (pid: number): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   const waitGone = async (pids: number[], ms: number): Promise<boolean> => {
     const t0 = Date.now();
     while (Date.now() - t0 < ms) {
-      if (!pids.some(alive)) return true;
+      if (!pids.some(isAlive)) return true;
       await new Promise((r) => setTimeout(r, 100));
     }
     return false;

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Supervisor, type SupervisorLog } from '@atlasvae/worker/launcher/supervisor';
 import { tempDir } from '../helpers/paths.js';
-import { track, killChildren } from '../helpers/children.js';
+import { track, killChildren, isAlive } from '../helpers/children.js';
 
 const helpers = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers');
 const childScript = path.join(helpers, 'supervised-child.js');
@@ -31,14 +31,6 @@ function lines(file: string): string[] {
   return fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
   const t0 = Date.now();
@@ -108,7 +100,7 @@ for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
     const exited = new Promise<number | null>((r) => parent.once('exit', (code) => r(code)));
     parent.kill(signal);
     const code = await exited;
-    await until('the children to exit', () => pids.every((p) => !alive(p)), 10_000);
+    await until('the children to exit', () => pids.every((p) => !isAlive(p)), 10_000);
     if (signal !== 'SIGKILL') {
       assert.equal(code, 0, 'the parent waited for its children and exited');
       assert.equal(lines(file).filter((l) => l.startsWith(signal)).length, 2, `each child got ${signal}`);

@@ -127,21 +127,7 @@ export class GradientAccumulator {
 
   /** Add the next microbatch (in microbatch order). */
   add(r: MicrobatchGradient): void {
-    const t0 = performance.now();
-    const n = this.size;
-    const g = r.grad;
-    if (g.length !== n) throw new RangeError(`applyStep: gradient of ${g.length} floats, parameters have ${n}`);
-    const s = this.sum;
-    if (this.count === 0) s.set(g);
-    else if (this.memory) this.memory.addToSum(g);
-    else addInto(s, g);
-    this.count++;
-    this.cells += r.nCells;
-    this.loss += r.lossSum;
-    this.reconstruction += r.reconstructionSum;
-    this.kl += r.klSum;
-    this.bnStats.push(r.bnStats.slice());
-    this.ms += performance.now() - t0;
+    this.addGroup(r.grad, [r]);
   }
 
   /**
