@@ -1,6 +1,7 @@
-// The coordinator: walks the epoch plan step by step, hands each step's microbatches (Arrow IPC
-// bytes) to whichever workers are connected, collects their summed gradients, applies one
-// optimizer step with the results in microbatch order, and broadcasts the new parameters.
+// The coordinator: the fleet as the training loop's step executor (trainingLoop.ts). It hands
+// each step's microbatches (Arrow IPC bytes) to whichever workers are connected (sessions:
+// workerSessions.ts), collects their summed gradients, applies one optimizer step with the results
+// in microbatch order, and broadcasts the new parameters (paramTransport.ts).
 //
 // Invariants:
 // - the plan comes from (seed, epoch) only; a microbatch's noise from (seed, step, microbatch);
@@ -9,28 +10,22 @@
 //   a step completes only when every microbatch has exactly one accepted result;
 // - a worker that leaves, fails or exceeds the step timeout has its microbatches handed out again.
 
-import fs from 'node:fs';
-import { epochPlan, type PlannedStep } from '@atlasvae/shared/plan';
-import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
+import type { PlannedStep } from '@atlasvae/shared/plan';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
-import { saveCheckpoint, type Checkpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
+import type { CheckpointPosition } from '@atlasvae/shared/checkpoint';
 import { encodeFrameParts, payloadAsFloat32 } from '@atlasvae/shared/protocol/frame';
 import type { GradientAccumulator } from '@atlasvae/shared/train/step';
 import { DivergenceError, checkGradNorm, checkStepLoss, nonFiniteTerm } from '@atlasvae/shared/train/divergence';
-import { EarlyStopping } from '@atlasvae/shared/train/earlyStopping';
 import { type ExpectedSizes, type WorkMsg, type ResultMsg, type FailureMsg, type HelloMsg, type WorkerMessage } from '@atlasvae/shared/protocol/messages';
 import { maxWorkerPayload } from './connections.js';
 import { WorkerSessions, type WelcomeBody } from './workerSessions.js';
 import { ParamTransport, type ParamTarget, type StreamParams } from './paramTransport.js';
 import { StepRun, type StepItem, type AcceptOutcome } from './stepRun.js';
 import { notify, type CoordinatorObserver, type ObserverList, type RejectReason, type StepReport, type WorkerInfo } from './events.js';
-import type { TrainingData } from './data.js';
-import type { Optimizer } from './optimizer.js';
+import { TrainingLoop, StepAbandoned, type StepExecutor, type TrainOutcome, type TrainingSetup, type Validator } from './trainingLoop.js';
 
 export { STREAM_PARAMS, type StreamParams } from './paramTransport.js';
-
-/** A stop request that could not wait for the current step (it was abandoned, not applied). */
-class StepAbandoned extends Error {}
+export type { Validator, TrainingSetup, EpochRecord, TrainOutcome } from './trainingLoop.js';
 
 /** the payload of a file result that will be dropped, so its file is never read */
 const NOT_READ = new Float32Array(0);
@@ -69,44 +64,6 @@ export interface CoordinatorOptions {
   sharedMemory?: 'auto' | 'never';
 }
 
-/** Evaluates the held-out ELBO for the parameters and buffers at the end of an epoch. */
-export type Validator = (params: Float32Array, buffers: Float32Array, epoch: number) => Promise<{ elbo: number; reconstruction: number; kl: number }>;
-
-export interface TrainingSetup {
-  modelConfig: ModelConfig;
-  trainConfig: TrainConfig;
-  data: TrainingData;
-  optimizer: Optimizer;
-  /** where to start: the next step to run */
-  position: CheckpointPosition;
-  history: unknown[];
-}
-
-export interface EpochRecord {
-  epoch: number;
-  nCells: number;
-  /** per-cell means */
-  loss: number;
-  reconstruction: number;
-  kl: number;
-  /** negative ELBO per cell (reconstruction + KL), scvi's elbo_train */
-  elbo: number;
-  /** held-out negative ELBO per cell (scvi's elbo_validation), when evaluated */
-  validationElbo?: number;
-  validationReconstruction?: number;
-  validationKl?: number;
-  partial?: boolean;
-}
-
-export interface TrainOutcome {
-  position: CheckpointPosition;
-  history: EpochRecord[];
-  stopped: 'finished' | 'max-steps' | 'interrupted' | 'early-stopping';
-  lastCheckpoint: string | null;
-  /** set when early stopping ended the run */
-  earlyStopping?: EarlyStopping;
-}
-
 interface Conn extends ParamTarget {
   info: WorkerInfo;
   /** microbatches it takes per work request (its hello's `group`) */
@@ -130,29 +87,19 @@ interface Current {
   reject: (e: Error) => void;
 }
 
-interface EpochAcc {
-  epoch: number;
-  nCells: number;
-  loss: number;
-  reconstruction: number;
-  kl: number;
-}
-
-export class Coordinator {
+export class Coordinator implements StepExecutor<StepItem[]> {
   private readonly observers: ObserverList = [];
   private sessions: WorkerSessions<Conn> | null = null;
   private readonly transport: ParamTransport<Conn>;
   private current: Current | null = null;
   private readonly sizes: ExpectedSizes;
-  private stopRequested = false;
+  stopRequested = false;
   private workerWaiters: (() => void)[] = [];
   private expiryTimer: NodeJS.Timeout | null = null;
   private readonly maxWorkBytes: number;
   private validator: Validator | null = null;
   /** worker count at the last idle-workers warning */
   private idleWarnedAt = 0;
-  /** early stopping of this run (when configured and validated) */
-  private earlyStopping: EarlyStopping | null = null;
   url = '';
 
   constructor(private readonly opts: CoordinatorOptions, private readonly setup: TrainingSetup) {
@@ -511,9 +458,27 @@ export class Coordinator {
     });
   }
 
-  // ---------------------------------------------------------------- the training loop
+  // ---------------------------------------------------------------- the executor of the training loop
 
-  private async prepareStep(p: PlannedStep): Promise<StepItem[]> {
+  /** Run the training loop (trainingLoop.ts) with this fleet as its executor. */
+  train(): Promise<TrainOutcome> {
+    const { checkpointEvery, checkpointPath, maxSteps } = this.opts;
+    return new TrainingLoop(this.setup, { checkpointEvery, checkpointPath, maxSteps, validator: this.validator }, this, this.observers).run();
+  }
+
+  async begin(needWorkers: boolean): Promise<void> {
+    const timer = Math.max(50, Math.min(1000, this.opts.stepTimeoutMs / 4));
+    this.expiryTimer = setInterval(() => this.checkExpiry(), timer);
+    this.expiryTimer.unref();
+    if (needWorkers) await this.waitForWorkers(Math.max(1, this.opts.minWorkers));
+  }
+
+  end(): void {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.expiryTimer = null;
+  }
+
+  async prepare(p: PlannedStep): Promise<StepItem[]> {
     const items: StepItem[] = [];
     for (let i = 0; i < p.microbatches.length; i++) {
       const cells = p.microbatches[i]!;
@@ -522,140 +487,7 @@ export class Coordinator {
     return items;
   }
 
-  async train(): Promise<TrainOutcome> {
-    const { trainConfig: tc, data } = this.setup;
-    const pos = { ...this.setup.position };
-    const history = (this.setup.history as EpochRecord[]).filter((h) => !h.partial);
-    const partial = (this.setup.history as EpochRecord[]).find((h) => h.partial && h.epoch === pos.epoch);
-    let acc: EpochAcc = partial
-      ? { epoch: pos.epoch, nCells: partial.nCells, loss: partial.loss * partial.nCells, reconstruction: partial.reconstruction * partial.nCells, kl: partial.kl * partial.nCells }
-      : { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
-    let lastCheckpoint: string | null = null;
-    let stopped: TrainOutcome['stopped'] = 'finished';
-    const early = tc.earlyStopping && this.validator ? EarlyStopping.replay(tc.earlyStopping, history) : null;
-    if (early && early.wait >= early.config.patience) stopped = 'early-stopping';
-    this.earlyStopping = early;
-    const timer = Math.max(50, Math.min(1000, this.opts.stepTimeoutMs / 4));
-    this.expiryTimer = setInterval(() => this.checkExpiry(), timer);
-    this.expiryTimer.unref();
-
-    const nothingToDo = pos.epoch >= tc.epochs || (this.opts.maxSteps !== null && pos.globalStep >= this.opts.maxSteps);
-    if (!nothingToDo) await this.waitForWorkers(Math.max(1, this.opts.minWorkers));
-    const planFor = (epoch: number): PlannedStep[] => epochPlan(data.train, { ...tc, seed: tc.seed, epoch });
-    let plan = pos.epoch < tc.epochs ? planFor(pos.epoch) : [];
-    let epochStart = performance.now();
-    // the next step's microbatches are read and encoded while the current step computes
-    let prefetch: Promise<StepItem[]> | null = null;
-    const nextPlanned = (): PlannedStep | null => {
-      if (pos.stepInEpoch + 1 < plan.length) return plan[pos.stepInEpoch + 1]!;
-      if (pos.epoch + 1 < tc.epochs) return planFor(pos.epoch + 1)[0] ?? null;
-      return null;
-    };
-
-    try {
-      while (stopped === 'finished' && pos.epoch < tc.epochs) {
-        if (pos.stepInEpoch >= plan.length) {
-          // epoch finished
-          const rec = await this.closeEpoch(acc, performance.now() - epochStart);
-          history.push(rec);
-          pos.epoch++;
-          pos.stepInEpoch = 0;
-          acc = { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
-          epochStart = performance.now();
-          if (early && rec.validationElbo !== undefined && early.observe(rec.epoch, rec.validationElbo)) {
-            stopped = 'early-stopping';
-            this.emit('log', 'info', early.describe());
-            break;
-          }
-          if (pos.epoch < tc.epochs) plan = planFor(pos.epoch);
-          continue;
-        }
-        if (this.opts.maxSteps !== null && pos.globalStep >= this.opts.maxSteps) {
-          stopped = 'max-steps';
-          break;
-        }
-        if (this.stopRequested) {
-          stopped = 'interrupted';
-          break;
-        }
-        const planned = plan[pos.stepInEpoch]!;
-        const t0 = performance.now();
-        const items = await (prefetch ?? this.prepareStep(planned));
-        const dataWaitMs = performance.now() - t0;
-        const nextP = nextPlanned();
-        prefetch = null;
-        // Read and encode the next step's microbatches once a core is idle: when this step's first
-        // result arrives (its worker now waits for the others), else when the step ends. Started at
-        // the broadcast instead, it competes with workers starting the step on a machine whose
-        // cores they fill (measured: a worker waiting ~5 ms for a core to begin its microbatch).
-        const startPrefetch = (): void => {
-          if (prefetch || !nextP) return;
-          prefetch = this.prepareStep(nextP);
-          prefetch.catch(() => undefined);
-        };
-        let report: StepReport;
-        try {
-          report = await this.runStep(pos, plan.length, items, dataWaitMs, t0, startPrefetch);
-        } catch (e) {
-          if (!(e instanceof StepAbandoned)) throw e;
-          this.emit('log', 'warn', `step ${pos.globalStep + 1} abandoned: it did not complete after the stop request (a resume redoes it)`);
-          stopped = 'interrupted';
-          break;
-        }
-        startPrefetch();
-        acc.nCells += report.nCells;
-        acc.loss += report.loss * report.nCells;
-        acc.reconstruction += report.reconstruction * report.nCells;
-        acc.kl += report.kl * report.nCells;
-        pos.globalStep++;
-        pos.stepInEpoch++;
-        this.emit('stepCompleted', report);
-        if (this.opts.checkpointEvery > 0 && pos.globalStep % this.opts.checkpointEvery === 0) {
-          lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
-        }
-      }
-    } catch (e) {
-      if (!(e instanceof DivergenceError)) throw e;
-      // name the last checkpoint (this run's, or the one it resumed from): finite by construction
-      const path = this.opts.checkpointPath;
-      throw e.withCheckpoint(lastCheckpoint ?? (path && fs.existsSync(path) ? path : null));
-    } finally {
-      if (this.expiryTimer) clearInterval(this.expiryTimer);
-      this.expiryTimer = null;
-    }
-    lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
-    const out: EpochRecord[] = [...history];
-    if (acc.nCells > 0 && pos.stepInEpoch > 0) out.push(this.epochRecord(acc, true));
-    return { position: pos, history: out, stopped, lastCheckpoint, ...(stopped === 'early-stopping' && early ? { earlyStopping: early } : {}) };
-  }
-
-  private epochRecord(acc: EpochAcc, partial: boolean): EpochRecord {
-    const n = Math.max(1, acc.nCells);
-    const r: EpochRecord = {
-      epoch: acc.epoch, nCells: acc.nCells, loss: acc.loss / n, reconstruction: acc.reconstruction / n, kl: acc.kl / n,
-      elbo: (acc.reconstruction + acc.kl) / n,
-    };
-    if (partial) r.partial = true;
-    return r;
-  }
-
-  private async closeEpoch(acc: EpochAcc, ms: number): Promise<EpochRecord> {
-    const rec = this.epochRecord(acc, false);
-    if (this.validator) {
-      this.emit('log', 'debug', `epoch ${acc.epoch + 1}: evaluating the held-out ELBO`);
-      const snap = this.setup.optimizer.snapshot();
-      const v = await this.validator(snap.params, snap.buffers, acc.epoch);
-      rec.validationElbo = v.elbo;
-      rec.validationReconstruction = v.reconstruction;
-      rec.validationKl = v.kl;
-    }
-    this.emit('epochCompleted', { ...rec, ms });
-    return rec;
-  }
-
-  private async runStep(pos: CheckpointPosition, stepsInEpoch: number, items: StepItem[], dataWaitMs: number, t0: number, onFirstResult: (() => void) | null = null): Promise<StepReport> {
-    const { trainConfig: tc } = this.setup;
-    const klWeight = klWeightForEpoch(pos.epoch, tc);
+  async run(pos: CheckpointPosition, stepsInEpoch: number, klWeight: number, items: StepItem[], dataWaitMs: number, t0: number, onFirstResult: () => void): Promise<StepReport> {
     const run = new StepRun(pos.globalStep, items);
     const acc = this.setup.optimizer.accumulator();
     const done = new Promise<void>((resolve, reject) => {
@@ -688,26 +520,5 @@ export class Coordinator {
       applyMs: timing.applyMs - streamMs, aggregationMs: timing.aggregationMs, optimizerMs: timing.optimizerMs - streamMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: sendMs,
       workers: this.connectedWorkers, redone: run.redone,
     };
-  }
-
-  private checkpoint(pos: CheckpointPosition, history: EpochRecord[], acc: EpochAcc): string | null {
-    const path = this.opts.checkpointPath;
-    if (!path) return null;
-    const t0 = performance.now();
-    const { modelConfig, trainConfig, data, optimizer } = this.setup;
-    const snap = optimizer.snapshot();
-    const hist: EpochRecord[] = [...history];
-    if (acc.nCells > 0 && pos.stepInEpoch > 0) hist.push(this.epochRecord(acc, true));
-    const ckpt: Checkpoint = {
-      format: 'atlasvae-checkpoint', version: 1, modelConfig, trainConfig,
-      params: snap.params, buffers: snap.buffers, adam: snap.adam,
-      position: { ...pos }, genes: data.genes, batchCategories: data.batchCategories, labelCategories: data.labelCategories,
-      manifestHash: data.manifestHash, history: hist, createdAt: new Date().toISOString(),
-    };
-    const es = this.earlyStopping;
-    if (es && es.wait >= es.config.patience) ckpt.earlyStopped = { epoch: es.bestEpoch + es.wait, bestEpoch: es.bestEpoch, bestValidationElbo: es.best };
-    saveCheckpoint(path, ckpt);
-    this.emit('checkpointWritten', { path, globalStep: pos.globalStep, bytes: 4 * (snap.params.length * 3 + snap.buffers.length), ms: performance.now() - t0 });
-    return path;
   }
 }
