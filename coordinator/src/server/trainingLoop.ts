@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import { epochPlan, type PlannedStep } from '@atlasvae/shared/plan';
 import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
-import { saveCheckpoint, type Checkpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
+import { assembleCheckpoint, saveCheckpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
 import { DivergenceError } from '@atlasvae/shared/train/divergence';
 import { EarlyStopping } from '@atlasvae/shared/train/earlyStopping';
 import { notify, type CoordinatorObserver, type ObserverList, type StepReport } from './events.js';
@@ -232,14 +232,11 @@ export class TrainingLoop<P> {
     const snap = optimizer.snapshot();
     const hist: EpochRecord[] = [...history];
     if (acc.nCells > 0 && pos.stepInEpoch > 0) hist.push(epochRecord(acc, true));
-    const ckpt: Checkpoint = {
-      format: 'atlasvae-checkpoint', version: 1, modelConfig, trainConfig,
-      params: snap.params, buffers: snap.buffers, adam: snap.adam,
-      position: { ...pos }, genes: data.genes, batchCategories: data.batchCategories, labelCategories: data.labelCategories,
-      manifestHash: data.manifestHash, history: hist, createdAt: new Date().toISOString(),
-    };
-    const es = this.earlyStopping;
-    if (es && es.wait >= es.config.patience) ckpt.earlyStopped = { epoch: es.bestEpoch + es.wait, bestEpoch: es.bestEpoch, bestValidationElbo: es.best };
+    const ckpt = assembleCheckpoint({
+      modelConfig, trainConfig, params: snap.params, buffers: snap.buffers, adam: snap.adam, position: pos,
+      genes: data.genes, batchCategories: data.batchCategories, labelCategories: data.labelCategories,
+      manifestHash: data.manifestHash, history: hist, earlyStopping: this.earlyStopping,
+    });
     saveCheckpoint(path, ckpt);
     this.emit('checkpointWritten', { path, globalStep: pos.globalStep, bytes: 4 * (snap.params.length * 3 + snap.buffers.length), ms: performance.now() - t0 });
     return path;
