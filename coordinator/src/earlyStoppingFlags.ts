@@ -1,6 +1,6 @@
 // `--early-stopping` and `--early-stopping-patience` of `train`, `coordinator` and `train-local`.
 import { CliError } from '@atlasvae/shared/errors';
-import { DEFAULT_EARLY_STOPPING, type EarlyStopping, type EarlyStoppingConfig } from '@atlasvae/shared/train/earlyStopping';
+import { DEFAULT_EARLY_STOPPING, type EarlyStoppingConfig } from '@atlasvae/shared/train/earlyStopping';
 
 export const earlyStoppingOptions = {
   'early-stopping': {
@@ -18,9 +18,4 @@ export function earlyStoppingConfig(a: { 'early-stopping'?: boolean; 'early-stop
   const patience = a['early-stopping-patience'] ?? DEFAULT_EARLY_STOPPING.patience;
   if (!Number.isInteger(patience) || patience < 1) throw new CliError(`--early-stopping-patience must be a positive integer (got ${patience})`);
   return a['early-stopping'] ? { patience, minDelta: DEFAULT_EARLY_STOPPING.minDelta } : undefined;
-}
-
-/** what a checkpoint records about an early stop */
-export function earlyStopRecord(es: EarlyStopping): { epoch: number; bestEpoch: number; bestValidationElbo: number } {
-  return { epoch: es.bestEpoch + es.wait, bestEpoch: es.bestEpoch, bestValidationElbo: es.best };
 }

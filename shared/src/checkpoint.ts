@@ -17,6 +17,7 @@ import crypto from 'node:crypto';
 import { Packr, Unpackr } from 'msgpackr';
 import type { ModelConfig, TrainConfig } from './config.js';
 import { InputError } from './errors.js';
+import type { EarlyStopping } from './train/earlyStopping.js';
 
 export interface CheckpointPosition {
   /** epoch the next step belongs to */
@@ -49,6 +50,25 @@ export interface Checkpoint {
   createdAt: string;
   /** set when early stopping ended training (config in trainConfig.earlyStopping) */
   earlyStopped?: { epoch: number; bestEpoch: number; bestValidationElbo: number };
+}
+
+/** What both training loops (train-local's and the coordinator's) put into a checkpoint. */
+export type CheckpointParts = Omit<Checkpoint, 'format' | 'version' | 'createdAt' | 'earlyStopped' | 'rng'> & {
+  /** the run's early stopping: recorded when it has stopped the run */
+  earlyStopping?: EarlyStopping | null;
+};
+
+/** The one place a training checkpoint is assembled (the caller saves it with `saveCheckpoint`). */
+export function assembleCheckpoint(p: CheckpointParts): Checkpoint {
+  const ckpt: Checkpoint = {
+    format: 'atlasvae-checkpoint', version: 1, modelConfig: p.modelConfig, trainConfig: p.trainConfig,
+    params: p.params, buffers: p.buffers, adam: p.adam,
+    position: { ...p.position }, genes: p.genes, batchCategories: p.batchCategories, labelCategories: p.labelCategories,
+    manifestHash: p.manifestHash, history: p.history, createdAt: new Date().toISOString(),
+  };
+  const es = p.earlyStopping;
+  if (es && es.wait >= es.config.patience) ckpt.earlyStopped = { epoch: es.bestEpoch + es.wait, bestEpoch: es.bestEpoch, bestValidationElbo: es.best };
+  return ckpt;
 }
 
 const MAGIC = Buffer.from('AVAECKPT', 'latin1');

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Argv } from 'yargs';
 import { JS_MODEL_BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { defaultModelConfig, defaultTrainConfig, type DispersionMode, type Likelihood } from '@atlasvae/shared/config';
-import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
+import { assembleCheckpoint, loadCheckpoint, saveCheckpoint } from '@atlasvae/shared/checkpoint';
 import { CliError, InputError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
 import { trainValidationSplit } from '@atlasvae/shared/plan';
@@ -16,7 +16,7 @@ import { readMtxInMemory } from '../data/mtx.js';
 import { DivergenceError } from '@atlasvae/shared/train/divergence';
 import { onStopSignals } from '../signals.js';
 import { EXIT_DIVERGED } from '../server/run.js';
-import { earlyStoppingConfig, earlyStoppingOptions, earlyStopRecord } from '../earlyStoppingFlags.js';
+import { earlyStoppingConfig, earlyStoppingOptions } from '../earlyStoppingFlags.js';
 import { refuseOverwrite } from '../outputs.js';
 import { categorize, obsColumnFor, readObsTsv } from '../data/obs.js';
 
@@ -164,23 +164,11 @@ export const trainLocalCommand = (y: Argv): Argv =>
       const seconds = (performance.now() - t0) / 1000;
       if (a.out) {
         const s = result.state;
-        const ckpt: Checkpoint = {
-          format: 'atlasvae-checkpoint',
-          version: 1,
-          modelConfig,
-          trainConfig,
-          params: s.params,
-          buffers: s.buffers,
-          adam: s.adam,
+        const ckpt = assembleCheckpoint({
+          modelConfig, trainConfig, params: s.params, buffers: s.buffers, adam: s.adam,
           position: { epoch: s.epoch, stepInEpoch: s.stepInEpoch, globalStep: s.globalStep },
-          genes,
-          batchCategories,
-          labelCategories,
-          manifestHash: null,
-          history,
-          createdAt: new Date().toISOString(),
-          ...(result.earlyStopping ? { earlyStopped: earlyStopRecord(result.earlyStopping) } : {}),
-        };
+          genes, batchCategories, labelCategories, manifestHash: null, history, earlyStopping: result.earlyStopping ?? null,
+        });
         saveCheckpoint(a.out, ckpt);
         log.info(`checkpoint written to ${a.out}`);
       }

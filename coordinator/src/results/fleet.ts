@@ -1,19 +1,19 @@
 // Inference on the worker fleet: the results commands' InferenceEngine over WebSocket workers
-// (`atlasvae worker --connect`, or local worker processes). Same endpoint as training (token,
-// TLS, protocol version, maxPayload, heartbeats); after the hello each worker gets the model
+// (`atlasvae worker --connect`, or local worker processes). Same worker sessions as training
+// (server/workerSessions.ts: token, TLS, protocol version, maxPayload, heartbeats, hello, drop);
+// after the hello each worker gets the model
 // (welcome), its parameters and BatchNorm buffers, then `infer` requests, at most `perWorker` at a
 // time. A worker that leaves hands its requests back to the queue; answers are validated against
 // the expected sizes. Results equal in-process ones: workers run shared/model/inference.
 
-import type { WebSocket } from 'ws';
 import type { CellBatch } from '@atlasvae/shared/batch';
 import type { ModelConfig } from '@atlasvae/shared/config';
 import { encodeCellBatch } from '@atlasvae/shared/arrowBatch';
-import { encodeFrame, decodeFrame, MAX_HEADER_BYTES } from '@atlasvae/shared/protocol/frame';
-import { PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage, type InferMsg, type ExpectedSizes } from '@atlasvae/shared/protocol/messages';
+import { encodeFrame, MAX_HEADER_BYTES } from '@atlasvae/shared/protocol/frame';
+import type { InferMsg, ExpectedSizes, HelloMsg, WorkerMessage } from '@atlasvae/shared/protocol/messages';
 import { inferOutputLengths, type InferOutput, type InferRequest } from '@atlasvae/shared/model/inference';
 import { paramLayout, bufferLayout } from '@atlasvae/shared/model/layout';
-import { Endpoint } from '../server/connections.js';
+import { WorkerSessions, type Session, type WelcomeBody } from '../server/workerSessions.js';
 import { LocalWorkers } from '../server/localWorkers.js';
 import type { InferenceEngine } from './engine.js';
 
@@ -50,21 +50,15 @@ interface Job {
   reject: (e: Error) => void;
 }
 
-interface Conn {
-  id: number;
-  ws: WebSocket;
-  ready: boolean;
+interface Conn extends Session {
   name: string;
   inflight: Map<number, Job>;
-  helloTimer: NodeJS.Timeout | null;
 }
 
 export class FleetEngine implements InferenceEngine {
-  private endpoint: Endpoint | null = null;
+  private sessions: WorkerSessions<Conn> | null = null;
   private local: LocalWorkers | null = null;
-  private readonly conns = new Map<number, Conn>();
   private readonly queue: Job[] = [];
-  private nextConn = 1;
   private nextJob = 1;
   private readonly sizes: ExpectedSizes;
   private readonly perWorker: number;
@@ -87,11 +81,18 @@ export class FleetEngine implements InferenceEngine {
     const f = new FleetEngine(o);
     const cfg = o.modelConfig;
     const biggest = o.maxChunkCells * Math.max(2 * cfg.nLatent * 4, cfg.nGenes * 4, 8);
-    f.endpoint = new Endpoint(
-      { host: o.host, port: o.port, token: o.token, tls: o.tls, maxPayload: 8 + MAX_HEADER_BYTES + biggest, heartbeatMs: 10_000 },
-      { open: (ws, remote) => f.onOpen(ws, remote), rejected: (reason, detail, remote) => f.log('warn', `inference fleet: rejected ${remote}: ${reason}${detail ? ` (${detail})` : ''}`) },
+    f.sessions = new WorkerSessions<Conn>(
+      { host: o.host, port: o.port, token: o.token, tls: o.tls, maxPayload: 8 + MAX_HEADER_BYTES + biggest, heartbeatMs: 10_000, sizes: f.sizes, helloTimeoutMs: 10_000 },
+      {
+        create: (base) => ({ ...base, name: base.remote, inflight: new Map() }),
+        welcome: (c, hello) => f.welcome(c, hello),
+        joined: (c) => f.joined(c),
+        message: (c, msg, payload) => f.onMessage(c, msg, payload),
+        gone: (c) => f.onClose(c),
+        rejected: (reason, detail, remote) => f.log('warn', `inference fleet: rejected ${remote}: ${reason}${detail ? ` (${detail})` : ''}`),
+      },
     );
-    f.url = await f.endpoint.url;
+    f.url = await f.sessions.url;
     f.log('info', `inference fleet listening on ${f.url}; waiting for ${o.minWorkers} worker(s)`);
     if (o.localWorkers > 0) {
       f.local = new LocalWorkers(o.localWorkers, o.backend);
@@ -133,9 +134,7 @@ export class FleetEngine implements InferenceEngine {
   }
 
   private readyCount(): number {
-    let n = 0;
-    for (const c of this.conns.values()) if (c.ready) n++;
-    return n;
+    return this.sessions?.readyCount ?? 0;
   }
 
   run(batch: CellBatch, req: InferRequest): Promise<InferOutput> {
@@ -156,33 +155,34 @@ export class FleetEngine implements InferenceEngine {
   }
 
   private dispatch(): void {
-    for (const c of this.conns.values()) {
+    if (!this.sessions) return;
+    for (const c of this.sessions.all()) {
       while (c.ready && c.inflight.size < this.perWorker && this.queue.length) {
         const job = this.queue.shift()!;
         c.inflight.set(job.id, job);
-        c.ws.send(job.frame, { binary: true });
+        this.sessions.send(c, job.frame);
       }
     }
   }
 
-  private onOpen(ws: WebSocket, remote: string): void {
-    const c: Conn = { id: this.nextConn++, ws, ready: false, name: remote, inflight: new Map(), helloTimer: null };
-    this.conns.set(c.id, c);
-    c.helloTimer = setTimeout(() => this.drop(c, 'no hello within 10 s', CLOSE.policyViolation), 10_000);
-    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(c, data, isBinary));
-    ws.on('close', () => this.onClose(c));
-    ws.on('error', () => undefined);
+  private welcome(c: Conn, hello: HelloMsg): WelcomeBody {
+    c.name = `${hello.name}, ${hello.backend}`;
+    return { modelConfig: this.o.modelConfig, seed: 0, paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength, maxWorkBytes: 0 };
   }
 
-  private drop(c: Conn, why: string, code: number = CLOSE.protocolError): void {
-    this.log('warn', `inference fleet: dropping worker ${c.id} (${c.name}): ${why}`);
-    c.ws.close(code, why.slice(0, 120));
-    setTimeout(() => c.ws.terminate(), 1000).unref();
+  private joined(c: Conn): void {
+    this.sessions!.send(c, encodeFrame({ type: 'params', version: 0 }, this.o.params));
+    this.sessions!.send(c, encodeFrame({ type: 'buffers', version: 0 }, this.o.buffers));
+    this.noWorkerSince = null;
+    this.log('info', `inference fleet: worker ${c.id} (${c.name}) joined; ${this.readyCount()} ready`);
+    this.dispatch();
+  }
+
+  private drop(c: Conn, why: string, reason: 'unexpected-message' | 'invalid-message' = 'unexpected-message'): void {
+    this.sessions?.drop(c, reason, why);
   }
 
   private onClose(c: Conn): void {
-    if (c.helloTimer) clearTimeout(c.helloTimer);
-    if (!this.conns.delete(c.id)) return;
     if (c.inflight.size) {
       // hand its requests back, first in line: they were the oldest
       this.queue.unshift(...[...c.inflight.values()].sort((a, b) => a.id - b.id));
@@ -193,39 +193,14 @@ export class FleetEngine implements InferenceEngine {
     this.dispatch();
   }
 
-  private onMessage(c: Conn, data: Buffer, isBinary: boolean): void {
-    if (!isBinary) return this.drop(c, 'text frame', CLOSE.unsupported);
-    let msg;
-    let payload: Uint8Array;
-    try {
-      const d = decodeFrame(data);
-      payload = d.payload;
-      msg = parseWorkerMessage(d.header, payload.byteLength, this.sizes);
-    } catch (e) {
-      return this.drop(c, e instanceof ProtocolError ? e.reason : (e as Error).message);
-    }
-    if (!c.ready) {
-      if (msg.type !== 'hello') return this.drop(c, `${msg.type} before hello`);
-      if (msg.protocol !== PROTOCOL_VERSION) return this.drop(c, `protocol ${msg.protocol}, expected ${PROTOCOL_VERSION}`, CLOSE.badVersion);
-      if (c.helloTimer) clearTimeout(c.helloTimer);
-      c.ready = true;
-      c.name = `${msg.name}, ${msg.backend}`;
-      const cfg = this.o.modelConfig;
-      const send = (f: Buffer): void => void c.ws.send(f, { binary: true });
-      send(encodeFrame({ type: 'welcome', protocol: PROTOCOL_VERSION, workerId: c.id, modelConfig: cfg, seed: 0, paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength, maxWorkBytes: 0 }));
-      send(encodeFrame({ type: 'params', version: 0 }, this.o.params));
-      send(encodeFrame({ type: 'buffers', version: 0 }, this.o.buffers));
-      this.noWorkerSince = null;
-      this.log('info', `inference fleet: worker ${c.id} (${c.name}) joined; ${this.readyCount()} ready`);
-      return this.dispatch();
-    }
+  private onMessage(c: Conn, msg: WorkerMessage, payload: Uint8Array): void {
     switch (msg.type) {
       case 'inferResult': {
         const job = c.inflight.get(msg.id);
         if (!job) return this.drop(c, `answer to unknown request ${msg.id}`);
         const want = inferOutputLengths(job.req, job.nCells, this.o.modelConfig.nLatent, this.o.modelConfig.nGenes);
         if (msg.nCells !== job.nCells || msg.f64Length !== want.f64 || msg.f32Length !== want.f32) {
-          return this.drop(c, `answer to request ${msg.id} has ${msg.f64Length}+${msg.f32Length} values for ${msg.nCells} cells, expected ${want.f64}+${want.f32} for ${job.nCells}`);
+          return this.drop(c, `answer to request ${msg.id} has ${msg.f64Length}+${msg.f32Length} values for ${msg.nCells} cells, expected ${want.f64}+${want.f32} for ${job.nCells}`, 'invalid-message');
         }
         c.inflight.delete(msg.id);
         // copies: aligned, and independent of the message buffer
@@ -260,9 +235,7 @@ export class FleetEngine implements InferenceEngine {
     if (this.closed) return;
     this.closed = true;
     if (this.watchdog) clearInterval(this.watchdog);
-    const done = encodeFrame({ type: 'done', reason: 'inference finished' });
-    for (const c of this.conns.values()) if (c.ready) c.ws.send(done, { binary: true });
-    await this.endpoint?.close();
+    await this.sessions?.close('inference finished');
     await this.local?.stop();
   }
 }

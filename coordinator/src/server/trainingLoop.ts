@@ -1,0 +1,254 @@
+// The training loop over a step executor: epochs of the seeded plan, the KL warm-up, the next
+// step prepared while the current one computes, held-out evaluation at each epoch's end, early
+// stopping, checkpoints, the history and the progress events. What turns a planned step into a
+// step result is the executor's business (the coordinator's fleet of workers); the loop imports
+// nothing of it.
+
+import fs from 'node:fs';
+import { epochPlan, type PlannedStep } from '@atlasvae/shared/plan';
+import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
+import { assembleCheckpoint, saveCheckpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
+import { DivergenceError } from '@atlasvae/shared/train/divergence';
+import { EarlyStopping } from '@atlasvae/shared/train/earlyStopping';
+import { notify, type CoordinatorObserver, type ObserverList, type StepReport } from './events.js';
+import type { TrainingData } from './data.js';
+import type { Optimizer } from './optimizer.js';
+
+/** Evaluates the held-out ELBO for the parameters and buffers at the end of an epoch. */
+export type Validator = (params: Float32Array, buffers: Float32Array, epoch: number) => Promise<{ elbo: number; reconstruction: number; kl: number }>;
+
+export interface TrainingSetup {
+  modelConfig: ModelConfig;
+  trainConfig: TrainConfig;
+  data: TrainingData;
+  optimizer: Optimizer;
+  /** where to start: the next step to run */
+  position: CheckpointPosition;
+  history: unknown[];
+}
+
+export interface EpochRecord {
+  epoch: number;
+  nCells: number;
+  /** per-cell means */
+  loss: number;
+  reconstruction: number;
+  kl: number;
+  /** negative ELBO per cell (reconstruction + KL), scvi's elbo_train */
+  elbo: number;
+  /** held-out negative ELBO per cell (scvi's elbo_validation), when evaluated */
+  validationElbo?: number;
+  validationReconstruction?: number;
+  validationKl?: number;
+  partial?: boolean;
+}
+
+export interface TrainOutcome {
+  position: CheckpointPosition;
+  history: EpochRecord[];
+  stopped: 'finished' | 'max-steps' | 'interrupted' | 'early-stopping';
+  lastCheckpoint: string | null;
+  /** set when early stopping ended the run */
+  earlyStopping?: EarlyStopping;
+}
+
+/** A stop request that could not wait for the current step (it was abandoned, not applied). */
+export class StepAbandoned extends Error {}
+
+/** What runs the planned steps. `P` is a step prepared for it (e.g. its microbatches encoded). */
+export interface StepExecutor<P> {
+  /** before the first step: start watching steps; with `needWorkers`, wait until enough can compute */
+  begin(needWorkers: boolean): Promise<void>;
+  /** after the last step (also when the loop throws) */
+  end(): void;
+  /** a stop was requested: the loop ends before the next step */
+  readonly stopRequested: boolean;
+  /** read and encode a planned step (runs while the previous step computes) */
+  prepare(step: PlannedStep): Promise<P>;
+  /**
+   * Compute the step at `pos`, sum its microbatches in order and apply the optimizer step.
+   * `onFirstResult` is called once when a core becomes idle (the step's first result). Throws
+   * StepAbandoned when a stop could not wait for it, a DivergenceError when it diverged.
+   */
+  run(pos: CheckpointPosition, stepsInEpoch: number, klWeight: number, prepared: P, dataWaitMs: number, t0: number, onFirstResult: () => void): Promise<StepReport>;
+}
+
+export interface LoopOptions {
+  /** write a checkpoint every this many steps (0: only at the end) */
+  checkpointEvery: number;
+  checkpointPath: string | null;
+  /** stop after this many optimizer steps in total (null: run all epochs) */
+  maxSteps: number | null;
+  validator: Validator | null;
+}
+
+interface EpochAcc {
+  epoch: number;
+  nCells: number;
+  loss: number;
+  reconstruction: number;
+  kl: number;
+}
+
+export class TrainingLoop<P> {
+  /** early stopping of this run (when configured and validated) */
+  private earlyStopping: EarlyStopping | null = null;
+
+  constructor(
+    private readonly setup: TrainingSetup,
+    private readonly opts: LoopOptions,
+    private readonly exec: StepExecutor<P>,
+    private readonly observers: ObserverList,
+  ) {}
+
+  private emit<K extends keyof CoordinatorObserver>(name: K, ...args: Parameters<CoordinatorObserver[K]>): void {
+    notify(this.observers, name, ...args);
+  }
+
+  async run(): Promise<TrainOutcome> {
+    const { trainConfig: tc, data } = this.setup;
+    const exec = this.exec;
+    const pos = { ...this.setup.position };
+    const history = (this.setup.history as EpochRecord[]).filter((h) => !h.partial);
+    const partial = (this.setup.history as EpochRecord[]).find((h) => h.partial && h.epoch === pos.epoch);
+    let acc: EpochAcc = partial
+      ? { epoch: pos.epoch, nCells: partial.nCells, loss: partial.loss * partial.nCells, reconstruction: partial.reconstruction * partial.nCells, kl: partial.kl * partial.nCells }
+      : { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
+    let lastCheckpoint: string | null = null;
+    let stopped: TrainOutcome['stopped'] = 'finished';
+    const early = tc.earlyStopping && this.opts.validator ? EarlyStopping.replay(tc.earlyStopping, history) : null;
+    if (early && early.wait >= early.config.patience) stopped = 'early-stopping';
+    this.earlyStopping = early;
+
+    const nothingToDo = pos.epoch >= tc.epochs || (this.opts.maxSteps !== null && pos.globalStep >= this.opts.maxSteps);
+    await exec.begin(!nothingToDo);
+    const planFor = (epoch: number): PlannedStep[] => epochPlan(data.train, { ...tc, seed: tc.seed, epoch });
+    let plan = pos.epoch < tc.epochs ? planFor(pos.epoch) : [];
+    let epochStart = performance.now();
+    // the next step's microbatches are read and encoded while the current step computes
+    let prefetch: Promise<P> | null = null;
+    const nextPlanned = (): PlannedStep | null => {
+      if (pos.stepInEpoch + 1 < plan.length) return plan[pos.stepInEpoch + 1]!;
+      if (pos.epoch + 1 < tc.epochs) return planFor(pos.epoch + 1)[0] ?? null;
+      return null;
+    };
+
+    try {
+      while (stopped === 'finished' && pos.epoch < tc.epochs) {
+        if (pos.stepInEpoch >= plan.length) {
+          // epoch finished
+          const rec = await this.closeEpoch(acc, performance.now() - epochStart);
+          history.push(rec);
+          pos.epoch++;
+          pos.stepInEpoch = 0;
+          acc = { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
+          epochStart = performance.now();
+          if (early && rec.validationElbo !== undefined && early.observe(rec.epoch, rec.validationElbo)) {
+            stopped = 'early-stopping';
+            this.emit('log', 'info', early.describe());
+            break;
+          }
+          if (pos.epoch < tc.epochs) plan = planFor(pos.epoch);
+          continue;
+        }
+        if (this.opts.maxSteps !== null && pos.globalStep >= this.opts.maxSteps) {
+          stopped = 'max-steps';
+          break;
+        }
+        if (exec.stopRequested) {
+          stopped = 'interrupted';
+          break;
+        }
+        const planned = plan[pos.stepInEpoch]!;
+        const t0 = performance.now();
+        const items = await (prefetch ?? exec.prepare(planned));
+        const dataWaitMs = performance.now() - t0;
+        const nextP = nextPlanned();
+        prefetch = null;
+        // Read and encode the next step's microbatches once a core is idle: when this step's first
+        // result arrives (its worker now waits for the others), else when the step ends. Started at
+        // the broadcast instead, it competes with workers starting the step on a machine whose
+        // cores they fill (measured: a worker waiting ~5 ms for a core to begin its microbatch).
+        const startPrefetch = (): void => {
+          if (prefetch || !nextP) return;
+          prefetch = exec.prepare(nextP);
+          prefetch.catch(() => undefined);
+        };
+        let report: StepReport;
+        try {
+          report = await exec.run(pos, plan.length, klWeightForEpoch(pos.epoch, tc), items, dataWaitMs, t0, startPrefetch);
+        } catch (e) {
+          if (!(e instanceof StepAbandoned)) throw e;
+          this.emit('log', 'warn', `step ${pos.globalStep + 1} abandoned: it did not complete after the stop request (a resume redoes it)`);
+          stopped = 'interrupted';
+          break;
+        }
+        startPrefetch();
+        acc.nCells += report.nCells;
+        acc.loss += report.loss * report.nCells;
+        acc.reconstruction += report.reconstruction * report.nCells;
+        acc.kl += report.kl * report.nCells;
+        pos.globalStep++;
+        pos.stepInEpoch++;
+        this.emit('stepCompleted', report);
+        if (this.opts.checkpointEvery > 0 && pos.globalStep % this.opts.checkpointEvery === 0) {
+          lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof DivergenceError)) throw e;
+      // name the last checkpoint (this run's, or the one it resumed from): finite by construction
+      const path = this.opts.checkpointPath;
+      throw e.withCheckpoint(lastCheckpoint ?? (path && fs.existsSync(path) ? path : null));
+    } finally {
+      exec.end();
+    }
+    lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
+    const out: EpochRecord[] = [...history];
+    if (acc.nCells > 0 && pos.stepInEpoch > 0) out.push(epochRecord(acc, true));
+    return { position: pos, history: out, stopped, lastCheckpoint, ...(stopped === 'early-stopping' && early ? { earlyStopping: early } : {}) };
+  }
+
+  private async closeEpoch(acc: EpochAcc, ms: number): Promise<EpochRecord> {
+    const rec = epochRecord(acc, false);
+    const validator = this.opts.validator;
+    if (validator) {
+      this.emit('log', 'debug', `epoch ${acc.epoch + 1}: evaluating the held-out ELBO`);
+      const snap = this.setup.optimizer.snapshot();
+      const v = await validator(snap.params, snap.buffers, acc.epoch);
+      rec.validationElbo = v.elbo;
+      rec.validationReconstruction = v.reconstruction;
+      rec.validationKl = v.kl;
+    }
+    this.emit('epochCompleted', { ...rec, ms });
+    return rec;
+  }
+
+  private checkpoint(pos: CheckpointPosition, history: EpochRecord[], acc: EpochAcc): string | null {
+    const path = this.opts.checkpointPath;
+    if (!path) return null;
+    const t0 = performance.now();
+    const { modelConfig, trainConfig, data, optimizer } = this.setup;
+    const snap = optimizer.snapshot();
+    const hist: EpochRecord[] = [...history];
+    if (acc.nCells > 0 && pos.stepInEpoch > 0) hist.push(epochRecord(acc, true));
+    const ckpt = assembleCheckpoint({
+      modelConfig, trainConfig, params: snap.params, buffers: snap.buffers, adam: snap.adam, position: pos,
+      genes: data.genes, batchCategories: data.batchCategories, labelCategories: data.labelCategories,
+      manifestHash: data.manifestHash, history: hist, earlyStopping: this.earlyStopping,
+    });
+    saveCheckpoint(path, ckpt);
+    this.emit('checkpointWritten', { path, globalStep: pos.globalStep, bytes: 4 * (snap.params.length * 3 + snap.buffers.length), ms: performance.now() - t0 });
+    return path;
+  }
+}
+
+function epochRecord(acc: EpochAcc, partial: boolean): EpochRecord {
+  const n = Math.max(1, acc.nCells);
+  const r: EpochRecord = {
+    epoch: acc.epoch, nCells: acc.nCells, loss: acc.loss / n, reconstruction: acc.reconstruction / n, kl: acc.kl / n,
+    elbo: (acc.reconstruction + acc.kl) / n,
+  };
+  if (partial) r.partial = true;
+  return r;
+}
