@@ -1,14 +1,14 @@
 // The distributed tests' common ground on kang_example: the data set prepared by the CLI into a fresh
 // temporary directory, and the single-process trainer's state after K steps of the same plan
 // (global batch 512 in microbatches of ≤ 128, seed 7, a 2-epoch KL warm-up) to compare against.
-import fs from 'node:fs';
 import path from 'node:path';
 import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
 import { initBackend } from '@atlasvae/shared/backend';
 import { train } from '@atlasvae/shared/train/trainer';
 import { openDataset } from '@atlasvae/coordinator/data/dataset';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
-import { runOk, killChildren } from './dist-harness.js';
+import { runOk } from './dist-harness.js';
+export { cleanUp } from './dist-harness.js';
 
 export const KANG = 'data/kang_example_sce_1556';
 /** `skip` value for node:test when ../shared lacks kang_example. */
@@ -50,10 +50,4 @@ export async function prepareKangWithReference(prefix: string, steps: number): P
   const trainCells = ds.train;
   await ds.close();
   return { dir, data, trainCells, ref };
-}
-
-/** Ends the processes the tests started and removes the temporary directory (if one was made). */
-export async function cleanUp(dir: string): Promise<void> {
-  await killChildren();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
 }
