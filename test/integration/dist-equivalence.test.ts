@@ -3,23 +3,17 @@
 // kang_example prepared from ../shared/data.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
 import { initParams } from '@atlasvae/shared/model/layout';
-import { initBackend } from '@atlasvae/shared/backend';
-import { train } from '@atlasvae/shared/train/trainer';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
-import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
-import { runOk, maxRelDiff, killChildren } from './dist-harness.js';
+import { runOk, maxRelDiff } from './dist-harness.js';
+import { KANG_PLAN, skipKang, prepareKangWithReference, cleanUp, type TrainerReference } from './kang-reference.js';
 
-const KANG = 'data/kang_example_sce_1556';
-const skip = skipUnlessShared(KANG, 'labels.tsv');
+const skip = skipKang;
 const K = 5;
 // 1,400 training cells, global batch 512 in microbatches of ≤ 128: steps of 4, 4 and 3 microbatches,
 // so K = 5 crosses into epoch 1 (new plan, KL weight 0.5 after a 2-epoch warm-up)
-const FLAGS = ['--global-batch', '512', '--microbatch', '128', '--seed', '7', '--kl-warmup', '2', '--max-steps', String(K)];
+const FLAGS = [...KANG_PLAN, '--max-steps', String(K)];
 
 /** Index of the first element whose bits differ (−0 and 0 differ, as do NaNs of other payloads), or −1. */
 function firstBitDifference(a: Float32Array, b: Float32Array): number {
@@ -32,29 +26,15 @@ function firstBitDifference(a: Float32Array, b: Float32Array): number {
 
 let dir = '';
 let data = '';
-let ref: { params: Float32Array; buffers: Float32Array; m: Float32Array; v: Float32Array; validationElbo: number };
+let ref: TrainerReference;
 
 before(async () => {
   if (skip) return;
-  dir = tempDir('atlasvae-dist-equiv-');
-  data = path.join(dir, 'kang');
-  const src = sharedPath(KANG)!;
-  await runOk(['prepare', src, '--obs', path.join(src, 'labels.tsv'), '--batch-key', 'batch', '--label-key', 'cell_type', '--out', data, '--log-level', 'warn']);
-  const ds = await openDataset(data);
-  await initBackend('wasm', () => undefined);
-  const modelConfig = defaultModelConfig(ds.manifest.nGenes, ds.manifest.batchCategories.length);
-  const trainConfig = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 512, microbatch: 128, seed: 7, nEpochsKlWarmup: 2 });
-  const r = await train({ source: ds.source, modelConfig, trainConfig, trainCells: ds.train, validationCells: ds.validation, maxSteps: K });
-  assert.equal(r.state.globalStep, K);
-  ref = { params: r.state.params, buffers: r.state.buffers, m: r.state.adam.m, v: r.state.adam.v, validationElbo: r.history[0]!.validationElbo };
-  r.model.dispose();
-  await ds.close();
+  ({ dir, data, ref } = await prepareKangWithReference('atlasvae-dist-equiv-', K));
+  assert.equal(ref.globalStep, K);
 });
 
-after(async () => {
-  await killChildren();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => cleanUp(dir));
 
 // Local workers read each new parameter vector from the coordinator's shared-memory files by
 // default; with --shared-memory never they get it over the socket, as one message after Adam

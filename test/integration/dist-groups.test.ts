@@ -5,46 +5,26 @@
 // in float64, to 1e-4 relative (docs/model.md, "the same answer").
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
-import { initBackend } from '@atlasvae/shared/backend';
-import { train } from '@atlasvae/shared/train/trainer';
 import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
-import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
-import { run, runOk, maxRelDiff, killChildren, listeningPort, readAudit } from './dist-harness.js';
+import { run, maxRelDiff, listeningPort, readAudit } from './dist-harness.js';
+import { KANG_PLAN, skipKang, prepareKangWithReference, cleanUp, type TrainerReference } from './kang-reference.js';
 
-const KANG = 'data/kang_example_sce_1556';
-const skip = skipUnlessShared(KANG, 'labels.tsv');
+const skip = skipKang;
 const K = 5;
-const PLAN = ['--global-batch', '512', '--microbatch', '128', '--seed', '7', '--kl-warmup', '2', '--max-steps', String(K)];
+const PLAN = [...KANG_PLAN, '--max-steps', String(K)];
 const env = { ATLASVAE_TOKEN: 'groups-test-token' };
 
 let dir = '';
 let data = '';
-let ref: { params: Float32Array; buffers: Float32Array };
+let ref: TrainerReference;
 
 before(async () => {
   if (skip) return;
-  dir = tempDir('atlasvae-dist-groups-');
-  data = path.join(dir, 'kang');
-  const src = sharedPath(KANG)!;
-  await runOk(['prepare', src, '--obs', path.join(src, 'labels.tsv'), '--batch-key', 'batch', '--label-key', 'cell_type', '--out', data, '--log-level', 'warn']);
-  const ds = await openDataset(data);
-  await initBackend('wasm', () => undefined);
-  const modelConfig = defaultModelConfig(ds.manifest.nGenes, ds.manifest.batchCategories.length);
-  const trainConfig = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 512, microbatch: 128, seed: 7, nEpochsKlWarmup: 2 });
-  const r = await train({ source: ds.source, modelConfig, trainConfig, trainCells: ds.train, validationCells: ds.validation, maxSteps: K });
-  ref = { params: r.state.params, buffers: r.state.buffers };
-  r.model.dispose();
-  await ds.close();
+  ({ dir, data, ref } = await prepareKangWithReference('atlasvae-dist-groups-', K));
 });
 
-after(async () => {
-  await killChildren();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => cleanUp(dir));
 
 async function groupRun(name: string, workers: number): Promise<{ c: Checkpoint; audit: string }> {
   const ckpt = path.join(dir, `${name}.ckpt`);

@@ -5,8 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { cliPath } from '../helpers/paths.js';
-import { track } from '../helpers/children.js';
-export { killChildren } from '../helpers/children.js';
+import { track, killChildren } from '../helpers/children.js';
+export { killChildren };
 export { freePort } from '../helpers/net.js';
 import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
 
@@ -135,4 +135,10 @@ export function kill9(p: Proc): Promise<unknown> {
 
 export function file(dir: string, name: string): string {
   return path.join(dir, name);
+}
+
+/** Ends the processes the tests started and removes their temporary directory (if one was made). */
+export async function cleanUp(dir: string): Promise<void> {
+  await killChildren();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
 }

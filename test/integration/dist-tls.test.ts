@@ -2,11 +2,10 @@
 // with a clear message instead of retrying forever.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { tempDir } from '../helpers/paths.js';
-import { run, listeningPort, simulatedDataset, file, killChildren } from './dist-harness.js';
+import { run, listeningPort, simulatedDataset, file, cleanUp } from './dist-harness.js';
 
 let dir = '';
 let data = '';
@@ -22,10 +21,7 @@ before(async () => {
   data = await simulatedDataset(file(dir, 'data'), 600, 200, 4);
 });
 
-after(async () => {
-  await killChildren();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => cleanUp(dir));
 
 const FLAGS = ['--global-batch', '128', '--microbatch', '64', '--n-hidden', '32', '--max-steps', '3', '--host', '127.0.0.1', '--log-level', 'info'];
 

@@ -5,54 +5,33 @@
 // same validation ELBO as an all-wasm run to 0.5%, and a killed webgpu worker's groups redone.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
 import { initParams } from '@atlasvae/shared/model/layout';
-import { initBackend } from '@atlasvae/shared/backend';
-import { train } from '@atlasvae/shared/train/trainer';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
-import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { webgpuEnv, webgpuTestBed } from '../helpers/webgpu.js';
-import { run, runOk, maxRelDiff, killChildren, listeningPort, readAudit, waitForStep, kill9, type Proc } from './dist-harness.js';
+import { run, runOk, maxRelDiff, listeningPort, readAudit, waitForStep, kill9, type Proc } from './dist-harness.js';
+import { KANG_PLAN, skipKang, prepareKangWithReference, cleanUp, type TrainerReference } from './kang-reference.js';
 
-const KANG = 'data/kang_example_sce_1556';
-const skip = skipUnlessShared(KANG, 'labels.tsv') || webgpuTestBed().skip;
+const skip = skipKang || webgpuTestBed().skip;
 if (skip) console.log(`  skipped: ${skip}`);
 const K = 5;
 // 1,400 training cells, global batch 512 in microbatches of ≤ 128: steps of 4, 4 and 3 microbatches;
 // groups of 3 are blocks 0–2 and 3 of each step
-const PLAN = ['--global-batch', '512', '--microbatch', '128', '--seed', '7', '--kl-warmup', '2'];
+const PLAN = KANG_PLAN;
 const GROUP = '3';
 const TOKEN = 'webgpu-test-token';
 
 let dir = '';
 let data = '';
 let trainCells: Uint32Array;
-let ref: { params: Float32Array; buffers: Float32Array };
+let ref: TrainerReference;
 
 before(async () => {
   if (skip) return;
-  dir = tempDir('atlasvae-dist-webgpu-');
-  data = path.join(dir, 'kang');
-  const src = sharedPath(KANG)!;
-  await runOk(['prepare', src, '--obs', path.join(src, 'labels.tsv'), '--batch-key', 'batch', '--label-key', 'cell_type', '--out', data, '--log-level', 'warn']);
-  const ds = await openDataset(data);
-  trainCells = ds.train;
-  await initBackend('wasm', () => undefined);
-  const modelConfig = defaultModelConfig(ds.manifest.nGenes, ds.manifest.batchCategories.length);
-  const trainConfig = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 512, microbatch: 128, seed: 7, nEpochsKlWarmup: 2 });
-  const r = await train({ source: ds.source, modelConfig, trainConfig, trainCells: ds.train, validationCells: ds.validation, maxSteps: K });
-  ref = { params: r.state.params, buffers: r.state.buffers };
-  r.model.dispose();
-  await ds.close();
+  ({ dir, data, trainCells, ref } = await prepareKangWithReference('atlasvae-dist-webgpu-', K));
 });
 
-after(async () => {
-  await killChildren();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => cleanUp(dir));
 
 const env = { ATLASVAE_TOKEN: TOKEN };
 

@@ -4,11 +4,10 @@
 // the default batch sizes give every local worker microbatches.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { isAlive } from '../helpers/children.js';
-import { run, listeningPort, simulatedDataset, readAudit, file, killChildren } from './dist-harness.js';
+import { run, listeningPort, simulatedDataset, readAudit, file, cleanUp } from './dist-harness.js';
 
 const KANG = ['data', 'kang_example_sce_1556'] as const;
 let dir = '';
@@ -19,10 +18,7 @@ before(async () => {
   data = await simulatedDataset(file(dir, 'data'), 1200, 300, 3);
 });
 
-after(async () => {
-  await killChildren();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => cleanUp(dir));
 
 const SMALL = ['--n-hidden', '32', '--backend', 'wasm', '--validation-cells', '200'];
 

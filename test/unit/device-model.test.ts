@@ -22,60 +22,7 @@ import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
 import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data/obs';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 import { deviceTestBackend, useDeviceTestBackend } from '../helpers/device-backend.js';
-
-interface FixtureCase {
-  dims: { genes: number; hidden: number; latent: number; cells: number; n_batch: number };
-  kl_weight: number;
-  x: number[][];
-  batch: number[];
-  eps: number[][];
-  params: Record<string, unknown>;
-  grads: Record<string, unknown>;
-  reconstruction: number[];
-  kl: number[];
-  loss: number;
-}
-
-const skipFixture = skipUnlessShared('fixtures', 'scvi_reference.json');
-const fixture: Record<string, FixtureCase> = skipFixture ? {} : JSON.parse(fs.readFileSync(sharedPath('fixtures', 'scvi_reference.json')!, 'utf8'));
-
-function flatten(v: unknown): number[] {
-  return Array.isArray(v) ? v.flatMap(flatten) : [v as number];
-}
-
-function denseToBatch(x: number[][], batch: number[]): CellBatch {
-  const n = x.length;
-  const indptr = new Int32Array(n + 1);
-  const idx: number[] = [];
-  const vals: number[] = [];
-  const library = new Float32Array(n);
-  x.forEach((row, i) => {
-    row.forEach((v, j) => {
-      if (v !== 0) {
-        idx.push(j);
-        vals.push(v);
-        library[i] += v;
-      }
-    });
-    indptr[i + 1] = idx.length;
-  });
-  return {
-    nCells: n,
-    nGenes: x[0]!.length,
-    indptr,
-    indices: Int32Array.from(idx),
-    counts: Float32Array.from(vals),
-    library,
-    batch: Int32Array.from(batch),
-    label: new Int32Array(n).fill(-1),
-    cellIndex: Uint32Array.from({ length: n }, (_, i) => i),
-  };
-}
-
-function close(actual: number, expected: number, what: string): void {
-  const tol = 1e-6 + 1e-4 * Math.abs(expected);
-  assert.ok(Math.abs(actual - expected) <= tol, `${what}: got ${actual}, expected ${expected} (|diff| ${Math.abs(actual - expected).toExponential(2)} > ${tol.toExponential(2)})`);
-}
+import { fixture, skipFixture, flatten, denseToBatch, checkFixtureLoss, checkFixtureGradients, checkFixtureCellTerms, batchStatisticsAsBuffers, type FixtureCase } from '../helpers/scvi-fixture.js';
 
 async function checkFixtureCase(name: Likelihood, c: FixtureCase): Promise<void> {
   const tf = await useDeviceTestBackend();
@@ -93,33 +40,11 @@ async function checkFixtureCase(name: Likelihood, c: FixtureCase): Promise<void>
     const n = c.dims.cells;
     assert.equal(t.nCells, n);
     assert.equal(t.nonFinite, false);
-    close(t.lossSum / n, c.loss, `${name} loss`);
-    close(t.reconstructionSum, c.reconstruction.reduce((a, b) => a + b, 0), `${name} Σ reconstruction`);
-    close(t.klSum, c.kl.reduce((a, b) => a + b, 0), `${name} Σ kl`);
-    let checked = 0;
-    for (const [pname, gv] of Object.entries(c.grads)) {
-      const e = entry(model.layout, pname);
-      const expected = flatten(gv);
-      for (let i = 0; i < e.size; i++) close(r.grad[e.offset + i]! / n, expected[i]!, `${name} d loss/d ${pname}[${i}]`);
-      checked += e.size;
-    }
-    assert.equal(checked, model.layout.size, 'every parameter has a gradient checked');
+    checkFixtureLoss(name, c, t);
+    checkFixtureGradients(name, c, model.layout, r.grad);
     // per-cell terms: evaluation mode with running statistics = this batch's biased statistics
-    const H = cfg.nHidden;
-    const buffers = new Float32Array(model.bufferLayout.size);
-    for (let layer = 0; layer < 2; layer++) {
-      const o = layer * 2 * H;
-      for (let j = 0; j < H; j++) {
-        buffers[o + j] = t.bnStats[o + j]!;
-        buffers[o + H + j] = (t.bnStats[o + H + j]! * (n - 1)) / n;
-      }
-    }
-    model.setBuffers(buffers);
-    const terms = await model.evaluate(batch, eps);
-    for (let i = 0; i < n; i++) {
-      close(terms.reconstruction[i]!, c.reconstruction[i]!, `${name} reconstruction of cell ${i}`);
-      close(terms.kl[i]!, c.kl[i]!, `${name} kl of cell ${i}`);
-    }
+    model.setBuffers(batchStatisticsAsBuffers(t.bnStats, cfg.nHidden, n, model.bufferLayout.size));
+    checkFixtureCellTerms(name, c, await model.evaluate(batch, eps));
   } finally {
     model.dispose();
   }
