@@ -6,7 +6,14 @@ import type YargsFactory from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
 import { CliError } from '@atlasvae/shared/errors';
-import { configureLogging, log, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@atlasvae/shared/log';
+import {
+  configureLogging,
+  log,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+} from '@atlasvae/shared/log';
 import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
 
 // yargs' CommonJS build: its help layout wraps at word boundaries (wrap-ansi); the ES module
@@ -21,7 +28,9 @@ async function main(): Promise<void> {
   }
   let cli: Argv = yargs(hideBin(process.argv))
     .scriptName('atlasvae')
-    .usage('$0 <command> [options]\n\nTrain scVI variational autoencoders on single-cell atlases, data-parallel over WebSocket workers.')
+    .usage(
+      '$0 <command> [options]\n\nTrain scVI variational autoencoders on single-cell atlases, data-parallel over WebSocket workers.',
+    )
     .strict()
     .demandCommand(1, 'Name a command (see the list above).')
     .recommendCommands()
@@ -35,8 +44,15 @@ async function main(): Promise<void> {
       global: true,
       describe: 'log lines for people (text) or one JSON object per line for cluster log collectors (json)',
     })
-    .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, global: true, describe: 'least severe level logged' })
-    .middleware((argv) => configureLogging({ format: argv['log-format'] as LogFormat, level: argv['log-level'] as LogLevel }))
+    .option('log-level', {
+      choices: LOG_LEVELS,
+      default: 'info' as LogLevel,
+      global: true,
+      describe: 'least severe level logged',
+    })
+    .middleware((argv) =>
+      configureLogging({ format: argv['log-format'] as LogFormat, level: argv['log-level'] as LogLevel }),
+    )
     .fail((msg, err) => {
       if (err) throw err;
       console.error(msg);
@@ -46,17 +62,47 @@ async function main(): Promise<void> {
   for (const c of commands) cli = c(cli);
   // one example per command, in the order of a typical run (each command's --help has more)
   cli = cli
-    .example('$0 demo', 'simulate a demo atlas, train it with 2 local workers, write a checkpoint and embedding')
-    .example('$0 simulate --cells 100000 --genes 2000 --out atlas/', 'a synthetic atlas as a prepared dataset')
-    .example('$0 prepare pbmc.h5ad --out pbmc/ --batch-key sample --label-key cell_type --n-top-genes 2000', 'an .h5ad, 10x .h5 or MTX folder into Arrow shards')
-    .example('$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --out pbmc.ckpt', 'single-process training on a MatrixMarket folder')
-    .example('$0 train --data pbmc/ --local-workers 2 --checkpoint run/model.ckpt', 'a coordinator and 2 worker processes on this machine')
-    .example('$0 coordinator --data pbmc/ --port 8787 --token $T --min-workers 4 --checkpoint run/model.ckpt', 'a coordinator for workers on other hosts')
+    .example(
+      '$0 demo',
+      'simulate a demo atlas, train it with 2 local workers, write a checkpoint and embedding',
+    )
+    .example(
+      '$0 simulate --cells 100000 --genes 2000 --out atlas/',
+      'a synthetic atlas as a prepared dataset',
+    )
+    .example(
+      '$0 prepare pbmc.h5ad --out pbmc/ --batch-key sample --label-key cell_type --n-top-genes 2000',
+      'an .h5ad, 10x .h5 or MTX folder into Arrow shards',
+    )
+    .example(
+      '$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --out pbmc.ckpt',
+      'single-process training on a MatrixMarket folder',
+    )
+    .example(
+      '$0 train --data pbmc/ --local-workers 2 --checkpoint run/model.ckpt',
+      'a coordinator and 2 worker processes on this machine',
+    )
+    .example(
+      '$0 coordinator --data pbmc/ --port 8787 --token $T --min-workers 4 --checkpoint run/model.ckpt',
+      'a coordinator for workers on other hosts',
+    )
     .example('$0 worker --connect ws://head:8787 --token $T --backend auto', 'a worker joining a coordinator')
-    .example('$0 embed --checkpoint run/model.ckpt --data pbmc/ --out pbmc_latent.h5ad', "latent means into obsm['X_atlasvae'] of a copy of the source .h5ad")
-    .example('$0 normalize --checkpoint run/model.ckpt --data pbmc/ --genes CD3E,MS4A1 --out expr.csv', 'scVI normalized expression')
-    .example('$0 evaluate --checkpoint run/model.ckpt --data pbmc/ --out report.json', 'ELBO, marginal likelihood, kNN accuracy, batch mixing')
-    .example('$0 umap --checkpoint run/model.ckpt --data pbmc/ --color-by label --out umap.png', 'a UMAP picture of the latent space');
+    .example(
+      '$0 embed --checkpoint run/model.ckpt --data pbmc/ --out pbmc_latent.h5ad',
+      "latent means into obsm['X_atlasvae'] of a copy of the source .h5ad",
+    )
+    .example(
+      '$0 normalize --checkpoint run/model.ckpt --data pbmc/ --genes CD3E,MS4A1 --out expr.csv',
+      'scVI normalized expression',
+    )
+    .example(
+      '$0 evaluate --checkpoint run/model.ckpt --data pbmc/ --out report.json',
+      'ELBO, marginal likelihood, kNN accuracy, batch mixing',
+    )
+    .example(
+      '$0 umap --checkpoint run/model.ckpt --data pbmc/ --color-by label --out umap.png',
+      'a UMAP picture of the latent space',
+    );
   await cli.parseAsync();
 }
 
@@ -68,7 +114,11 @@ main().catch((err: unknown) => {
     else console.error(`atlasvae: ${err.message}`);
     process.exit(err.exitCode);
   }
-  if (json) log.error(err instanceof Error ? err.message : String(err), { stack: err instanceof Error ? err.stack : undefined, exitCode: 1 });
-  else console.error(err instanceof Error ? err.stack ?? err.message : String(err));
+  if (json)
+    log.error(err instanceof Error ? err.message : String(err), {
+      stack: err instanceof Error ? err.stack : undefined,
+      exitCode: 1,
+    });
+  else console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
   process.exit(1);
 });

@@ -108,11 +108,31 @@ export class CoordinatorMetrics {
       labelNames: ['reason'],
       registers,
     });
-    this.learningRate = new Gauge({ name: 'atlasvae_learning_rate', help: 'Optimizer learning rate.', registers });
-    this.gradientNorm = new Gauge({ name: 'atlasvae_gradient_norm', help: 'L2 norm of the averaged gradient of the last step.', registers });
-    this.progress = new Gauge({ name: 'atlasvae_progress_ratio', help: 'Fraction of the planned optimizer steps completed (0 to 1).', registers });
-    this.stepsPlanned = new Gauge({ name: 'atlasvae_steps_planned', help: 'Optimizer steps planned for the whole run.', registers });
-    this.checkpoints = new Counter({ name: 'atlasvae_checkpoints_total', help: 'Checkpoints written.', registers });
+    this.learningRate = new Gauge({
+      name: 'atlasvae_learning_rate',
+      help: 'Optimizer learning rate.',
+      registers,
+    });
+    this.gradientNorm = new Gauge({
+      name: 'atlasvae_gradient_norm',
+      help: 'L2 norm of the averaged gradient of the last step.',
+      registers,
+    });
+    this.progress = new Gauge({
+      name: 'atlasvae_progress_ratio',
+      help: 'Fraction of the planned optimizer steps completed (0 to 1).',
+      registers,
+    });
+    this.stepsPlanned = new Gauge({
+      name: 'atlasvae_steps_planned',
+      help: 'Optimizer steps planned for the whole run.',
+      registers,
+    });
+    this.checkpoints = new Counter({
+      name: 'atlasvae_checkpoints_total',
+      help: 'Checkpoints written.',
+      registers,
+    });
     this.checkpointTimestamp = new Gauge({
       name: 'atlasvae_checkpoint_timestamp_seconds',
       help: 'Unix time of the last checkpoint written.',
@@ -284,7 +304,8 @@ export function backendLabel(name: string): string {
 export const metricsCliOptions = {
   'metrics-port': {
     type: 'number',
-    describe: 'serve Prometheus /metrics and /healthz on this port (0: any free port; default: none). `train`: local worker i (1…N) serves on this port + i',
+    describe:
+      'serve Prometheus /metrics and /healthz on this port (0: any free port; default: none). `train`: local worker i (1…N) serves on this port + i',
   },
   'metrics-host': {
     type: 'string',
@@ -300,12 +321,15 @@ export async function startMetricsServer(
   host?: string,
 ): Promise<MetricsServer | null> {
   if (port === undefined || port === null || Number.isNaN(port)) return null;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`--metrics-port: ${port} is not a port number (0-65535)`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new CliError(`--metrics-port: ${port} is not a port number (0-65535)`);
   const server = metrics.server(port, host);
   try {
     await server.start();
   } catch (err) {
-    throw new CliError(`--metrics-port ${port}: cannot listen (${err instanceof Error ? err.message : String(err)})`);
+    throw new CliError(
+      `--metrics-port ${port}: cannot listen (${err instanceof Error ? err.message : String(err)})`,
+    );
   }
   getLogger('metrics').info('metrics server listening', { url: `${server.url}/metrics`, port: server.port });
   return server;

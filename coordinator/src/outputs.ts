@@ -5,5 +5,6 @@ import { CliError } from '@atlasvae/shared/errors';
 
 /** Throws when `file` exists and `force` is not set; `flag` names the option that chose it. */
 export function refuseOverwrite(file: string, force: boolean, flag = '--out'): void {
-  if (!force && fs.existsSync(file)) throw new CliError(`${file} (${flag}) already exists; pass --force to replace it`);
+  if (!force && fs.existsSync(file))
+    throw new CliError(`${file} (${flag}) already exists; pass --force to replace it`);
 }

@@ -131,7 +131,8 @@ export class Progress {
     }
     if (u.epoch !== undefined) this.epoch = u.epoch;
     if (u.elbo !== undefined && Number.isFinite(u.elbo)) this.elbo = u.elbo;
-    if (u.validationElbo !== undefined && Number.isFinite(u.validationElbo)) this.validationElbo = u.validationElbo;
+    if (u.validationElbo !== undefined && Number.isFinite(u.validationElbo))
+      this.validationElbo = u.validationElbo;
     const every = this.mode === 'bar' ? this.redraw : this.interval;
     if (t - this.lastOutput >= every) this.output(t);
   }
@@ -225,7 +226,8 @@ export class Progress {
         write: (chunk: string) => {
           if (this.barVisible) stream.write('\r\x1b[K');
           stream.write(chunk);
-          if (this.barVisible && !this.finished) stream.write(`\r${renderBar(this.snapshot(), stream.columns || 100)}\x1b[K`);
+          if (this.barVisible && !this.finished)
+            stream.write(`\r${renderBar(this.snapshot(), stream.columns || 100)}\x1b[K`);
           return true;
         },
       },
@@ -259,12 +261,19 @@ export function formatRate(x: number): string {
 function stats(s: ProgressSnapshot): string[] {
   const parts: string[] = [];
   if (s.unit === 'step') {
-    parts.push(s.totalSteps !== null ? `step ${s.completedSteps}/${s.totalSteps}` : `step ${s.completedSteps}`);
+    parts.push(
+      s.totalSteps !== null ? `step ${s.completedSteps}/${s.totalSteps}` : `step ${s.completedSteps}`,
+    );
   } else {
     const n = (x: number): string => x.toLocaleString('en-US');
-    parts.push(s.totalSteps !== null ? `${n(s.completedSteps)}/${n(s.totalSteps)} ${s.unit}` : `${n(s.completedSteps)} ${s.unit}`);
+    parts.push(
+      s.totalSteps !== null
+        ? `${n(s.completedSteps)}/${n(s.totalSteps)} ${s.unit}`
+        : `${n(s.completedSteps)} ${s.unit}`,
+    );
   }
-  if (s.epoch !== null) parts.push(s.totalEpochs !== null ? `epoch ${s.epoch + 1}/${s.totalEpochs}` : `epoch ${s.epoch + 1}`);
+  if (s.epoch !== null)
+    parts.push(s.totalEpochs !== null ? `epoch ${s.epoch + 1}/${s.totalEpochs}` : `epoch ${s.epoch + 1}`);
   // no rate before a second update: say nothing rather than "0 cells/s"
   if (s.unit === 'step' || s.unit === 'cells' || s.cells > 0) {
     if (s.cellsPerSecond > 0) parts.push(`${formatRate(s.cellsPerSecond)} cells/s`);
@@ -285,7 +294,12 @@ export function renderLine(s: ProgressSnapshot): string {
  * shrinks to 10 characters, then the last fields (losses, then ETA...) are left out whole. */
 export function renderBar(s: ProgressSnapshot, columns: number): string {
   const parts = stats(s);
-  const pct = s.fraction === null ? '' : `${Math.floor(100 * s.fraction).toString().padStart(3)}%`;
+  const pct =
+    s.fraction === null
+      ? ''
+      : `${Math.floor(100 * s.fraction)
+          .toString()
+          .padStart(3)}%`;
   const max = Math.max(20, columns - 1);
   let fixed = `${s.label} [] ${pct} | ${parts.join(' | ')}`.length;
   while (fixed + 10 > max && parts.length > 1) {

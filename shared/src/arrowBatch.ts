@@ -6,10 +6,27 @@
 // Vectors are built straight from the batch's typed arrays (makeData), and decoding returns
 // views into the message bytes where Arrow's alignment allows, so there are no per-cell objects.
 import {
-  Field, Schema, List, Int32, Uint32, Float32, Utf8, Struct, Table,
-  makeData, RecordBatch, RecordBatchStreamWriter, RecordBatchReader, type Data,
+  Field,
+  Schema,
+  List,
+  Int32,
+  Uint32,
+  Float32,
+  Utf8,
+  Struct,
+  Table,
+  makeData,
+  RecordBatch,
+  RecordBatchStreamWriter,
+  RecordBatchReader,
+  type Data,
 } from 'apache-arrow';
-import { Message, RecordBatch as RecordBatchHeader, FieldNode, BufferRegion } from 'apache-arrow/ipc/metadata/message';
+import {
+  Message,
+  RecordBatch as RecordBatchHeader,
+  FieldNode,
+  BufferRegion,
+} from 'apache-arrow/ipc/metadata/message';
 import type { CellBatch } from './batch.js';
 
 export const COL = {
@@ -41,7 +58,11 @@ const wireFields = [
 /** Minibatch messages: the CellBatch fields. */
 export const cellBatchSchema = new Schema(wireFields);
 /** Shard record batches: plus the cell's row in the source file and its barcode. */
-export const shardSchema = new Schema([...wireFields, new Field(COL.sourceRow, uint32, false), new Field(COL.barcode, new Utf8(), false)]);
+export const shardSchema = new Schema([
+  ...wireFields,
+  new Field(COL.sourceRow, uint32, false),
+  new Field(COL.barcode, new Utf8(), false),
+]);
 
 /** Per-cell columns a shard stores beyond the CellBatch. */
 export interface ShardExtra {
@@ -68,9 +89,21 @@ function columnData(b: CellBatch): Data[] {
   }
   return [
     makeData({ type: uint32, length: n, nullCount: 0, data: b.cellIndex }),
-    makeData({ type: genesType, length: n, nullCount: 0, valueOffsets: offsets, child: makeData({ type: int32, length: nnz, nullCount: 0, data: indices }) }),
+    makeData({
+      type: genesType,
+      length: n,
+      nullCount: 0,
+      valueOffsets: offsets,
+      child: makeData({ type: int32, length: nnz, nullCount: 0, data: indices }),
+    }),
     // a separate offsets array: Arrow's writer merges overlapping views of one buffer when joining output chunks
-    makeData({ type: countsType, length: n, nullCount: 0, valueOffsets: offsets.slice(), child: makeData({ type: float32, length: nnz, nullCount: 0, data: counts }) }),
+    makeData({
+      type: countsType,
+      length: n,
+      nullCount: 0,
+      valueOffsets: offsets.slice(),
+      child: makeData({ type: float32, length: nnz, nullCount: 0, data: counts }),
+    }),
     makeData({ type: float32, length: n, nullCount: 0, data: b.library }),
     makeData({ type: int32, length: n, nullCount: 0, data: b.batch }),
     makeData({ type: int32, length: n, nullCount: 0, data: b.label }),
@@ -85,7 +118,13 @@ function utf8Data(strings: readonly string[]): Data<Utf8> {
   for (let i = 0; i < parts.length; i++) offsets[i + 1] = offsets[i]! + parts[i]!.length;
   const bytes = new Uint8Array(offsets[strings.length]!);
   for (let i = 0; i < parts.length; i++) bytes.set(parts[i]!, offsets[i]!);
-  return makeData({ type: new Utf8(), length: strings.length, nullCount: 0, valueOffsets: offsets, data: bytes });
+  return makeData({
+    type: new Utf8(),
+    length: strings.length,
+    nullCount: 0,
+    valueOffsets: offsets,
+    data: bytes,
+  });
 }
 
 /** A record batch of the wire schema, or of the shard schema when `extra` is given. */
@@ -93,8 +132,12 @@ export function cellBatchToRecordBatch(b: CellBatch, extra?: ShardExtra): Record
   const children = columnData(b);
   let schema = cellBatchSchema;
   if (extra) {
-    if (extra.sourceRow.length !== b.nCells || extra.barcodes.length !== b.nCells) throw new Error('shard extra columns must have one value per cell');
-    children.push(makeData({ type: uint32, length: b.nCells, nullCount: 0, data: extra.sourceRow }), utf8Data(extra.barcodes));
+    if (extra.sourceRow.length !== b.nCells || extra.barcodes.length !== b.nCells)
+      throw new Error('shard extra columns must have one value per cell');
+    children.push(
+      makeData({ type: uint32, length: b.nCells, nullCount: 0, data: extra.sourceRow }),
+      utf8Data(extra.barcodes),
+    );
     schema = shardSchema;
   }
   const data = makeData({ type: new Struct(schema.fields), length: b.nCells, nullCount: 0, children });
@@ -156,12 +199,20 @@ function writeMessage(n: number, nnz: number, fill: (v: BodyViews) => void): Uin
     at.push(pos, bytes);
     pos += pad8(bytes);
   };
-  nodes.push(new FieldNode(n, 0)); buffer(4 * n); // cell
-  nodes.push(new FieldNode(n, 0)); buffer(4 * (n + 1)); // genes offsets
-  nodes.push(new FieldNode(nnz, 0)); buffer(4 * nnz); // genes values
-  nodes.push(new FieldNode(n, 0)); buffer(4 * (n + 1)); // counts offsets
-  nodes.push(new FieldNode(nnz, 0)); buffer(4 * nnz); // counts values
-  for (let k = 0; k < 3; k++) { nodes.push(new FieldNode(n, 0)); buffer(4 * n); } // library, batch, label
+  nodes.push(new FieldNode(n, 0));
+  buffer(4 * n); // cell
+  nodes.push(new FieldNode(n, 0));
+  buffer(4 * (n + 1)); // genes offsets
+  nodes.push(new FieldNode(nnz, 0));
+  buffer(4 * nnz); // genes values
+  nodes.push(new FieldNode(n, 0));
+  buffer(4 * (n + 1)); // counts offsets
+  nodes.push(new FieldNode(nnz, 0));
+  buffer(4 * nnz); // counts values
+  for (let k = 0; k < 3; k++) {
+    nodes.push(new FieldNode(n, 0));
+    buffer(4 * n);
+  } // library, batch, label
   const bodyLength = pos;
   const meta = Message.encode(Message.from(new RecordBatchHeader(n, nodes, regions, null), bodyLength));
   const metaFrame = pad8(meta.length + 8);
@@ -180,7 +231,8 @@ function writeMessage(n: number, nnz: number, fill: (v: BodyViews) => void): Uin
   }
   dv.setInt32(bodyStart + bodyLength, -1, true); // end of stream
   dv.setInt32(bodyStart + bodyLength + 4, 0, true);
-  const ab = out.buffer, o = out.byteOffset + bodyStart; // 8-aligned: typed views need no copy
+  const ab = out.buffer,
+    o = out.byteOffset + bodyStart; // 8-aligned: typed views need no copy
   fill({
     cell: new Uint32Array(ab, o + at[0]!, n),
     genesOffsets: new Int32Array(ab, o + at[2]!, n + 1),
@@ -222,7 +274,8 @@ export function encodeCellRows(from: readonly CellBatch[], rows: ArrayLike<numbe
   if (from.length !== n) throw new Error('encodeCellRows: one source batch per row');
   let nnz = 0;
   for (let i = 0; i < n; i++) {
-    const c = from[i]!, r = rows[i]!;
+    const c = from[i]!,
+      r = rows[i]!;
     if (!(r >= 0 && r < c.nCells)) throw new RangeError(`row ${r} outside 0..${c.nCells - 1}`);
     nnz += c.indptr[r + 1]! - c.indptr[r]!;
   }
@@ -230,8 +283,10 @@ export function encodeCellRows(from: readonly CellBatch[], rows: ArrayLike<numbe
     let p = 0;
     v.genesOffsets[0] = 0;
     for (let i = 0; i < n; i++) {
-      const c = from[i]!, r = rows[i]!;
-      const s = c.indptr[r]!, e = c.indptr[r + 1]!;
+      const c = from[i]!,
+        r = rows[i]!;
+      const s = c.indptr[r]!,
+        e = c.indptr[r + 1]!;
       if (e - s > 16) {
         v.genes.set(c.indices.subarray(s, e), p);
         v.counts.set(c.counts.subarray(s, e), p);
@@ -271,7 +326,12 @@ function child(rb: RecordBatch, name: string): Data {
   return rb.data.children[idx]!;
 }
 
-function values<T extends Int32Array | Uint32Array | Float32Array>(d: Data, ctor: { new (n: number): T; BYTES_PER_ELEMENT: number }, name: string, n: number): T {
+function values<T extends Int32Array | Uint32Array | Float32Array>(
+  d: Data,
+  ctor: { new (n: number): T; BYTES_PER_ELEMENT: number },
+  name: string,
+  n: number,
+): T {
   const v = d.values as unknown;
   if (!(v instanceof ctor)) throw new CellBatchFormatError(`column "${name}" has the wrong type`);
   const arr = v as T;
@@ -291,18 +351,23 @@ export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number, checkAll
   const c = child(rb, COL.counts);
   const go = g.valueOffsets as unknown;
   const co = c.valueOffsets as unknown;
-  if (!(go instanceof Int32Array) || !(co instanceof Int32Array) || !g.children[0] || !c.children[0]) throw new CellBatchFormatError('genes and counts must be List<Int32> and List<Float32>');
+  if (!(go instanceof Int32Array) || !(co instanceof Int32Array) || !g.children[0] || !c.children[0])
+    throw new CellBatchFormatError('genes and counts must be List<Int32> and List<Float32>');
   let indptr = (go as Int32Array).subarray(g.offset, g.offset + n + 1);
   const cOff = (co as Int32Array).subarray(c.offset, c.offset + n + 1);
   if (indptr.length !== n + 1) throw new CellBatchFormatError('genes offsets are too short');
-  for (let i = 0; i <= n; i++) if (indptr[i] !== cOff[i]) throw new CellBatchFormatError('genes and counts have different row lengths');
+  for (let i = 0; i <= n; i++)
+    if (indptr[i] !== cOff[i]) throw new CellBatchFormatError('genes and counts have different row lengths');
   const base = indptr[0]!;
   const nnz = indptr[n]! - base;
   const gi = g.children[0].values as unknown;
   const cv = c.children[0].values as unknown;
-  if (!(gi instanceof Int32Array) || !(cv instanceof Float32Array)) throw new CellBatchFormatError('genes and counts must be List<Int32> and List<Float32>');
-  const giOff = g.children[0].offset, cvOff = c.children[0].offset;
-  if ((gi as Int32Array).length < giOff + base + nnz || (cv as Float32Array).length < cvOff + base + nnz) throw new CellBatchFormatError('list values are too short');
+  if (!(gi instanceof Int32Array) || !(cv instanceof Float32Array))
+    throw new CellBatchFormatError('genes and counts must be List<Int32> and List<Float32>');
+  const giOff = g.children[0].offset,
+    cvOff = c.children[0].offset;
+  if ((gi as Int32Array).length < giOff + base + nnz || (cv as Float32Array).length < cvOff + base + nnz)
+    throw new CellBatchFormatError('list values are too short');
   const indices = (gi as Int32Array).subarray(giOff + base, giOff + base + nnz);
   const counts = (cv as Float32Array).subarray(cvOff + base, cvOff + base + nnz);
   if (base !== 0) {
@@ -310,7 +375,8 @@ export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number, checkAll
     for (let i = 0; i <= n; i++) re[i] = indptr[i]! - base;
     indptr = re;
   }
-  for (let i = 0; i < n; i++) if (indptr[i + 1]! < indptr[i]!) throw new CellBatchFormatError('row offsets decrease');
+  for (let i = 0; i < n; i++)
+    if (indptr[i + 1]! < indptr[i]!) throw new CellBatchFormatError('row offsets decrease');
   if (checkAllGenes) {
     for (let k = 0; k < nnz; k++) {
       const x = indices[k]!;
@@ -319,8 +385,10 @@ export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number, checkAll
   } else {
     for (let i = 0; i < n; i++) {
       if (indptr[i + 1] === indptr[i]) continue;
-      const lo = indices[indptr[i]!]!, hi = indices[indptr[i + 1]! - 1]!;
-      if (lo < 0 || hi >= nGenes || hi < lo) throw new CellBatchFormatError(`gene indices of row ${i} outside 0..${nGenes - 1} or unsorted`);
+      const lo = indices[indptr[i]!]!,
+        hi = indices[indptr[i + 1]! - 1]!;
+      if (lo < 0 || hi >= nGenes || hi < lo)
+        throw new CellBatchFormatError(`gene indices of row ${i} outside 0..${nGenes - 1} or unsorted`);
     }
   }
   return {
@@ -348,7 +416,8 @@ export function recordBatchBarcodes(rb: RecordBatch): string[] {
   const bytes = d.values as Uint8Array;
   const dec = new TextDecoder();
   const out: string[] = [];
-  for (let i = 0; i < rb.numRows; i++) out.push(dec.decode(bytes.subarray(offs[d.offset + i]!, offs[d.offset + i + 1]!)));
+  for (let i = 0; i < rb.numRows; i++)
+    out.push(dec.decode(bytes.subarray(offs[d.offset + i]!, offs[d.offset + i + 1]!)));
   return out;
 }
 
@@ -372,11 +441,18 @@ export function concatCellBatches(parts: CellBatch[]): CellBatch {
   const n = parts.reduce((s, p) => s + p.nCells, 0);
   const nnz = parts.reduce((s, p) => s + p.indptr[p.nCells]!, 0);
   const out: CellBatch = {
-    nCells: n, nGenes,
-    indptr: new Int32Array(n + 1), indices: new Int32Array(nnz), counts: new Float32Array(nnz),
-    library: new Float32Array(n), batch: new Int32Array(n), label: new Int32Array(n), cellIndex: new Uint32Array(n),
+    nCells: n,
+    nGenes,
+    indptr: new Int32Array(n + 1),
+    indices: new Int32Array(nnz),
+    counts: new Float32Array(nnz),
+    library: new Float32Array(n),
+    batch: new Int32Array(n),
+    label: new Int32Array(n),
+    cellIndex: new Uint32Array(n),
   };
-  let row = 0, at = 0;
+  let row = 0,
+    at = 0;
   for (const p of parts) {
     const pn = p.indptr[p.nCells]!;
     out.indices.set(p.indices.subarray(0, pn), at);

@@ -30,7 +30,9 @@ async function optionalImport(name: string): Promise<boolean> {
   }
 }
 
-async function tryTensorflow(packages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']): Promise<string | null> {
+async function tryTensorflow(
+  packages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'],
+): Promise<string | null> {
   // libtensorflow takes almost all GPU memory unless told to grow (tfjs has no API for it)
   process.env.TF_FORCE_GPU_ALLOW_GROWTH ??= 'true';
   // deterministic GPU kernels: one engine, backend and group size give bit-identical parameters
@@ -39,10 +41,14 @@ async function tryTensorflow(packages = ['@tensorflow/tfjs-node-gpu', '@tensorfl
     if (!(await optionalImport(pkg))) continue;
     // tfjs-node registers 'tensorflow' in the tfjs-core it resolves; it must be ours (same version).
     if (!tf.findBackendFactory('tensorflow')) {
-      throw new CliError(`${pkg} is installed but registered its backend with another @tensorflow/tfjs-core; install ${pkg}@${tf.version_core}`);
+      throw new CliError(
+        `${pkg} is installed but registered its backend with another @tensorflow/tfjs-core; install ${pkg}@${tf.version_core}`,
+      );
     }
     if (await tf.setBackend('tensorflow')) {
-      startedDevice = pkg.endsWith('-gpu') ? `GPU (libtensorflow; CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? 'all'})` : `${cpuName()} (libtensorflow)`;
+      startedDevice = pkg.endsWith('-gpu')
+        ? `GPU (libtensorflow; CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? 'all'})`
+        : `${cpuName()} (libtensorflow)`;
       return pkg;
     }
   }
@@ -60,7 +66,10 @@ function cpuName(): string {
 
 /** What `ATLASVAE_WEBGPU_FLAGS` asks of Dawn: toggles for `create()` (e.g. backend=opengl) and the
  * adapter's feature level (`featureLevel=compatibility`, which Dawn's OpenGL backend needs). */
-export function webgpuFlags(value = process.env.ATLASVAE_WEBGPU_FLAGS ?? ''): { flags: string[]; featureLevel: string | null } {
+export function webgpuFlags(value = process.env.ATLASVAE_WEBGPU_FLAGS ?? ''): {
+  flags: string[];
+  featureLevel: string | null;
+} {
   const flags: string[] = [];
   let featureLevel: string | null = null;
   // space-separated: a toggle's own value may hold commas (enable-dawn-features=a,b)
@@ -97,7 +106,9 @@ export async function startWebgpu(hardwareOnly: boolean): Promise<{ device: stri
   try {
     dawn = (await import('webgpu' as string)) as DawnModule;
   } catch (e) {
-    throw new CliError(`webgpu backend: the npm package webgpu (Dawn's Node bindings, 0.6.2) cannot be loaded: ${(e as Error).message.split('\n')[0]}`);
+    throw new CliError(
+      `webgpu backend: the npm package webgpu (Dawn's Node bindings, 0.6.2) cannot be loaded: ${(e as Error).message.split('\n')[0]}`,
+    );
   }
   const { flags, featureLevel } = webgpuFlags();
   // Dawn's OpenGL backend initialises EGL without a display only on Mesa's surfaceless platform
@@ -107,27 +118,37 @@ export async function startWebgpu(hardwareOnly: boolean): Promise<{ device: stri
   const request = gpu.requestAdapter.bind(gpu);
   const extra = featureLevel ? { featureLevel } : {};
   const adapter = await request({ powerPreference: 'high-performance', ...extra });
-  const how = flags.length || featureLevel ? ` (ATLASVAE_WEBGPU_FLAGS=${process.env.ATLASVAE_WEBGPU_FLAGS})` : '';
+  const how =
+    flags.length || featureLevel ? ` (ATLASVAE_WEBGPU_FLAGS=${process.env.ATLASVAE_WEBGPU_FLAGS})` : '';
   if (!adapter) {
     const msg = `no WebGPU adapter${how}: no Vulkan GPU driver found (on a machine without a GPU, Mesa's llvmpipe serves as a test bed: ATLASVAE_WEBGPU_FLAGS='backend=opengl featureLevel=compatibility')`;
     if (hardwareOnly) return { refused: msg };
     throw new CliError(`webgpu backend: ${msg}`);
   }
   const i = adapter.info ?? {};
-  const device = [i.description, i.device, i.vendor, i.architecture].filter((x) => x).join(' / ') || 'unknown adapter';
-  if (hardwareOnly && (adapter.isFallbackAdapter || isSoftwareAdapter(device))) return { refused: `the WebGPU adapter is a software rasterizer (${device})` };
+  const device =
+    [i.description, i.device, i.vendor, i.architecture].filter((x) => x).join(' / ') || 'unknown adapter';
+  if (hardwareOnly && (adapter.isFallbackAdapter || isSoftwareAdapter(device)))
+    return { refused: `the WebGPU adapter is a software rasterizer (${device})` };
   // tfjs asks for an adapter with powerPreference only: give it the same feature level
-  (gpu as { requestAdapter(o?: object): Promise<unknown> }).requestAdapter = (o: object = {}) => request({ ...o, ...extra });
+  (gpu as { requestAdapter(o?: object): Promise<unknown> }).requestAdapter = (o: object = {}) =>
+    request({ ...o, ...extra });
   const nav = (globalThis as { navigator?: object }).navigator;
   if (nav) Object.defineProperty(nav, 'gpu', { value: gpu, configurable: true });
   else Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   try {
     await import('@tensorflow/tfjs-backend-webgpu' as string);
   } catch (e) {
-    throw new CliError(`webgpu backend: @tensorflow/tfjs-backend-webgpu@${tf.version_core} cannot be loaded: ${(e as Error).message.split('\n')[0]}`);
+    throw new CliError(
+      `webgpu backend: @tensorflow/tfjs-backend-webgpu@${tf.version_core} cannot be loaded: ${(e as Error).message.split('\n')[0]}`,
+    );
   }
-  if (!tf.findBackendFactory('webgpu')) throw new CliError(`webgpu backend: @tensorflow/tfjs-backend-webgpu registered with another @tensorflow/tfjs-core; install @tensorflow/tfjs-backend-webgpu@${tf.version_core}`);
-  if (!(await tf.setBackend('webgpu'))) throw new CliError(`webgpu backend: TensorFlow.js could not start it on ${device}`);
+  if (!tf.findBackendFactory('webgpu'))
+    throw new CliError(
+      `webgpu backend: @tensorflow/tfjs-backend-webgpu registered with another @tensorflow/tfjs-core; install @tensorflow/tfjs-backend-webgpu@${tf.version_core}`,
+    );
+  if (!(await tf.setBackend('webgpu')))
+    throw new CliError(`webgpu backend: TensorFlow.js could not start it on ${device}`);
   startedDevice = device;
   return { device };
 }
@@ -135,7 +156,8 @@ export async function startWebgpu(hardwareOnly: boolean): Promise<{ device: stri
 async function useWasm(): Promise<void> {
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   const require = createRequire(import.meta.url);
-  const dist = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + path.sep;
+  const dist =
+    path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + path.sep;
   wasm.setWasmPaths(dist);
   if (!(await tf.setBackend('wasm'))) throw new CliError(`could not start the wasm backend from ${dist}`);
 }
@@ -144,7 +166,10 @@ async function select(choice: BackendChoice, log: (msg: string) => void): Promis
   switch (choice) {
     case 'tensorflow': {
       const pkg = await tryTensorflow();
-      if (!pkg) throw new CliError('--backend tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed');
+      if (!pkg)
+        throw new CliError(
+          '--backend tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed',
+        );
       break;
     }
     case 'webgpu':
@@ -182,8 +207,12 @@ async function select(choice: BackendChoice, log: (msg: string) => void): Promis
 }
 
 /** Start the backend once (idempotent; a later different explicit choice switches). Logs and returns its name. */
-export async function initBackend(choice: BackendChoice = 'auto', log: (msg: string) => void = (m) => console.error(m)): Promise<string> {
-  const satisfied = (): boolean => active !== null && (choice === 'auto' || active.choice === choice || active.name === choice);
+export async function initBackend(
+  choice: BackendChoice = 'auto',
+  log: (msg: string) => void = (m) => console.error(m),
+): Promise<string> {
+  const satisfied = (): boolean =>
+    active !== null && (choice === 'auto' || active.choice === choice || active.name === choice);
   if (satisfied()) return active!.name;
   if (pending) {
     await pending.catch(() => undefined);
@@ -193,7 +222,9 @@ export async function initBackend(choice: BackendChoice = 'auto', log: (msg: str
   try {
     const name = await pending;
     active = { choice, name, device: startedDevice };
-    log(`atlasvae: compute backend ${name} on ${startedDevice}${name === 'wasm' ? ` (simd ${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'on' : 'off'})` : ''}`);
+    log(
+      `atlasvae: compute backend ${name} on ${startedDevice}${name === 'wasm' ? ` (simd ${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'on' : 'off'})` : ''}`,
+    );
     return name;
   } finally {
     pending = null;

@@ -57,7 +57,8 @@ export function selectRows(b: CellBatch, rows: ArrayLike<number>): CellBatch {
   const cellIndex = new Uint32Array(n);
   for (let i = 0; i < n; i++) {
     const r = rows[i]!;
-    const s = b.indptr[r]!, e = b.indptr[r + 1]!;
+    const s = b.indptr[r]!,
+      e = b.indptr[r + 1]!;
     indices.set(b.indices.subarray(s, e), indptr[i]!);
     counts.set(b.counts.subarray(s, e), indptr[i]!);
     library[i] = b.library[r]!;

@@ -53,7 +53,10 @@ export interface Checkpoint {
 }
 
 /** What both training loops (train-local's and the coordinator's) put into a checkpoint. */
-export type CheckpointParts = Omit<Checkpoint, 'format' | 'version' | 'createdAt' | 'earlyStopped' | 'rng'> & {
+export type CheckpointParts = Omit<
+  Checkpoint,
+  'format' | 'version' | 'createdAt' | 'earlyStopped' | 'rng'
+> & {
   /** the run's early stopping: recorded when it has stopped the run */
   earlyStopping?: EarlyStopping | null;
 };
@@ -61,13 +64,28 @@ export type CheckpointParts = Omit<Checkpoint, 'format' | 'version' | 'createdAt
 /** The one place a training checkpoint is assembled (the caller saves it with `saveCheckpoint`). */
 export function assembleCheckpoint(p: CheckpointParts): Checkpoint {
   const ckpt: Checkpoint = {
-    format: 'atlasvae-checkpoint', version: 1, modelConfig: p.modelConfig, trainConfig: p.trainConfig,
-    params: p.params, buffers: p.buffers, adam: p.adam,
-    position: { ...p.position }, genes: p.genes, batchCategories: p.batchCategories, labelCategories: p.labelCategories,
-    manifestHash: p.manifestHash, history: p.history, createdAt: new Date().toISOString(),
+    format: 'atlasvae-checkpoint',
+    version: 1,
+    modelConfig: p.modelConfig,
+    trainConfig: p.trainConfig,
+    params: p.params,
+    buffers: p.buffers,
+    adam: p.adam,
+    position: { ...p.position },
+    genes: p.genes,
+    batchCategories: p.batchCategories,
+    labelCategories: p.labelCategories,
+    manifestHash: p.manifestHash,
+    history: p.history,
+    createdAt: new Date().toISOString(),
   };
   const es = p.earlyStopping;
-  if (es && es.wait >= es.config.patience) ckpt.earlyStopped = { epoch: es.bestEpoch + es.wait, bestEpoch: es.bestEpoch, bestValidationElbo: es.best };
+  if (es && es.wait >= es.config.patience)
+    ckpt.earlyStopped = {
+      epoch: es.bestEpoch + es.wait,
+      bestEpoch: es.bestEpoch,
+      bestValidationElbo: es.best,
+    };
   return ckpt;
 }
 
@@ -82,7 +100,8 @@ function f32ToBytes(a: Float32Array): Uint8Array {
 }
 
 function bytesToF32(b: unknown, file: string, field: string): Float32Array {
-  if (!(b instanceof Uint8Array) || b.byteLength % 4 !== 0) throw new InputError(file, `checkpoint field ${field} is not a float32 array`);
+  if (!(b instanceof Uint8Array) || b.byteLength % 4 !== 0)
+    throw new InputError(file, `checkpoint field ${field} is not a float32 array`);
   // copy: the source is a view into the file buffer and may be unaligned
   const out = new Float32Array(b.byteLength / 4);
   new Uint8Array(out.buffer).set(b);
@@ -112,14 +131,19 @@ export function decodeCheckpoint(bytes: Uint8Array, file = 'checkpoint'): Checkp
     throw new InputError(file, 'not an atlasvae checkpoint (missing the AVAECKPT header)');
   }
   const cv = buf.readUInt32LE(8);
-  if (cv !== CONTAINER_VERSION) throw new InputError(file, `checkpoint container version ${cv} is not supported (expected ${CONTAINER_VERSION})`);
+  if (cv !== CONTAINER_VERSION)
+    throw new InputError(
+      file,
+      `checkpoint container version ${cv} is not supported (expected ${CONTAINER_VERSION})`,
+    );
   const len = Number(buf.readBigUInt64LE(16));
   const have = buf.byteLength - HEADER_BYTES;
   if (have < len) throw new InputError(file, `checkpoint is truncated: ${have} of ${len} body bytes present`);
   if (have > len) throw new InputError(file, `checkpoint has ${have - len} unexpected trailing bytes`);
   const body = buf.subarray(HEADER_BYTES);
   const digest = crypto.createHash('sha256').update(body).digest();
-  if (!digest.equals(buf.subarray(24, 56))) throw new InputError(file, 'checkpoint is corrupted (checksum mismatch)');
+  if (!digest.equals(buf.subarray(24, 56)))
+    throw new InputError(file, 'checkpoint is corrupted (checksum mismatch)');
   let raw: Record<string, unknown>;
   try {
     raw = new Unpackr({ useRecords: false }).unpack(body) as Record<string, unknown>;
@@ -127,12 +151,22 @@ export function decodeCheckpoint(bytes: Uint8Array, file = 'checkpoint'): Checkp
     throw new InputError(file, `checkpoint body cannot be decoded: ${(e as Error).message}`);
   }
   if (raw === null || typeof raw !== 'object') throw new InputError(file, 'checkpoint body is not an object');
-  if (raw.format !== 'atlasvae-checkpoint') throw new InputError(file, `unexpected checkpoint format ${JSON.stringify(raw.format)}`);
-  if (raw.version !== 1) throw new InputError(file, `checkpoint version ${JSON.stringify(raw.version)} is not supported (expected 1)`);
+  if (raw.format !== 'atlasvae-checkpoint')
+    throw new InputError(file, `unexpected checkpoint format ${JSON.stringify(raw.format)}`);
+  if (raw.version !== 1)
+    throw new InputError(
+      file,
+      `checkpoint version ${JSON.stringify(raw.version)} is not supported (expected 1)`,
+    );
   const adam = raw.adam as Record<string, unknown> | undefined;
   const pos = raw.position as Record<string, unknown> | undefined;
   if (!adam || typeof adam.t !== 'number') throw new InputError(file, 'checkpoint lacks the optimizer state');
-  if (!pos || typeof pos.epoch !== 'number' || typeof pos.stepInEpoch !== 'number' || typeof pos.globalStep !== 'number') {
+  if (
+    !pos ||
+    typeof pos.epoch !== 'number' ||
+    typeof pos.stepInEpoch !== 'number' ||
+    typeof pos.globalStep !== 'number'
+  ) {
     throw new InputError(file, 'checkpoint lacks the plan position');
   }
   if (!raw.modelConfig || !raw.trainConfig) throw new InputError(file, 'checkpoint lacks its configuration');
@@ -143,7 +177,10 @@ export function decodeCheckpoint(bytes: Uint8Array, file = 'checkpoint'): Checkp
   for (const f of FLOAT_FIELDS) out[f] = bytesToF32(raw[f], file, f);
   out.adam = { m: bytesToF32(adam.m, file, 'adam.m'), v: bytesToF32(adam.v, file, 'adam.v'), t: adam.t };
   if (out.adam.m.length !== out.params.length || out.adam.v.length !== out.params.length) {
-    throw new InputError(file, `checkpoint optimizer state has ${out.adam.m.length}/${out.adam.v.length} entries for ${out.params.length} parameters`);
+    throw new InputError(
+      file,
+      `checkpoint optimizer state has ${out.adam.m.length}/${out.adam.v.length} entries for ${out.params.length} parameters`,
+    );
   }
   if (!Array.isArray(out.history)) out.history = [];
   if (out.manifestHash === undefined) out.manifestHash = null;
@@ -154,7 +191,10 @@ export function decodeCheckpoint(bytes: Uint8Array, file = 'checkpoint'): Checkp
 export function writeFileAtomic(file: string, bytes: Uint8Array): void {
   const dir = path.dirname(path.resolve(file));
   fs.mkdirSync(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
+  const tmp = path.join(
+    dir,
+    `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`,
+  );
   const fd = fs.openSync(tmp, 'w');
   try {
     let off = 0;
@@ -169,7 +209,11 @@ export function writeFileAtomic(file: string, bytes: Uint8Array): void {
   fs.renameSync(tmp, file);
   try {
     const dfd = fs.openSync(dir, 'r');
-    try { fs.fsyncSync(dfd); } finally { fs.closeSync(dfd); }
+    try {
+      fs.fsyncSync(dfd);
+    } finally {
+      fs.closeSync(dfd);
+    }
   } catch {
     // some filesystems refuse fsync on directories; the rename is still atomic
   }
@@ -185,7 +229,12 @@ export function loadCheckpoint(file: string): Checkpoint {
     bytes = fs.readFileSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(file, code === 'ENOENT' ? 'checkpoint file does not exist' : `cannot read checkpoint (${code ?? (e as Error).message})`);
+    throw new InputError(
+      file,
+      code === 'ENOENT'
+        ? 'checkpoint file does not exist'
+        : `cannot read checkpoint (${code ?? (e as Error).message})`,
+    );
   }
   return decodeCheckpoint(bytes, file);
 }

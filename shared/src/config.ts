@@ -47,7 +47,11 @@ export interface TrainConfig {
   earlyStopping?: EarlyStoppingConfig;
 }
 
-export function defaultModelConfig(nGenes: number, nBatch: number, over: Partial<ModelConfig> = {}): ModelConfig {
+export function defaultModelConfig(
+  nGenes: number,
+  nBatch: number,
+  over: Partial<ModelConfig> = {},
+): ModelConfig {
   return {
     nGenes,
     nBatch,
@@ -89,7 +93,10 @@ export function defaultTrainConfig(nCells: number, over: Partial<TrainConfig> = 
 }
 
 /** scvi's epoch-based linear warm-up: weight = max * epoch / warmup until warmup epochs have passed. */
-export function klWeightForEpoch(epoch: number, cfg: Pick<TrainConfig, 'nEpochsKlWarmup' | 'maxKlWeight'>): number {
+export function klWeightForEpoch(
+  epoch: number,
+  cfg: Pick<TrainConfig, 'nEpochsKlWarmup' | 'maxKlWeight'>,
+): number {
   if (cfg.nEpochsKlWarmup <= 0 || epoch >= cfg.nEpochsKlWarmup) return cfg.maxKlWeight;
   return (cfg.maxKlWeight * epoch) / cfg.nEpochsKlWarmup;
 }

@@ -63,11 +63,13 @@ export class Logger {
   /** Change format, level or sink for this logger and every child derived from it. */
   configure(opts: Pick<LoggerOptions, 'format' | 'level' | 'sink' | 'now'>): void {
     if (opts.format !== undefined) {
-      if (!LOG_FORMATS.includes(opts.format)) throw new Error(`unknown log format "${opts.format}" (use ${LOG_FORMATS.join(' or ')})`);
+      if (!LOG_FORMATS.includes(opts.format))
+        throw new Error(`unknown log format "${opts.format}" (use ${LOG_FORMATS.join(' or ')})`);
       this.state.format = opts.format;
     }
     if (opts.level !== undefined) {
-      if (!LOG_LEVELS.includes(opts.level)) throw new Error(`unknown log level "${opts.level}" (use ${LOG_LEVELS.join(', ')})`);
+      if (!LOG_LEVELS.includes(opts.level))
+        throw new Error(`unknown log level "${opts.level}" (use ${LOG_LEVELS.join(', ')})`);
       this.state.level = opts.level;
     }
     if (opts.sink !== undefined) this.state.sink = opts.sink;
@@ -103,7 +105,8 @@ export class Logger {
     if (!this.enabled(level)) return;
     const all = { ...this.fields, ...(fields ?? {}) };
     const time = this.state.now();
-    const line = this.state.format === 'json' ? jsonLine(time, level, msg, all) : textLine(time, level, msg, all);
+    const line =
+      this.state.format === 'json' ? jsonLine(time, level, msg, all) : textLine(time, level, msg, all);
     this.state.sink.write(line + '\n');
   }
 }
@@ -128,7 +131,8 @@ function jsonValue(v: unknown): unknown {
 function textLine(time: Date, level: LogLevel, msg: string, fields: LogFields): string {
   const hh = time.toISOString().slice(11, 19);
   const { component, ...rest } = fields;
-  const who = component === undefined ? '' : `${typeof component === 'string' ? component : textValue(component)}: `;
+  const who =
+    component === undefined ? '' : `${typeof component === 'string' ? component : textValue(component)}: `;
   const kv = Object.entries(rest)
     .filter(([, v]) => v !== undefined)
     .map(([k, v]) => `${k}=${textValue(v)}`)

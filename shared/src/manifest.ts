@@ -80,25 +80,44 @@ export function manifestProblems(m: unknown): string[] {
   const p: string[] = [];
   if (typeof m !== 'object' || m === null) return ['not a JSON object'];
   const o = m as Record<string, unknown>;
-  if (o.format !== DATASET_FORMAT) p.push(`format is ${JSON.stringify(o.format)}, expected "${DATASET_FORMAT}"`);
-  if (o.formatVersion !== DATASET_FORMAT_VERSION) p.push(`format version ${JSON.stringify(o.formatVersion)} is not supported (this build reads version ${DATASET_FORMAT_VERSION})`);
+  if (o.format !== DATASET_FORMAT)
+    p.push(`format is ${JSON.stringify(o.format)}, expected "${DATASET_FORMAT}"`);
+  if (o.formatVersion !== DATASET_FORMAT_VERSION)
+    p.push(
+      `format version ${JSON.stringify(o.formatVersion)} is not supported (this build reads version ${DATASET_FORMAT_VERSION})`,
+    );
   const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
-  for (const k of ['nCells', 'nGenes', 'nnz', 'recordBatchCells', 'droppedZeroCountCells', 'missingGenes']) if (!isCount(o[k])) p.push(`${k} must be a non-negative integer`);
-  const strList = (k: string) => Array.isArray(o[k]) && (o[k] as unknown[]).every((s) => typeof s === 'string');
+  for (const k of ['nCells', 'nGenes', 'nnz', 'recordBatchCells', 'droppedZeroCountCells', 'missingGenes'])
+    if (!isCount(o[k])) p.push(`${k} must be a non-negative integer`);
+  const strList = (k: string) =>
+    Array.isArray(o[k]) && (o[k] as unknown[]).every((s) => typeof s === 'string');
   if (!strList('genes')) p.push('genes must be a list of strings');
-  else if ((o.genes as string[]).length !== o.nGenes) p.push(`genes lists ${(o.genes as string[]).length} names, nGenes is ${String(o.nGenes)}`);
+  else if ((o.genes as string[]).length !== o.nGenes)
+    p.push(`genes lists ${(o.genes as string[]).length} names, nGenes is ${String(o.nGenes)}`);
   if (o.geneIds !== null && !strList('geneIds')) p.push('geneIds must be a list of strings or null');
-  if (!strList('batchCategories') || (o.batchCategories as string[]).length < 1) p.push('batchCategories must be a non-empty list of strings');
+  if (!strList('batchCategories') || (o.batchCategories as string[]).length < 1)
+    p.push('batchCategories must be a non-empty list of strings');
   if (!strList('labelCategories')) p.push('labelCategories must be a list of strings');
   if (!Array.isArray(o.shards)) p.push('shards must be a list');
   else {
-    let next = 0, cells = 0, nnz = 0;
+    let next = 0,
+      cells = 0,
+      nnz = 0;
     (o.shards as unknown[]).forEach((s, i) => {
       const sh = s as Partial<ShardInfo>;
       if (typeof sh?.file !== 'string' || !/^[\w.-]+$/.test(sh.file)) p.push(`shard ${i}: bad file name`);
-      if (!isCount(sh?.cells) || !isCount(sh?.nnz) || !isCount(sh?.firstCell) || !isCount(sh?.recordBatches)) { p.push(`shard ${i}: bad counts`); return; }
+      if (
+        !isCount(sh?.cells) ||
+        !isCount(sh?.nnz) ||
+        !isCount(sh?.firstCell) ||
+        !isCount(sh?.recordBatches)
+      ) {
+        p.push(`shard ${i}: bad counts`);
+        return;
+      }
       if (sh.firstCell !== next) p.push(`shard ${i}: first cell ${sh.firstCell}, expected ${next}`);
-      if (typeof sh.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sh.sha256)) p.push(`shard ${i}: bad sha256`);
+      if (typeof sh.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sh.sha256))
+        p.push(`shard ${i}: bad sha256`);
       next = sh.firstCell! + sh.cells!;
       cells += sh.cells!;
       nnz += sh.nnz!;
@@ -107,6 +126,13 @@ export function manifestProblems(m: unknown): string[] {
     if (nnz !== o.nnz) p.push(`shards hold ${nnz} entries, nnz is ${String(o.nnz)}`);
   }
   const sp = o.split as Partial<SplitInfo> | undefined;
-  if (!sp || sp.method !== 'trainValidationSplit' || typeof sp.seed !== 'number' || typeof sp.trainFraction !== 'number' || !(sp.trainFraction > 0 && sp.trainFraction <= 1)) p.push('split is missing or malformed');
+  if (
+    !sp ||
+    sp.method !== 'trainValidationSplit' ||
+    typeof sp.seed !== 'number' ||
+    typeof sp.trainFraction !== 'number' ||
+    !(sp.trainFraction > 0 && sp.trainFraction <= 1)
+  )
+    p.push('split is missing or malformed');
   return p;
 }

@@ -33,13 +33,17 @@ const PLAN_STREAM = 0x504c414e; // "PLAN"
 const SPLIT_STREAM = 0x53504c54; // "SPLT"
 
 /** The shuffled order of the training cells (ascending global indices) for one epoch. */
-export function epochOrder(trainCells: Uint32Array, o: Pick<PlanOptions, 'seed' | 'epoch' | 'planBlock' | 'planWindow'>): Uint32Array {
+export function epochOrder(
+  trainCells: Uint32Array,
+  o: Pick<PlanOptions, 'seed' | 'epoch' | 'planBlock' | 'planWindow'>,
+): Uint32Array {
   const rng = new Rng(PLAN_STREAM, o.seed, o.epoch);
   const n = trainCells.length;
   // starts of the non-empty storage blocks within trainCells
   const starts: number[] = [];
   for (let i = 0; i < n; i++) {
-    if (i === 0 || Math.floor(trainCells[i]! / o.planBlock) !== Math.floor(trainCells[i - 1]! / o.planBlock)) starts.push(i);
+    if (i === 0 || Math.floor(trainCells[i]! / o.planBlock) !== Math.floor(trainCells[i - 1]! / o.planBlock))
+      starts.push(i);
   }
   starts.push(n);
   const nBlocks = starts.length - 1;
@@ -96,7 +100,11 @@ export function stepsPerEpoch(nTrain: number, globalBatch: number, minLastBatch:
 }
 
 /** Seeded train/validation assignment: a random `trainFraction` of cells train, the rest validate. */
-export function trainValidationSplit(nCells: number, seed: number, trainFraction: number): { train: Uint32Array; validation: Uint32Array } {
+export function trainValidationSplit(
+  nCells: number,
+  seed: number,
+  trainFraction: number,
+): { train: Uint32Array; validation: Uint32Array } {
   const perm = new Uint32Array(nCells);
   for (let i = 0; i < nCells; i++) perm[i] = i;
   new Rng(SPLIT_STREAM, seed).shuffle(perm);

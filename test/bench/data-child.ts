@@ -19,9 +19,13 @@ async function main(): Promise<void> {
   const c0 = process.cpuUsage();
   const seconds = (): number => (performance.now() - t0) / 1000;
   // CPU time of this process: the machine is shared, so wall-clock rates understate one core's speed
-  const cpuSeconds = (since = c0): number => { const u = process.cpuUsage(since); return (u.user + u.system) / 1e6; };
+  const cpuSeconds = (since = c0): number => {
+    const u = process.cpuUsage(since);
+    return (u.user + u.system) / 1e6;
+  };
   if (task === 'simulate') {
-    const { simulateToDataset, defaultSimulationOptions } = await import('@atlasvae/coordinator/data/simulate');
+    const { simulateToDataset, defaultSimulationOptions } =
+      await import('@atlasvae/coordinator/data/simulate');
     const { H5adCellSink } = await import('@atlasvae/coordinator/data/h5adWriter');
     const [cells, genes, out, h5ad] = [Number(args[0]), Number(args[1]), args[2]!, args[3]];
     fs.rmSync(out, { recursive: true, force: true });
@@ -30,15 +34,42 @@ async function main(): Promise<void> {
     const m = await simulateToDataset({ ...o, out, shardCells: 65536, extraSinks: sinks });
     const s = seconds();
     const cpu = cpuSeconds();
-    console.log(JSON.stringify({ cells: m.nCells, nnzPerCell: Math.round(m.nnz / m.nCells), seconds: +s.toFixed(2), cellsPerSecond: Math.round(cells / s), cpuSeconds: +cpu.toFixed(2), cellsPerCpuSecond: Math.round(cells / cpu), peakRssMiB: peakRssMiB() }));
+    console.log(
+      JSON.stringify({
+        cells: m.nCells,
+        nnzPerCell: Math.round(m.nnz / m.nCells),
+        seconds: +s.toFixed(2),
+        cellsPerSecond: Math.round(cells / s),
+        cpuSeconds: +cpu.toFixed(2),
+        cellsPerCpuSecond: Math.round(cells / cpu),
+        peakRssMiB: peakRssMiB(),
+      }),
+    );
   } else if (task === 'prepare') {
     const { prepareDataset } = await import('@atlasvae/coordinator/data/prepare');
     const [input, out] = [args[0]!, args[1]!];
     fs.rmSync(out, { recursive: true, force: true });
-    const { manifest } = await prepareDataset({ input, out, batchKey: 'batch', labelKey: 'cell_type', shardCells: 65536, seed: 0, allowNonInteger: false });
+    const { manifest } = await prepareDataset({
+      input,
+      out,
+      batchKey: 'batch',
+      labelKey: 'cell_type',
+      shardCells: 65536,
+      seed: 0,
+      allowNonInteger: false,
+    });
     const s = seconds();
     const cpu = cpuSeconds();
-    console.log(JSON.stringify({ cells: manifest.nCells, seconds: +s.toFixed(2), cellsPerSecond: Math.round(manifest.nCells / s), cpuSeconds: +cpu.toFixed(2), cellsPerCpuSecond: Math.round(manifest.nCells / cpu), peakRssMiB: peakRssMiB() }));
+    console.log(
+      JSON.stringify({
+        cells: manifest.nCells,
+        seconds: +s.toFixed(2),
+        cellsPerSecond: Math.round(manifest.nCells / s),
+        cpuSeconds: +cpu.toFixed(2),
+        cellsPerCpuSecond: Math.round(manifest.nCells / cpu),
+        peakRssMiB: peakRssMiB(),
+      }),
+    );
   } else if (task === 'serve') {
     const { openDataset } = await import('@atlasvae/coordinator/data/dataset');
     const { epochOrder, splitMicrobatches } = await import('@atlasvae/shared/plan');
@@ -52,12 +83,25 @@ async function main(): Promise<void> {
     // as a coordinator would: the next global batch of 1,024 cells is prefetched while this one is served
     for (let s = 0; s < cells.length; s += 1024) {
       ds.source.prefetch(cells.subarray(s + 1024, s + 2048));
-      for (const mb of splitMicrobatches(cells.subarray(s, s + 1024), 128)) bytes += (await ds.source.getCellsArrow(mb)).byteLength;
+      for (const mb of splitMicrobatches(cells.subarray(s, s + 1024), 128))
+        bytes += (await ds.source.getCellsArrow(mb)).byteLength;
     }
     const s = (performance.now() - t) / 1000;
     const cpu = cpuSeconds(c1);
     await ds.close();
-    console.log(JSON.stringify({ cells: cells.length, seconds: +s.toFixed(2), cellsPerSecond: Math.round(cells.length / s), cpuSeconds: +cpu.toFixed(2), cellsPerCpuSecond: Math.round(cells.length / cpu), megabytesPerSecond: Math.round(bytes / 1e6 / s), recordBatchesRead: ds.source.blocksRead, readBuffersReused: ds.source.buffersReused, peakRssMiB: peakRssMiB() }));
+    console.log(
+      JSON.stringify({
+        cells: cells.length,
+        seconds: +s.toFixed(2),
+        cellsPerSecond: Math.round(cells.length / s),
+        cpuSeconds: +cpu.toFixed(2),
+        cellsPerCpuSecond: Math.round(cells.length / cpu),
+        megabytesPerSecond: Math.round(bytes / 1e6 / s),
+        recordBatchesRead: ds.source.blocksRead,
+        readBuffersReused: ds.source.buffersReused,
+        peakRssMiB: peakRssMiB(),
+      }),
+    );
   } else {
     throw new Error(`unknown task ${task}`);
   }

@@ -11,14 +11,20 @@ import { fileURLToPath } from 'node:url';
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'data-child.js');
 
 function measure(...args: string[]): Record<string, number> {
-  const out = execFileSync(process.execPath, [child, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
+  const out = execFileSync(process.execPath, [child, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 1 << 20,
+  });
   return JSON.parse(out.trim().split('\n').pop()!) as Record<string, number>;
 }
 
 export async function run(): Promise<Record<string, unknown>> {
   const sizes = (process.env.ATLASVAE_BENCH_DATA_CELLS ?? '100000,1000000').split(',').map(Number);
   const genes = 2000;
-  const root = fs.mkdtempSync(path.join(process.env.ATLASVAE_BENCH_DIR ?? os.tmpdir(), 'atlasvae-bench-data-'));
+  const root = fs.mkdtempSync(
+    path.join(process.env.ATLASVAE_BENCH_DIR ?? os.tmpdir(), 'atlasvae-bench-data-'),
+  );
   const results: Record<string, unknown> = { genes };
   try {
     for (const n of sizes) {

@@ -24,14 +24,29 @@ const [mode, url, a, b] = process.argv.slice(2);
 
 if (mode === 'protocol') {
   const n = Number(b);
-  const clients = Array.from({ length: n }, (_, i) => new WorkerClient({ url: url!, token: a, engine: new SimulatedEngine(), name: `sim-${i}`, giveUpAfterMs: 30_000, log: () => undefined }));
+  const clients = Array.from(
+    { length: n },
+    (_, i) =>
+      new WorkerClient({
+        url: url!,
+        token: a,
+        engine: new SimulatedEngine(),
+        name: `sim-${i}`,
+        giveUpAfterMs: 30_000,
+        log: () => undefined,
+      }),
+  );
   await Promise.all(clients.map((c) => c.run()));
   process.exit(0);
 } else if (mode === 'raw') {
   const n = Number(a);
   let open = n;
   for (let i = 0; i < n; i++) {
-    const ws = new WebSocket(url!, { perMessageDeflate: false, maxPayload: 1 << 30, generateMask: (m: Buffer) => void m.fill(0) });
+    const ws = new WebSocket(url!, {
+      perMessageDeflate: false,
+      maxPayload: 1 << 30,
+      generateMask: (m: Buffer) => void m.fill(0),
+    });
     ws.on('message', (data: Buffer) => ws.send(data, { binary: true }));
     ws.on('close', () => {
       if (--open === 0) process.exit(0);
@@ -46,7 +61,8 @@ if (mode === 'protocol') {
   const params = initTrainingState(mc, 1).params;
   const nMb = 16;
   const arrows: Uint8Array[] = [];
-  for (let k = 0; k < nMb; k++) arrows.push(await ds.source.getCellsArrow(ds.train.subarray(k * 128, (k + 1) * 128)));
+  for (let k = 0; k < nMb; k++)
+    arrows.push(await ds.source.getCellsArrow(ds.train.subarray(k * 128, (k + 1) * 128)));
   await ds.close();
   const one = (k: number): void => {
     engine.setParams(params);
@@ -57,7 +73,9 @@ if (mode === 'protocol') {
   const t0 = performance.now();
   let n = 0;
   while (performance.now() - t0 < seconds * 1000) one(n++);
-  process.stdout.write(`${JSON.stringify({ cellsPerSecond: (n * 128) / ((performance.now() - t0) / 1000) })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ cellsPerSecond: (n * 128) / ((performance.now() - t0) / 1000) })}\n`,
+  );
   process.exit(0);
 } else {
   console.error('usage: dist-simworkers protocol URL TOKEN N | raw URL N | compute DATA SECONDS');

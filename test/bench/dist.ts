@@ -13,7 +13,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { defaultModelConfig, defaultTrainConfig, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
+import {
+  defaultModelConfig,
+  defaultTrainConfig,
+  type ModelConfig,
+  type TrainConfig,
+} from '@atlasvae/shared/config';
 import { initBackend } from '@atlasvae/shared/backend';
 import { train } from '@atlasvae/shared/train/trainer';
 import { bufferLayout } from '@atlasvae/shared/model/layout';
@@ -56,7 +61,11 @@ function note(msg: string): void {
   process.stderr.write(`bench dist: ${msg}\n`);
 }
 
-function children(): { spawn(args: string[], file?: string): ChildProcess; killAll(): Promise<void>; pids(): number[] } {
+function children(): {
+  spawn(args: string[], file?: string): ChildProcess;
+  killAll(): Promise<void>;
+  pids(): number[];
+} {
   const list: ChildProcess[] = [];
   return {
     pids: () => list.map((c) => c.pid!).filter((p) => p !== undefined),
@@ -66,11 +75,16 @@ function children(): { spawn(args: string[], file?: string): ChildProcess; killA
       return c;
     },
     async killAll() {
-      await Promise.all(list.map((c) => new Promise<void>((r) => {
-        if (c.exitCode !== null || c.signalCode !== null) return r();
-        c.once('exit', () => r());
-        c.kill('SIGKILL');
-      })));
+      await Promise.all(
+        list.map(
+          (c) =>
+            new Promise<void>((r) => {
+              if (c.exitCode !== null || c.signalCode !== null) return r();
+              c.once('exit', () => r());
+              c.kill('SIGKILL');
+            }),
+        ),
+      );
     },
   };
 }
@@ -103,21 +117,63 @@ function selfCpuSeconds(): number {
 }
 
 /** Train `steps` steps with an in-process coordinator and `workers` worker processes; time steps after `warmup`. */
-async function distributed(ds: Dataset, data: TrainingData, mc: ModelConfig, tc: TrainConfig, workers: number, steps: number, warmup: number, simulate = false, encodeMs?: number[], sharedMemory: 'auto' | 'never' = 'auto'): Promise<Timed> {
+async function distributed(
+  ds: Dataset,
+  data: TrainingData,
+  mc: ModelConfig,
+  tc: TrainConfig,
+  workers: number,
+  steps: number,
+  warmup: number,
+  simulate = false,
+  encodeMs?: number[],
+  sharedMemory: 'auto' | 'never' = 'auto',
+): Promise<Timed> {
   const token = 'bench';
   const timedData: TrainingData = encodeMs
-    ? { ...data, microbatchArrow: async (cells) => { const t = performance.now(); const b = await data.microbatchArrow(cells); encodeMs.push(performance.now() - t); return b; } }
+    ? {
+        ...data,
+        microbatchArrow: async (cells) => {
+          const t = performance.now();
+          const b = await data.microbatchArrow(cells);
+          encodeMs.push(performance.now() - t);
+          return b;
+        },
+      }
     : data;
   const coord = new Coordinator(
-    { host: '127.0.0.1', port: 0, token, tls: null, minWorkers: workers, stepTimeoutMs: 600_000, checkpointEvery: 0, checkpointPath: null, maxSteps: steps, sharedMemory },
-    { modelConfig: mc, trainConfig: tc, data: timedData, optimizer: SharedStepOptimizer.fresh(mc, tc), position: { epoch: 0, stepInEpoch: 0, globalStep: 0 }, history: [] },
+    {
+      host: '127.0.0.1',
+      port: 0,
+      token,
+      tls: null,
+      minWorkers: workers,
+      stepTimeoutMs: 600_000,
+      checkpointEvery: 0,
+      checkpointPath: null,
+      maxSteps: steps,
+      sharedMemory,
+    },
+    {
+      modelConfig: mc,
+      trainConfig: tc,
+      data: timedData,
+      optimizer: SharedStepOptimizer.fresh(mc, tc),
+      position: { epoch: 0, stepInEpoch: 0, globalStep: 0 },
+      history: [],
+    },
   );
   const reports: StepReport[] = [];
   const stamps: number[] = [];
   const kids = children();
-  const cpu = (): [number, number] => [selfCpuSeconds(), kids.pids().reduce((a, p) => a + procCpuSeconds(p), 0)];
-  let cpuStart: [number, number] = [NaN, NaN], cpuEnd: [number, number] = [NaN, NaN];
-  let gcMs = 0, timing = false;
+  const cpu = (): [number, number] => [
+    selfCpuSeconds(),
+    kids.pids().reduce((a, p) => a + procCpuSeconds(p), 0),
+  ];
+  let cpuStart: [number, number] = [NaN, NaN],
+    cpuEnd: [number, number] = [NaN, NaN];
+  let gcMs = 0,
+    timing = false;
   const gc = new PerformanceObserver((list) => {
     if (timing) for (const e of list.getEntries()) gcMs += e.duration;
   });
@@ -139,7 +195,19 @@ async function distributed(ds: Dataset, data: TrainingData, mc: ModelConfig, tc:
   const url = await coord.listen();
   try {
     if (simulate) kids.spawn(['protocol', url, token, String(workers)], simWorkers);
-    else for (let i = 0; i < workers; i++) kids.spawn(['worker', '--connect', url, '--token', token, '--backend', 'wasm', '--log-level', 'warn']);
+    else
+      for (let i = 0; i < workers; i++)
+        kids.spawn([
+          'worker',
+          '--connect',
+          url,
+          '--token',
+          token,
+          '--backend',
+          'wasm',
+          '--log-level',
+          'warn',
+        ]);
     await coord.train();
   } finally {
     await coord.close();
@@ -150,17 +218,35 @@ async function distributed(ds: Dataset, data: TrainingData, mc: ModelConfig, tc:
   const timed = reports.slice(warmup);
   const cells = timed.reduce((a, r) => a + r.nCells, 0);
   const seconds = (stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000;
-  const coordCpu = cpuEnd[0] - cpuStart[0], workerCpu = cpuEnd[1] - cpuStart[1];
-  return { cellsPerSecond: cells / seconds, cpuSecondsPer1000Cells: ((coordCpu + workerCpu) / cells) * 1000, coordinatorCpuShare: coordCpu / (coordCpu + workerCpu), coordinatorGcMsPerStep: gcMs / timed.length, reports: timed };
+  const coordCpu = cpuEnd[0] - cpuStart[0],
+    workerCpu = cpuEnd[1] - cpuStart[1];
+  return {
+    cellsPerSecond: cells / seconds,
+    cpuSecondsPer1000Cells: ((coordCpu + workerCpu) / cells) * 1000,
+    coordinatorCpuShare: coordCpu / (coordCpu + workerCpu),
+    coordinatorGcMsPerStep: gcMs / timed.length,
+    reports: timed,
+  };
 }
 
-async function singleProcess(ds: Dataset, mc: ModelConfig, tc: TrainConfig, steps: number, warmup: number): Promise<{ cellsPerSecond: number; cpuSecondsPer1000Cells: number }> {
+async function singleProcess(
+  ds: Dataset,
+  mc: ModelConfig,
+  tc: TrainConfig,
+  steps: number,
+  warmup: number,
+): Promise<{ cellsPerSecond: number; cpuSecondsPer1000Cells: number }> {
   await initBackend('wasm', () => undefined);
   const stamps: number[] = [];
   const cells: number[] = [];
   let cpuStart = NaN;
   const r = await train({
-    source: ds.source, modelConfig: mc, trainConfig: tc, trainCells: ds.train, validationCells: new Uint32Array(0), maxSteps: steps,
+    source: ds.source,
+    modelConfig: mc,
+    trainConfig: tc,
+    trainCells: ds.train,
+    validationCells: new Uint32Array(0),
+    maxSteps: steps,
     onStep: (s) => {
       stamps.push(performance.now());
       cells.push(s.cells);
@@ -170,7 +256,10 @@ async function singleProcess(ds: Dataset, mc: ModelConfig, tc: TrainConfig, step
   const cpuEnd = selfCpuSeconds();
   r.model.dispose();
   const n = cells.slice(warmup).reduce((a, b) => a + b, 0);
-  return { cellsPerSecond: n / ((stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000), cpuSecondsPer1000Cells: ((cpuEnd - cpuStart) / n) * 1000 };
+  return {
+    cellsPerSecond: n / ((stamps[stamps.length - 1]! - stamps[warmup - 1]!) / 1000),
+    cpuSecondsPer1000Cells: ((cpuEnd - cpuStart) / n) * 1000,
+  };
 }
 
 /**
@@ -179,42 +268,63 @@ async function singleProcess(ds: Dataset, mc: ModelConfig, tc: TrainConfig, step
  * the host, so two processes do not reach twice one even with no communication at all.
  */
 async function computeCeiling(dataDir: string, seconds: number): Promise<{ solo: number; pair: number }> {
-  const runOne = (): Promise<number> => new Promise((resolve, reject) => {
-    const c = fork(simWorkers, ['compute', dataDir, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
-    let out = '';
-    c.stdout!.on('data', (d: Buffer) => { out += d.toString('utf8'); });
-    c.once('exit', (code) => {
-      if (code !== 0) return reject(new Error(`compute child exited with ${code}`));
-      resolve((JSON.parse(out) as { cellsPerSecond: number }).cellsPerSecond);
+  const runOne = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const c = fork(simWorkers, ['compute', dataDir, String(seconds)], {
+        stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+      });
+      let out = '';
+      c.stdout!.on('data', (d: Buffer) => {
+        out += d.toString('utf8');
+      });
+      c.once('exit', (code) => {
+        if (code !== 0) return reject(new Error(`compute child exited with ${code}`));
+        resolve((JSON.parse(out) as { cellsPerSecond: number }).cellsPerSecond);
+      });
     });
-  });
   const solo = await runOne();
   const [a, b] = await Promise.all([runOne(), runOne()]);
   return { solo, pair: a! + b! };
 }
 
 /** Raw ws ceiling: the server sends `bytes` to each of N echo clients and waits for all N echoes, `rounds` times after `warmup`. */
-async function rawWs(n: number, bytes: number, rounds: number, warmup: number): Promise<{ roundsPerSecond: number; upGBps: number }> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 30 });
+async function rawWs(
+  n: number,
+  bytes: number,
+  rounds: number,
+  warmup: number,
+): Promise<{ roundsPerSecond: number; upGBps: number }> {
+  const wss = new WebSocketServer({
+    host: '127.0.0.1',
+    port: 0,
+    perMessageDeflate: false,
+    maxPayload: 1 << 30,
+  });
   await new Promise<void>((r) => wss.once('listening', () => r()));
   const port = (wss.address() as { port: number }).port;
   const clients: WebSocket[] = [];
   const kids = children();
-  const connected = new Promise<void>((resolve) => wss.on('connection', (ws) => {
-    clients.push(ws);
-    if (clients.length === n) resolve();
-  }));
+  const connected = new Promise<void>((resolve) =>
+    wss.on('connection', (ws) => {
+      clients.push(ws);
+      if (clients.length === n) resolve();
+    }),
+  );
   kids.spawn(['raw', `ws://127.0.0.1:${port}`, String(n)], simWorkers);
   await connected;
   const payload = encodeFrame({ type: 'params', version: 0 }, new Float32Array(bytes / 4));
   let pending = 0;
   let done: () => void = () => undefined;
-  for (const ws of clients) ws.on('message', () => { if (--pending === 0) done(); });
-  const round1 = (): Promise<void> => new Promise((r) => {
-    done = r;
-    pending = n;
-    for (const ws of clients) ws.send(payload, { binary: true });
-  });
+  for (const ws of clients)
+    ws.on('message', () => {
+      if (--pending === 0) done();
+    });
+  const round1 = (): Promise<void> =>
+    new Promise((r) => {
+      done = r;
+      pending = n;
+      for (const ws of clients) ws.send(payload, { binary: true });
+    });
   for (let i = 0; i < warmup; i++) await round1();
   const t0 = performance.now();
   for (let i = 0; i < rounds; i++) await round1();
@@ -229,19 +339,29 @@ export async function run(): Promise<Record<string, unknown>> {
   configureLogging({ level: 'error' });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'atlasvae-bench-dist-'));
   try {
-    await simulateToDataset({ ...defaultSimulationOptions, cells: 8000, genes: GENES, out: path.join(dir, 'data'), shardCells: 8192, seed: 3 });
+    await simulateToDataset({
+      ...defaultSimulationOptions,
+      cells: 8000,
+      genes: GENES,
+      out: path.join(dir, 'data'),
+      shardCells: 8192,
+      seed: 3,
+    });
     const ds = await openDataset(path.join(dir, 'data'));
     const data = trainingData(ds);
     const mc = defaultModelConfig(GENES, ds.manifest.batchCategories.length);
     const tc = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 256, microbatch: 128, seed: 1 });
     // steady state, as in part (c): 10 warm-up steps (JIT, heap, the first GCs), then 60 timed
     // (~2–4 s); 4 + 18 steps measured mostly the first, slower steps (one A/B: 0.72 against 0.78)
-    const STEPS = 70, WARMUP = 10;
+    const STEPS = 70,
+      WARMUP = 10;
 
     const result: Record<string, unknown> = {};
     if (/[ab]/.test(PARTS)) {
       // (a) throughput
-      const single: { cellsPerSecond: number; cpuSecondsPer1000Cells: number }[] = [], one: Timed[] = [], two: Timed[] = [];
+      const single: { cellsPerSecond: number; cpuSecondsPer1000Cells: number }[] = [],
+        one: Timed[] = [],
+        two: Timed[] = [];
       const ceilings: { solo: number; pair: number }[] = [];
       const stepReports: StepReport[] = [];
       const encodeMs: number[] = [];
@@ -254,15 +374,27 @@ export async function run(): Promise<Record<string, unknown>> {
         stepReports.push(...t2.reports);
         ceilings.push(await computeCeiling(path.join(dir, 'data'), 5));
       }
-      const med = (xs: { cellsPerSecond: number; cpuSecondsPer1000Cells: number }[], k: 'cellsPerSecond' | 'cpuSecondsPer1000Cells'): number => median(xs.map((x) => x[k]));
+      const med = (
+        xs: { cellsPerSecond: number; cpuSecondsPer1000Cells: number }[],
+        k: 'cellsPerSecond' | 'cpuSecondsPer1000Cells',
+      ): number => median(xs.map((x) => x[k]));
       const throughput = {
-        genes: GENES, globalBatch: tc.globalBatch, microbatch: tc.microbatch, repeats: REPEATS,
+        genes: GENES,
+        globalBatch: tc.globalBatch,
+        microbatch: tc.microbatch,
+        repeats: REPEATS,
         singleProcessCellsPerSecond: round(med(single, 'cellsPerSecond'), 0),
         oneWorkerCellsPerSecond: round(med(one, 'cellsPerSecond'), 0),
         twoWorkersCellsPerSecond: round(med(two, 'cellsPerSecond'), 0),
         oneWorkerVsSingleProcess: round(med(one, 'cellsPerSecond') / med(single, 'cellsPerSecond'), 3),
         scalingEfficiencyTwoWorkers: round(med(two, 'cellsPerSecond') / (2 * med(one, 'cellsPerSecond')), 3),
-        scalingEfficiencyTwoWorkersPaired: round(medianOfRatios(two.map((x) => x.cellsPerSecond), one.map((x) => 2 * x.cellsPerSecond)), 3),
+        scalingEfficiencyTwoWorkersPaired: round(
+          medianOfRatios(
+            two.map((x) => x.cellsPerSecond),
+            one.map((x) => 2 * x.cellsPerSecond),
+          ),
+          3,
+        ),
         // the same ratio for the worker's math alone, two processes against one, no coordinator:
         // what this machine allows two workers at all
         machineCeiling: {
@@ -270,7 +402,12 @@ export async function run(): Promise<Record<string, unknown>> {
           mathAloneTwoProcessesCellsPerSecond: round(median(ceilings.map((c) => c.pair)), 0),
           twoProcessEfficiency: round(median(ceilings.map((c) => c.pair / (2 * c.solo))), 3),
         },
-        scalingEfficiencyOfMachineCeiling: round(med(two, 'cellsPerSecond') / (2 * med(one, 'cellsPerSecond')) / median(ceilings.map((c) => c.pair / (2 * c.solo))), 3),
+        scalingEfficiencyOfMachineCeiling: round(
+          med(two, 'cellsPerSecond') /
+            (2 * med(one, 'cellsPerSecond')) /
+            median(ceilings.map((c) => c.pair / (2 * c.solo))),
+          3,
+        ),
         // load-independent view: CPU seconds spent per 1,000 cells (all processes)
         cpuSecondsPer1000Cells: {
           singleProcess: round(med(single, 'cpuSecondsPer1000Cells'), 3),
@@ -279,7 +416,10 @@ export async function run(): Promise<Record<string, unknown>> {
           coordinatorShareOneWorker: round(median(one.map((x) => x.coordinatorCpuShare)), 3),
           coordinatorShareTwoWorkers: round(median(two.map((x) => x.coordinatorCpuShare)), 3),
         },
-        coordinatorGcMsPerStep: { oneWorker: round(median(one.map((x) => x.coordinatorGcMsPerStep))), twoWorkers: round(median(two.map((x) => x.coordinatorGcMsPerStep))) },
+        coordinatorGcMsPerStep: {
+          oneWorker: round(median(one.map((x) => x.coordinatorGcMsPerStep))),
+          twoWorkers: round(median(two.map((x) => x.coordinatorGcMsPerStep))),
+        },
         cpuCores: os.cpus().length,
         loadAverage1m: round(os.loadavg()[0]!, 1),
       };
@@ -324,14 +464,42 @@ export async function run(): Promise<Record<string, unknown>> {
       // (the default for workers on the coordinator's host: parameters and gradients through files)
       // interleaved, one of each per repeat: this VM drifts between minutes, and a ratio of runs
       // seconds apart is less skewed by that than one of runs a minute apart
-      const sps: number[] = [], spsShm: number[] = [], applyMs: number[] = [];
+      const sps: number[] = [],
+        spsShm: number[] = [],
+        applyMs: number[] = [];
       const raws: { roundsPerSecond: number; upGBps: number }[] = [];
       for (let r = 0; r < REPEATS; r++) {
-        const socket = await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'never');
+        const socket = await distributed(
+          ds,
+          data,
+          mc,
+          ctc,
+          n,
+          CAPACITY_WARMUP + timed,
+          CAPACITY_WARMUP,
+          true,
+          undefined,
+          'never',
+        );
         sps.push(socket.cellsPerSecond / ctc.globalBatch);
         applyMs.push(...socket.reports.map((s) => s.applyMs));
         raws.push(await rawWs(n, gradBytes, timed, CAPACITY_WARMUP));
-        spsShm.push((await distributed(ds, data, mc, ctc, n, CAPACITY_WARMUP + timed, CAPACITY_WARMUP, true, undefined, 'auto')).cellsPerSecond / ctc.globalBatch);
+        spsShm.push(
+          (
+            await distributed(
+              ds,
+              data,
+              mc,
+              ctc,
+              n,
+              CAPACITY_WARMUP + timed,
+              CAPACITY_WARMUP,
+              true,
+              undefined,
+              'auto',
+            )
+          ).cellsPerSecond / ctc.globalBatch,
+        );
       }
       const stepsPerSecond = median(sps);
       const rawRounds = median(raws.map((x) => x.roundsPerSecond));
@@ -346,15 +514,29 @@ export async function run(): Promise<Record<string, unknown>> {
         rawWsRoundsPerSecond: round(rawRounds, 1),
         rawWsGradientGBps: round(median(raws.map((x) => x.upGBps)), 3),
         fractionOfRawWs: round(stepsPerSecond / rawRounds, 3),
-        fractionOfRawWsPaired: round(medianOfRatios(sps, raws.map((x) => x.roundsPerSecond)), 3),
+        fractionOfRawWsPaired: round(
+          medianOfRatios(
+            sps,
+            raws.map((x) => x.roundsPerSecond),
+          ),
+          3,
+        ),
         optimizerMsPerStep: round(adamMs, 3),
         fractionBoundByOptimizer: round(echoPlusOptimizer, 3),
-        sharedMemory: { stepsPerSecond: round(median(spsShm), 1), vsRawWs: round(median(spsShm) / rawRounds, 3) },
+        sharedMemory: {
+          stepsPerSecond: round(median(spsShm), 1),
+          vsRawWs: round(median(spsShm) / rawRounds, 3),
+        },
       });
     }
     await ds.close();
     if (capacity.length) {
-      result.c_capacity = { gradientBytes: gradBytes, microbatchCells: 16, note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer; stepsPerSecond and fractionOfRawWs are socket-only (--shared-memory never: the same bytes as the echo); sharedMemory = the default for workers on this host, parameters and gradients through /dev/shm files, only small headers on the socket; fractionBoundByOptimizer = echo round / (echo round + optimizerMsPerStep): the most a coordinator can reach that runs Adam between the last gradient and the first parameter byte, with everything else free', points: capacity };
+      result.c_capacity = {
+        gradientBytes: gradBytes,
+        microbatchCells: 16,
+        note: 'raw ws = the same message sizes echoed (server → N clients → server) with no protocol, validation or optimizer; stepsPerSecond and fractionOfRawWs are socket-only (--shared-memory never: the same bytes as the echo); sharedMemory = the default for workers on this host, parameters and gradients through /dev/shm files, only small headers on the socket; fractionBoundByOptimizer = echo round / (echo round + optimizerMsPerStep): the most a coordinator can reach that runs Adam between the last gradient and the first parameter byte, with everything else free',
+        points: capacity,
+      };
     }
     return result;
   } finally {

@@ -33,7 +33,11 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-async function measure(engine: GradientEngine, items: WorkItem[], params: Float32Array[]): Promise<Record<string, number>> {
+async function measure(
+  engine: GradientEngine,
+  items: WorkItem[],
+  params: Float32Array[],
+): Promise<Record<string, number>> {
   const counters = engineCounters(tf);
   const call = async (r: number): Promise<void> => {
     engine.setParams(params[r % params.length]!);
@@ -54,32 +58,60 @@ async function measure(engine: GradientEngine, items: WorkItem[], params: Float3
     const c = process.cpuUsage(c0);
     cpu.push((c.user + c.system) / 1000);
   }
-  const per = (k: keyof typeof counters): number => Math.round(((counters[k] ?? 0) - (before[k] ?? 0)) / repeats);
+  const per = (k: keyof typeof counters): number =>
+    Math.round(((counters[k] ?? 0) - (before[k] ?? 0)) / repeats);
   const cells = items.reduce((a, it) => a + it.nCells, 0);
   const ms = median(wall);
   return {
-    cells, cellsPerSecond: Math.round(cells / (ms / 1000)), msPerCall: Number(ms.toFixed(1)), cpuMsPerCall: Number(median(cpu).toFixed(1)),
-    cpuMsPerCell: Number((median(cpu) / cells).toFixed(3)), kernelsPerCall: per('kernels'), viewKernelsPerCall: per('viewKernels'), uploadsPerCall: per('uploads'),
+    cells,
+    cellsPerSecond: Math.round(cells / (ms / 1000)),
+    msPerCall: Number(ms.toFixed(1)),
+    cpuMsPerCall: Number(median(cpu).toFixed(1)),
+    cpuMsPerCell: Number((median(cpu) / cells).toFixed(3)),
+    kernelsPerCall: per('kernels'),
+    viewKernelsPerCall: per('viewKernels'),
+    uploadsPerCall: per('uploads'),
     uploadMBPerCall: Number(((counters.uploadBytes - before.uploadBytes) / repeats / 1e6).toFixed(2)),
-    readbacksPerCall: per('readbacks'), readbackMBPerCall: Number(((counters.readbackBytes - before.readbackBytes) / repeats / 1e6).toFixed(2)),
-    firstCallMs: Math.round(warmMs), repeats,
+    readbacksPerCall: per('readbacks'),
+    readbackMBPerCall: Number(((counters.readbackBytes - before.readbackBytes) / repeats / 1e6).toFixed(2)),
+    firstCallMs: Math.round(warmMs),
+    repeats,
   };
 }
 
 export async function run(): Promise<Record<string, unknown>> {
   const cfg = defaultModelConfig(GENES, 4);
-  const batches = Array.from({ length: Math.max(...GROUPS) }, (_, k) => benchBatch(MICROBATCH, GENES, 0.07, k + 1));
-  const items: WorkItem[] = batches.map((b, k) => ({ step: 1, epoch: 0, microbatch: k, nCells: b.nCells, klWeight: 0.5, arrow: encodeCellBatch(b) }));
+  const batches = Array.from({ length: Math.max(...GROUPS) }, (_, k) =>
+    benchBatch(MICROBATCH, GENES, 0.07, k + 1),
+  );
+  const items: WorkItem[] = batches.map((b, k) => ({
+    step: 1,
+    epoch: 0,
+    microbatch: k,
+    nCells: b.nCells,
+    klWeight: 0.5,
+    arrow: encodeCellBatch(b),
+  }));
   const params = [initParams(cfg, 1), initParams(cfg, 2)];
   const bnLength = bufferLayout(cfg).size;
   process.env.ATLASVAE_WEBGPU_FLAGS ??= TEST_BED;
-  const all: [string, BackendChoice][] = [['js', 'wasm'], ['js', 'cpu'], ['device', 'cpu'], ['device', 'wasm'], ['device', 'tensorflow'], ['device', 'webgpu']];
+  const all: [string, BackendChoice][] = [
+    ['js', 'wasm'],
+    ['js', 'cpu'],
+    ['device', 'cpu'],
+    ['device', 'wasm'],
+    ['device', 'tensorflow'],
+    ['device', 'webgpu'],
+  ];
   // e.g. ATLASVAE_BENCH_ENGINES='device:webgpu js:wasm' on a GPU machine
   const only = process.env.ATLASVAE_BENCH_ENGINES?.split(/\s+/).filter(Boolean);
   const runs = only ? all.filter(([k, b]) => only.includes(`${k}:${b}`)) : all;
   const out: Record<string, unknown> = {
-    genes: GENES, microbatch: MICROBATCH, model: 'nb, 128 hidden, 10 latent, 1 layer, dropout 0.1; 7% nonzero counts',
-    machine: `${os.cpus().length} × ${os.cpus()[0]?.model.trim()}`, webgpuFlags: process.env.ATLASVAE_WEBGPU_FLAGS,
+    genes: GENES,
+    microbatch: MICROBATCH,
+    model: 'nb, 128 hidden, 10 latent, 1 layer, dropout 0.1; 7% nonzero counts',
+    machine: `${os.cpus().length} × ${os.cpus()[0]?.model.trim()}`,
+    webgpuFlags: process.env.ATLASVAE_WEBGPU_FLAGS,
   };
   const results: Record<string, unknown> = {};
   for (const [kind, backend] of runs) {
@@ -90,7 +122,10 @@ export async function run(): Promise<Record<string, unknown>> {
       results[key] = `not available: ${(e as Error).message}`;
       continue;
     }
-    const engine: GradientEngine = kind === 'js' ? await ModelEngine.create(backend, () => undefined) : new DeviceEngine(backend, activeDevice() ?? backend, 64);
+    const engine: GradientEngine =
+      kind === 'js'
+        ? await ModelEngine.create(backend, () => undefined)
+        : new DeviceEngine(backend, activeDevice() ?? backend, 64);
     await engine.configure(cfg, 3, params[0]!.length, bnLength);
     const sizes: Record<string, unknown> = { device: activeDevice() };
     const maxCells = Number(process.env.ATLASVAE_BENCH_ENGINE_CELLS ?? Infinity);

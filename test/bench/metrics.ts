@@ -13,15 +13,26 @@ export async function run(): Promise<Record<string, unknown>> {
   const m = new CoordinatorMetrics();
   m.trainingStarted({ totalSteps: 1e9, backend: 'js' });
   for (let i = 0; i < 8; i++) m.workerConnected(i % 2 ? 'wasm' : 'tensorflow');
-  const progress = new Progress({ totalSteps: 1e9, mode: 'lines', logger: new Logger({ sink: { write: () => true } }) });
+  const progress = new Progress({
+    totalSteps: 1e9,
+    mode: 'lines',
+    logger: new Logger({ sink: { write: () => true } }),
+  });
   const n = 20_000;
   const perStepUs: number[] = [];
   for (let rep = 0; rep < 5; rep++) {
     const t0 = performance.now();
     for (let i = 0; i < n; i++) {
       m.observeStep({
-        cells: 1024, epoch: 1, phaseSeconds: { compute: 0.1, communication: 0.01, aggregation: 0.001, optimizer: 0.002 },
-        elbo: 1000, reconstruction: 990, kl: 10, klWeight: 0.5, learningRate: 1e-3, gradientNorm: 3,
+        cells: 1024,
+        epoch: 1,
+        phaseSeconds: { compute: 0.1, communication: 0.01, aggregation: 0.001, optimizer: 0.002 },
+        elbo: 1000,
+        reconstruction: 990,
+        kl: 10,
+        klWeight: 0.5,
+        learningRate: 1e-3,
+        gradientNorm: 3,
       });
       m.bytesSent(1e6);
       m.bytesReceived(1e6);

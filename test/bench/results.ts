@@ -22,7 +22,12 @@ function seconds(t0: number): number {
   return (performance.now() - t0) / 1000;
 }
 
-function clusters(n: number, dim: number, k: number, seed: number): { pts: Float32Array; labels: Int32Array } {
+function clusters(
+  n: number,
+  dim: number,
+  k: number,
+  seed: number,
+): { pts: Float32Array; labels: Int32Array } {
   const rng = new Rng(seed);
   const pts = new Float32Array(n * dim);
   const labels = new Int32Array(n);
@@ -40,13 +45,26 @@ export async function run(): Promise<Record<string, unknown>> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'atlasvae-bench-results-'));
   try {
     const data = path.join(dir, 'sim');
-    await simulateToDataset({ ...defaultSimulationOptions, cells: nCells, genes: 2000, batches: 2, cellTypes: 6, seed: 1, out: data, shardCells: 65536 });
+    await simulateToDataset({
+      ...defaultSimulationOptions,
+      cells: nCells,
+      genes: 2000,
+      batches: 2,
+      cellTypes: 6,
+      seed: 1,
+      out: data,
+      shardCells: 65536,
+    });
     const ds = await openDataset(data);
     const model = createModel(defaultModelConfig(2000, ds.manifest.batchCategories.length));
     const engine = new LocalEngine(model);
     const cells = Uint32Array.from({ length: nCells }, (_, i) => i);
     const plan = { source: ds.source, cells, chunkSize: 1024 };
-    const naming = { batchNames: ds.manifest.batchCategories, labelNames: ds.manifest.labelCategories, lookup: (c: Uint32Array) => ds.source.getSourceRows(c) };
+    const naming = {
+      batchNames: ds.manifest.batchCategories,
+      labelNames: ds.manifest.labelCategories,
+      lookup: (c: Uint32Array) => ds.source.getSourceRows(c),
+    };
     const out: Record<string, unknown> = { backend, genes: 2000, cells: nCells };
 
     let t0 = performance.now();
@@ -55,14 +73,25 @@ export async function run(): Promise<Record<string, unknown>> {
 
     t0 = performance.now();
     await writeNormalizedExpression(engine, plan, path.join(dir, 'norm.arrow'), {
-      librarySize: 1e4, genes: Int32Array.from({ length: 100 }, (_, i) => i * 20), geneNames: Array.from({ length: 100 }, (_, i) => `g${i}`),
-      samples: 0, seed: 0, naming,
+      librarySize: 1e4,
+      genes: Int32Array.from({ length: 100 }, (_, i) => i * 20),
+      geneNames: Array.from({ length: 100 }, (_, i) => `g${i}`),
+      samples: 0,
+      seed: 0,
+      naming,
     });
     out.normalize100GenesCellsPerSecond = Math.round(nCells / seconds(t0));
 
     t0 = performance.now();
     const rep = await evaluateModel(engine, plan, {
-      samples: 0, seed: 0, elboNoise: null, knnK: 15, knnFolds: 5, mixingK: 50, maxMetricCells: 20000, naming,
+      samples: 0,
+      seed: 0,
+      elboNoise: null,
+      knnK: 15,
+      knnFolds: 5,
+      mixingK: 50,
+      maxMetricCells: 20000,
+      naming,
     });
     out.evaluateSeconds = +seconds(t0).toFixed(2);
     out.evaluateMetricCells = Math.min(nCells, 20000);
@@ -70,7 +99,16 @@ export async function run(): Promise<Record<string, unknown>> {
 
     const small = { ...plan, cells: cells.subarray(0, 1024) };
     t0 = performance.now();
-    await evaluateModel(engine, small, { samples: 20, seed: 0, elboNoise: null, knnK: 15, knnFolds: 5, mixingK: 50, maxMetricCells: 1, naming });
+    await evaluateModel(engine, small, {
+      samples: 20,
+      seed: 0,
+      elboNoise: null,
+      knnK: 15,
+      knnFolds: 5,
+      mixingK: 50,
+      maxMetricCells: 1,
+      naming,
+    });
     out.marginalCellSamplesPerSecond = Math.round((1024 * 20) / seconds(t0));
     await ds.close();
 
@@ -79,7 +117,13 @@ export async function run(): Promise<Record<string, unknown>> {
     knnCrossValidatedAccuracy(c.pts, 10, c.labels, { k: 15, folds: 5 });
     out.knnCv20kSeconds = +seconds(t0).toFixed(2);
     t0 = performance.now();
-    batchMixingEntropy(c.pts, 10, c.labels.map((l) => l % 2), 2, { k: 50 });
+    batchMixingEntropy(
+      c.pts,
+      10,
+      c.labels.map((l) => l % 2),
+      2,
+      { k: 50 },
+    );
     out.mixing20kSeconds = +seconds(t0).toFixed(2);
 
     const u = clusters(umapCells, 10, 8, 3);

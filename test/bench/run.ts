@@ -13,7 +13,15 @@ import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
 // measure what the atlasvae CLI runs: every atlasvae process applies this GC setting first
 tuneGarbageCollector();
 
-const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = { step, engine, data, dist, results, metrics, scale };
+const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = {
+  step,
+  engine,
+  data,
+  dist,
+  results,
+  metrics,
+  scale,
+};
 
 const only = process.argv.slice(2);
 const out: Record<string, unknown> = {};

@@ -25,7 +25,14 @@ async function dataset(cells: number): Promise<string> {
   const dir = path.join(repoRoot, '.bench', `scale-${cells}`);
   if (fs.existsSync(path.join(dir, 'manifest.json'))) return dir;
   fs.rmSync(dir, { recursive: true, force: true });
-  await simulateToDataset({ ...defaultSimulationOptions, cells, genes: 2000, out: dir, seed: 1, shardCells: 65536 });
+  await simulateToDataset({
+    ...defaultSimulationOptions,
+    cells,
+    genes: 2000,
+    out: dir,
+    seed: 1,
+    shardCells: 65536,
+  });
   return dir;
 }
 
@@ -34,12 +41,43 @@ async function measure(cells: number): Promise<Record<string, number>> {
   const ckpt = path.join(repoRoot, '.bench', `scale-${cells}.ckpt`);
   const token = 'bench-scale';
   const env = { ...process.env, ATLASVAE_TOKEN: token };
-  const coord = spawn(process.execPath, [cliPath, 'coordinator', '--data', data, '--host', '127.0.0.1', '--port', '0', '--epochs', '1', '--global-batch', '256',
-    '--microbatch', '128', '--min-workers', '2', '--validation-cells', '10000', '--checkpoint', ckpt, '--force', '--checkpoint-every', '0', '--log-level', 'debug'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const coord = spawn(
+    process.execPath,
+    [
+      cliPath,
+      'coordinator',
+      '--data',
+      data,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--epochs',
+      '1',
+      '--global-batch',
+      '256',
+      '--microbatch',
+      '128',
+      '--min-workers',
+      '2',
+      '--validation-cells',
+      '10000',
+      '--checkpoint',
+      ckpt,
+      '--force',
+      '--checkpoint-every',
+      '0',
+      '--log-level',
+      'debug',
+    ],
+    { env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let out = '';
   let port = 0;
   let evaluating = false;
-  let peakEpoch = 0, peakEval = 0, baseline = 0;
+  let peakEpoch = 0,
+    peakEval = 0,
+    baseline = 0;
   const workers: ReturnType<typeof spawn>[] = [];
   const onData = (d: Buffer): void => {
     out += d.toString();
@@ -49,7 +87,23 @@ async function measure(cells: number): Promise<Record<string, number>> {
         port = Number(m[1]);
         baseline = rssMiB(coord.pid!) ?? 0;
         for (let i = 0; i < 2; i++) {
-          workers.push(spawn(process.execPath, [cliPath, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--simulate', '--give-up-after', '10', '--log-level', 'warn'], { env, stdio: 'ignore' }));
+          workers.push(
+            spawn(
+              process.execPath,
+              [
+                cliPath,
+                'worker',
+                '--connect',
+                `ws://127.0.0.1:${port}`,
+                '--simulate',
+                '--give-up-after',
+                '10',
+                '--log-level',
+                'warn',
+              ],
+              { env, stdio: 'ignore' },
+            ),
+          );
         }
       }
     }
@@ -75,8 +129,12 @@ async function measure(cells: number): Promise<Record<string, number>> {
   if (code !== 0) throw new Error(`coordinator exited with ${code}:\n${out.slice(-2000)}`);
   fs.rmSync(ckpt, { force: true });
   return {
-    cells, rssAtListenMiB: Math.round(baseline), peakRssEpochMiB: Math.round(peakEpoch), peakRssEvaluationMiB: Math.round(peakEval),
-    epochSeconds: Math.round((tEval - t0) / 100) / 10, evaluationSeconds: Math.round((performance.now() - tEval) / 100) / 10,
+    cells,
+    rssAtListenMiB: Math.round(baseline),
+    peakRssEpochMiB: Math.round(peakEpoch),
+    peakRssEvaluationMiB: Math.round(peakEval),
+    epochSeconds: Math.round((tEval - t0) / 100) / 10,
+    evaluationSeconds: Math.round((performance.now() - tEval) / 100) / 10,
   };
 }
 

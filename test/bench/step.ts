@@ -31,8 +31,15 @@ export function benchBatch(nCells: number, nGenes: number, density: number, seed
     indptr[i + 1] = idx.length;
   }
   return {
-    nCells, nGenes, indptr, indices: Int32Array.from(idx), counts: Float32Array.from(vals), library,
-    batch: Int32Array.from({ length: nCells }, (_, i) => i % 4), label: new Int32Array(nCells).fill(-1), cellIndex: Uint32Array.from({ length: nCells }, (_, i) => i),
+    nCells,
+    nGenes,
+    indptr,
+    indices: Int32Array.from(idx),
+    counts: Float32Array.from(vals),
+    library,
+    batch: Int32Array.from({ length: nCells }, (_, i) => i % 4),
+    label: new Int32Array(nCells).fill(-1),
+    cellIndex: Uint32Array.from({ length: nCells }, (_, i) => i),
   };
 }
 
@@ -53,7 +60,13 @@ interface Measurement {
   samples: number[];
 }
 
-async function measure(backend: BackendChoice, likelihood: 'nb' | 'zinb', density: number, repeats: number, stepsPerRepeat: number): Promise<Measurement> {
+async function measure(
+  backend: BackendChoice,
+  likelihood: 'nb' | 'zinb',
+  density: number,
+  repeats: number,
+  stepsPerRepeat: number,
+): Promise<Measurement> {
   await initBackend(backend, () => undefined);
   const mc = defaultModelConfig(GENES, 4, { likelihood });
   const tc = defaultTrainConfig(CELLS);
@@ -91,7 +104,12 @@ async function measure(backend: BackendChoice, likelihood: 'nb' | 'zinb', densit
 }
 
 export async function run(): Promise<Record<string, unknown>> {
-  const out: Record<string, unknown> = { genes: GENES, cells: CELLS, model: '128 hidden, 10 latent, 1 layer, dropout 0.1; counts with 20% nonzero (like Kang, dense first layer) or 7% (like 10x atlases over HVGs, sparse first layer)' };
+  const out: Record<string, unknown> = {
+    genes: GENES,
+    cells: CELLS,
+    model:
+      '128 hidden, 10 latent, 1 layer, dropout 0.1; counts with 20% nonzero (like Kang, dense first layer) or 7% (like 10x atlases over HVGs, sparse first layer)',
+  };
   const backends: Record<string, unknown> = {};
   for (const b of ['tensorflow', 'wasm', 'cpu'] as const) {
     try {

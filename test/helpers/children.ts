@@ -16,10 +16,15 @@ export function track<C extends ChildProcess>(child: C): C {
 /** SIGKILL every tracked child still running and wait for their exits. */
 export async function killChildren(): Promise<void> {
   const running = [...live].filter((c) => c.exitCode === null && c.signalCode === null);
-  await Promise.all(running.map((c) => new Promise<void>((resolve) => {
-    c.once('exit', () => resolve());
-    if (!c.kill('SIGKILL')) resolve();
-  })));
+  await Promise.all(
+    running.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          c.once('exit', () => resolve());
+          if (!c.kill('SIGKILL')) resolve();
+        }),
+    ),
+  );
   live.clear();
 }
 

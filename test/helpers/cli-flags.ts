@@ -7,7 +7,14 @@ const cache = new Map<string, string>();
 
 function help(args: string[]): string {
   const key = args.join(' ');
-  if (!cache.has(key)) cache.set(key, execFileSync(process.execPath, [cliPath, ...args, '--help'], { encoding: 'utf8', env: { ...process.env, COLUMNS: '200' } }));
+  if (!cache.has(key))
+    cache.set(
+      key,
+      execFileSync(process.execPath, [cliPath, ...args, '--help'], {
+        encoding: 'utf8',
+        env: { ...process.env, COLUMNS: '200' },
+      }),
+    );
   return cache.get(key)!;
 }
 
@@ -24,7 +31,10 @@ export function cliFlags(command: string): Set<string> {
 /** The flags of an argument list (`--x=1`, `--x 1`, `--x`) that `atlasvae <command>` does not know. */
 export function unknownFlags(command: string, args: string[]): string[] {
   const known = cliFlags(command);
-  return args.filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]!).filter((f) => !known.has(f) && !(f.startsWith('no-') && known.has(f.slice(3))));
+  return args
+    .filter((a) => a.startsWith('--'))
+    .map((a) => a.slice(2).split('=')[0]!)
+    .filter((f) => !known.has(f) && !(f.startsWith('no-') && known.has(f.slice(3))));
 }
 
 /** The value of `--name` in an argument list (`--name=v` or `--name v`). */

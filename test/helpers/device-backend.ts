@@ -16,7 +16,9 @@ async function startWebgpu(): Promise<void> {
   Object.assign(globalThis, dawn['globals']);
   const create = dawn['create'] as (opts: string[]) => { requestAdapter(o?: object): Promise<unknown> };
   // a real GPU: Vulkan (the default); no GPU here: OpenGL on llvmpipe, at the compatibility level
-  const gpu = create(process.env.ATLASVAE_DAWN_BACKEND ? [`backend=${process.env.ATLASVAE_DAWN_BACKEND}`] : ['backend=opengl']);
+  const gpu = create(
+    process.env.ATLASVAE_DAWN_BACKEND ? [`backend=${process.env.ATLASVAE_DAWN_BACKEND}`] : ['backend=opengl'],
+  );
   const request = gpu.requestAdapter.bind(gpu);
   gpu.requestAdapter = (o: object = {}) => request({ ...o, featureLevel: 'compatibility' });
   Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true });
@@ -28,7 +30,8 @@ async function startWebgpu(): Promise<void> {
 export async function useDeviceTestBackend(): Promise<typeof tf> {
   if (tf.getBackend() !== deviceTestBackend) {
     if (deviceTestBackend === 'webgpu') await startWebgpu();
-    else if (deviceTestBackend === 'cpu' || deviceTestBackend === 'wasm') await initBackend(deviceTestBackend, () => undefined);
+    else if (deviceTestBackend === 'cpu' || deviceTestBackend === 'wasm')
+      await initBackend(deviceTestBackend, () => undefined);
     else throw new Error(`ATLASVAE_TEST_BACKEND=${deviceTestBackend}: choose cpu, wasm or webgpu`);
   }
   await tf.ready();

@@ -18,7 +18,8 @@ export function parseExposition(text: string): Sample[] {
     if (m[3]) {
       const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
       let lm: RegExpExecArray | null;
-      while ((lm = re.exec(m[3])) !== null) labels[lm[1]!] = lm[2]!.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
+      while ((lm = re.exec(m[3])) !== null)
+        labels[lm[1]!] = lm[2]!.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
     }
     const v = m[4]!;
     const value = v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : Number(v);
@@ -28,8 +29,14 @@ export function parseExposition(text: string): Sample[] {
 }
 
 /** The value of the one sample named `name` whose labels include `labels`; undefined if none. */
-export function sampleValue(samples: Sample[], name: string, labels: Record<string, string>): number | undefined {
-  const hits = samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+export function sampleValue(
+  samples: Sample[],
+  name: string,
+  labels: Record<string, string>,
+): number | undefined {
+  const hits = samples.filter(
+    (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  );
   if (hits.length > 1) throw new Error(`${name}${JSON.stringify(labels)} matches ${hits.length} samples`);
   return hits[0]?.value;
 }

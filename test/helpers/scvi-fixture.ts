@@ -24,7 +24,9 @@ export interface FixtureCase {
 /** `skip` value for node:test when the fixture is absent. */
 export const skipFixture = skipUnlessShared('fixtures', 'scvi_reference.json');
 /** The cases by likelihood name; empty when the fixture is absent. */
-export const fixture: Record<string, FixtureCase> = skipFixture ? {} : JSON.parse(fs.readFileSync(sharedPath('fixtures', 'scvi_reference.json')!, 'utf8'));
+export const fixture: Record<string, FixtureCase> = skipFixture
+  ? {}
+  : JSON.parse(fs.readFileSync(sharedPath('fixtures', 'scvi_reference.json')!, 'utf8'));
 
 /** A nested array of numbers as one flat list, row-major (PyTorch's layout). */
 export function flatten(v: unknown): number[] {
@@ -64,25 +66,46 @@ export function denseToBatch(x: number[][], batch: number[]): CellBatch {
 /** `actual` within 1e-6 + 1e-4 relative of the fixture's `expected`. */
 export function closeToFixture(actual: number, expected: number, what: string): void {
   const tol = 1e-6 + 1e-4 * Math.abs(expected);
-  assert.ok(Math.abs(actual - expected) <= tol, `${what}: got ${actual}, PyTorch ${expected} (|diff| ${Math.abs(actual - expected).toExponential(2)} > ${tol.toExponential(2)})`);
+  assert.ok(
+    Math.abs(actual - expected) <= tol,
+    `${what}: got ${actual}, PyTorch ${expected} (|diff| ${Math.abs(actual - expected).toExponential(2)} > ${tol.toExponential(2)})`,
+  );
 }
 
 /** The mean loss and summed reconstruction and KL of the case's cells. */
-export function checkFixtureLoss(name: string, c: FixtureCase, t: { lossSum: number; reconstructionSum: number; klSum: number }): void {
+export function checkFixtureLoss(
+  name: string,
+  c: FixtureCase,
+  t: { lossSum: number; reconstructionSum: number; klSum: number },
+): void {
   const n = c.dims.cells;
   closeToFixture(t.lossSum / n, c.loss, `${name} loss`);
-  closeToFixture(t.reconstructionSum, c.reconstruction.reduce((a, b) => a + b, 0), `${name} Σ reconstruction`);
-  closeToFixture(t.klSum, c.kl.reduce((a, b) => a + b, 0), `${name} Σ kl`);
+  closeToFixture(
+    t.reconstructionSum,
+    c.reconstruction.reduce((a, b) => a + b, 0),
+    `${name} Σ reconstruction`,
+  );
+  closeToFixture(
+    t.klSum,
+    c.kl.reduce((a, b) => a + b, 0),
+    `${name} Σ kl`,
+  );
 }
 
 /** Every gradient of the mean loss (`grad` is of the summed loss), and that the fixture covers every parameter. */
-export function checkFixtureGradients(name: string, c: FixtureCase, layout: ParamLayout, grad: Float32Array): void {
+export function checkFixtureGradients(
+  name: string,
+  c: FixtureCase,
+  layout: ParamLayout,
+  grad: Float32Array,
+): void {
   const n = c.dims.cells;
   let checked = 0;
   for (const [pname, gv] of Object.entries(c.grads)) {
     const e = entry(layout, pname);
     const expected = flatten(gv);
-    for (let i = 0; i < e.size; i++) closeToFixture(grad[e.offset + i]! / n, expected[i]!, `${name} d loss/d ${pname}[${i}]`);
+    for (let i = 0; i < e.size; i++)
+      closeToFixture(grad[e.offset + i]! / n, expected[i]!, `${name} d loss/d ${pname}[${i}]`);
     checked += e.size;
   }
   assert.equal(checked, layout.size, 'every parameter has a gradient checked');
@@ -93,7 +116,12 @@ export function checkFixtureGradients(name: string, c: FixtureCase, layout: Para
  * variance, as a gradient returns it), for two hidden layers of `hidden` units: evaluation with
  * these reproduces the training-mode BatchNorm the fixture used.
  */
-export function batchStatisticsAsBuffers(stats: Float32Array, hidden: number, n: number, size: number): Float32Array {
+export function batchStatisticsAsBuffers(
+  stats: Float32Array,
+  hidden: number,
+  n: number,
+  size: number,
+): Float32Array {
   const buffers = new Float32Array(size);
   for (let layer = 0; layer < 2; layer++) {
     const o = layer * 2 * hidden;

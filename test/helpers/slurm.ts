@@ -41,7 +41,6 @@ function readPid(file: string): number | null {
   }
 }
 
-
 async function killPid(pid: number | null): Promise<void> {
   if (pid === null || !isAlive(pid)) return;
   process.kill(pid, 'SIGTERM');
@@ -56,14 +55,17 @@ function sleep(ms: number): Promise<void> {
 /** Start the cluster, or return why it cannot start here (the test then skips with that message). */
 export async function startSlurm(): Promise<SlurmCluster | string> {
   for (const bin of ['slurmctld', 'slurmd', 'munged']) {
-    if (!fs.existsSync(path.join(SBIN, bin))) return `${SBIN}/${bin} is absent: install slurm-wlm and munge (bash .ci/run does)`;
+    if (!fs.existsSync(path.join(SBIN, bin)))
+      return `${SBIN}/${bin} is absent: install slurm-wlm and munge (bash .ci/run does)`;
   }
-  for (const bin of ['sbatch', 'squeue', 'scancel', 'sinfo', 'munge', 'unmunge']) if (!which(bin)) return `${bin} is not on PATH`;
+  for (const bin of ['sbatch', 'squeue', 'scancel', 'sinfo', 'munge', 'unmunge'])
+    if (!which(bin)) return `${bin} is not on PATH`;
   if (process.getuid?.() !== 0) return 'slurmd and the stand-in GPU device files need root';
 
   let mungedPid: number | null = null;
   if (!mungeWorks()) {
-    if (!fs.existsSync('/etc/munge/munge.key')) return '/etc/munge/munge.key is absent (munge\'s package creates it)';
+    if (!fs.existsSync('/etc/munge/munge.key'))
+      return "/etc/munge/munge.key is absent (munge's package creates it)";
     fs.mkdirSync('/run/munge', { recursive: true });
     execFileSync('chown', ['munge:munge', '/run/munge']);
     const r = spawnSync('runuser', ['-u', 'munge', '--', `${SBIN}/munged`], { encoding: 'utf8' });
@@ -80,7 +82,9 @@ export async function startSlurm(): Promise<SlurmCluster | string> {
   const host = os.hostname().split('.')[0]!;
   const [ctldPort, slurmdPort] = [await freePort(), await freePort()];
   const conf = path.join(dir, 'slurm.conf');
-  fs.writeFileSync(conf, `ClusterName=atlasvae-test
+  fs.writeFileSync(
+    conf,
+    `ClusterName=atlasvae-test
 SlurmctldHost=${host}(127.0.0.1)
 SlurmctldPort=${ctldPort}
 SlurmdPort=${slurmdPort}
@@ -107,15 +111,26 @@ JobCompLoc=${dir}/log/jobcomp.txt
 GresTypes=gpu
 NodeName=${host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
-`);
-  fs.writeFileSync(path.join(dir, 'gres.conf'), `AutoDetect=off\nNodeName=${host} Name=gpu File=${dir}/dev/nvidia[0-1]\n`);
+`,
+  );
+  fs.writeFileSync(
+    path.join(dir, 'gres.conf'),
+    `AutoDetect=off\nNodeName=${host} Name=gpu File=${dir}/dev/nvidia[0-1]\n`,
+  );
   const env = { ...process.env, SLURM_CONF: conf };
-  const cmd = (name: string, args: string[]): string => execFileSync(name, args, { env, encoding: 'utf8', timeout: 30_000 });
-  const daemonPids = (): (number | null)[] => [readPid(path.join(dir, 'slurmd.pid')), readPid(path.join(dir, 'slurmctld.pid'))];
-  const logs = (): string => ['slurmctld.log', 'slurmd.log'].map((f) => {
-    const p = path.join(dir, 'log', f);
-    return `--- ${f} ---\n${fs.existsSync(p) ? fs.readFileSync(p, 'utf8').slice(-2000) : '(none)'}`;
-  }).join('\n');
+  const cmd = (name: string, args: string[]): string =>
+    execFileSync(name, args, { env, encoding: 'utf8', timeout: 30_000 });
+  const daemonPids = (): (number | null)[] => [
+    readPid(path.join(dir, 'slurmd.pid')),
+    readPid(path.join(dir, 'slurmctld.pid')),
+  ];
+  const logs = (): string =>
+    ['slurmctld.log', 'slurmd.log']
+      .map((f) => {
+        const p = path.join(dir, 'log', f);
+        return `--- ${f} ---\n${fs.existsSync(p) ? fs.readFileSync(p, 'utf8').slice(-2000) : '(none)'}`;
+      })
+      .join('\n');
 
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -133,8 +148,15 @@ PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
     fs.rmSync(dir, { recursive: true, force: true });
   };
 
-  for (const [bin, extra] of [['slurmctld', []], ['slurmd', []]] as const) {
-    const r = spawnSync(path.join(SBIN, bin), ['-f', conf, ...extra], { env, encoding: 'utf8', timeout: 30_000 });
+  for (const [bin, extra] of [
+    ['slurmctld', []],
+    ['slurmd', []],
+  ] as const) {
+    const r = spawnSync(path.join(SBIN, bin), ['-f', conf, ...extra], {
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     if (r.status !== 0) {
       const why = `${bin} did not start (exit ${r.status}): ${r.stderr.trim()}\n${logs()}`;
       await stop();

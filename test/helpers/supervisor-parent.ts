@@ -7,7 +7,14 @@ import { Supervisor } from '@atlasvae/worker/launcher/supervisor';
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'supervised-child.js');
 const sup = new Supervisor({ stopGraceMs: 5000 });
 sup.forwardSignals();
-sup.start([0, 1].map((i) => ({ name: `child ${i}`, modulePath: child, args: [], env: { ...process.env, SC_MODE: 'hang', CUDA_VISIBLE_DEVICES: String(i) } })));
+sup.start(
+  [0, 1].map((i) => ({
+    name: `child ${i}`,
+    modulePath: child,
+    args: [],
+    env: { ...process.env, SC_MODE: 'hang', CUDA_VISIBLE_DEVICES: String(i) },
+  })),
+);
 const poll = setInterval(() => {
   const pids = sup.children.map((c) => c.pid);
   if (pids.length === 2) {

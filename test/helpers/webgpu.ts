@@ -10,7 +10,9 @@ import { repoRoot } from './paths.js';
 export const TEST_BED_WEBGPU_FLAGS = 'backend=opengl featureLevel=compatibility';
 
 /** Environment for processes that start the webgpu backend. */
-export const webgpuEnv: Record<string, string> = { ATLASVAE_WEBGPU_FLAGS: process.env.ATLASVAE_WEBGPU_FLAGS ?? TEST_BED_WEBGPU_FLAGS };
+export const webgpuEnv: Record<string, string> = {
+  ATLASVAE_WEBGPU_FLAGS: process.env.ATLASVAE_WEBGPU_FLAGS ?? TEST_BED_WEBGPU_FLAGS,
+};
 
 let probed: { skip: string | false; device: string } | null = null;
 
@@ -26,11 +28,20 @@ export function webgpuTestBed(): { skip: string | false; device: string } {
     const r = Array.from(await tf.matMul(a, a).data());
     if (r.join() !== '7,10,15,22') throw new Error('matMul gave ' + r);
     console.log('DEVICE ' + activeDevice());`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: path.join(repoRoot, 'shared'), env: { ...process.env, ...webgpuEnv }, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: path.join(repoRoot, 'shared'),
+    env: { ...process.env, ...webgpuEnv },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   const m = /DEVICE (.*)/.exec(r.stdout ?? '');
   if (r.status === 0 && m) probed = { skip: false, device: m[1]! };
   else {
-    const why = (r.stderr ?? '').split('\n').filter((l) => /Error|adapter|cannot/.test(l) && !/artificially reduced/.test(l)).slice(-1)[0] ?? `exit ${r.status ?? r.signal}`;
+    const why =
+      (r.stderr ?? '')
+        .split('\n')
+        .filter((l) => /Error|adapter|cannot/.test(l) && !/artificially reduced/.test(l))
+        .slice(-1)[0] ?? `exit ${r.status ?? r.signal}`;
     probed = { skip: `no WebGPU adapter can be created here (${why.trim().slice(0, 300)})`, device: '' };
   }
   return probed;

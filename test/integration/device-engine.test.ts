@@ -39,7 +39,15 @@ const REQUESTS: InferRequest[] = [
   { op: 'encode', seed: 5, chunk: 0, noiseEpoch: -1, samples: 0, transformBatch: -1, genes: null },
   { op: 'evaluate', seed: 5, chunk: 2, noiseEpoch: 1, samples: 0, transformBatch: -1, genes: null },
   { op: 'marginal', seed: 5, chunk: 3, noiseEpoch: -1, samples: 4, transformBatch: -1, genes: null },
-  { op: 'normalize', seed: 5, chunk: 1, noiseEpoch: -1, samples: 2, transformBatch: 1, genes: Int32Array.from([0, 7, 100, 999]) },
+  {
+    op: 'normalize',
+    seed: 5,
+    chunk: 1,
+    noiseEpoch: -1,
+    samples: 2,
+    transformBatch: 1,
+    genes: Int32Array.from([0, 7, 100, 999]),
+  },
 ];
 /** the JS engine's inference answers per configuration and op, on microbatch 7 with BatchNorm buffers from microbatch 0 */
 const inferReference = new Map<string, InferOutput>();
@@ -50,12 +58,28 @@ before(async () => {
   dir = tempDir('atlasvae-device-engine-');
   const data = path.join(dir, 'kang');
   const src = sharedPath(KANG)!;
-  await runOk(['prepare', src, '--obs', path.join(src, 'labels.tsv'), '--batch-key', 'batch', '--label-key', 'cell_type', '--out', data, '--log-level', 'warn']);
+  await runOk([
+    'prepare',
+    src,
+    '--obs',
+    path.join(src, 'labels.tsv'),
+    '--batch-key',
+    'batch',
+    '--label-key',
+    'cell_type',
+    '--out',
+    data,
+    '--log-level',
+    'warn',
+  ]);
   const ds = await openDataset(data);
   const base = defaultModelConfig(ds.manifest.nGenes, ds.manifest.batchCategories.length);
   cfgs = [
     { name: 'nb, gene dispersion, dropout', cfg: base },
-    { name: 'zinb, gene-batch dispersion, 2 layers', cfg: { ...base, likelihood: 'zinb', dispersion: 'gene-batch', nLayers: 2 } },
+    {
+      name: 'zinb, gene-batch dispersion, 2 layers',
+      cfg: { ...base, likelihood: 'zinb', dispersion: 'gene-batch', nLayers: 2 },
+    },
   ];
   const sizes = [128, 128, 128, 128, 128, 128, 128, 77];
   let at = 0;
@@ -64,15 +88,24 @@ before(async () => {
     const cells = ds.train.subarray(at, at + sizes[k]!);
     at += sizes[k]!;
     const batch = await ds.source.getCells(cells);
-    items.push({ step: 3, epoch: 1, microbatch: k, nCells: batch.nCells, klWeight: 0.5, arrow: encodeCellBatch(batch) });
+    items.push({
+      step: 3,
+      epoch: 1,
+      microbatch: k,
+      nCells: batch.nCells,
+      klWeight: 0.5,
+      arrow: encodeCellBatch(batch),
+    });
   }
   await ds.close();
   // parameters away from initialisation (a deterministic perturbation), the same for both engines
-  params = new Map(cfgs.map(({ name, cfg }) => {
-    const p = new Float32Array(paramLayout(cfg).size);
-    for (let i = 0; i < p.length; i++) p[i] = 0.05 * Math.sin(0.37 * i + 1);
-    return [name, p];
-  }));
+  params = new Map(
+    cfgs.map(({ name, cfg }) => {
+      const p = new Float32Array(paramLayout(cfg).size);
+      for (let i = 0; i < p.length; i++) p[i] = 0.05 * Math.sin(0.37 * i + 1);
+      return [name, p];
+    }),
+  );
   await initBackend('cpu', () => undefined);
   const js = await ModelEngine.create('cpu', () => undefined);
   for (const { name, cfg } of cfgs) {
@@ -84,7 +117,8 @@ before(async () => {
     // running statistics = microbatch 0's batch statistics (means, positive variances)
     buffers.set(name, reference.get(`${name}/1`)!.microbatches[0]!.bnStats.slice());
     js.setBuffers(buffers.get(name)!);
-    for (const req of REQUESTS) inferReference.set(`${name}/${req.op}`, js.infer(req, items[7]!.arrow, items[7]!.nCells));
+    for (const req of REQUESTS)
+      inferReference.set(`${name}/${req.op}`, js.infer(req, items[7]!.arrow, items[7]!.nCells));
   }
 });
 
@@ -106,7 +140,9 @@ function relPerTensor(cfg: ModelConfig, a: Float32Array, b: Float32Array): { wor
   for (const e of layout.entries) {
     let d = 0;
     for (let i = e.offset; i < e.offset + e.size; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    const feedsBn = /^(enc|dec)(\.\d+)?\.lin\.bias$/.test(e.name) && layout.entries.some((x) => x.name === e.name.replace(/lin\.bias$/, 'bn.weight'));
+    const feedsBn =
+      /^(enc|dec)(\.\d+)?\.lin\.bias$/.test(e.name) &&
+      layout.entries.some((x) => x.name === e.name.replace(/lin\.bias$/, 'bn.weight'));
     const w = feedsBn ? layout.entries.find((x) => x.name === e.name.replace(/bias$/, 'weight'))! : e;
     const s = maxAbs(w.offset, w.offset + w.size);
     const r = s > 0 ? d / s : d;
@@ -138,13 +174,18 @@ async function compareOn(backend: 'cpu' | 'webgpu'): Promise<void> {
       for (let m = 0; m < k; m++) {
         const [a, b] = [got.microbatches[m]!, want.microbatches[m]!];
         assert.equal(a.nCells, b.nCells);
-        for (const t of ['reconstructionSum', 'klSum', 'lossSum'] as const) assert.ok(rel(a[t], b[t]) <= 1e-4, `${cname}, k = ${k}, microbatch ${m}: ${t} ${a[t]} vs ${b[t]}`);
-        let d = 0, s = 0;
+        for (const t of ['reconstructionSum', 'klSum', 'lossSum'] as const)
+          assert.ok(rel(a[t], b[t]) <= 1e-4, `${cname}, k = ${k}, microbatch ${m}: ${t} ${a[t]} vs ${b[t]}`);
+        let d = 0,
+          s = 0;
         for (let i = 0; i < bnLength; i++) {
           d = Math.max(d, Math.abs(a.bnStats[i]! - b.bnStats[i]!));
           s = Math.max(s, Math.abs(b.bnStats[i]!));
         }
-        assert.ok(d <= 1e-4 * s, `${cname}, k = ${k}, microbatch ${m}: BatchNorm statistics differ by ${d / s}`);
+        assert.ok(
+          d <= 1e-4 * s,
+          `${cname}, k = ${k}, microbatch ${m}: BatchNorm statistics differ by ${d / s}`,
+        );
       }
     }
     engine.setBuffers(buffers.get(cname)!);
@@ -153,12 +194,14 @@ async function compareOn(backend: 'cpu' | 'webgpu'): Promise<void> {
       const want = inferReference.get(`${cname}/${req.op}`)!;
       for (const part of ['f64', 'f32'] as const) {
         assert.equal(got[part].length, want[part].length, `${req.op} ${part} length`);
-        let d = 0, s = 0;
+        let d = 0,
+          s = 0;
         for (let i = 0; i < want[part].length; i++) {
           d = Math.max(d, Math.abs(got[part][i]! - want[part][i]!));
           s = Math.max(s, Math.abs(want[part][i]!));
         }
-        if (want[part].length) console.log(`  ${backend}, ${cname}, infer ${req.op}: ${(d / s).toExponential(2)}`);
+        if (want[part].length)
+          console.log(`  ${backend}, ${cname}, infer ${req.op}: ${(d / s).toExponential(2)}`);
         assert.ok(d <= 1e-4 * s, `${cname}, infer ${req.op}: ${part} differs by ${d / s} relative`);
       }
     }
@@ -166,5 +209,13 @@ async function compareOn(backend: 'cpu' | 'webgpu'): Promise<void> {
   }
 }
 
-test('device engine on cpu equals the JS engine on kang microbatches, k = 1 and k = 8 (ragged)', { skip: skipData }, () => compareOn('cpu'));
-test('device engine on webgpu equals the JS engine on kang microbatches, k = 1 and k = 8 (ragged)', { skip: webgpuSkip }, () => compareOn('webgpu'));
+test(
+  'device engine on cpu equals the JS engine on kang microbatches, k = 1 and k = 8 (ragged)',
+  { skip: skipData },
+  () => compareOn('cpu'),
+);
+test(
+  'device engine on webgpu equals the JS engine on kang microbatches, k = 1 and k = 8 (ragged)',
+  { skip: webgpuSkip },
+  () => compareOn('webgpu'),
+);

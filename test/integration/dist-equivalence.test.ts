@@ -7,7 +7,13 @@ import path from 'node:path';
 import { initParams } from '@atlasvae/shared/model/layout';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { runOk, maxRelDiff } from './dist-harness.js';
-import { KANG_PLAN, skipKang, prepareKangWithReference, cleanUp, type TrainerReference } from './kang-reference.js';
+import {
+  KANG_PLAN,
+  skipKang,
+  prepareKangWithReference,
+  cleanUp,
+  type TrainerReference,
+} from './kang-reference.js';
 
 const skip = skipKang;
 const K = 5;
@@ -41,33 +47,73 @@ after(() => cleanUp(dir));
 // (--stream-params auto) or range by range as Adam computes it (always: what workers on other
 // hosts get). Every transport must give the same parameters.
 const RUNS = [
-  [1, 'auto', 'auto'], [2, 'auto', 'auto'], [3, 'auto', 'auto'],
-  [2, 'auto', 'never'], [2, 'always', 'never'],
+  [1, 'auto', 'auto'],
+  [2, 'auto', 'auto'],
+  [3, 'auto', 'auto'],
+  [2, 'auto', 'never'],
+  [2, 'always', 'never'],
 ] as const;
 for (const [workers, stream, shm] of RUNS) {
-  const how = shm === 'auto' ? ', parameters through shared memory' : stream === 'auto' ? ', parameters over the socket' : ', parameters streamed out of Adam over the socket';
-  test(`${K} steps on ${workers} worker process(es)${how} equal the single-process trainer`, { skip }, async () => {
-    const ckpt = path.join(dir, `w${workers}-${stream}-${shm}.ckpt`);
-    await runOk(['train', '--data', data, '--local-workers', String(workers), '--min-workers', String(workers), '--backend', 'wasm', '--checkpoint', ckpt, '--stream-params', stream, '--shared-memory', shm, ...FLAGS, '--log-level', 'warn']);
-    const c = loadCheckpoint(ckpt);
-    assert.deepEqual(c.position, { epoch: 1, stepInEpoch: 2, globalStep: K });
-    const d = {
-      params: maxRelDiff(c.params, ref.params),
-      buffers: maxRelDiff(c.buffers, ref.buffers),
-      adamM: maxRelDiff(c.adam.m, ref.m, 1e-6),
-      adamV: maxRelDiff(c.adam.v, ref.v, 1e-9),
-    };
-    console.log(`  ${workers} worker(s): max relative difference ${JSON.stringify(d)}`);
-    const pairs = { params: [c.params, ref.params], buffers: [c.buffers, ref.buffers], adamM: [c.adam.m, ref.m], adamV: [c.adam.v, ref.v] } as const;
-    for (const [k, [got, want]] of Object.entries(pairs)) {
-      const i = firstBitDifference(got, want);
-      assert.equal(i, -1, `${k}: element ${i} is ${got[i]} against the trainer's ${want[i]} (max relative difference ${d[k as keyof typeof d]})`);
-    }
-    // the held-out ELBO the coordinator evaluated after epoch 0 is the trainer's
-    const h = c.history[0] as { epoch: number; validationElbo?: number };
-    assert.equal(h.epoch, 0);
-    assert.equal(h.validationElbo, ref.validationElbo, 'validation ELBO');
-    // and training moved the parameters: a run that did nothing would not pass either
-    assert.ok(maxRelDiff(c.params, initParams(c.modelConfig, 7)) > 1e-3);
-  });
+  const how =
+    shm === 'auto'
+      ? ', parameters through shared memory'
+      : stream === 'auto'
+        ? ', parameters over the socket'
+        : ', parameters streamed out of Adam over the socket';
+  test(
+    `${K} steps on ${workers} worker process(es)${how} equal the single-process trainer`,
+    { skip },
+    async () => {
+      const ckpt = path.join(dir, `w${workers}-${stream}-${shm}.ckpt`);
+      await runOk([
+        'train',
+        '--data',
+        data,
+        '--local-workers',
+        String(workers),
+        '--min-workers',
+        String(workers),
+        '--backend',
+        'wasm',
+        '--checkpoint',
+        ckpt,
+        '--stream-params',
+        stream,
+        '--shared-memory',
+        shm,
+        ...FLAGS,
+        '--log-level',
+        'warn',
+      ]);
+      const c = loadCheckpoint(ckpt);
+      assert.deepEqual(c.position, { epoch: 1, stepInEpoch: 2, globalStep: K });
+      const d = {
+        params: maxRelDiff(c.params, ref.params),
+        buffers: maxRelDiff(c.buffers, ref.buffers),
+        adamM: maxRelDiff(c.adam.m, ref.m, 1e-6),
+        adamV: maxRelDiff(c.adam.v, ref.v, 1e-9),
+      };
+      console.log(`  ${workers} worker(s): max relative difference ${JSON.stringify(d)}`);
+      const pairs = {
+        params: [c.params, ref.params],
+        buffers: [c.buffers, ref.buffers],
+        adamM: [c.adam.m, ref.m],
+        adamV: [c.adam.v, ref.v],
+      } as const;
+      for (const [k, [got, want]] of Object.entries(pairs)) {
+        const i = firstBitDifference(got, want);
+        assert.equal(
+          i,
+          -1,
+          `${k}: element ${i} is ${got[i]} against the trainer's ${want[i]} (max relative difference ${d[k as keyof typeof d]})`,
+        );
+      }
+      // the held-out ELBO the coordinator evaluated after epoch 0 is the trainer's
+      const h = c.history[0] as { epoch: number; validationElbo?: number };
+      assert.equal(h.epoch, 0);
+      assert.equal(h.validationElbo, ref.validationElbo, 'validation ELBO');
+      // and training moved the parameters: a run that did nothing would not pass either
+      assert.ok(maxRelDiff(c.params, initParams(c.modelConfig, 7)) > 1e-3);
+    },
+  );
 }

@@ -13,7 +13,18 @@ import { bearer } from '@atlasvae/shared/protocol/auth';
 import { Rng } from '@atlasvae/shared/rng';
 import { openDataset } from '@atlasvae/coordinator/data/dataset';
 import { tempDir } from '../helpers/paths.js';
-import { run, runOk, listeningPort, simulatedDataset, readAudit, waitForStep, kill9, file, killChildren, type Proc } from './dist-harness.js';
+import {
+  run,
+  runOk,
+  listeningPort,
+  simulatedDataset,
+  readAudit,
+  waitForStep,
+  kill9,
+  file,
+  killChildren,
+  type Proc,
+} from './dist-harness.js';
 
 const TOKEN = 'test-token-1234';
 const env = { ATLASVAE_TOKEN: TOKEN };
@@ -23,14 +34,47 @@ let train: Uint32Array;
 let reference: Checkpoint;
 
 // 2,700 training cells, global batch 256 in 4 microbatches: 11 steps per epoch, 33 in all
-const TRAIN_ARGS = ['--epochs', '3', '--global-batch', '256', '--microbatch', '64', '--n-hidden', '64', '--seed', '5', '--checkpoint-every', '4', '--log-level', 'info'];
+const TRAIN_ARGS = [
+  '--epochs',
+  '3',
+  '--global-batch',
+  '256',
+  '--microbatch',
+  '64',
+  '--n-hidden',
+  '64',
+  '--seed',
+  '5',
+  '--checkpoint-every',
+  '4',
+  '--log-level',
+  'info',
+];
 
 function workerProc(port: number, name: string): Proc {
-  return run(['worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', 'wasm', '--name', name, '--give-up-after', '60', '--log-level', 'info'], env);
+  return run(
+    [
+      'worker',
+      '--connect',
+      `ws://127.0.0.1:${port}`,
+      '--backend',
+      'wasm',
+      '--name',
+      name,
+      '--give-up-after',
+      '60',
+      '--log-level',
+      'info',
+    ],
+    env,
+  );
 }
 
 function coordinatorProc(port: number, extra: string[]): Proc {
-  return run(['coordinator', '--data', data, '--host', '127.0.0.1', '--port', String(port), ...TRAIN_ARGS, ...extra], env);
+  return run(
+    ['coordinator', '--data', data, '--host', '127.0.0.1', '--port', String(port), ...TRAIN_ARGS, ...extra],
+    env,
+  );
 }
 
 function assertSameTraining(c: Checkpoint, what: string): void {
@@ -47,7 +91,21 @@ before(async () => {
   train = ds.train;
   await ds.close();
   const ckpt = file(dir, 'reference.ckpt');
-  await runOk(['train', '--data', data, '--local-workers', '2', '--backend', 'wasm', '--checkpoint', ckpt, ...TRAIN_ARGS], env);
+  await runOk(
+    [
+      'train',
+      '--data',
+      data,
+      '--local-workers',
+      '2',
+      '--backend',
+      'wasm',
+      '--checkpoint',
+      ckpt,
+      ...TRAIN_ARGS,
+    ],
+    env,
+  );
   reference = loadCheckpoint(ckpt);
   assert.equal(reference.position.globalStep, 33);
 });
@@ -77,10 +135,12 @@ test('a worker killed with SIGKILL mid-epoch: training finishes, each cell used 
   const lines = readAudit(audit);
   for (let epoch = 0; epoch < 3; epoch++) {
     const count = new Map<number, number>();
-    for (const a of lines.filter((l) => l.epoch === epoch)) for (const c of a.cells) count.set(c, (count.get(c) ?? 0) + 1);
+    for (const a of lines.filter((l) => l.epoch === epoch))
+      for (const c of a.cells) count.set(c, (count.get(c) ?? 0) + 1);
     const expected = 11 * 256 > train.length ? train.length : 11 * 256;
     assert.equal(count.size, expected, `epoch ${epoch}: distinct cells`);
-    for (const c of train) assert.equal(count.get(c), 1, `epoch ${epoch}: cell ${c} used ${count.get(c) ?? 0} times`);
+    for (const c of train)
+      assert.equal(count.get(c), 1, `epoch ${epoch}: cell ${c} used ${count.get(c) ?? 0} times`);
   }
   const redone = (out.match(/microbatch handed out again/g) ?? []).length;
   console.log(`  microbatches redone after the kill: ${redone}`);
@@ -98,12 +158,24 @@ test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume:
   await waitForStep(audit, 14, first, [w1, w2]); // epoch 1, after the checkpoint of step 12
   const firstPid = first.child.pid!;
   const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
-  const filesOf = (pid: number): string[] => fs.readdirSync(shm).filter((n) => n.startsWith(`atlasvae-params-${pid}-`));
-  assert.equal(filesOf(firstPid).length, 1, 'the coordinator serves its local workers parameters through shared memory');
+  const filesOf = (pid: number): string[] =>
+    fs.readdirSync(shm).filter((n) => n.startsWith(`atlasvae-params-${pid}-`));
+  assert.equal(
+    filesOf(firstPid).length,
+    1,
+    'the coordinator serves its local workers parameters through shared memory',
+  );
   await kill9(first);
   const saved = loadCheckpoint(ckpt);
-  assert.ok(saved.position.globalStep >= 12 && saved.position.globalStep < 33, `checkpoint at step ${saved.position.globalStep}`);
-  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('kill-coordinator.ckpt') && f.endsWith('.tmp')), [], 'no temporary files left');
+  assert.ok(
+    saved.position.globalStep >= 12 && saved.position.globalStep < 33,
+    `checkpoint at step ${saved.position.globalStep}`,
+  );
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((f) => f.includes('kill-coordinator.ckpt') && f.endsWith('.tmp')),
+    [],
+    'no temporary files left',
+  );
 
   const second = coordinatorProc(port, [...args, '--resume']);
   const { code } = await second.exited;
@@ -114,7 +186,11 @@ test('the coordinator killed with SIGKILL mid-epoch and restarted with --resume:
   assert.equal((await w1.exited).code, 0, w1.output());
   assert.equal((await w2.exited).code, 0, w2.output());
   assertSameTraining(loadCheckpoint(ckpt), 'after the coordinator was killed and resumed');
-  assert.deepEqual(filesOf(firstPid), [], "the killed coordinator's shared-memory folder was removed by the next one");
+  assert.deepEqual(
+    filesOf(firstPid),
+    [],
+    "the killed coordinator's shared-memory folder was removed by the next one",
+  );
   assert.deepEqual(filesOf(second.child.pid!), [], 'and that one removed its own when it finished');
 });
 
@@ -125,7 +201,16 @@ for (const sharedMemory of ['auto', 'never'] as const) {
   test(`a worker joining mid-epoch (shared memory ${sharedMemory}) computes later steps; same parameters`, async () => {
     const audit = file(dir, `join-${sharedMemory}.audit`);
     const ckpt = file(dir, `join-${sharedMemory}.ckpt`);
-    const coord = coordinatorProc(0, ['--checkpoint', ckpt, '--audit', audit, '--min-workers', '1', '--shared-memory', sharedMemory]);
+    const coord = coordinatorProc(0, [
+      '--checkpoint',
+      ckpt,
+      '--audit',
+      audit,
+      '--min-workers',
+      '1',
+      '--shared-memory',
+      sharedMemory,
+    ]);
     const port = await listeningPort(coord);
     const first = workerProc(port, 'first');
     await waitForStep(audit, 6, coord, [first]);
@@ -137,17 +222,28 @@ for (const sharedMemory of ['auto', 'never'] as const) {
     const joined = /worker (\d+) joined \(late:\d+/.exec(coord.output());
     assert.ok(joined, coord.output());
     const lateId = Number(joined[1]);
-    const lateSteps = readAudit(audit).filter((a) => a.worker === lateId).map((a) => a.step);
+    const lateSteps = readAudit(audit)
+      .filter((a) => a.worker === lateId)
+      .map((a) => a.step);
     assert.ok(lateSteps.length > 0, 'the late worker computed microbatches');
     // it joined once a result of step 6 was in: it can have taken the rest of step 6, nothing earlier
-    assert.ok(Math.min(...lateSteps) >= 6, `the late worker computed step ${Math.min(...lateSteps)}, before it joined`);
+    assert.ok(
+      Math.min(...lateSteps) >= 6,
+      `the late worker computed step ${Math.min(...lateSteps)}, before it joined`,
+    );
     if (sharedMemory === 'auto') assert.match(late.output(), /parameters through shared memory/);
-    assertSameTraining(loadCheckpoint(ckpt), `after a worker joined mid-epoch (shared memory ${sharedMemory})`);
+    assertSameTraining(
+      loadCheckpoint(ckpt),
+      `after a worker joined mid-epoch (shared memory ${sharedMemory})`,
+    );
   });
 }
 
 /** Open a raw connection; resolves with how it ended: HTTP status, or close code. */
-function attack(port: number, o: { token?: string | null; protocol?: string; send?: (ws: WebSocket) => void }): Promise<string> {
+function attack(
+  port: number,
+  o: { token?: string | null; protocol?: string; send?: (ws: WebSocket) => void },
+): Promise<string> {
   return new Promise((resolve) => {
     const headers: Record<string, string> = {};
     if (o.token !== null) headers.authorization = bearer(o.token ?? TOKEN);
@@ -163,7 +259,8 @@ function attack(port: number, o: { token?: string | null; protocol?: string; sen
   });
 }
 
-const hello = (protocol = 1): Buffer => encodeFrame({ type: 'hello', protocol, backend: 'evil', name: 'attacker', pid: 1 });
+const hello = (protocol = 1): Buffer =>
+  encodeFrame({ type: 'hello', protocol, backend: 'evil', name: 'attacker', pid: 1 });
 
 test('random bytes and malformed messages at a live coordinator change nothing', async () => {
   const ckpt = file(dir, 'garbage.ckpt');
@@ -186,19 +283,80 @@ test('random bytes and malformed messages at a live coordinator change nothing',
     wrongProtocolHeader: attack(port, { protocol: '99' }),
     wrongProtocolHello: attack(port, { send: (ws) => ws.send(hello(2)) }),
     textFrame: attack(port, { send: (ws) => ws.send('hello') }),
-    resultBeforeHello: attack(port, { send: (ws) => ws.send(encodeFrame({ type: 'result', version: 0, step: 0, microbatch: 0, nCells: 1, reconstructionSum: 0, klSum: 0, lossSum: 0, computeMs: 0, gradLength: 1, bnLength: 1 }, new Float32Array(2))) }),
-    oversize: attack(port, { send: (ws) => { ws.send(hello()); ws.send(Buffer.alloc(64 << 20)); } }),
-    badSizes: attack(port, { send: (ws) => { ws.send(hello()); ws.send(encodeFrame({ type: 'result', version: 1, step: 1, microbatch: 0, nCells: 64, reconstructionSum: 0, klSum: 0, lossSum: 0, computeMs: 0, gradLength: 10, bnLength: 2 }, new Float32Array(12))); } }),
-    notMsgpack: attack(port, { send: (ws) => { ws.send(hello()); ws.send(Buffer.from([8, 0, 0, 0, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])); } }),
+    resultBeforeHello: attack(port, {
+      send: (ws) =>
+        ws.send(
+          encodeFrame(
+            {
+              type: 'result',
+              version: 0,
+              step: 0,
+              microbatch: 0,
+              nCells: 1,
+              reconstructionSum: 0,
+              klSum: 0,
+              lossSum: 0,
+              computeMs: 0,
+              gradLength: 1,
+              bnLength: 1,
+            },
+            new Float32Array(2),
+          ),
+        ),
+    }),
+    oversize: attack(port, {
+      send: (ws) => {
+        ws.send(hello());
+        ws.send(Buffer.alloc(64 << 20));
+      },
+    }),
+    badSizes: attack(port, {
+      send: (ws) => {
+        ws.send(hello());
+        ws.send(
+          encodeFrame(
+            {
+              type: 'result',
+              version: 1,
+              step: 1,
+              microbatch: 0,
+              nCells: 64,
+              reconstructionSum: 0,
+              klSum: 0,
+              lossSum: 0,
+              computeMs: 0,
+              gradLength: 10,
+              bnLength: 2,
+            },
+            new Float32Array(12),
+          ),
+        );
+      },
+    }),
+    notMsgpack: attack(port, {
+      send: (ws) => {
+        ws.send(hello());
+        ws.send(Buffer.from([8, 0, 0, 0, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1]));
+      },
+    }),
   };
   for (let i = 0; i < 12; i++) {
     const bytes = random(1 + rng.int(5000));
-    attacks[`random${i}`] = attack(port, { send: (ws) => { if (i % 2) ws.send(hello()); ws.send(bytes); } });
+    attacks[`random${i}`] = attack(port, {
+      send: (ws) => {
+        if (i % 2) ws.send(hello());
+        ws.send(bytes);
+      },
+    });
   }
   const outcomes: Record<string, string> = {};
   for (const [k, p] of Object.entries(attacks)) outcomes[k] = await p;
   assert.equal(coord.child.exitCode, null, 'the attacks ended while training was still running');
-  assert.doesNotMatch(coord.output(), /training finished/, 'the attacks ended while training was still running');
+  assert.doesNotMatch(
+    coord.output(),
+    /training finished/,
+    'the attacks ended while training was still running',
+  );
 
   const { code } = await coord.exited;
   assert.equal(code, 0, coord.output());
@@ -212,7 +370,14 @@ test('random bytes and malformed messages at a live coordinator change nothing',
   for (const k of ['resultBeforeHello', 'badSizes', 'notMsgpack']) assert.equal(outcomes[k], 'close 1002', k);
   for (let i = 0; i < 12; i++) assert.match(outcomes[`random${i}`]!, /^close 10(02|09)$/, `random${i}`);
   const out = coord.output();
-  for (const reason of ['bad-token', 'bad-protocol-version', 'text-frame', 'invalid-message', 'malformed-frame', 'oversize']) {
+  for (const reason of [
+    'bad-token',
+    'bad-protocol-version',
+    'text-frame',
+    'invalid-message',
+    'malformed-frame',
+    'oversize',
+  ]) {
     assert.match(out, new RegExp(`rejected connection .*${reason}`), reason);
   }
   // the honest worker was never disturbed: it left only when training was done

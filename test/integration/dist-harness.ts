@@ -20,7 +20,12 @@ export interface Proc {
 }
 
 export function run(args: string[], env: Record<string, string> = {}): Proc {
-  const child = track(spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const child = track(
+    spawn(process.execPath, [cliPath, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
   let out = '';
   const listeners: (() => void)[] = [];
   const onData = (d: Buffer): void => {
@@ -29,12 +34,16 @@ export function run(args: string[], env: Record<string, string> = {}): Proc {
   };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => {
-    for (const l of [...listeners]) l();
-    resolve({ code, signal });
-  }));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => {
+      for (const l of [...listeners]) l();
+      resolve({ code, signal });
+    }),
+  );
   let done = false;
-  void exited.then(() => { done = true; });
+  void exited.then(() => {
+    done = true;
+  });
   return {
     child,
     output: () => out,
@@ -51,7 +60,10 @@ export function run(args: string[], env: Record<string, string> = {}): Proc {
             reject(new Error(`process exited before ${re}:\n${out.slice(-3000)}`));
           }
         };
-        const timer = setTimeout(() => { cleanup(); reject(new Error(`timed out waiting for ${re}:\n${out.slice(-3000)}`)); }, timeoutMs);
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out waiting for ${re}:\n${out.slice(-3000)}`));
+        }, timeoutMs);
         const cleanup = (): void => {
           clearTimeout(timer);
           const i = listeners.indexOf(check);
@@ -68,10 +80,10 @@ export function run(args: string[], env: Record<string, string> = {}): Proc {
 export async function runOk(args: string[], env: Record<string, string> = {}): Promise<string> {
   const p = run(args, env);
   const { code, signal } = await p.exited;
-  if (code !== 0) throw new Error(`atlasvae ${args.join(' ')} exited with ${signal ?? code}:\n${p.output().slice(-4000)}`);
+  if (code !== 0)
+    throw new Error(`atlasvae ${args.join(' ')} exited with ${signal ?? code}:\n${p.output().slice(-4000)}`);
   return p.output();
 }
-
 
 export async function simulatedDataset(dir: string, cells: number, genes: number, seed = 1): Promise<string> {
   await simulateToDataset({ ...defaultSimulationOptions, cells, genes, out: dir, shardCells: 1024, seed });
@@ -95,23 +107,40 @@ export interface AuditLine {
 
 export function readAudit(file: string): AuditLine[] {
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => {
-    try {
-      return [JSON.parse(l) as AuditLine];
-    } catch {
-      return []; // a line cut by kill -9
-    }
-  });
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as AuditLine];
+      } catch {
+        return []; // a line cut by kill -9
+      }
+    });
 }
 
 /** Wait until the audit log shows a result of global step >= `step`; errors carry every process's log. */
-export async function waitForStep(file: string, step: number, proc: Proc, workers: Proc[] = [], timeoutMs = 60_000): Promise<void> {
+export async function waitForStep(
+  file: string,
+  step: number,
+  proc: Proc,
+  workers: Proc[] = [],
+  timeoutMs = 60_000,
+): Promise<void> {
   const t0 = Date.now();
-  const logs = (): string => [proc, ...workers].map((p, i) => `--- ${i === 0 ? 'coordinator' : `worker ${i}`} (pid ${p.child.pid}, exit ${p.child.exitCode ?? p.child.signalCode ?? 'none'}) ---\n${p.output().slice(-3000)}`).join('\n');
+  const logs = (): string =>
+    [proc, ...workers]
+      .map(
+        (p, i) =>
+          `--- ${i === 0 ? 'coordinator' : `worker ${i}`} (pid ${p.child.pid}, exit ${p.child.exitCode ?? p.child.signalCode ?? 'none'}) ---\n${p.output().slice(-3000)}`,
+      )
+      .join('\n');
   for (;;) {
     if (readAudit(file).some((a) => a.step >= step)) return;
     if (proc.child.exitCode !== null) throw new Error(`coordinator exited before step ${step}:\n${logs()}`);
-    if (workers.length && workers.every((w) => w.child.exitCode !== null || w.child.signalCode !== null)) throw new Error(`every worker exited before step ${step}:\n${logs()}`);
+    if (workers.length && workers.every((w) => w.child.exitCode !== null || w.child.signalCode !== null))
+      throw new Error(`every worker exited before step ${step}:\n${logs()}`);
     if (Date.now() - t0 > timeoutMs) throw new Error(`no step ${step} within ${timeoutMs} ms:\n${logs()}`);
     await new Promise((r) => setTimeout(r, 15));
   }

@@ -39,13 +39,45 @@ export async function prepareKangWithReference(prefix: string, steps: number): P
   const dir = tempDir(prefix);
   const data = path.join(dir, 'kang');
   const src = sharedPath(KANG)!;
-  await runOk(['prepare', src, '--obs', path.join(src, 'labels.tsv'), '--batch-key', 'batch', '--label-key', 'cell_type', '--out', data, '--log-level', 'warn']);
+  await runOk([
+    'prepare',
+    src,
+    '--obs',
+    path.join(src, 'labels.tsv'),
+    '--batch-key',
+    'batch',
+    '--label-key',
+    'cell_type',
+    '--out',
+    data,
+    '--log-level',
+    'warn',
+  ]);
   const ds = await openDataset(data);
   await initBackend('wasm', () => undefined);
   const modelConfig = defaultModelConfig(ds.manifest.nGenes, ds.manifest.batchCategories.length);
-  const trainConfig = defaultTrainConfig(ds.manifest.nCells, { globalBatch: 512, microbatch: 128, seed: 7, nEpochsKlWarmup: 2 });
-  const r = await train({ source: ds.source, modelConfig, trainConfig, trainCells: ds.train, validationCells: ds.validation, maxSteps: steps });
-  const ref = { params: r.state.params, buffers: r.state.buffers, m: r.state.adam.m, v: r.state.adam.v, globalStep: r.state.globalStep, validationElbo: r.history[0]!.validationElbo };
+  const trainConfig = defaultTrainConfig(ds.manifest.nCells, {
+    globalBatch: 512,
+    microbatch: 128,
+    seed: 7,
+    nEpochsKlWarmup: 2,
+  });
+  const r = await train({
+    source: ds.source,
+    modelConfig,
+    trainConfig,
+    trainCells: ds.train,
+    validationCells: ds.validation,
+    maxSteps: steps,
+  });
+  const ref = {
+    params: r.state.params,
+    buffers: r.state.buffers,
+    m: r.state.adam.m,
+    v: r.state.adam.v,
+    globalStep: r.state.globalStep,
+    validationElbo: r.history[0]!.validationElbo,
+  };
   r.model.dispose();
   const trainCells = ds.train;
   await ds.close();

@@ -24,7 +24,13 @@ import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 const skip = skipUnlessShared('data', 'kang_example_sce_1556', 'matrix.mtx.gz');
 
 /** k-NN majority vote (ties: the label of the nearest tied neighbour) of query points against fitted points. */
-function knnPredict(fit: Float32Array, fitLabels: Int32Array, query: Float32Array, dim: number, k: number): Int32Array {
+function knnPredict(
+  fit: Float32Array,
+  fitLabels: Int32Array,
+  query: Float32Array,
+  dim: number,
+  k: number,
+): Int32Array {
   const nFit = fitLabels.length;
   const nQuery = query.length / dim;
   const out = new Int32Array(nQuery);
@@ -54,39 +60,54 @@ function knnPredict(fit: Float32Array, fitLabels: Int32Array, query: Float32Arra
   return out;
 }
 
-test('kang PBMC: 100 epochs reach validation ELBO < 1,075 per cell and 15-NN cell-type accuracy ≥ 0.90', { skip, timeout: 600_000 }, async () => {
-  await initBackend('wasm', () => undefined);
-  const dir = sharedPath('data', 'kang_example_sce_1556')!;
-  const { batch: all, barcodes } = await readMtxInMemory(dir);
-  const obs = await readObsTsv(path.join(dir, 'labels.tsv'));
-  const batches = categorize(obsColumnFor(obs, 'batch', barcodes));
-  const types = categorize(obsColumnFor(obs, 'cell_type', barcodes));
-  all.batch.set(batches.codes);
-  all.label.set(types.codes);
-  assert.equal(all.nCells, 1556);
-  assert.equal(batches.categories.length, 4);
+test(
+  'kang PBMC: 100 epochs reach validation ELBO < 1,075 per cell and 15-NN cell-type accuracy ≥ 0.90',
+  { skip, timeout: 600_000 },
+  async () => {
+    await initBackend('wasm', () => undefined);
+    const dir = sharedPath('data', 'kang_example_sce_1556')!;
+    const { batch: all, barcodes } = await readMtxInMemory(dir);
+    const obs = await readObsTsv(path.join(dir, 'labels.tsv'));
+    const batches = categorize(obsColumnFor(obs, 'batch', barcodes));
+    const types = categorize(obsColumnFor(obs, 'cell_type', barcodes));
+    all.batch.set(batches.codes);
+    all.label.set(types.codes);
+    assert.equal(all.nCells, 1556);
+    assert.equal(batches.categories.length, 4);
 
-  const source = new InMemoryCellSource(all, batches.categories.length);
-  const modelConfig = defaultModelConfig(all.nGenes, batches.categories.length);
-  const trainConfig = defaultTrainConfig(all.nCells, { epochs: 100, nEpochsKlWarmup: 20, seed: 5 });
-  const split = trainValidationSplit(all.nCells, trainConfig.seed, trainConfig.trainFraction);
-  const t0 = performance.now();
-  const { history, model } = await train({ source, modelConfig, trainConfig, trainCells: split.train, validationCells: split.validation });
-  const seconds = (performance.now() - t0) / 1000;
-  const last = history[history.length - 1]!;
-  assert.equal(history.length, 100);
-  assert.ok(history[0]!.validationElbo > last.validationElbo, 'validation ELBO improves');
+    const source = new InMemoryCellSource(all, batches.categories.length);
+    const modelConfig = defaultModelConfig(all.nGenes, batches.categories.length);
+    const trainConfig = defaultTrainConfig(all.nCells, { epochs: 100, nEpochsKlWarmup: 20, seed: 5 });
+    const split = trainValidationSplit(all.nCells, trainConfig.seed, trainConfig.trainFraction);
+    const t0 = performance.now();
+    const { history, model } = await train({
+      source,
+      modelConfig,
+      trainConfig,
+      trainCells: split.train,
+      validationCells: split.validation,
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    const last = history[history.length - 1]!;
+    assert.equal(history.length, 100);
+    assert.ok(history[0]!.validationElbo > last.validationElbo, 'validation ELBO improves');
 
-  const fit = await latentMeans(model, source, split.train);
-  const query = await latentMeans(model, source, split.validation);
-  const fitLabels = Int32Array.from(split.train, (c) => all.label[c]!);
-  const predicted = knnPredict(fit, fitLabels, query, modelConfig.nLatent, 15);
-  let correct = 0;
-  split.validation.forEach((c, i) => {
-    if (predicted[i] === all.label[c]) correct++;
-  });
-  const accuracy = correct / split.validation.length;
-  console.log(`kang: ${seconds.toFixed(1)} s, epoch 1 validation ELBO ${history[0]!.validationElbo.toFixed(1)}, final train ELBO ${last.trainElbo.toFixed(1)}, validation ELBO ${last.validationElbo.toFixed(1)}, 15-NN accuracy ${accuracy.toFixed(3)}`);
-  assert.ok(last.validationElbo < 1075, `validation ELBO per cell ${last.validationElbo.toFixed(2)} ≥ 1,075`);
-  assert.ok(accuracy >= 0.9, `15-NN accuracy ${accuracy.toFixed(3)} < 0.90`);
-});
+    const fit = await latentMeans(model, source, split.train);
+    const query = await latentMeans(model, source, split.validation);
+    const fitLabels = Int32Array.from(split.train, (c) => all.label[c]!);
+    const predicted = knnPredict(fit, fitLabels, query, modelConfig.nLatent, 15);
+    let correct = 0;
+    split.validation.forEach((c, i) => {
+      if (predicted[i] === all.label[c]) correct++;
+    });
+    const accuracy = correct / split.validation.length;
+    console.log(
+      `kang: ${seconds.toFixed(1)} s, epoch 1 validation ELBO ${history[0]!.validationElbo.toFixed(1)}, final train ELBO ${last.trainElbo.toFixed(1)}, validation ELBO ${last.validationElbo.toFixed(1)}, 15-NN accuracy ${accuracy.toFixed(3)}`,
+    );
+    assert.ok(
+      last.validationElbo < 1075,
+      `validation ELBO per cell ${last.validationElbo.toFixed(2)} ≥ 1,075`,
+    );
+    assert.ok(accuracy >= 0.9, `15-NN accuracy ${accuracy.toFixed(3)} < 0.90`);
+  },
+);

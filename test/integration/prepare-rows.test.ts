@@ -16,9 +16,15 @@ function csr(rows: [number, number][][], nGenes: number): CellBatch {
   rows.forEach((r, i) => (indptr[i + 1] = indptr[i]! + r.length));
   const n = rows.length;
   return {
-    nCells: n, nGenes, indptr,
-    indices: Int32Array.from(rows.flat().map((e) => e[0])), counts: Float32Array.from(rows.flat().map((e) => e[1])),
-    library: new Float32Array(n), batch: new Int32Array(n), label: new Int32Array(n), cellIndex: new Uint32Array(n),
+    nCells: n,
+    nGenes,
+    indptr,
+    indices: Int32Array.from(rows.flat().map((e) => e[0])),
+    counts: Float32Array.from(rows.flat().map((e) => e[1])),
+    library: new Float32Array(n),
+    batch: new Int32Array(n),
+    label: new Int32Array(n),
+    cellIndex: new Uint32Array(n),
   };
 }
 
@@ -26,13 +32,32 @@ test('prepare: CSR rows clean, unsorted, with duplicates or explicit zeros, and 
   const tmp = tempDir();
   const genes = ['a', 'b', 'c', 'd', 'e'];
   const rows: [number, number][][] = [
-    [[0, 1], [2, 3], [4, 2]], // clean
-    [[3, 2], [1, 5]], // unsorted
-    [[1, 0], [2, 4]], // explicit zero
+    [
+      [0, 1],
+      [2, 3],
+      [4, 2],
+    ], // clean
+    [
+      [3, 2],
+      [1, 5],
+    ], // unsorted
+    [
+      [1, 0],
+      [2, 4],
+    ], // explicit zero
     [], // empty: dropped
-    [[4, 1], [4, 2], [0, 7]], // duplicate gene, unsorted
+    [
+      [4, 1],
+      [4, 2],
+      [0, 7],
+    ], // duplicate gene, unsorted
     [[2, 0]], // only a zero: dropped
-    [[1, 1], [2, 1], [3, 1], [4, 1]], // clean
+    [
+      [1, 1],
+      [2, 1],
+      [3, 1],
+      [4, 1],
+    ], // clean
   ];
   const expected = [
     { genes: [0, 2, 4], counts: [1, 3, 2], row: 0 },
@@ -43,9 +68,23 @@ test('prepare: CSR rows clean, unsorted, with duplicates or explicit zeros, and 
   ];
   const barcodes = rows.map((_, i) => `c${i}`);
   const input = path.join(tmp, 'rows.h5ad');
-  await writeH5ad(input, csr(rows, genes.length), genes, barcodes, { batch: rows.map((_, i) => `b${i % 2}`) }, { layout: 'csr' });
+  await writeH5ad(
+    input,
+    csr(rows, genes.length),
+    genes,
+    barcodes,
+    { batch: rows.map((_, i) => `b${i % 2}`) },
+    { layout: 'csr' },
+  );
   const out = path.join(tmp, 'ds');
-  const { manifest } = await prepareDataset({ input, out, batchKey: 'batch', shardCells: 65536, seed: 0, allowNonInteger: false });
+  const { manifest } = await prepareDataset({
+    input,
+    out,
+    batchKey: 'batch',
+    shardCells: 65536,
+    seed: 0,
+    allowNonInteger: false,
+  });
   assert.equal(manifest.nCells, expected.length);
   assert.equal(manifest.droppedZeroCountCells, 2);
   const ds = await openDataset(out);
@@ -54,7 +93,10 @@ test('prepare: CSR rows clean, unsorted, with duplicates or explicit zeros, and 
   expected.forEach((e, i) => {
     assert.deepEqual([...b.indices.subarray(b.indptr[i]!, b.indptr[i + 1]!)], e.genes, `cell ${i}`);
     assert.deepEqual([...b.counts.subarray(b.indptr[i]!, b.indptr[i + 1]!)], e.counts, `cell ${i}`);
-    assert.equal(b.library[i], e.counts.reduce((x, y) => x + y, 0));
+    assert.equal(
+      b.library[i],
+      e.counts.reduce((x, y) => x + y, 0),
+    );
     assert.equal(b.batch[i], e.row % 2);
     assert.equal(src.sourceRow[i], e.row);
     assert.equal(src.barcodes[i], `c${e.row}`);
@@ -62,9 +104,31 @@ test('prepare: CSR rows clean, unsorted, with duplicates or explicit zeros, and 
   await ds.close();
 
   // a gene index outside the genes, in a clean (ascending) row and in an unsorted one
-  for (const bad of [[[0, 1], [5, 1]], [[6, 1], [2, 1]], [[-1, 1], [3, 1]]] as [number, number][][]) {
+  for (const bad of [
+    [
+      [0, 1],
+      [5, 1],
+    ],
+    [
+      [6, 1],
+      [2, 1],
+    ],
+    [
+      [-1, 1],
+      [3, 1],
+    ],
+  ] as [number, number][][]) {
     const file = path.join(tmp, 'bad.h5ad');
     await writeH5ad(file, csr([[[0, 1]], bad], genes.length), genes, ['x', 'y'], {}, { layout: 'csr' });
-    await assert.rejects(prepareDataset({ input: file, out: path.join(tmp, 'bad'), shardCells: 65536, seed: 0, allowNonInteger: false }), /bad\.h5ad.*gene index -?\d outside 0\.\.4 in cell 1/);
+    await assert.rejects(
+      prepareDataset({
+        input: file,
+        out: path.join(tmp, 'bad'),
+        shardCells: 65536,
+        seed: 0,
+        allowNonInteger: false,
+      }),
+      /bad\.h5ad.*gene index -?\d outside 0\.\.4 in cell 1/,
+    );
   }
 });

@@ -8,9 +8,23 @@ import path from 'node:path';
 import { cliPath, tempDir } from '../helpers/paths.js';
 
 function simulate(dir: string, extra: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, 'simulate', '--cells', '20000', '--genes', '50', '--out', path.join(dir, `atlas-${extra.length}`), ...extra], {
-    encoding: 'utf8',
-  });
+  const r = spawnSync(
+    process.execPath,
+    [
+      cliPath,
+      'simulate',
+      '--cells',
+      '20000',
+      '--genes',
+      '50',
+      '--out',
+      path.join(dir, `atlas-${extra.length}`),
+      ...extra,
+    ],
+    {
+      encoding: 'utf8',
+    },
+  );
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -24,13 +38,19 @@ test('simulate piped: progress as log lines, then as JSON records', (t) => {
   for (const l of lines) assert.match(l, /^\d\d:\d\d:\d\d (INFO |WARN ) /, `a log line: ${l}`);
   // eslint-disable-next-line no-control-regex -- the ANSI escape is what this asserts is absent
   assert.doesNotMatch(text.stderr, /\r|\x1b\[/, 'no bar redraws when stderr is not a TTY');
-  assert.match(lines.at(-1)!, /^\d\d:\d\d:\d\d INFO {2}simulate done: simulate 100\.0% 20,000\/20,000 cells [\d,.]+ cells\/s ETA 0s$/);
+  assert.match(
+    lines.at(-1)!,
+    /^\d\d:\d\d:\d\d INFO {2}simulate done: simulate 100\.0% 20,000\/20,000 cells [\d,.]+ cells\/s ETA 0s$/,
+  );
   assert.match(text.stdout, /20000 cells × 50 genes/, 'the result on stdout');
   assert.doesNotMatch(text.stdout, /cells\/s/, 'no progress on stdout');
 
   const json = simulate(dir, ['--log-format', 'json']);
   assert.equal(json.status, 0, json.stderr);
-  const records = json.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const records = json.stderr
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   const done = records.at(-1)!;
   assert.equal(done.msg, 'progress done');
   assert.equal(done.task, 'simulate');

@@ -14,10 +14,14 @@ import { cliPath } from '../helpers/paths.js';
 import { track } from '../helpers/children.js';
 
 /** Run the CLI; resolves with stdout, rejects with stderr on a non-zero exit. */
-export function runCli(args: string[], cwd?: string): Promise<{ stdout: string; stderr: string; code: number }> {
+export function runCli(
+  args: string[],
+  cwd?: string,
+): Promise<{ stdout: string; stderr: string; code: number }> {
   return new Promise((resolve) => {
     const p = track(spawn(process.execPath, [cliPath, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
-    let stdout = '', stderr = '';
+    let stdout = '',
+      stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
     p.stderr.on('data', (d) => (stderr += d));
     p.on('close', (code) => resolve({ stdout, stderr, code: code ?? -1 }));
@@ -39,7 +43,11 @@ export interface TrainedModel {
 }
 
 /** Train on a prepared dataset's own train/validation split and save a checkpoint beside it. */
-export async function trainAndSave(dataDir: string, out: string, over: Partial<TrainConfig>): Promise<TrainedModel> {
+export async function trainAndSave(
+  dataDir: string,
+  out: string,
+  over: Partial<TrainConfig>,
+): Promise<TrainedModel> {
   await initBackend('wasm', () => undefined);
   const dataset = await openDataset(dataDir);
   const m = dataset.manifest;
@@ -73,14 +81,22 @@ export async function trainAndSave(dataDir: string, out: string, over: Partial<T
 }
 
 /** Pixel counts per RGB colour of a PNG file, and its size. */
-export function pngColours(file: string): { width: number; height: number; count: (rgb: readonly number[]) => number } {
+export function pngColours(file: string): {
+  width: number;
+  height: number;
+  count: (rgb: readonly number[]) => number;
+} {
   const png = PNG.sync.read(fs.readFileSync(file));
   const counts = new Map<number, number>();
   for (let p = 0; p < png.width * png.height; p++) {
     const key = (png.data[p * 4]! << 16) | (png.data[p * 4 + 1]! << 8) | png.data[p * 4 + 2]!;
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
-  return { width: png.width, height: png.height, count: (c) => counts.get((c[0]! << 16) | (c[1]! << 8) | c[2]!) ?? 0 };
+  return {
+    width: png.width,
+    height: png.height,
+    count: (c) => counts.get((c[0]! << 16) | (c[1]! << 8) | c[2]!) ?? 0,
+  };
 }
 
 export function readJson<T>(file: string): T {

@@ -14,7 +14,11 @@ test('auto chooses wasm here, logs it once, and is idempotent', async () => {
   assert.equal(activeBackend(), 'wasm');
   assert.equal(await initBackend('auto', (m) => lines.push(m)), 'wasm');
   assert.equal(await initBackend('wasm', (m) => lines.push(m)), 'wasm');
-  assert.equal(lines.filter((l) => /compute backend wasm/.test(l)).length, 1, 'logged once: later calls find it running');
+  assert.equal(
+    lines.filter((l) => /compute backend wasm/.test(l)).length,
+    1,
+    'logged once: later calls find it running',
+  );
   // the backend really computes
   const c = tf.matMul(tf.tensor2d([1, 2, 3, 4], [2, 2]), tf.tensor2d([5, 6, 7, 8], [2, 2]));
   assert.deepEqual(Array.from(c.dataSync()), [19, 22, 43, 50]);
@@ -22,7 +26,12 @@ test('auto chooses wasm here, logs it once, and is idempotent', async () => {
 });
 
 test('an explicit tensorflow choice without tfjs-node fails with a clear message; cpu works', async () => {
-  await assert.rejects(initBackend('tensorflow', () => undefined), (e: unknown) => e instanceof CliError && /tfjs-node-gpu nor @tensorflow\/tfjs-node is installed/.test((e as Error).message));
+  await assert.rejects(
+    initBackend('tensorflow', () => undefined),
+    (e: unknown) =>
+      e instanceof CliError &&
+      /tfjs-node-gpu nor @tensorflow\/tfjs-node is installed/.test((e as Error).message),
+  );
   assert.equal(await initBackend('cpu', () => undefined), 'cpu');
   assert.equal(tf.getBackend(), 'cpu');
   assert.equal(await initBackend('wasm', () => undefined), 'wasm');

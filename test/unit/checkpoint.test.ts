@@ -10,13 +10,21 @@ function sample(): Checkpoint {
   const n = 1001;
   const params = new Float32Array(n).map((_, i) => Math.sin(i) * 1e-3);
   return {
-    format: 'atlasvae-checkpoint', version: 1,
-    modelConfig: defaultModelConfig(50, 2), trainConfig: defaultTrainConfig(1000, { seed: 9 }),
-    params, buffers: new Float32Array([1, 2, 3, 4]),
+    format: 'atlasvae-checkpoint',
+    version: 1,
+    modelConfig: defaultModelConfig(50, 2),
+    trainConfig: defaultTrainConfig(1000, { seed: 9 }),
+    params,
+    buffers: new Float32Array([1, 2, 3, 4]),
     adam: { m: params.map((x) => x * 2), v: params.map((x) => x * x), t: 17 },
-    position: { epoch: 2, stepInEpoch: 5, globalStep: 17 }, rng: [1, 2, 3, 4, NaN],
-    genes: ['A', 'B'], batchCategories: ['b0', 'b1'], labelCategories: ['t'], manifestHash: 'abc',
-    history: [{ epoch: 0, elbo: 1.5 }], createdAt: new Date(0).toISOString(),
+    position: { epoch: 2, stepInEpoch: 5, globalStep: 17 },
+    rng: [1, 2, 3, 4, NaN],
+    genes: ['A', 'B'],
+    batchCategories: ['b0', 'b1'],
+    labelCategories: ['t'],
+    manifestHash: 'abc',
+    history: [{ epoch: 0, elbo: 1.5 }],
+    createdAt: new Date(0).toISOString(),
   };
 }
 

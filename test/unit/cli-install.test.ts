@@ -10,7 +10,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { repoRoot, tempDir } from '../helpers/paths.js';
 
 function pkg(dir: string): { bin?: Record<string, string>; scripts?: Record<string, string> } {
-  return JSON.parse(fs.readFileSync(path.join(repoRoot, dir, 'package.json'), 'utf8')) as ReturnType<typeof pkg>;
+  return JSON.parse(fs.readFileSync(path.join(repoRoot, dir, 'package.json'), 'utf8')) as ReturnType<
+    typeof pkg
+  >;
 }
 
 test('every atlasvae bin target is a committed, executable file (it exists when npm ci links it)', () => {

@@ -2,7 +2,12 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { simulateToDataset, simulationModel, simulateCells, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
+import {
+  simulateToDataset,
+  simulationModel,
+  simulateCells,
+  defaultSimulationOptions,
+} from '@atlasvae/coordinator/data/simulate';
 import { openDataset } from '@atlasvae/coordinator/data/dataset';
 import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
 import { trainValidationSplit, epochOrder } from '@atlasvae/shared/plan';
@@ -14,14 +19,32 @@ test('simulated dataset: shards read back exactly, in any order, with split and 
   const o = { ...defaultSimulationOptions, cells: 3000, genes: 120, batches: 3, cellTypes: 4, seed: 7 };
   const m = await simulateToDataset({ ...o, out, shardCells: 1500 });
   // the expected cells, generated again from the same seed
-  const expected: { genes: number[]; counts: number[]; batch: number; type: number; barcode: string; index: number }[] = [];
+  const expected: {
+    genes: number[];
+    counts: number[];
+    batch: number;
+    type: number;
+    barcode: string;
+    index: number;
+  }[] = [];
   await simulateCells(simulationModel(o), (c) => {
-    if (c.nnz > 0) expected.push({ genes: [...c.genes], counts: [...c.counts], batch: c.batch, type: c.type, barcode: c.barcode, index: c.index });
+    if (c.nnz > 0)
+      expected.push({
+        genes: [...c.genes],
+        counts: [...c.counts],
+        batch: c.batch,
+        type: c.type,
+        barcode: c.barcode,
+        index: c.index,
+      });
   });
   assert.equal(m.nCells, expected.length);
   assert.equal(m.droppedZeroCountCells, 3000 - expected.length);
   assert.equal(m.shards.length, 2);
-  assert.deepEqual(m.shards.map((s) => s.recordBatches), [2, 2]);
+  assert.deepEqual(
+    m.shards.map((s) => s.recordBatches),
+    [2, 2],
+  );
   assert.equal(m.batchCategories.length, 3);
   assert.equal(m.labelCategories.length, 4);
   assert.ok(!fs.readdirSync(dir).some((f) => f.includes('partial')), 'no temporary folder left');
@@ -39,7 +62,10 @@ test('simulated dataset: shards read back exactly, in any order, with split and 
       assert.equal(b.cellIndex[i], idx[i]);
       assert.deepEqual([...b.indices.subarray(b.indptr[i]!, b.indptr[i + 1]!)], e.genes);
       assert.deepEqual([...b.counts.subarray(b.indptr[i]!, b.indptr[i + 1]!)], e.counts);
-      assert.equal(b.library[i], e.counts.reduce((x, y) => x + y, 0));
+      assert.equal(
+        b.library[i],
+        e.counts.reduce((x, y) => x + y, 0),
+      );
       assert.equal(b.batch[i], e.batch);
       assert.equal(b.label[i], e.type);
     }
@@ -52,22 +78,32 @@ test('simulated dataset: shards read back exactly, in any order, with split and 
 
   // one open shard at a time, no cache, concurrent requests and prefetches across both shards
   const tight = await openDataset(out, { maxOpenShards: 1, cacheBytes: 1 });
-  const picks = [0, 1600, 5, 2999 - m.droppedZeroCountCells, 1024, 2100].map((c) => Math.min(c, m.nCells - 1));
+  const picks = [0, 1600, 5, 2999 - m.droppedZeroCountCells, 1024, 2100].map((c) =>
+    Math.min(c, m.nCells - 1),
+  );
   tight.source.prefetch(picks);
   const got = await Promise.all(picks.map((c, i) => tight.source.getCells(i % 2 ? [c, picks[0]!] : [c])));
   got.forEach((b, i) => {
     assert.equal(b.cellIndex[0], picks[i]);
     assert.deepEqual([...b.indices.subarray(0, b.indptr[1]!)], expected[picks[i]!]!.genes);
   });
-  assert.equal(tight.source.stats().cachedRecordBatches <= 1, true, 'a 1-byte cache keeps at most one record batch');
+  assert.equal(
+    tight.source.stats().cachedRecordBatches <= 1,
+    true,
+    'a 1-byte cache keeps at most one record batch',
+  );
   assert.ok(tight.source.stats().openShards <= 1);
   await tight.close();
 
   // evicted record batches' buffers are read into again: many concurrent requests of every kind
   // over a one-batch cache, each checked cell by cell (a buffer reused while copied would show)
   const reuse = await openDataset(out, { cacheBytes: 1 });
-  const cellsOf = (k: number): number[] => Array.from({ length: 40 }, (_, j) => (k * 977 + j * 131) % m.nCells);
-  const check = (cells: number[], b: { cellIndex: Uint32Array; indptr: Int32Array; indices: Int32Array; counts: Float32Array }): void => {
+  const cellsOf = (k: number): number[] =>
+    Array.from({ length: 40 }, (_, j) => (k * 977 + j * 131) % m.nCells);
+  const check = (
+    cells: number[],
+    b: { cellIndex: Uint32Array; indptr: Int32Array; indices: Int32Array; counts: Float32Array },
+  ): void => {
     cells.forEach((c, i) => {
       assert.equal(b.cellIndex[i], c);
       assert.deepEqual([...b.indices.subarray(b.indptr[i]!, b.indptr[i + 1]!)], expected[c]!.genes);
@@ -78,11 +114,17 @@ test('simulated dataset: shards read back exactly, in any order, with split and 
   for (let k = 0; k < 100; k++) {
     const cells = cellsOf(k);
     if (k % 4 === 0) reuse.source.prefetch(cellsOf(k + 1));
-    pending.push((async () => {
-      if (k % 3 === 0) check(cells, decodeCellBatch(await reuse.source.getCellsArrow(cells), m.nGenes));
-      else if (k % 3 === 1) check(cells, await reuse.source.getCells(cells));
-      else assert.deepEqual((await reuse.source.getSourceRows(cells)).barcodes, cells.map((c) => expected[c]!.barcode));
-    })());
+    pending.push(
+      (async () => {
+        if (k % 3 === 0) check(cells, decodeCellBatch(await reuse.source.getCellsArrow(cells), m.nGenes));
+        else if (k % 3 === 1) check(cells, await reuse.source.getCells(cells));
+        else
+          assert.deepEqual(
+            (await reuse.source.getSourceRows(cells)).barcodes,
+            cells.map((c) => expected[c]!.barcode),
+          );
+      })(),
+    );
     // requests start while earlier ones still wait for their reads
     await new Promise((r) => setImmediate(r));
   }
@@ -101,7 +143,10 @@ test('simulated dataset: shards read back exactly, in any order, with split and 
   const bytes = fs.readFileSync(shard);
   bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
   fs.writeFileSync(shard, bytes);
-  await assert.rejects(openDataset(out, { verifyChecksums: true }), /shard-00001\.arrow: sha256 does not match/);
+  await assert.rejects(
+    openDataset(out, { verifyChecksums: true }),
+    /shard-00001\.arrow: sha256 does not match/,
+  );
   fs.writeFileSync(shard, bytes.subarray(0, 1000));
   await assert.rejects(openDataset(out), /shard-00001\.arrow: shard has 1000 bytes/);
   fs.rmSync(dir, { recursive: true });

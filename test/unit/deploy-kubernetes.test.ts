@@ -39,10 +39,12 @@ function validate(o: Obj, where: string): void {
 }
 
 function loadYaml(file: string): Obj[] {
-  return YAML.parseAllDocuments(fs.readFileSync(file, 'utf8')).map((d) => {
-    if (d.errors.length) throw new Error(`${file}: ${d.errors[0]!.message}`);
-    return d.toJSON() as Obj;
-  }).filter((d) => d !== null);
+  return YAML.parseAllDocuments(fs.readFileSync(file, 'utf8'))
+    .map((d) => {
+      if (d.errors.length) throw new Error(`${file}: ${d.errors[0]!.message}`);
+      return d.toJSON() as Obj;
+    })
+    .filter((d) => d !== null);
 }
 
 /** Strategic-merge as kustomize does for these manifests: maps merge, lists of named items merge by name, other lists are replaced. */
@@ -57,7 +59,14 @@ function merge(base: unknown, patch: unknown): unknown {
     }
     return out;
   }
-  if (base && patch && typeof base === 'object' && typeof patch === 'object' && !Array.isArray(base) && !Array.isArray(patch)) {
+  if (
+    base &&
+    patch &&
+    typeof base === 'object' &&
+    typeof patch === 'object' &&
+    !Array.isArray(base) &&
+    !Array.isArray(patch)
+  ) {
     const out: Obj = { ...(base as Obj) };
     for (const [k, v] of Object.entries(patch as Obj)) out[k] = k in out ? merge(out[k], v) : v;
     return out;
@@ -80,17 +89,24 @@ function build(dir: string): Obj[] {
   for (const { path: pf } of (k.patches ?? []) as { path: string }[]) {
     for (const patch of loadYaml(path.join(dir, pf))) {
       const i = objs.findIndex((o) => o.kind === patch.kind && o.metadata.name === patch.metadata.name);
-      assert.ok(i >= 0, `${dir}/${pf}: patches ${patch.kind} ${patch.metadata.name}, which the base does not have`);
+      assert.ok(
+        i >= 0,
+        `${dir}/${pf}: patches ${patch.kind} ${patch.metadata.name}, which the base does not have`,
+      );
       objs[i] = merge(objs[i], patch) as Obj;
     }
   }
   for (const img of (k.images ?? []) as Obj[]) {
-    for (const o of objs) for (const s of podSpecs(o)) for (const c of s.containers) if (c.image === img.name) c.image = `${img.newName ?? img.name}:${img.newTag}`;
+    for (const o of objs)
+      for (const s of podSpecs(o))
+        for (const c of s.containers)
+          if (c.image === img.name) c.image = `${img.newName ?? img.name}:${img.newTag}`;
   }
   objs = objs.map((o) => {
     const out = structuredClone(o);
     if (k.namespace && o.kind !== 'Namespace') out.metadata.namespace = k.namespace;
-    for (const l of (k.labels ?? []) as Obj[]) out.metadata.labels = { ...(out.metadata.labels ?? {}), ...l.pairs };
+    for (const l of (k.labels ?? []) as Obj[])
+      out.metadata.labels = { ...(out.metadata.labels ?? {}), ...l.pairs };
     return out;
   });
   return objs;
@@ -114,7 +130,11 @@ test('every kustomization names files that exist, and every manifest beside it i
     const used = [...(k.resources as string[]), ...((k.patches ?? []) as Obj[]).map((p) => p.path as string)];
     for (const f of used) assert.ok(fs.existsSync(path.join(dir, f)), `${dir}: ${f} does not exist`);
     const yamls = fs.readdirSync(dir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
-    assert.deepEqual(yamls.filter((f) => !used.includes(f)), [], `${dir}: manifests no kustomization uses`);
+    assert.deepEqual(
+      yamls.filter((f) => !used.includes(f)),
+      [],
+      `${dir}: manifests no kustomization uses`,
+    );
   }
 });
 
@@ -129,8 +149,14 @@ test('every base manifest and every built overlay validates against the Kubernet
   }
   // the validator is really at work: a wrong completion mode and a non-integer parallelism fail
   const workers = find(build(path.join(root, 'overlays', 'cpu')), 'Job', 'atlasvae-workers');
-  assert.throws(() => new Job({ ...workers, spec: { ...workers.spec, completionMode: 'Ordered' } } as never).validate(), /completionMode/);
-  assert.throws(() => new Job({ ...workers, spec: { ...workers.spec, parallelism: 'two' } } as never).validate(), /parallelism/);
+  assert.throws(
+    () => new Job({ ...workers, spec: { ...workers.spec, completionMode: 'Ordered' } } as never).validate(),
+    /completionMode/,
+  );
+  assert.throws(
+    () => new Job({ ...workers, spec: { ...workers.spec, parallelism: 'two' } } as never).validate(),
+    /parallelism/,
+  );
 });
 
 for (const overlay of OVERLAYS) {
@@ -156,7 +182,10 @@ for (const overlay of OVERLAYS) {
 
     // real commands and flags
     const commands = cliCommands();
-    for (const [c, cmd] of [[coord, 'coordinator'], [worker, 'worker']] as const) {
+    for (const [c, cmd] of [
+      [coord, 'coordinator'],
+      [worker, 'worker'],
+    ] as const) {
       assert.equal(c.args[0], cmd);
       assert.ok(commands.has(cmd));
       assert.deepEqual(unknownFlags(cmd, c.args.slice(1)), [], `${cmd}: flags the CLI does not have`);
@@ -168,10 +197,14 @@ for (const overlay of OVERLAYS) {
     const wsPort = (service.spec.ports as Obj[]).find((p) => p.name === 'ws')!;
     assert.equal(wsPort.targetPort, 'ws');
     assert.equal(flagValue(worker.args, 'connect'), `ws://${service.metadata.name}:${wsPort.port}`);
-    for (const [key, v] of Object.entries(service.spec.selector as Record<string, string>)) assert.equal(coordPod.metadata.labels[key], v, `Service selector ${key}`);
+    for (const [key, v] of Object.entries(service.spec.selector as Record<string, string>))
+      assert.equal(coordPod.metadata.labels[key], v, `Service selector ${key}`);
 
     // metrics: flag = container port = annotations = probes; the PodMonitor selects both pods by port name
-    for (const [c, pod] of [[coord, coordPod], [worker, workerPod]] as const) {
+    for (const [c, pod] of [
+      [coord, coordPod],
+      [worker, workerPod],
+    ] as const) {
       const mport = Number(flagValue(c.args, 'metrics-port'));
       assert.equal(containerPort(c, 'metrics'), mport);
       assert.equal(pod.metadata.annotations['prometheus.io/port'], String(mport));
@@ -184,15 +217,25 @@ for (const overlay of OVERLAYS) {
         assert.ok(target === 'metrics' || target === mport, `${c.name} ${probe} on the metrics port`);
         if (p.httpGet) assert.equal(p.httpGet.path, '/healthz');
       }
-      for (const [key, v] of Object.entries(podMonitor.spec.selector.matchLabels as Record<string, string>)) assert.equal(pod.metadata.labels[key], v);
+      for (const [key, v] of Object.entries(podMonitor.spec.selector.matchLabels as Record<string, string>))
+        assert.equal(pod.metadata.labels[key], v);
       assert.equal(podMonitor.spec.podMetricsEndpoints[0].port, 'metrics');
     }
-    assert.equal((service.spec.ports as Obj[]).find((p) => p.name === 'metrics')!.port, Number(flagValue(coord.args, 'metrics-port')));
+    assert.equal(
+      (service.spec.ports as Obj[]).find((p) => p.name === 'metrics')!.port,
+      Number(flagValue(coord.args, 'metrics-port')),
+    );
 
     // the token: every reference names the Secret and a key it has
     for (const c of [coord, worker]) {
-      const refs = (c.env as Obj[]).filter((e) => e.valueFrom?.secretKeyRef).map((e) => e.valueFrom.secretKeyRef);
-      assert.ok(refs.length === 1 && (c.env as Obj[]).some((e) => e.name === 'ATLASVAE_TOKEN' && e.valueFrom?.secretKeyRef), `${c.name} takes ATLASVAE_TOKEN from the Secret`);
+      const refs = (c.env as Obj[])
+        .filter((e) => e.valueFrom?.secretKeyRef)
+        .map((e) => e.valueFrom.secretKeyRef);
+      assert.ok(
+        refs.length === 1 &&
+          (c.env as Obj[]).some((e) => e.name === 'ATLASVAE_TOKEN' && e.valueFrom?.secretKeyRef),
+        `${c.name} takes ATLASVAE_TOKEN from the Secret`,
+      );
       for (const r of refs) {
         assert.equal(r.name, secret.metadata.name);
         assert.ok(r.key in secret.stringData, `Secret has key ${r.key}`);
@@ -201,14 +244,19 @@ for (const overlay of OVERLAYS) {
     }
 
     // volumes: every mount has a volume; the coordinator's data and checkpoint are on the PVC
-    for (const [c, pod] of [[coord, coordPod], [worker, workerPod]] as const) {
+    for (const [c, pod] of [
+      [coord, coordPod],
+      [worker, workerPod],
+    ] as const) {
       const vols = new Set(((pod.spec.volumes ?? []) as Obj[]).map((v) => v.name));
-      for (const m of (c.volumeMounts ?? []) as Obj[]) assert.ok(vols.has(m.name), `${c.name}: mount ${m.name} has a volume`);
+      for (const m of (c.volumeMounts ?? []) as Obj[])
+        assert.ok(vols.has(m.name), `${c.name}: mount ${m.name} has a volume`);
     }
     const dataVol = (coordPod.spec.volumes as Obj[]).find((v) => v.persistentVolumeClaim)!;
     assert.equal(dataVol.persistentVolumeClaim.claimName, pvc.metadata.name);
     const mount = (coord.volumeMounts as Obj[]).find((m) => m.name === dataVol.name)!;
-    for (const f of ['data', 'checkpoint']) assert.ok(flagValue(coord.args, f)!.startsWith(`${mount.mountPath}/`), `--${f} is on the PVC`);
+    for (const f of ['data', 'checkpoint'])
+      assert.ok(flagValue(coord.args, f)!.startsWith(`${mount.mountPath}/`), `--${f} is on the PVC`);
     assert.ok(coord.args.includes('--resume'), 'a restarted coordinator pod resumes');
 
     // workers: an Indexed Job of exactly --min-workers pods
@@ -218,7 +266,9 @@ for (const overlay of OVERLAYS) {
     for (const pod of [coordPod, workerPod]) assert.equal(pod.spec.securityContext.runAsNonRoot, true);
 
     const gpus = worker.resources.limits['nvidia.com/gpu'];
-    const env = Object.fromEntries((worker.env as Obj[]).filter((e) => 'value' in e).map((e) => [e.name, e.value]));
+    const env = Object.fromEntries(
+      (worker.env as Obj[]).filter((e) => 'value' in e).map((e) => [e.name, e.value]),
+    );
     if (overlay === 'nvidia-gpu') {
       assert.equal(gpus, 1, 'one GPU per worker pod');
       assert.equal(flagValue(worker.args, 'backend'), 'tensorflow');

@@ -23,14 +23,16 @@ after(async () => {
 
 function recorder(): SupervisorLog & { lines: string[] } {
   const lines: string[] = [];
-  const rec = (level: string) => (m: string): void => void lines.push(`${level} ${m}`);
+  const rec =
+    (level: string) =>
+    (m: string): void =>
+      void lines.push(`${level} ${m}`);
   return { lines, info: rec('INFO'), warn: rec('WARN'), error: rec('ERROR') };
 }
 
 function lines(file: string): string[] {
   return fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
 }
-
 
 async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
   const t0 = Date.now();
@@ -44,22 +46,46 @@ test('each child gets its own environment; a crashing child is restarted with do
   const file = path.join(dir, 'crash.log');
   const log = recorder();
   let restarts = 0;
-  const sup = new Supervisor({ log, maxRestarts: 3, backoffInitialMs: 100, backoffMaxMs: 250, onRestart: () => void restarts++ });
+  const sup = new Supervisor({
+    log,
+    maxRestarts: 3,
+    backoffInitialMs: 100,
+    backoffMaxMs: 250,
+    onRestart: () => void restarts++,
+  });
   const t0 = Date.now();
   sup.start([
-    { name: 'crasher', modulePath: childScript, args: [], env: { ...process.env, SC_FILE: file, SC_MODE: 'crash', CUDA_VISIBLE_DEVICES: '1' } },
+    {
+      name: 'crasher',
+      modulePath: childScript,
+      args: [],
+      env: { ...process.env, SC_FILE: file, SC_MODE: 'crash', CUDA_VISIBLE_DEVICES: '1' },
+    },
   ]);
   const [o] = await sup.wait();
   const ms = Date.now() - t0;
-  assert.deepEqual({ restarts: o!.restarts, done: o!.done, code: o!.code }, { restarts: 3, done: false, code: 1 });
+  assert.deepEqual(
+    { restarts: o!.restarts, done: o!.done, code: o!.code },
+    { restarts: 3, done: false, code: 1 },
+  );
   assert.equal(restarts, 3, 'onRestart once per restart');
   const starts = lines(file).filter((l) => l.startsWith('start'));
   assert.equal(starts.length, 4, 'first start and 3 restarts');
-  assert.ok(starts.every((l) => l.endsWith(' 1')), `CUDA_VISIBLE_DEVICES=1 in every start: ${starts.join(', ')}`);
+  assert.ok(
+    starts.every((l) => l.endsWith(' 1')),
+    `CUDA_VISIBLE_DEVICES=1 in every start: ${starts.join(', ')}`,
+  );
   const warns = log.lines.filter((l) => l.startsWith('WARN'));
-  assert.deepEqual(warns.map((l) => /in (\d+\.\d) s/.exec(l)?.[1]), ['0.1', '0.2', '0.3'], 'backoff doubles up to its bound (0.25 s, printed 0.3)');
+  assert.deepEqual(
+    warns.map((l) => /in (\d+\.\d) s/.exec(l)?.[1]),
+    ['0.1', '0.2', '0.3'],
+    'backoff doubles up to its bound (0.25 s, printed 0.3)',
+  );
   assert.match(warns[0]!, /crasher exited \(exit code 1\); restarting it/);
-  assert.match(log.lines.at(-1)!, /^ERROR crasher exited \(exit code 1\) after 3 restarts in a row; giving up/);
+  assert.match(
+    log.lines.at(-1)!,
+    /^ERROR crasher exited \(exit code 1\) after 3 restarts in a row; giving up/,
+  );
   assert.ok(ms >= 100 + 200 + 250, `the backoff was waited (${ms} ms)`);
 });
 
@@ -68,35 +94,77 @@ test('once a child ends with 0 (training over), a crashed child waiting for its 
   const log = recorder();
   const sup = new Supervisor({ log, backoffInitialMs: 2000 });
   sup.start([
-    { name: 'crasher', modulePath: childScript, args: [], env: { ...process.env, SC_FILE: file, SC_MODE: 'crash', CUDA_VISIBLE_DEVICES: '0' } },
-    { name: 'finisher', modulePath: childScript, args: [], env: { ...process.env, SC_FILE: file, SC_MODE: 'done', SC_DELAY: '800', CUDA_VISIBLE_DEVICES: '1' } },
+    {
+      name: 'crasher',
+      modulePath: childScript,
+      args: [],
+      env: { ...process.env, SC_FILE: file, SC_MODE: 'crash', CUDA_VISIBLE_DEVICES: '0' },
+    },
+    {
+      name: 'finisher',
+      modulePath: childScript,
+      args: [],
+      env: { ...process.env, SC_FILE: file, SC_MODE: 'done', SC_DELAY: '800', CUDA_VISIBLE_DEVICES: '1' },
+    },
   ]);
   const t0 = Date.now();
   const out = await sup.wait();
   assert.ok(Date.now() - t0 < 1900, 'ended without waiting for the pending restart');
-  assert.deepEqual(out.map((o) => [o.name, o.done, o.restarts]), [['crasher', false, 0], ['finisher', true, 0]]);
+  assert.deepEqual(
+    out.map((o) => [o.name, o.done, o.restarts]),
+    [
+      ['crasher', false, 0],
+      ['finisher', true, 0],
+    ],
+  );
   assert.equal(lines(file).filter((l) => l.startsWith('start')).length, 2);
 });
 
 test('stop() sends SIGTERM to every child and cancels restarts', async () => {
   const file = path.join(dir, 'stop.log');
   const sup = new Supervisor({ log: recorder() });
-  sup.start([0, 1].map((i) => ({ name: `c${i}`, modulePath: childScript, args: [], env: { ...process.env, SC_FILE: file, SC_MODE: 'hang' } })));
+  sup.start(
+    [0, 1].map((i) => ({
+      name: `c${i}`,
+      modulePath: childScript,
+      args: [],
+      env: { ...process.env, SC_FILE: file, SC_MODE: 'hang' },
+    })),
+  );
   await until('both children started', () => lines(file).filter((l) => l.startsWith('start')).length === 2);
   const out = await sup.stop();
   assert.equal(lines(file).filter((l) => l.startsWith('SIGTERM')).length, 2, 'each child saw SIGTERM');
-  assert.deepEqual(out.map((o) => o.code), [0, 0]);
+  assert.deepEqual(
+    out.map((o) => o.code),
+    [0, 0],
+  );
 });
 
 for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
   test(`a supervising process that gets ${signal}: its children end too`, async () => {
     const file = path.join(dir, `parent-${signal}.log`);
-    const parent = track(spawn(process.execPath, [parentScript], { env: { ...process.env, SC_FILE: file }, stdio: ['ignore', 'pipe', 'inherit'] }));
+    const parent = track(
+      spawn(process.execPath, [parentScript], {
+        env: { ...process.env, SC_FILE: file },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      }),
+    );
     let out = '';
-    parent.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-    await until('both children started', () => /children \d+ \d+/.test(out) && lines(file).filter((l) => l.startsWith('start')).length === 2);
+    parent.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    await until(
+      'both children started',
+      () => /children \d+ \d+/.test(out) && lines(file).filter((l) => l.startsWith('start')).length === 2,
+    );
     const pids = /children (\d+) (\d+)/.exec(out)!.slice(1).map(Number);
-    assert.deepEqual(lines(file).map((l) => l.split(' ')[2]).sort(), ['0', '1'], 'CUDA_VISIBLE_DEVICES 0 and 1');
+    assert.deepEqual(
+      lines(file)
+        .map((l) => l.split(' ')[2])
+        .sort(),
+      ['0', '1'],
+      'CUDA_VISIBLE_DEVICES 0 and 1',
+    );
     const exited = new Promise<number | null>((r) => parent.once('exit', (code) => r(code)));
     parent.kill(signal);
     const code = await exited;

@@ -5,7 +5,10 @@ import { Logger } from '@atlasvae/shared/log';
 
 function capture(): { lines: string[]; sink: { write(s: string): boolean } } {
   const lines: string[] = [];
-  return { lines, sink: { write: (s: string) => (lines.push(...s.split('\n').filter((l) => l !== '')), true) } };
+  return {
+    lines,
+    sink: { write: (s: string) => (lines.push(...s.split('\n').filter((l) => l !== '')), true) },
+  };
 }
 
 const fixed = (): Date => new Date('2026-11-25T17:04:05.678Z');

@@ -36,7 +36,12 @@ test('observed steps, workers, rejections and checkpoints show up in /metrics wi
       gradientNorm: 42,
     });
     t += 2;
-    m.observeStep({ cells: 64, epoch: 1, phaseSeconds: { compute: 0.1, communication: 0.01, aggregation: 0.003, optimizer: 0.002 }, elbo: 1400 });
+    m.observeStep({
+      cells: 64,
+      epoch: 1,
+      phaseSeconds: { compute: 0.1, communication: 0.01, aggregation: 0.003, optimizer: 0.002 },
+      elbo: 1400,
+    });
     m.observeValidation({ elbo: 1450, reconstruction: 1440, kl: 20 });
     m.microbatchRedone(3);
     m.rejected('connection', 'bad_token');
@@ -55,17 +60,25 @@ test('observed steps, workers, rejections and checkpoints show up in /metrics wi
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
     const samples = parseExposition(await res.text());
-    const v = (name: string, labels: Record<string, string> = {}): number | undefined => sampleValue(samples, name, { role: 'coordinator', ...labels });
+    const v = (name: string, labels: Record<string, string> = {}): number | undefined =>
+      sampleValue(samples, name, { role: 'coordinator', ...labels });
 
     assert.equal(v('atlasvae_cells_total'), 192);
     assert.equal(v('atlasvae_steps_total'), 2);
-    assert.ok(Math.abs(v('atlasvae_cells_per_second')! - 192 / (2 + 0.236)) < 1e-9, 'cells since the first step began (its phases took 0.236 s)');
+    assert.ok(
+      Math.abs(v('atlasvae_cells_per_second')! - 192 / (2 + 0.236)) < 1e-9,
+      'cells since the first step began (its phases took 0.236 s)',
+    );
     assert.equal(v('atlasvae_progress_ratio'), 0.2);
     assert.equal(v('atlasvae_steps_planned'), 10);
     assert.equal(v('atlasvae_epoch'), 1);
     assert.equal(v('atlasvae_elbo', { split: 'train' }), 1400);
     assert.equal(v('atlasvae_elbo', { split: 'validation' }), 1450);
-    assert.equal(v('atlasvae_reconstruction_loss', { split: 'train' }), 1490.25, 'a step without the term keeps the last value');
+    assert.equal(
+      v('atlasvae_reconstruction_loss', { split: 'train' }),
+      1490.25,
+      'a step without the term keeps the last value',
+    );
     assert.equal(v('atlasvae_kl_divergence', { split: 'validation' }), 20);
     assert.equal(v('atlasvae_kl_weight'), 0.5);
     assert.equal(v('atlasvae_loss'), 1495.375);
@@ -79,7 +92,11 @@ test('observed steps, workers, rejections and checkpoints show up in /metrics wi
     assert.equal(v('atlasvae_workers_connected', { backend: 'wasm' }), 1);
     assert.equal(v('atlasvae_workers_connected', { backend: 'tensorflow' }), 1);
     assert.equal(v('atlasvae_worker_disconnects_total', { backend: 'wasm' }), 1);
-    assert.equal(v('atlasvae_worker_disconnects_total', { backend: 'other' }), 1, 'odd backend names are folded into "other"');
+    assert.equal(
+      v('atlasvae_worker_disconnects_total', { backend: 'other' }),
+      1,
+      'odd backend names are folded into "other"',
+    );
     assert.equal(v('atlasvae_workers_connected', { backend: 'other' }), 0);
     assert.equal(m.workerCount, 2);
     assert.equal(v('atlasvae_microbatches_redone_total'), 3);
@@ -115,7 +132,11 @@ test('checkpoint age counts from the start of training until the first checkpoin
   t += 30;
   samples = parseExposition(await m.registry.metrics());
   assert.equal(sampleValue(samples, 'atlasvae_checkpoint_age_seconds', {}), 30);
-  assert.equal(sampleValue(samples, 'atlasvae_progress_ratio', {}), 0.5, 'a resumed run starts at its checkpoint');
+  assert.equal(
+    sampleValue(samples, 'atlasvae_progress_ratio', {}),
+    0.5,
+    'a resumed run starts at its checkpoint',
+  );
   m.observeStep({ cells: 10 });
   samples = parseExposition(await m.registry.metrics());
   assert.equal(sampleValue(samples, 'atlasvae_progress_ratio', {}), 0.75);

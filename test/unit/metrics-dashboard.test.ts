@@ -40,7 +40,9 @@ function metricNames(expr: string): string[] {
   return words.filter((w) => /^(atlasvae|process|nodejs)_/.test(w));
 }
 
-const dashboard = JSON.parse(fs.readFileSync(path.join(repoRoot, 'deploy/grafana/dashboards/atlasvae-training.json'), 'utf8')) as {
+const dashboard = JSON.parse(
+  fs.readFileSync(path.join(repoRoot, 'deploy/grafana/dashboards/atlasvae-training.json'), 'utf8'),
+) as {
   uid: string;
   panels: Panel[];
   templating: { list: { name: string; type: string }[] };
@@ -53,16 +55,28 @@ function allPanels(ps: Panel[]): Panel[] {
 test('every metric the dashboard and the alert rules query is exported', () => {
   const names = exportedNames();
   const used = new Set<string>();
-  for (const p of allPanels(dashboard.panels)) for (const t of p.targets ?? []) for (const n of metricNames(t.expr)) used.add(n);
+  for (const p of allPanels(dashboard.panels))
+    for (const t of p.targets ?? []) for (const n of metricNames(t.expr)) used.add(n);
   const alerts = fs.readFileSync(path.join(repoRoot, 'deploy/prometheus/alerts.yml'), 'utf8');
-  for (const line of alerts.split('\n')) if (/^\s*expr:/.test(line)) for (const n of metricNames(line)) used.add(n);
+  for (const line of alerts.split('\n'))
+    if (/^\s*expr:/.test(line)) for (const n of metricNames(line)) used.add(n);
   assert.ok(used.size >= 20, `only ${used.size} metric names found`);
   const unknown = [...used].filter((n) => !names.has(n));
   assert.deepEqual(unknown, [], 'queried but not exported');
   // and the other way round: every atlasvae metric appears on the dashboard or in the alerts
   const shown = [...names].filter((n) => n.startsWith('atlasvae_') && !/_(bucket|count)$/.test(n));
   const notShown = shown.filter((n) => !used.has(n) && !used.has(`${n}_sum`) && !used.has(`${n}_bucket`));
-  assert.deepEqual(notShown.sort(), ['atlasvae_checkpoint_timestamp_seconds', 'atlasvae_checkpoints_total', 'atlasvae_connections_total', 'atlasvae_coordinator_connected', 'atlasvae_microbatches_total'].sort(), 'metrics not on the dashboard');
+  assert.deepEqual(
+    notShown.sort(),
+    [
+      'atlasvae_checkpoint_timestamp_seconds',
+      'atlasvae_checkpoints_total',
+      'atlasvae_connections_total',
+      'atlasvae_coordinator_connected',
+      'atlasvae_microbatches_total',
+    ].sort(),
+    'metrics not on the dashboard',
+  );
 });
 
 test('dashboard structure: datasource variable, unique ids, panels on the 24-column grid, five rows', () => {
@@ -78,7 +92,8 @@ test('dashboard structure: datasource variable, unique ids, panels on the 24-col
     assert.ok((p.targets ?? []).length > 0, `${p.title} has queries`);
     for (const t of p.targets!) {
       assert.match(t.expr, /\brole\b/, `${p.title}: ${t.expr} selects or groups by role`);
-      if (/\b(rate|increase)\(/.test(t.expr)) assert.match(t.expr, /\[\$__rate_interval\]/, `${p.title}: rate windows follow the scrape interval`);
+      if (/\b(rate|increase)\(/.test(t.expr))
+        assert.match(t.expr, /\[\$__rate_interval\]/, `${p.title}: rate windows follow the scrape interval`);
     }
   }
   assert.deepEqual(

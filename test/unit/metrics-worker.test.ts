@@ -16,9 +16,27 @@ test('worker metrics: per-cell losses, steps, phases, bytes, backend and healthz
     m.connected();
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200, 'connected: live');
     t = 1;
-    m.observeMicrobatch({ cells: 64, computeSeconds: 0.5, waitSeconds: 0.1, step: 0, epoch: 0, klWeight: 0.25, lossSum: 6400, reconstructionSum: 6000, klSum: 1600 });
+    m.observeMicrobatch({
+      cells: 64,
+      computeSeconds: 0.5,
+      waitSeconds: 0.1,
+      step: 0,
+      epoch: 0,
+      klWeight: 0.25,
+      lossSum: 6400,
+      reconstructionSum: 6000,
+      klSum: 1600,
+    });
     t = 2;
-    m.observeMicrobatch({ cells: 64, computeSeconds: 0.5, waitSeconds: 0.02, communicationSeconds: 0.03, step: 0, epoch: 0, lossSum: 3200 });
+    m.observeMicrobatch({
+      cells: 64,
+      computeSeconds: 0.5,
+      waitSeconds: 0.02,
+      communicationSeconds: 0.03,
+      step: 0,
+      epoch: 0,
+      lossSum: 3200,
+    });
     t = 4;
     m.observeMicrobatch({ cells: 32, computeSeconds: 0.25, step: 1, epoch: 0 });
     m.bytesSent(123);
@@ -26,13 +44,22 @@ test('worker metrics: per-cell losses, steps, phases, bytes, backend and healthz
     m.rejected('bad_version');
 
     const samples = parseExposition(await (await fetch(`${server.url}/metrics`)).text());
-    const v = (name: string, labels: Record<string, string> = {}): number | undefined => sampleValue(samples, name, { role: 'worker', ...labels });
+    const v = (name: string, labels: Record<string, string> = {}): number | undefined =>
+      sampleValue(samples, name, { role: 'worker', ...labels });
     assert.equal(v('atlasvae_cells_total'), 160);
     assert.equal(v('atlasvae_microbatches_total'), 3);
     assert.equal(v('atlasvae_steps_total'), 2, 'two distinct steps');
-    assert.equal(v('atlasvae_cells_per_second'), 160 / 3.5, 'from the start of the first computation (t = 0.5) to t = 4');
-    assert.equal(v('atlasvae_progress_ratio'), undefined, 'progress is the coordinator\'s');
-    assert.equal(v('atlasvae_elbo', { split: 'train' }), (6000 + 1600) / 64, 'reconstruction + KL per cell (no warm-up weight)');
+    assert.equal(
+      v('atlasvae_cells_per_second'),
+      160 / 3.5,
+      'from the start of the first computation (t = 0.5) to t = 4',
+    );
+    assert.equal(v('atlasvae_progress_ratio'), undefined, "progress is the coordinator's");
+    assert.equal(
+      v('atlasvae_elbo', { split: 'train' }),
+      (6000 + 1600) / 64,
+      'reconstruction + KL per cell (no warm-up weight)',
+    );
     assert.equal(v('atlasvae_reconstruction_loss', { split: 'train' }), 6000 / 64);
     assert.equal(v('atlasvae_kl_divergence', { split: 'train' }), 25);
     assert.equal(v('atlasvae_kl_weight'), 0.25);
@@ -41,8 +68,14 @@ test('worker metrics: per-cell losses, steps, phases, bytes, backend and healthz
     assert.equal(v('atlasvae_step_duration_seconds_sum', { phase: 'compute' }), 1.25);
     // given waits 0.1 and 0.02 + 0.03; the third measured: starts at 4 - 0.25, previous ended at 2
     assert.equal(v('atlasvae_step_duration_seconds_count', { phase: 'communication' }), 3);
-    assert.ok(Math.abs(v('atlasvae_step_duration_seconds_sum', { phase: 'communication' })! - (0.15 + 1.75)) < 1e-12);
-    assert.equal(v('atlasvae_step_duration_seconds_count', { phase: 'optimizer' }), undefined, 'workers run no optimizer');
+    assert.ok(
+      Math.abs(v('atlasvae_step_duration_seconds_sum', { phase: 'communication' })! - (0.15 + 1.75)) < 1e-12,
+    );
+    assert.equal(
+      v('atlasvae_step_duration_seconds_count', { phase: 'optimizer' }),
+      undefined,
+      'workers run no optimizer',
+    );
     assert.equal(v('atlasvae_sent_bytes_total'), 123);
     assert.equal(v('atlasvae_received_bytes_total'), 4567);
     assert.equal(v('atlasvae_rejected_messages_total', { reason: 'bad_version' }), 1);
@@ -56,7 +89,11 @@ test('worker metrics: per-cell losses, steps, phases, bytes, backend and healthz
     assert.match(await h.text(), /disconnected/);
     m.setBackend('cpu');
     const after = parseExposition(await m.registry.metrics());
-    assert.equal(sampleValue(after, 'atlasvae_backend_info', { backend: 'wasm' }), undefined, 'one backend at a time');
+    assert.equal(
+      sampleValue(after, 'atlasvae_backend_info', { backend: 'wasm' }),
+      undefined,
+      'one backend at a time',
+    );
     assert.equal(sampleValue(after, 'atlasvae_backend_info', { backend: 'cpu' }), 1);
   } finally {
     await server.stop();

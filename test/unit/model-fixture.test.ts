@@ -6,7 +6,17 @@ import { initBackend } from '@atlasvae/shared/backend';
 import { defaultModelConfig, type Likelihood } from '@atlasvae/shared/config';
 import { createModel, setSparseInputDensity } from '@atlasvae/shared/model/vae';
 import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
-import { fixture, skipFixture as skip, flatten, denseToBatch, checkFixtureLoss, checkFixtureGradients, checkFixtureCellTerms, batchStatisticsAsBuffers, type FixtureCase } from '../helpers/scvi-fixture.js';
+import {
+  fixture,
+  skipFixture as skip,
+  flatten,
+  denseToBatch,
+  checkFixtureLoss,
+  checkFixtureGradients,
+  checkFixtureCellTerms,
+  batchStatisticsAsBuffers,
+  type FixtureCase,
+} from '../helpers/scvi-fixture.js';
 
 function checkCase(name: Likelihood, c: FixtureCase): void {
   const cfg = defaultModelConfig(c.dims.genes, c.dims.n_batch, {
@@ -18,7 +28,11 @@ function checkCase(name: Likelihood, c: FixtureCase): void {
   const model = createModel(cfg);
   const flat = new Float32Array(model.layout.size);
   const fixtureNames = Object.keys(c.params).sort();
-  assert.deepEqual(model.layout.entries.map((e) => e.name).sort(), fixtureNames, 'layout names match the fixture');
+  assert.deepEqual(
+    model.layout.entries.map((e) => e.name).sort(),
+    fixtureNames,
+    'layout names match the fixture',
+  );
   for (const e of model.layout.entries) {
     const v = flatten(c.params[e.name]);
     assert.equal(v.length, e.size, `${e.name} size`);
@@ -45,16 +59,20 @@ const routes = {
 
 for (const [route, o] of Object.entries(routes)) {
   for (const lik of ['nb', 'zinb', 'poisson'] as const) {
-    test(`scvi fixture ${lik}: loss, per-cell terms and every gradient match PyTorch (${route})`, { skip }, async () => {
-      await initBackend('wasm', () => undefined);
-      setBackendMatmulThreshold(o.threshold);
-      setSparseInputDensity(o.sparse);
-      try {
-        checkCase(lik, fixture[lik]!);
-      } finally {
-        setBackendMatmulThreshold(1 << 17);
-        setSparseInputDensity(0.1);
-      }
-    });
+    test(
+      `scvi fixture ${lik}: loss, per-cell terms and every gradient match PyTorch (${route})`,
+      { skip },
+      async () => {
+        await initBackend('wasm', () => undefined);
+        setBackendMatmulThreshold(o.threshold);
+        setSparseInputDensity(o.sparse);
+        try {
+          checkCase(lik, fixture[lik]!);
+        } finally {
+          setBackendMatmulThreshold(1 << 17);
+          setSparseInputDensity(0.1);
+        }
+      },
+    );
   }
 }

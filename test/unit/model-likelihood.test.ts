@@ -3,7 +3,12 @@
 // gaussian likelihood and gene-batch dispersion.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { defaultModelConfig, type DispersionMode, type Likelihood, type ModelConfig } from '@atlasvae/shared/config';
+import {
+  defaultModelConfig,
+  type DispersionMode,
+  type Likelihood,
+  type ModelConfig,
+} from '@atlasvae/shared/config';
 import type { CellBatch } from '@atlasvae/shared/batch';
 import { Rng } from '@atlasvae/shared/rng';
 import { likelihood, negativeBinomialReference } from '@atlasvae/shared/model/likelihood';
@@ -37,8 +42,15 @@ function randomBatch(rng: Rng): CellBatch {
     indptr[i + 1] = idx.length;
   }
   return {
-    nCells: B, nGenes: G, indptr, indices: Int32Array.from(idx), counts: Float32Array.from(vals), library,
-    batch: Int32Array.from({ length: B }, (_, i) => i % K), label: new Int32Array(B).fill(-1), cellIndex: Uint32Array.from({ length: B }, (_, i) => i),
+    nCells: B,
+    nGenes: G,
+    indptr,
+    indices: Int32Array.from(idx),
+    counts: Float32Array.from(vals),
+    library,
+    batch: Int32Array.from({ length: B }, (_, i) => i % K),
+    label: new Int32Array(B).fill(-1),
+    cellIndex: Uint32Array.from({ length: B }, (_, i) => i),
   };
 }
 
@@ -46,7 +58,13 @@ function randomArray(rng: Rng, n: number, scale: number): Float32Array {
   return Float32Array.from({ length: n }, () => rng.normal() * scale);
 }
 
-function recSum(cfg: ModelConfig, batch: CellBatch, logits: Float32Array, drop: Float32Array | null, pxr: Float32Array | null): number {
+function recSum(
+  cfg: ModelConfig,
+  batch: CellBatch,
+  logits: Float32Array,
+  drop: Float32Array | null,
+  pxr: Float32Array | null,
+): number {
   const r = likelihood({ cfg, batch, logits, dropLogits: drop, pxr, needGrad: false });
   return r.rec.reduce((a, b) => a + b, 0);
 }
@@ -69,7 +87,10 @@ function checkGrad(analytic: ArrayLike<number>, arr: Float32Array, f: () => numb
   for (let k = 0; k < arr.length; k++) {
     const num = fd(arr, k, f);
     const tol = 1e-5 + 1e-4 * Math.abs(num);
-    assert.ok(Math.abs(analytic[k]! - num) <= tol, `${what}[${k}]: analytic ${analytic[k]}, finite difference ${num}`);
+    assert.ok(
+      Math.abs(analytic[k]! - num) <= tol,
+      `${what}[${k}]: analytic ${analytic[k]}, finite difference ${num}`,
+    );
   }
 }
 
@@ -78,7 +99,10 @@ for (const lik of ['nb', 'zinb', 'poisson', 'gaussian'] as const) {
     if (lik === 'poisson' && disp === 'gene-batch') continue;
     test(`likelihood ${lik} (${disp} dispersion): gradients match finite differences`, () => {
       const rng = new Rng(42, lik.length, disp.length);
-      const cfg = defaultModelConfig(G, K, { likelihood: lik as Likelihood, dispersion: disp as DispersionMode });
+      const cfg = defaultModelConfig(G, K, {
+        likelihood: lik as Likelihood,
+        dispersion: disp as DispersionMode,
+      });
       const batch = randomBatch(rng);
       const logits = randomArray(rng, B * G, 1);
       const drop = lik === 'zinb' ? randomArray(rng, B * G, 1) : null;
@@ -107,9 +131,13 @@ test('gaussian likelihood value: −log N(log1p x; mean, exp(px_r)) summed over 
     for (let g = 0; g < G; g++) {
       const logVar = pxr[g * K + batch.batch[i]!]!;
       const y = Math.log1p(x[g]!);
-      expected += 0.5 * Math.log(2 * Math.PI) + 0.5 * logVar + (y - mean[i * G + g]!) ** 2 / (2 * Math.exp(logVar));
+      expected +=
+        0.5 * Math.log(2 * Math.PI) + 0.5 * logVar + (y - mean[i * G + g]!) ** 2 / (2 * Math.exp(logVar));
     }
-    assert.ok(Math.abs(rec[i]! - expected) < 1e-9 * Math.abs(expected), `cell ${i}: ${rec[i]} vs ${expected}`);
+    assert.ok(
+      Math.abs(rec[i]! - expected) < 1e-9 * Math.abs(expected),
+      `cell ${i}: ${rec[i]} vs ${expected}`,
+    );
   }
 });
 
@@ -117,7 +145,9 @@ test('gene-batch dispersion with equal columns reproduces per-gene dispersion; i
   const rng = new Rng(11);
   const batch = randomBatch(rng);
   const gene = createModel(defaultModelConfig(G, K, { nHidden: 6, nLatent: 2, dropoutRate: 0 }));
-  const gb = createModel(defaultModelConfig(G, K, { nHidden: 6, nLatent: 2, dropoutRate: 0, dispersion: 'gene-batch' }));
+  const gb = createModel(
+    defaultModelConfig(G, K, { nHidden: 6, nLatent: 2, dropoutRate: 0, dispersion: 'gene-batch' }),
+  );
   const pg = initParams(gene.config, 5);
   const pb = new Float32Array(gb.layout.size);
   for (const e of gene.layout.entries) {
@@ -149,7 +179,14 @@ test('gene-batch dispersion with equal columns reproduces per-gene dispersion; i
 for (const lik of ['gaussian', 'nb'] as const) {
   test(`whole model (${lik}, gene-batch dispersion, 2 layers): gradient matches finite differences of the loss`, () => {
     const rng = new Rng(99, lik.length);
-    const cfg = defaultModelConfig(G, K, { nHidden: 6, nLatent: 2, nLayers: 2, dropoutRate: 0.2, likelihood: lik, dispersion: 'gene-batch' });
+    const cfg = defaultModelConfig(G, K, {
+      nHidden: 6,
+      nLatent: 2,
+      nLayers: 2,
+      dropoutRate: 0.2,
+      likelihood: lik,
+      dispersion: 'gene-batch',
+    });
     const model = createModel(cfg);
     const params = initParams(cfg, 3);
     const batch = randomBatch(rng);
@@ -173,7 +210,10 @@ for (const lik of ['gaussian', 'nb'] as const) {
         params[e.offset + k] = x;
         const num = (up - down) / (2 * h);
         const an = g.grad[e.offset + k]!;
-        assert.ok(Math.abs(an - num) <= 5e-3 + 1e-2 * Math.abs(num), `${e.name}[${k}]: analytic ${an}, finite difference ${num}`);
+        assert.ok(
+          Math.abs(an - num) <= 5e-3 + 1e-2 * Math.abs(num),
+          `${e.name}[${k}]: analytic ${an}, finite difference ${num}`,
+        );
       }
     }
   });
@@ -196,7 +236,11 @@ for (const lik of ['nb', 'zinb'] as const) {
     const fast = likelihood(inp);
     const ref = negativeBinomialReference(inp);
     const same = (a: ArrayLike<number>, b: ArrayLike<number>, what: string) => {
-      for (let k = 0; k < a.length; k++) assert.ok(Math.abs(a[k]! - b[k]!) <= 1e-7 + 1e-6 * Math.abs(b[k]!), `${what}[${k}]: ${a[k]} vs ${b[k]}`);
+      for (let k = 0; k < a.length; k++)
+        assert.ok(
+          Math.abs(a[k]! - b[k]!) <= 1e-7 + 1e-6 * Math.abs(b[k]!),
+          `${what}[${k}]: ${a[k]} vs ${b[k]}`,
+        );
     };
     same(fast.rec, ref.rec, 'rec');
     same(fast.dLogits!, ref.dLogits!, 'dLogits');

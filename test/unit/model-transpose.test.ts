@@ -27,7 +27,12 @@ test('transpose equals the definition for every remainder of rows and column blo
 
 test('transpose writes into the given output, the model shapes included, and refuses short arrays', () => {
   const rng = new Rng(4);
-  for (const [rows, cols] of [[128, 2000], [2000, 128], [100, 1000], [3, 2000]] as const) {
+  for (const [rows, cols] of [
+    [128, 2000],
+    [2000, 128],
+    [100, 1000],
+    [3, 2000],
+  ] as const) {
     const a = Float32Array.from({ length: rows * cols }, () => rng.uniform());
     const out = new Float32Array(rows * cols).fill(NaN);
     assert.equal(transpose(a, rows, cols, out), out);

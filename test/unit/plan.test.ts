@@ -4,20 +4,44 @@ import { epochPlan, stepsPerEpoch, trainValidationSplit, splitMicrobatches } fro
 
 test('epoch plan uses every training cell exactly once and depends only on (seed, epoch)', () => {
   const train = new Uint32Array(5000).map((_, i) => i * 2);
-  const o = { seed: 3, epoch: 1, globalBatch: 300, microbatch: 128, minLastBatch: 3, planBlock: 256, planWindow: 4 };
+  const o = {
+    seed: 3,
+    epoch: 1,
+    globalBatch: 300,
+    microbatch: 128,
+    minLastBatch: 3,
+    planBlock: 256,
+    planWindow: 4,
+  };
   const plan = epochPlan(train, o);
   const seen = new Set<number>();
-  for (const s of plan) for (const m of s.microbatches) for (const c of m) { assert.ok(!seen.has(c)); seen.add(c); }
+  for (const s of plan)
+    for (const m of s.microbatches)
+      for (const c of m) {
+        assert.ok(!seen.has(c));
+        seen.add(c);
+      }
   assert.equal(seen.size, 5000);
   assert.equal(plan.length, stepsPerEpoch(5000, 300, 3));
   assert.deepEqual(epochPlan(train, o), plan);
   assert.notDeepEqual(epochPlan(train, { ...o, epoch: 2 })[0]!.microbatches[0], plan[0]!.microbatches[0]);
-  assert.deepEqual(plan[0]!.microbatches.map((m) => m.length), [100, 100, 100]);
+  assert.deepEqual(
+    plan[0]!.microbatches.map((m) => m.length),
+    [100, 100, 100],
+  );
 });
 
 test('a trailing batch under minLastBatch cells is dropped', () => {
   const train = new Uint32Array(258).map((_, i) => i);
-  const plan = epochPlan(train, { seed: 0, epoch: 0, globalBatch: 128, microbatch: 128, minLastBatch: 3, planBlock: 1024, planWindow: 8 });
+  const plan = epochPlan(train, {
+    seed: 0,
+    epoch: 0,
+    globalBatch: 128,
+    microbatch: 128,
+    minLastBatch: 3,
+    planBlock: 1024,
+    planWindow: 8,
+  });
   assert.equal(plan.length, 2);
   assert.equal(stepsPerEpoch(258, 128, 3), 2);
   assert.equal(stepsPerEpoch(259, 128, 3), 3);
@@ -36,7 +60,15 @@ test('train/validation split is seeded and disjoint', () => {
 test('plan blocks follow storage blocks: a window of one block keeps each block contiguous', () => {
   // every other cell trains: blocks of 100 global indices hold 50 training cells each
   const train = new Uint32Array(1000).map((_, i) => i * 2);
-  const order = epochPlan(train, { seed: 1, epoch: 0, globalBatch: 50, microbatch: 50, minLastBatch: 3, planBlock: 100, planWindow: 1 });
+  const order = epochPlan(train, {
+    seed: 1,
+    epoch: 0,
+    globalBatch: 50,
+    microbatch: 50,
+    minLastBatch: 3,
+    planBlock: 100,
+    planWindow: 1,
+  });
   assert.equal(order.length, 20);
   for (const s of order) {
     const block = Math.floor(s.microbatches[0]![0]! / 100);

@@ -11,12 +11,19 @@ import { tempDir } from '../helpers/paths.js';
 const dir = tempDir('atlasvae-targets-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-test('a worker\'s endpoint: its own host, or (empty host) the address it connects from', () => {
-  assert.equal(workerMetricsTarget({ metrics: 'gpu-node-3:9402', remote: '10.0.0.7:51234' }), 'gpu-node-3:9402');
+test("a worker's endpoint: its own host, or (empty host) the address it connects from", () => {
+  assert.equal(
+    workerMetricsTarget({ metrics: 'gpu-node-3:9402', remote: '10.0.0.7:51234' }),
+    'gpu-node-3:9402',
+  );
   assert.equal(workerMetricsTarget({ metrics: ':9402', remote: '10.0.0.7:51234' }), '10.0.0.7:9402');
   assert.equal(workerMetricsTarget({ metrics: ':9402', remote: '::ffff:10.0.0.7:51234' }), '10.0.0.7:9402');
   assert.equal(workerMetricsTarget({ metrics: ':9402', remote: 'fd00::5:51234' }), '[fd00::5]:9402');
-  assert.equal(workerMetricsTarget({ remote: '10.0.0.7:51234' }), null, 'a worker without metrics is not a target');
+  assert.equal(
+    workerMetricsTarget({ remote: '10.0.0.7:51234' }),
+    null,
+    'a worker without metrics is not a target',
+  );
 });
 
 test('the file lists the coordinator and the connected workers, rewritten by rename on every change', () => {
@@ -36,16 +43,28 @@ test('the file lists the coordinator and the connected workers, rewritten by ren
     { targets: ['node-b:9401'], labels: { atlasvae_process: 'worker', atlasvae_worker: 'b:12' } },
   ]);
   t.workerLeft(w1);
-  assert.deepEqual((read() as { targets: string[] }[]).map((g) => g.targets[0]), ['head:9400', 'node-b:9401']);
-  assert.deepEqual(fs.readdirSync(dir).filter((f) => f !== 'targets.json'), [], 'no temporary files left');
+  assert.deepEqual(
+    (read() as { targets: string[] }[]).map((g) => g.targets[0]),
+    ['head:9400', 'node-b:9401'],
+  );
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((f) => f !== 'targets.json'),
+    [],
+    'no temporary files left',
+  );
 });
 
 test('hello.metrics is optional and must be HOST:PORT', () => {
   const sizes = { paramLength: 1, bnLength: 0 };
   const hello = { type: 'hello', protocol: PROTOCOL_VERSION, backend: 'wasm', name: 'w', pid: 1 };
   assert.equal(parseWorkerMessage(hello, 0, sizes).type, 'hello');
-  for (const metrics of [':9401', 'node-1:9401', '10.1.2.3:80', '[fd00::1]:9401']) assert.equal(parseWorkerMessage({ ...hello, metrics }, 0, sizes).type, 'hello');
+  for (const metrics of [':9401', 'node-1:9401', '10.1.2.3:80', '[fd00::1]:9401'])
+    assert.equal(parseWorkerMessage({ ...hello, metrics }, 0, sizes).type, 'hello');
   for (const metrics of [9401, 'node-1', 'node 1:9401', 'a:0', 'a:9401/x', 'x'.repeat(300) + ':1']) {
-    assert.throws(() => parseWorkerMessage({ ...hello, metrics }, 0, sizes), /hello\.metrics must be "HOST:PORT"/, String(metrics));
+    assert.throws(
+      () => parseWorkerMessage({ ...hello, metrics }, 0, sizes),
+      /hello\.metrics must be "HOST:PORT"/,
+      String(metrics),
+    );
   }
 });

@@ -22,7 +22,12 @@ test('params files: versions alternate between two files; a reader gets exactly 
     const file = w.write(v, p);
     assert.equal(file, v % 2);
     assert.deepEqual(reader.read(v, file), p);
-    if (v > 0) assert.equal(reader.read(v - 1, (v - 1) % 2)?.[5], Math.fround(Math.sin(5 + v - 1)), 'the other file still holds v − 1');
+    if (v > 0)
+      assert.equal(
+        reader.read(v - 1, (v - 1) % 2)?.[5],
+        Math.fround(Math.sin(5 + v - 1)),
+        'the other file still holds v − 1',
+      );
     assert.equal(reader.read(v + 2, file), null, 'a version not (yet) in the file is refused');
   }
   // v = 4 lives in file 0; writing v = 6 there makes v = 4 unreadable
@@ -51,9 +56,20 @@ test('params files: a torn read (rewrite begun: leading version changed) and for
   assert.equal(reader.read(10, file), null, 'the trailing version is still the old one: refused');
   fs.closeSync(fd);
   assert.equal(ParamsFileReader.open(w.offer, 65), null, 'wrong size');
-  assert.equal(ParamsFileReader.open({ ...w.offer, runId: '0'.repeat(32) }, 64), null, "another coordinator's run id");
+  assert.equal(
+    ParamsFileReader.open({ ...w.offer, runId: '0'.repeat(32) }, 64),
+    null,
+    "another coordinator's run id",
+  );
   assert.equal(ParamsFileReader.open({ ...w.offer, runId: 'not hex' }, 64), null, 'malformed run id');
-  assert.equal(ParamsFileReader.open({ paths: [path.join(r, 'nope-0'), path.join(r, 'nope-1')], runId: w.offer.runId }, 64), null, 'missing files');
+  assert.equal(
+    ParamsFileReader.open(
+      { paths: [path.join(r, 'nope-0'), path.join(r, 'nope-1')], runId: w.offer.runId },
+      64,
+    ),
+    null,
+    'missing files',
+  );
   assert.throws(() => w.write(12, new Float32Array(3)), /params of 3 floats, the files hold 64/);
   reader.close();
   w.close();
@@ -93,20 +109,35 @@ test('result files: a worker rewrites its ring in turn; the coordinator reads ex
     const data = Float32Array.from({ length: 40 }, (_, i) => k * 100 + i);
     sent.push({ ...writer.write(data), data });
   }
-  assert.deepEqual(sent.map((x) => x.seq), [1, 2, 3, 4, 5]);
-  assert.deepEqual(sent.map((x) => x.file), [1, 2, 0, 1, 2], 'a ring of 3 files');
+  assert.deepEqual(
+    sent.map((x) => x.seq),
+    [1, 2, 3, 4, 5],
+  );
+  assert.deepEqual(
+    sent.map((x) => x.file),
+    [1, 2, 0, 1, 2],
+    'a ring of 3 files',
+  );
   for (const x of sent.slice(2)) {
     assert.equal(files.readInto(x.file, x.seq, into), true);
     assert.deepEqual(into, x.data);
   }
-  assert.equal(files.readInto(sent[0]!.file, sent[0]!.seq, into), false, 'result 1 was rewritten by result 4: refused');
+  assert.equal(
+    files.readInto(sent[0]!.file, sent[0]!.seq, into),
+    false,
+    'result 1 was rewritten by result 4: refused',
+  );
   assert.equal(files.readInto(0, 99, into), false, 'a result not in the file');
   assert.equal(files.readInto(5, 3, into), false, 'no such file');
   assert.equal(files.readInto(0, 3, new Float32Array(39)), false, 'wrong target size');
   assert.throws(() => writer.write(new Float32Array(3)), /result of 3 floats, the files hold 40/);
   writer.close();
   files.close();
-  assert.equal(files.paths.some((p) => fs.existsSync(p)), false, "closing the coordinator's side removes the files");
+  assert.equal(
+    files.paths.some((p) => fs.existsSync(p)),
+    false,
+    "closing the coordinator's side removes the files",
+  );
   w.close();
   fs.rmSync(r, { recursive: true, force: true });
 });

@@ -9,18 +9,26 @@ import type { VaeModelApi, CellTerms } from '@atlasvae/shared/model/types';
 import { Rng } from '@atlasvae/shared/rng';
 import { marginalLogLikelihood } from '@atlasvae/shared/model/inference';
 
-const G = 4, L = 2, SIGMA2 = 0.5;
-const W = [[1, 0.5], [-0.3, 1.2], [0.8, -0.7], [0.2, 0.1]];
+const G = 4,
+  L = 2,
+  SIGMA2 = 0.5;
+const W = [
+  [1, 0.5],
+  [-0.3, 1.2],
+  [0.8, -0.7],
+  [0.2, 0.1],
+];
 const B = [1, 2, 0.5, 3];
 
 function cholesky(a: number[][]): number[][] {
   const n = a.length;
   const l = a.map(() => new Array<number>(n).fill(0));
-  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) {
-    let s = a[i]![j]!;
-    for (let k = 0; k < j; k++) s -= l[i]![k]! * l[j]![k]!;
-    l[i]![j] = i === j ? Math.sqrt(s) : s / l[j]![j]!;
-  }
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j <= i; j++) {
+      let s = a[i]![j]!;
+      for (let k = 0; k < j; k++) s -= l[i]![k]! * l[j]![k]!;
+      l[i]![j] = i === j ? Math.sqrt(s) : s / l[j]![j]!;
+    }
   return l;
 }
 
@@ -41,25 +49,41 @@ function logNormal(x: number[], mean: number[], cov: number[][]): number {
 
 /** exact posterior: precision P = I + Wᵀ W / σ², mean = P⁻¹ Wᵀ (x − b) / σ² (L = 2: invert directly) */
 function posterior(x: number[]): { mean: number[]; cov: number[][] } {
-  const p = [[1, 0], [0, 1]];
-  for (let a = 0; a < L; a++) for (let c = 0; c < L; c++) for (let g = 0; g < G; g++) p[a]![c]! += (W[g]![a]! * W[g]![c]!) / SIGMA2;
+  const p = [
+    [1, 0],
+    [0, 1],
+  ];
+  for (let a = 0; a < L; a++)
+    for (let c = 0; c < L; c++) for (let g = 0; g < G; g++) p[a]![c]! += (W[g]![a]! * W[g]![c]!) / SIGMA2;
   const det = p[0]![0]! * p[1]![1]! - p[0]![1]! * p[1]![0]!;
-  const cov = [[p[1]![1]! / det, -p[0]![1]! / det], [-p[1]![0]! / det, p[0]![0]! / det]];
+  const cov = [
+    [p[1]![1]! / det, -p[0]![1]! / det],
+    [-p[1]![0]! / det, p[0]![0]! / det],
+  ];
   const r = [0, 0];
   for (let a = 0; a < L; a++) for (let g = 0; g < G; g++) r[a]! += (W[g]![a]! * (x[g]! - B[g]!)) / SIGMA2;
-  return { mean: [cov[0]![0]! * r[0]! + cov[0]![1]! * r[1]!, cov[1]![0]! * r[0]! + cov[1]![1]! * r[1]!], cov };
+  return {
+    mean: [cov[0]![0]! * r[0]! + cov[0]![1]! * r[1]!, cov[1]![0]! * r[0]! + cov[1]![1]! * r[1]!],
+    cov,
+  };
 }
 
 /** Linear-Gaussian model; `inflate` widens the encoder's variances (an inexact posterior) and
  * its means ignore posterior correlation (diagonal q, like the VAE's). */
 function linearGaussianModel(inflate: number, diagonalExact: boolean): VaeModelApi {
   const cfg = defaultModelConfig(G, 1, { nLatent: L, likelihood: 'gaussian' });
-  const unused = (): never => { throw new Error('not used by the marginal likelihood'); };
+  const unused = (): never => {
+    throw new Error('not used by the marginal likelihood');
+  };
   return {
     config: cfg,
     layout: { entries: [], size: 0 },
     bufferLayout: { entries: [], size: 0 },
-    setParams: unused, getParams: unused, setBuffers: unused, getBuffers: unused, gradient: unused,
+    setParams: unused,
+    getParams: unused,
+    setBuffers: unused,
+    getBuffers: unused,
+    gradient: unused,
     evaluate: (): CellTerms => unused(),
     decodeScale: unused,
     dispose: () => {},
@@ -72,7 +96,9 @@ function linearGaussianModel(inflate: number, diagonalExact: boolean): VaeModelA
         for (let a = 0; a < L; a++) {
           qm[i * L + a] = post.mean[a]!;
           // the diagonal of the exact covariance, or its conditional variance (exact when W's columns are orthogonal)
-          qv[i * L + a] = (diagonalExact ? post.cov[a]![a]! : 1 / (1 + W.reduce((s, w) => s + w[a]! * w[a]!, 0) / SIGMA2)) * inflate;
+          qv[i * L + a] =
+            (diagonalExact ? post.cov[a]![a]! : 1 / (1 + W.reduce((s, w) => s + w[a]! * w[a]!, 0) / SIGMA2)) *
+            inflate;
         }
       }
       return { qm, qv };
@@ -100,13 +126,22 @@ function denseBatch(rows: number[][]): CellBatch {
   const indices: number[] = [];
   const counts: number[] = [];
   rows.forEach((r, i) => {
-    r.forEach((v, g) => { indices.push(g); counts.push(v); });
+    r.forEach((v, g) => {
+      indices.push(g);
+      counts.push(v);
+    });
     indptr[i + 1] = indices.length;
   });
   return {
-    nCells: n, nGenes: G, indptr, indices: Int32Array.from(indices), counts: Float32Array.from(counts),
+    nCells: n,
+    nGenes: G,
+    indptr,
+    indices: Int32Array.from(indices),
+    counts: Float32Array.from(counts),
     library: Float32Array.from(rows.map((r) => r.reduce((a, b) => a + b, 0))),
-    batch: new Int32Array(n), label: new Int32Array(n).fill(-1), cellIndex: Uint32Array.from(rows.map((_, i) => i)),
+    batch: new Int32Array(n),
+    label: new Int32Array(n).fill(-1),
+    cellIndex: Uint32Array.from(rows.map((_, i) => i)),
   };
 }
 
@@ -127,11 +162,13 @@ test('importance sampling converges to the closed-form log p(x) with an inexact 
   // E[S=1] (the ELBO) < E[S=8] < log p(x)
   const meanEstimate = (S: number): number => {
     let tot = 0;
-    for (let r = 0; r < 300; r++) tot += marginalLogLikelihood(model, denseBatch(cells), S, 2, r).reduce((a, b) => a + b, 0);
+    for (let r = 0; r < 300; r++)
+      tot += marginalLogLikelihood(model, denseBatch(cells), S, 2, r).reduce((a, b) => a + b, 0);
     return tot / 300;
   };
   const trueSum = truth.reduce((a, b) => a + b, 0);
-  const e1 = meanEstimate(1), e8 = meanEstimate(8);
+  const e1 = meanEstimate(1),
+    e8 = meanEstimate(8);
   assert.ok(e1 < e8 && e8 < trueSum, `E[S=1] ${e1} < E[S=8] ${e8} < log p(x) ${trueSum}`);
 });
 

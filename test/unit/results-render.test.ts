@@ -9,7 +9,8 @@ import { Rng } from '@atlasvae/shared/rng';
 
 test('every printable ASCII character has a well-formed 5×7 glyph', () => {
   const chars = fontCharacters();
-  for (let c = 32; c < 127; c++) assert.ok(chars.includes(String.fromCharCode(c)), `missing ${String.fromCharCode(c)}`);
+  for (let c = 32; c < 127; c++)
+    assert.ok(chars.includes(String.fromCharCode(c)), `missing ${String.fromCharCode(c)}`);
   for (const ch of chars) {
     const rows = glyphSource(ch)!.split('|');
     assert.equal(rows.length, 7, `glyph ${ch}`);
@@ -39,7 +40,14 @@ test('scatter PNG decodes at the requested size with one colour per category and
     xy[2 * i] = codes[i]! * 10 + rng.normal();
     xy[2 * i + 1] = rng.normal();
   }
-  const out = renderScatter({ xy, codes, names: ['alpha', 'beta cells', 'CD14+ Mono'], title: 'test', width: 640, height: 480 });
+  const out = renderScatter({
+    xy,
+    codes,
+    names: ['alpha', 'beta cells', 'CD14+ Mono'],
+    title: 'test',
+    width: 640,
+    height: 480,
+  });
   const png = PNG.sync.read(out.png);
   assert.equal(png.width, 640);
   assert.equal(png.height, 480);
@@ -54,7 +62,8 @@ test('scatter PNG decodes at the requested size with one colour per category and
 });
 
 test('UMAP is seeded and keeps well-separated clusters apart', () => {
-  const n = 300, dim = 5;
+  const n = 300,
+    dim = 5;
   const rng = new Rng(2);
   const pts = new Float32Array(n * dim);
   const lab = new Int32Array(n);
@@ -68,11 +77,15 @@ test('UMAP is seeded and keeps well-separated clusters apart', () => {
   // each point's nearest 2-D neighbour has its label
   let ok = 0;
   for (let i = 0; i < n; i++) {
-    let best = -1, bd = Infinity;
+    let best = -1,
+      bd = Infinity;
     for (let j = 0; j < n; j++) {
       if (j === i) continue;
       const d = (a[2 * i]! - a[2 * j]!) ** 2 + (a[2 * i + 1]! - a[2 * j + 1]!) ** 2;
-      if (d < bd) { bd = d; best = j; }
+      if (d < bd) {
+        bd = d;
+        best = j;
+      }
     }
     if (lab[best] === lab[i]) ok++;
   }

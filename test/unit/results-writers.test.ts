@@ -18,7 +18,10 @@ test('Arrow table writer streams chunks into one readable IPC file', async () =>
   await w.close();
   const t = tableFromIPC(fs.readFileSync(file));
   assert.equal(t.numRows, 3);
-  assert.deepEqual(t.schema.fields.map((f) => f.name), ['cell', 'z_0', 'n']);
+  assert.deepEqual(
+    t.schema.fields.map((f) => f.name),
+    ['cell', 'z_0', 'n'],
+  );
   assert.deepEqual(t.getChild('cell')!.toArray(), ['a', 'b', 'c']);
   assert.deepEqual(Array.from(t.getChild('z_0')!.toArray() as Float32Array), [1.5, -2, 3.25]);
   assert.deepEqual(fs.readdirSync(dir), ['emb.arrow'], 'no temporary file left');
@@ -49,37 +52,53 @@ test('unknown output extension is a clear error', () => {
 });
 
 const kang = ['data', 'kang_example_sce_1556', 'kang_example_sce_1556.h5ad'];
-test('obsm writer adds X_atlasvae to a copy of a real .h5ad with anndata encoding attributes', { skip: skipUnlessShared(...kang) }, async () => {
-  const src = sharedPath(...kang)!;
-  const dir = tempDir();
-  const out = path.join(dir, 'with_latent.h5ad');
-  const n = await h5adObsCount(src);
-  assert.equal(n, 1556);
-  const values = new Float32Array(n * 10).map((_, i) => i * 0.5 - 7);
-  const srcBytes = fs.readFileSync(src);
-  await writeH5adWithObsm(src, out, [{ key: 'X_atlasvae', values, dim: 10 }]);
-  assert.ok(fs.readFileSync(src).equals(srcBytes), 'source untouched');
-  assert.deepEqual(fs.readdirSync(dir), ['with_latent.h5ad']);
-  const back = await readH5adObsm(out, 'X_atlasvae');
-  assert.equal(back.nObs, 1556);
-  assert.equal(back.dim, 10);
-  assert.deepEqual(back.values, values);
-  await h5wasm.ready;
-  const f = new h5wasm.File(out, 'r');
-  try {
-    const ds = f.get('obsm/X_atlasvae') as InstanceType<typeof h5wasm.Dataset>;
-    assert.equal(ds.attrs['encoding-type']!.value, 'array');
-    assert.equal(ds.attrs['encoding-version']!.value, '0.2.0');
-    assert.equal(ds.dtype, '<f');
-    const obsm = f.get('obsm') as InstanceType<typeof h5wasm.Group>;
-    assert.equal(obsm.attrs['encoding-type']!.value, 'dict');
-    // the rest of the AnnData is intact
-    assert.deepEqual((f.get('X') as InstanceType<typeof h5wasm.Group>).keys().sort(), ['data', 'indices', 'indptr']);
-  } finally {
-    f.close();
-  }
-  // a second write of the same key is refused, naming the file
-  await assert.rejects(writeH5adWithObsm(out, path.join(dir, 'again.h5ad'), [{ key: 'X_atlasvae', values, dim: 10 }]), /already has obsm\/X_atlasvae/);
-  await assert.rejects(writeH5adWithObsm(src, path.join(dir, 'bad.h5ad'), [{ key: 'X', values: new Float32Array(10), dim: 10 }]), /has 1556 cells/);
-  assert.deepEqual(fs.readdirSync(dir), ['with_latent.h5ad']);
-});
+test(
+  'obsm writer adds X_atlasvae to a copy of a real .h5ad with anndata encoding attributes',
+  { skip: skipUnlessShared(...kang) },
+  async () => {
+    const src = sharedPath(...kang)!;
+    const dir = tempDir();
+    const out = path.join(dir, 'with_latent.h5ad');
+    const n = await h5adObsCount(src);
+    assert.equal(n, 1556);
+    const values = new Float32Array(n * 10).map((_, i) => i * 0.5 - 7);
+    const srcBytes = fs.readFileSync(src);
+    await writeH5adWithObsm(src, out, [{ key: 'X_atlasvae', values, dim: 10 }]);
+    assert.ok(fs.readFileSync(src).equals(srcBytes), 'source untouched');
+    assert.deepEqual(fs.readdirSync(dir), ['with_latent.h5ad']);
+    const back = await readH5adObsm(out, 'X_atlasvae');
+    assert.equal(back.nObs, 1556);
+    assert.equal(back.dim, 10);
+    assert.deepEqual(back.values, values);
+    await h5wasm.ready;
+    const f = new h5wasm.File(out, 'r');
+    try {
+      const ds = f.get('obsm/X_atlasvae') as InstanceType<typeof h5wasm.Dataset>;
+      assert.equal(ds.attrs['encoding-type']!.value, 'array');
+      assert.equal(ds.attrs['encoding-version']!.value, '0.2.0');
+      assert.equal(ds.dtype, '<f');
+      const obsm = f.get('obsm') as InstanceType<typeof h5wasm.Group>;
+      assert.equal(obsm.attrs['encoding-type']!.value, 'dict');
+      // the rest of the AnnData is intact
+      assert.deepEqual((f.get('X') as InstanceType<typeof h5wasm.Group>).keys().sort(), [
+        'data',
+        'indices',
+        'indptr',
+      ]);
+    } finally {
+      f.close();
+    }
+    // a second write of the same key is refused, naming the file
+    await assert.rejects(
+      writeH5adWithObsm(out, path.join(dir, 'again.h5ad'), [{ key: 'X_atlasvae', values, dim: 10 }]),
+      /already has obsm\/X_atlasvae/,
+    );
+    await assert.rejects(
+      writeH5adWithObsm(src, path.join(dir, 'bad.h5ad'), [
+        { key: 'X', values: new Float32Array(10), dim: 10 },
+      ]),
+      /has 1556 cells/,
+    );
+    assert.deepEqual(fs.readdirSync(dir), ['with_latent.h5ad']);
+  },
+);

@@ -18,7 +18,10 @@ test('tuneGarbageCollector: refuses values that are not integers 0–10000', () 
 });
 
 test('atlasvae: a malformed ATLASVAE_HEAP_GROWING_PERCENT is a clear error, not a crash', () => {
-  const r = spawnSync(process.execPath, [cli, '--help'], { env: { ...process.env, ATLASVAE_HEAP_GROWING_PERCENT: 'lots' }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [cli, '--help'], {
+    env: { ...process.env, ATLASVAE_HEAP_GROWING_PERCENT: 'lots' },
+    encoding: 'utf8',
+  });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /atlasvae: ATLASVAE_HEAP_GROWING_PERCENT must be an integer 0–10000, got "lots"/);
   assert.doesNotMatch(r.stderr, /at .*\.js:\d+/, 'no stack trace');

@@ -4,13 +4,27 @@ import { StepRun, type StepItem } from '@atlasvae/coordinator/server/stepRun';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 
 function items(k: number): StepItem[] {
-  return Array.from({ length: k }, (_, i) => ({ index: i, nCells: 10, cells: new Uint32Array(10).fill(i), arrow: new Uint8Array(1) }));
+  return Array.from({ length: k }, (_, i) => ({
+    index: i,
+    nCells: 10,
+    cells: new Uint32Array(10).fill(i),
+    arrow: new Uint8Array(1),
+  }));
 }
-const g = (v: number): MicrobatchGradient => ({ grad: new Float32Array([v]), bnStats: new Float32Array(0), nCells: 10, reconstructionSum: 0, klSum: 0, lossSum: 0 });
+const g = (v: number): MicrobatchGradient => ({
+  grad: new Float32Array([v]),
+  bnStats: new Float32Array(0),
+  nCells: 10,
+  reconstructionSum: 0,
+  klSum: 0,
+  lossSum: 0,
+});
 
 test('results are kept by microbatch index whatever the arrival order; duplicates and strangers are dropped', () => {
   const run = new StepRun(0, items(3));
-  const a = run.take(1, 0)!, b = run.take(2, 0)!, c = run.take(1, 0)!;
+  const a = run.take(1, 0)!,
+    b = run.take(2, 0)!,
+    c = run.take(1, 0)!;
   assert.deepEqual([a.index, b.index, c.index], [0, 1, 2]);
   assert.equal(run.take(3, 0), null);
   assert.equal(run.accept(1, 2, g(2), 1), 'accepted');
@@ -20,10 +34,13 @@ test('results are kept by microbatch index whatever the arrival order; duplicate
   assert.equal(run.complete, false);
   assert.equal(run.accept(1, 0, g(0), 1), 'accepted');
   assert.equal(run.complete, true);
-  assert.deepEqual(run.results.map((r) => r!.grad[0]), [0, 1, 2]);
+  assert.deepEqual(
+    run.results.map((r) => r!.grad[0]),
+    [0, 1, 2],
+  );
 });
 
-test('a departed worker\'s microbatches are handed out again; the first result wins', () => {
+test("a departed worker's microbatches are handed out again; the first result wins", () => {
   const run = new StepRun(0, items(4));
   for (let i = 0; i < 4; i++) run.take(i % 2 ? 2 : 1, 0);
   run.accept(1, 0, g(0), 1);
@@ -47,18 +64,30 @@ test('a departed worker\'s microbatches are handed out again; the first result w
   assert.equal(run.take(3, 0)!.index, 2);
   assert.equal(run.accept(3, 2, g(2), 1), 'accepted');
   assert.ok(run.complete);
-  assert.deepEqual(run.results.map((r) => r!.grad[0]), [0, 1, 2, 3]);
+  assert.deepEqual(
+    run.results.map((r) => r!.grad[0]),
+    [0, 1, 2, 3],
+  );
 });
 
 test('isLoopbackPeer: IPv4, IPv6 and IPv4-mapped loopback peers are this machine; others are not', async () => {
   const { isLoopbackPeer } = await import('@atlasvae/coordinator/server/connections');
-  for (const r of ['127.0.0.1:5000', '127.8.9.10:1', '::1:40000', '::ffff:127.0.0.1:8787']) assert.equal(isLoopbackPeer(r), true, r);
-  for (const r of ['10.0.0.5:5000', '192.168.1.2:80', '::ffff:10.1.2.3:8787', 'fe80::1:22', '?:?']) assert.equal(isLoopbackPeer(r), false, r);
+  for (const r of ['127.0.0.1:5000', '127.8.9.10:1', '::1:40000', '::ffff:127.0.0.1:8787'])
+    assert.equal(isLoopbackPeer(r), true, r);
+  for (const r of ['10.0.0.5:5000', '192.168.1.2:80', '::ffff:10.1.2.3:8787', 'fe80::1:22', '?:?'])
+    assert.equal(isLoopbackPeer(r), false, r);
 });
 
 test('StepRun.wouldAccept (checked before reading a result file) agrees with accept', () => {
   const run = new StepRun(0, items(2));
-  const g: MicrobatchGradient = { grad: new Float32Array(1), bnStats: new Float32Array(1), nCells: 10, reconstructionSum: 0, klSum: 0, lossSum: 0 };
+  const g: MicrobatchGradient = {
+    grad: new Float32Array(1),
+    bnStats: new Float32Array(1),
+    nCells: 10,
+    reconstructionSum: 0,
+    klSum: 0,
+    lossSum: 0,
+  };
   const a = run.take(1, 0)!;
   assert.equal(run.wouldAccept(1, a.index), true, 'its holder');
   assert.equal(run.wouldAccept(2, a.index), false, 'not handed to worker 2');

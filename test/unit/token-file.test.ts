@@ -24,12 +24,18 @@ test('a 0600 or 0400 file gives its first line, without the newline', () => {
 test('a file group or others can access is refused, as ssh refuses such a key', () => {
   for (const mode of [0o644, 0o640, 0o604, 0o660, 0o602]) {
     const f = tokenFile(`open-${mode.toString(8)}`, 'tok\n', mode);
-    assert.throws(() => readTokenFile(f), new RegExp(`permissions 0${mode.toString(8)} are too open.*chmod 600`));
+    assert.throws(
+      () => readTokenFile(f),
+      new RegExp(`permissions 0${mode.toString(8)} are too open.*chmod 600`),
+    );
   }
 });
 
 test('missing, empty, multi-line files and directories are refused by name', () => {
-  assert.throws(() => readTokenFile(path.join(dir, 'absent')), /--token-file .*absent: cannot read it \(ENOENT\)/);
+  assert.throws(
+    () => readTokenFile(path.join(dir, 'absent')),
+    /--token-file .*absent: cannot read it \(ENOENT\)/,
+  );
   assert.throws(() => readTokenFile(tokenFile('empty', '\n', 0o600)), /the file is empty/);
   assert.throws(() => readTokenFile(tokenFile('two', 'a\nb\n', 0o600)), /single line/);
   const sub = path.join(dir, 'sub');

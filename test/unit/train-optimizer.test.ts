@@ -40,9 +40,25 @@ test('Adam on a float64 sum scaled by 1 / cells equals Adam on the mean gradient
   const partial = Float64Array.from([1, -2, 0.5, 4]);
   const last = Float32Array.from([0.5, 1, -0.25, 2]);
   for (let t = 0; t < 3; t++) {
-    adamStep(p1, Array.from(partial, (v, i) => (v + last[i]!) / 8), s1, cfg);
-    const sq = adamStepScaled(p2, Float64Array.from(partial, (v, i) => v + last[i]!), 1 / 8, s2, cfg);
-    near(sq, partial.reduce((a, v, i) => a + ((v + last[i]!) / 8) ** 2, 0), 1e-12, 'squared norm');
+    adamStep(
+      p1,
+      Array.from(partial, (v, i) => (v + last[i]!) / 8),
+      s1,
+      cfg,
+    );
+    const sq = adamStepScaled(
+      p2,
+      Float64Array.from(partial, (v, i) => v + last[i]!),
+      1 / 8,
+      s2,
+      cfg,
+    );
+    near(
+      sq,
+      partial.reduce((a, v, i) => a + ((v + last[i]!) / 8) ** 2, 0),
+      1e-12,
+      'squared norm',
+    );
   }
   assert.deepEqual(p2, p1);
   assert.deepEqual(s2.v, s1.v);
@@ -85,7 +101,7 @@ test('applyStep: gradients summed over microbatches and divided by total cells; 
   assert.notEqual(c.buffers[0], a.buffers[0]);
 });
 
-test('GradientAccumulator + applyAccumulated (the coordinator\'s in-order summing) is bit-identical to applyStep', async () => {
+test("GradientAccumulator + applyAccumulated (the coordinator's in-order summing) is bit-identical to applyStep", async () => {
   const { GradientAccumulator, applyAccumulated } = await import('@atlasvae/shared/train/step');
   const mc = defaultModelConfig(30, 2, { nHidden: 8, nLatent: 3 });
   const tc = defaultTrainConfig(100, { lr: 0.01 });
@@ -95,7 +111,10 @@ test('GradientAccumulator + applyAccumulated (the coordinator\'s in-order summin
   const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
   const mk = (n: number): MicrobatchGradient => ({
     grad: Float32Array.from({ length: size }, () => rnd() * 100),
-    nCells: n, reconstructionSum: rnd() * 1000, klSum: rnd() * 10, lossSum: rnd() * 1000,
+    nCells: n,
+    reconstructionSum: rnd() * 1000,
+    klSum: rnd() * 10,
+    lossSum: rnd() * 1000,
     bnStats: Float32Array.from({ length: bsize }, () => rnd()),
   });
   const a = initTrainingState(mc, 1);
@@ -133,10 +152,20 @@ test('Adam in ranges (onChunk): the same parameters, moments and gradient norm t
     for (let step = 0; step < 3; step++) {
       const seen: [number, number][] = [];
       const streamed = new Float32Array(n);
-      sq.push(adamStepScaled(p, sum, 1 / 256, s, cfg, (a, b) => {
-        seen.push([a, b]);
-        streamed.set(p.subarray(a, b), a); // what the coordinator sends at this moment
-      }, chunk));
+      sq.push(
+        adamStepScaled(
+          p,
+          sum,
+          1 / 256,
+          s,
+          cfg,
+          (a, b) => {
+            seen.push([a, b]);
+            streamed.set(p.subarray(a, b), a); // what the coordinator sends at this moment
+          },
+          chunk,
+        ),
+      );
       assert.deepEqual(streamed, p, `chunk ${chunk}: each range was final when handed over`);
       let next = 0;
       for (const [a, b] of seen) {
@@ -152,5 +181,8 @@ test('Adam in ranges (onChunk): the same parameters, moments and gradient norm t
     assert.equal(s.t, 3);
     assert.deepEqual(sq, sqRef, `chunk ${chunk}: squared-gradient sums`);
   }
-  assert.throws(() => adamStepScaled(base.slice(), sum, 1, initAdam(n), cfg, () => undefined, 0), /chunk must be at least 1/);
+  assert.throws(
+    () => adamStepScaled(base.slice(), sum, 1, initAdam(n), cfg, () => undefined, 0),
+    /chunk must be at least 1/,
+  );
 });

@@ -6,7 +6,12 @@ import assert from 'node:assert/strict';
 import { adamStepScaled, initAdam } from '@atlasvae/shared/train/adam';
 import { OptimizerMemory, optimizerMemoryOf, simdEnabled } from '@atlasvae/shared/train/optimizerMemory';
 import { simdKernelModule } from '@atlasvae/shared/train/simdKernels';
-import { applyStep, GradientAccumulator, initTrainingState, inOptimizerMemory } from '@atlasvae/shared/train/step';
+import {
+  applyStep,
+  GradientAccumulator,
+  initTrainingState,
+  inOptimizerMemory,
+} from '@atlasvae/shared/train/step';
 import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
 import { bufferLayout, paramLayout } from '@atlasvae/shared/model/layout';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
@@ -20,11 +25,16 @@ function lcg(seed: number): () => number {
 function awkward(n: number, rnd: () => number): Float32Array {
   return Float32Array.from({ length: n }, (_, i) => {
     switch (i % 9) {
-      case 0: return 0;
-      case 1: return 1e-40 * rnd(); // subnormal
-      case 2: return 1 + 2 ** -24 * rnd();
-      case 3: return rnd() * 1e6;
-      default: return rnd() * 10 ** ((i % 7) - 4);
+      case 0:
+        return 0;
+      case 1:
+        return 1e-40 * rnd(); // subnormal
+      case 2:
+        return 1 + 2 ** -24 * rnd();
+      case 3:
+        return rnd() * 1e6;
+      default:
+        return rnd() * 10 ** ((i % 7) - 4);
     }
   });
 }
@@ -81,15 +91,22 @@ test('Adam does not touch memory outside the elements it was given (kernel bound
   mem.sum.fill(1);
   const state = { m: mem.m, v: mem.v, t: 0 };
   adamStepScaled(mem.params, mem.sum, 1, state, { lr: 0.1, eps: 1e-8, weightDecay: 0 });
-  assert.ok(mem.params.every((x) => Math.abs(x + 0.1) < 1e-6), 'every parameter moved by lr');
-  assert.ok(mem.staging.every((x) => x === 123), 'staging untouched');
+  assert.ok(
+    mem.params.every((x) => Math.abs(x + 0.1) < 1e-6),
+    'every parameter moved by lr',
+  );
+  assert.ok(
+    mem.staging.every((x) => x === 123),
+    'staging untouched',
+  );
   assert.throws(() => mem.addToSum(new Float32Array(n + 1)), /gradient of 11 floats, the optimizer has 10/);
 });
 
 test('training state in optimizer memory: fresh states live there; applyStep gives the bits of plain arrays', () => {
   const mc = { ...defaultModelConfig(40, 2), nHidden: 16, nLatent: 4 };
   const tc = defaultTrainConfig(1000, { globalBatch: 128, microbatch: 64, seed: 1 });
-  const size = paramLayout(mc).size, bsize = bufferLayout(mc).size;
+  const size = paramLayout(mc).size,
+    bsize = bufferLayout(mc).size;
   const a = initTrainingState(mc, 5);
   assert.ok(optimizerMemoryOf(a.params), 'initTrainingState places the parameters in optimizer memory');
   // the same state in plain arrays: the JavaScript loops
@@ -98,7 +115,11 @@ test('training state in optimizer memory: fresh states live there; applyStep giv
   const rnd = lcg(9);
   for (let step = 0; step < 4; step++) {
     const rs: MicrobatchGradient[] = [64, 64, 3].map((nCells) => ({
-      grad: Float32Array.from({ length: size }, () => rnd() * 50), nCells, reconstructionSum: 1, klSum: 1, lossSum: 2,
+      grad: Float32Array.from({ length: size }, () => rnd() * 50),
+      nCells,
+      reconstructionSum: 1,
+      klSum: 1,
+      lossSum: 2,
       bnStats: Float32Array.from({ length: bsize }, () => rnd()),
     }));
     const sa = applyStep(a, rs, tc, mc);
@@ -107,7 +128,11 @@ test('training state in optimizer memory: fresh states live there; applyStep giv
     assert.equal(firstDifference(a.adam.v, b.adam.v), -1, `step ${step}: second moments`);
     assert.ok(Object.is(sa.gradNorm, sb.gradNorm));
   }
-  assert.equal(GradientAccumulator.for(a), GradientAccumulator.for(a), 'one accumulator per optimizer memory');
+  assert.equal(
+    GradientAccumulator.for(a),
+    GradientAccumulator.for(a),
+    'one accumulator per optimizer memory',
+  );
   assert.notEqual(GradientAccumulator.for(a), GradientAccumulator.for(b));
   // placing copies values, and placing again is a no-op
   const placed = inOptimizerMemory(b);

@@ -16,8 +16,12 @@ import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
 /** Poisson-ish counts from 3 latent cell types with a batch effect (small, for fast tests). */
 function synthetic(nCells: number, nGenes: number, nBatch: number, seed: number): CellBatch {
   const rng = new Rng(seed);
-  const types = Array.from({ length: 3 }, () => Float64Array.from({ length: nGenes }, () => Math.exp(rng.normal())));
-  const batchShift = Array.from({ length: nBatch }, () => Float64Array.from({ length: nGenes }, () => Math.exp(0.3 * rng.normal())));
+  const types = Array.from({ length: 3 }, () =>
+    Float64Array.from({ length: nGenes }, () => Math.exp(rng.normal())),
+  );
+  const batchShift = Array.from({ length: nBatch }, () =>
+    Float64Array.from({ length: nGenes }, () => Math.exp(0.3 * rng.normal())),
+  );
   const indptr = new Int32Array(nCells + 1);
   const idx: number[] = [];
   const vals: number[] = [];
@@ -47,7 +51,17 @@ function synthetic(nCells: number, nGenes: number, nBatch: number, seed: number)
     }
     indptr[i + 1] = idx.length;
   }
-  return { nCells, nGenes, indptr, indices: Int32Array.from(idx), counts: Float32Array.from(vals), library, batch, label, cellIndex: Uint32Array.from({ length: nCells }, (_, i) => i) };
+  return {
+    nCells,
+    nGenes,
+    indptr,
+    indices: Int32Array.from(idx),
+    counts: Float32Array.from(vals),
+    library,
+    batch,
+    label,
+    cellIndex: Uint32Array.from({ length: nCells }, (_, i) => i),
+  };
 }
 
 const data = synthetic(300, 40, 2, 1);
@@ -55,7 +69,14 @@ const source = new InMemoryCellSource(data, 2);
 const modelConfig = defaultModelConfig(40, 2, { nHidden: 16, nLatent: 4 });
 
 function setup(seed: number, over = {}) {
-  const trainConfig = defaultTrainConfig(300, { seed, epochs: 4, nEpochsKlWarmup: 2, globalBatch: 64, microbatch: 32, ...over });
+  const trainConfig = defaultTrainConfig(300, {
+    seed,
+    epochs: 4,
+    nEpochsKlWarmup: 2,
+    globalBatch: 64,
+    microbatch: 32,
+    ...over,
+  });
   const split = trainValidationSplit(300, seed, 0.9);
   return { source, modelConfig, trainConfig, trainCells: split.train, validationCells: split.validation };
 }
@@ -82,7 +103,10 @@ test('same seed gives bit-identical parameters and buffers; another seed differs
   const c = await train(setup(4));
   assert.deepEqual(a.state.params, b.state.params);
   assert.deepEqual(a.state.buffers, b.state.buffers);
-  assert.deepEqual(a.history.map((h) => h.validationElbo), b.history.map((h) => h.validationElbo));
+  assert.deepEqual(
+    a.history.map((h) => h.validationElbo),
+    b.history.map((h) => h.validationElbo),
+  );
   assert.notDeepEqual(a.state.params, c.state.params);
 });
 
@@ -108,8 +132,14 @@ test('a trailing global batch under 3 cells is dropped; KL weight warms up by ep
   await initBackend('wasm', () => undefined);
   // 270 training cells with global batch 134: two steps of 134, trailing 2 cells dropped
   const r = await train(setup(6, { globalBatch: 134, microbatch: 134 }));
-  assert.deepEqual(r.history.map((h) => h.cells), [268, 268, 268, 268]);
-  assert.deepEqual(r.history.map((h) => h.klWeight), [0, 0.5, 1, 1]);
+  assert.deepEqual(
+    r.history.map((h) => h.cells),
+    [268, 268, 268, 268],
+  );
+  assert.deepEqual(
+    r.history.map((h) => h.klWeight),
+    [0, 0.5, 1, 1],
+  );
 });
 
 test('training learns: ELBO falls over epochs and stays finite', async () => {
@@ -119,5 +149,8 @@ test('training learns: ELBO falls over epochs and stays finite', async () => {
   const last = r.history[r.history.length - 1]!;
   for (const h of r.history) assert.ok(Number.isFinite(h.validationElbo) && Number.isFinite(h.trainElbo));
   assert.ok(last.trainElbo < first.trainElbo - 5, `train ELBO ${first.trainElbo} -> ${last.trainElbo}`);
-  assert.ok(last.validationElbo < first.validationElbo - 5, `validation ELBO ${first.validationElbo} -> ${last.validationElbo}`);
+  assert.ok(
+    last.validationElbo < first.validationElbo - 5,
+    `validation ELBO ${first.validationElbo} -> ${last.validationElbo}`,
+  );
 });

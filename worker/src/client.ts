@@ -5,11 +5,29 @@
 
 import os from 'node:os';
 import { WebSocket, type ClientOptions } from 'ws';
-import { encodeFrame, decodeFrame, payloadAsFloat32, FrameError, PayloadFirstFrame } from '@atlasvae/shared/protocol/frame';
 import {
-  PROTOCOL_VERSION, PROTOCOL_HEADER, TOKEN_HEADER, CLOSE, ProtocolError,
-  parseCoordinatorMessage, inferArrowOffset, type ExpectedSizes, type HelloMsg, type ResultMsg, type FailureMsg, type WorkMsg,
-  type InferMsg, type InferResultMsg, type InferFailureMsg,
+  encodeFrame,
+  decodeFrame,
+  payloadAsFloat32,
+  FrameError,
+  PayloadFirstFrame,
+} from '@atlasvae/shared/protocol/frame';
+import {
+  PROTOCOL_VERSION,
+  PROTOCOL_HEADER,
+  TOKEN_HEADER,
+  CLOSE,
+  ProtocolError,
+  parseCoordinatorMessage,
+  inferArrowOffset,
+  type ExpectedSizes,
+  type HelloMsg,
+  type ResultMsg,
+  type FailureMsg,
+  type WorkMsg,
+  type InferMsg,
+  type InferResultMsg,
+  type InferFailureMsg,
 } from '@atlasvae/shared/protocol/messages';
 import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
@@ -42,8 +60,15 @@ export interface WorkerEvents {
   connected?(url: string, workerId: number): void;
   disconnected?(code: number, reason: string): void;
   microbatchComputed?(info: {
-    step: number; microbatch: number; nCells: number; computeMs: number;
-    epoch: number; klWeight: number; lossSum: number; reconstructionSum: number; klSum: number;
+    step: number;
+    microbatch: number;
+    nCells: number;
+    computeMs: number;
+    epoch: number;
+    klWeight: number;
+    lossSum: number;
+    reconstructionSum: number;
+    klSum: number;
   }): void;
   bytes?(direction: 'sent' | 'received', n: number): void;
   /** a message from the coordinator refused (a fixed word, safe as a metric label) */
@@ -102,12 +127,23 @@ export class WorkerClient {
         lastConnected = Date.now();
       }
       const giveUp = this.opts.giveUpAfterMs ?? 0;
-      if (giveUp > 0 && Date.now() - lastConnected > giveUp) return this.outcome('gave-up', `no coordinator at ${this.opts.url} for ${Math.round(giveUp / 1000)} s`);
+      if (giveUp > 0 && Date.now() - lastConnected > giveUp)
+        return this.outcome(
+          'gave-up',
+          `no coordinator at ${this.opts.url} for ${Math.round(giveUp / 1000)} s`,
+        );
       const wait = delay * (0.75 + 0.5 * Math.random());
       await new Promise<void>((r) => {
-        const t = setTimeout(() => { this.wakeUp = null; r(); }, wait);
+        const t = setTimeout(() => {
+          this.wakeUp = null;
+          r();
+        }, wait);
         // stop() ends the wait at once
-        this.wakeUp = () => { clearTimeout(t); this.wakeUp = null; r(); };
+        this.wakeUp = () => {
+          clearTimeout(t);
+          this.wakeUp = null;
+          r();
+        };
       });
       delay = Math.min(max, delay * 2);
     }
@@ -155,7 +191,9 @@ export class WorkerClient {
       ws.on('unexpected-response', (_req, res) => {
         const code = res.statusCode ?? 0;
         let body = '';
-        res.on('data', (c: Buffer) => { if (body.length < 500) body += c.toString('utf8'); });
+        res.on('data', (c: Buffer) => {
+          if (body.length < 500) body += c.toString('utf8');
+        });
         res.on('end', () => {
           const msg = `coordinator refused the connection: HTTP ${code}${body ? ` (${body.trim()})` : ''}`;
           if (code === 401 || code === 403 || code === 426) rejected = msg;
@@ -168,7 +206,15 @@ export class WorkerClient {
       });
       ws.on('open', () => {
         const e = this.opts.engine;
-        const hello: HelloMsg = { type: 'hello', protocol: PROTOCOL_VERSION, backend: e.backend, name: this.opts.name ?? os.hostname(), pid: process.pid, engine: e.kind, device: e.device.slice(0, 200) };
+        const hello: HelloMsg = {
+          type: 'hello',
+          protocol: PROTOCOL_VERSION,
+          backend: e.backend,
+          name: this.opts.name ?? os.hostname(),
+          pid: process.pid,
+          engine: e.kind,
+          device: e.device.slice(0, 200),
+        };
         if (e.group > 1) hello.group = e.group;
         if (this.opts.metricsAddress) hello.metrics = this.opts.metricsAddress;
         this.send(ws, encodeFrame(hello));
@@ -210,10 +256,12 @@ export class WorkerClient {
         this.resultFiles = null;
         const reason = reasonBuf.toString('utf8');
         this.opts.events?.disconnected?.(code, reason);
-        if (code === CLOSE.badVersion || code === CLOSE.policyViolation) rejected ??= `coordinator closed the connection: ${reason || code}`;
+        if (code === CLOSE.badVersion || code === CLOSE.policyViolation)
+          rejected ??= `coordinator closed the connection: ${reason || code}`;
         rejected ??= this.fatal;
         if (rejected) return reject(new Rejected(rejected));
-        if (welcomed && done === null && !this.stopped) this.log(`atlasvae worker: connection closed (${code}${reason ? ` ${reason}` : ''}); reconnecting`);
+        if (welcomed && done === null && !this.stopped)
+          this.log(`atlasvae worker: connection closed (${code}${reason ? ` ${reason}` : ''}); reconnecting`);
         resolve({ welcomed, done });
       });
     });
@@ -231,7 +279,8 @@ export class WorkerClient {
     const msg = parseCoordinatorMessage(header, payload.byteLength, this.sizes);
     switch (msg.type) {
       case 'welcome': {
-        if (msg.protocol !== PROTOCOL_VERSION) throw new Rejected(`coordinator speaks protocol ${msg.protocol}, this worker ${PROTOCOL_VERSION}`);
+        if (msg.protocol !== PROTOCOL_VERSION)
+          throw new Rejected(`coordinator speaks protocol ${msg.protocol}, this worker ${PROTOCOL_VERSION}`);
         this.sizes = { paramLength: msg.paramLength, bnLength: msg.bnLength };
         // after everything queued from an earlier connection, before anything from this one; a
         // model this worker cannot build is fatal (retrying would fail the same way)
@@ -250,7 +299,9 @@ export class WorkerClient {
         this.paramsFiles?.close();
         this.paramsFiles = msg.paramsFiles ? ParamsFileReader.open(msg.paramsFiles, msg.paramLength) : null;
         if (this.paramsFiles) this.send(ws, encodeFrame({ type: 'paramsFilesReady' }));
-        this.log(`atlasvae worker: connected to ${this.opts.url} as worker ${msg.workerId} (${this.opts.engine.backend}${this.paramsFiles ? ', parameters through shared memory' : ''})`);
+        this.log(
+          `atlasvae worker: connected to ${this.opts.url} as worker ${msg.workerId} (${this.opts.engine.backend}${this.paramsFiles ? ', parameters through shared memory' : ''})`,
+        );
         this.opts.events?.connected?.(this.opts.url, msg.workerId);
         this.chain(() => undefined);
         return 'welcome';
@@ -264,7 +315,9 @@ export class WorkerClient {
             if (!params) {
               // the file was rewritten before we read it (we are more than a step behind) or is
               // gone: reconnect, and the welcome brings the current parameters over the socket
-              this.log(`atlasvae worker: parameters v${version} no longer in the shared-memory file; reconnecting`);
+              this.log(
+                `atlasvae worker: parameters v${version} no longer in the shared-memory file; reconnecting`,
+              );
               ws.close(CLOSE.goingAway, 'params file unreadable');
               return;
             }
@@ -282,7 +335,8 @@ export class WorkerClient {
         return null;
       }
       case 'work': {
-        if (msg.count !== undefined || !this.opts.engine.gradient) this.chain(() => this.computeGroup(ws, msg, payload));
+        if (msg.count !== undefined || !this.opts.engine.gradient)
+          this.chain(() => this.computeGroup(ws, msg, payload));
         else this.chain(() => this.compute(ws, msg, payload));
         return null;
       }
@@ -322,13 +376,30 @@ export class WorkerClient {
     let out;
     try {
       // copy: the gene list may sit at an unaligned offset of the message buffer
-      const genes = m.genesLength ? new Int32Array(Uint8Array.from(payload.subarray(0, 4 * m.genesLength)).buffer) : null;
-      const req = { op: m.op as InferOp, seed: m.seed, chunk: m.chunk, noiseEpoch: m.noiseEpoch, samples: m.samples, transformBatch: m.transformBatch, genes };
+      const genes = m.genesLength
+        ? new Int32Array(Uint8Array.from(payload.subarray(0, 4 * m.genesLength)).buffer)
+        : null;
+      const req = {
+        op: m.op as InferOp,
+        seed: m.seed,
+        chunk: m.chunk,
+        noiseEpoch: m.noiseEpoch,
+        samples: m.samples,
+        transformBatch: m.transformBatch,
+        genes,
+      };
       out = await engine.infer(req, payload.subarray(inferArrowOffset(m.genesLength)), m.nCells);
     } catch (e) {
       return fail((e as Error).message);
     }
-    const r: InferResultMsg = { type: 'inferResult', id: m.id, nCells: m.nCells, f64Length: out.f64.length, f32Length: out.f32.length, computeMs: performance.now() - t0 };
+    const r: InferResultMsg = {
+      type: 'inferResult',
+      id: m.id,
+      nCells: m.nCells,
+      f64Length: out.f64.length,
+      f32Length: out.f32.length,
+      computeMs: performance.now() - t0,
+    };
     this.send(ws, encodeFrame(r, out.f64, out.f32));
   }
 
@@ -339,10 +410,13 @@ export class WorkerClient {
   /** Run `fn` after everything queued before it (the model build, earlier messages), in order. */
   private chain(fn: () => void | Promise<void>): void {
     // yield to the event loop between items so pings, pongs and new messages are served
-    this.ready = this.ready.then(() => new Promise<void>((r) => setImmediate(r))).then(fn).catch((e: unknown) => {
-      this.log(`atlasvae worker: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-      this.ws?.close(CLOSE.goingAway, 'worker error');
-    });
+    this.ready = this.ready
+      .then(() => new Promise<void>((r) => setImmediate(r)))
+      .then(fn)
+      .catch((e: unknown) => {
+        this.log(`atlasvae worker: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+        this.ws?.close(CLOSE.goingAway, 'worker error');
+      });
   }
 
   /**
@@ -354,11 +428,18 @@ export class WorkerClient {
     if (ws.readyState !== WebSocket.OPEN) return;
     const count = w.count ?? 1;
     const fail = (message: string): void => {
-      const f: FailureMsg = { type: 'failure', version: w.version, step: w.step, microbatch: w.microbatch, message: message.slice(0, 1000) };
+      const f: FailureMsg = {
+        type: 'failure',
+        version: w.version,
+        step: w.step,
+        microbatch: w.microbatch,
+        message: message.slice(0, 1000),
+      };
       if (w.count !== undefined) f.count = count;
       this.send(ws, encodeFrame(f));
     };
-    if (w.version !== this.paramVersion) return fail(`have parameters v${this.paramVersion}, work needs v${w.version}`);
+    if (w.version !== this.paramVersion)
+      return fail(`have parameters v${this.paramVersion}, work needs v${w.version}`);
     const engine = this.opts.engine;
     const sizes = this.sizes!;
     const items: WorkItem[] = [];
@@ -366,7 +447,14 @@ export class WorkerClient {
     for (let k = 0; k < count; k++) {
       const bytes = w.arrowBytes?.[k] ?? payload.byteLength;
       const nCells = w.cellCounts?.[k] ?? w.nCells;
-      items.push({ step: w.step, epoch: w.epoch, microbatch: w.microbatch + k, nCells, klWeight: w.klWeight, arrow: payload.subarray(at, at + bytes) });
+      items.push({
+        step: w.step,
+        epoch: w.epoch,
+        microbatch: w.microbatch + k,
+        nCells,
+        klWeight: w.klWeight,
+        arrow: payload.subarray(at, at + bytes),
+      });
       at += bytes;
     }
     const t0 = performance.now();
@@ -380,32 +468,64 @@ export class WorkerClient {
         for (const m of microbatches.slice(1)) for (let j = 0; j < grad.length; j++) grad[j]! += m.grad[j]!;
         g = { grad, microbatches };
       }
-      if (g.grad.length !== sizes.paramLength || g.microbatches.length !== count || g.microbatches.some((m) => m.bnStats.length !== sizes.bnLength)) {
-        throw new Error(`the engine returned a gradient of ${g.grad.length} floats for ${g.microbatches.length} microbatches, the coordinator expects ${sizes.paramLength} for ${count}`);
+      if (
+        g.grad.length !== sizes.paramLength ||
+        g.microbatches.length !== count ||
+        g.microbatches.some((m) => m.bnStats.length !== sizes.bnLength)
+      ) {
+        throw new Error(
+          `the engine returned a gradient of ${g.grad.length} floats for ${g.microbatches.length} microbatches, the coordinator expects ${sizes.paramLength} for ${count}`,
+        );
       }
     } catch (e) {
       return fail((e as Error).message);
     }
     if (ws.readyState !== WebSocket.OPEN) return;
     const computeMs = performance.now() - t0;
-    const sum = (f: (m: MicrobatchGradient) => number): number => g.microbatches.reduce((a, m) => a + f(m), 0);
+    const sum = (f: (m: MicrobatchGradient) => number): number =>
+      g.microbatches.reduce((a, m) => a + f(m), 0);
     const r: ResultMsg = {
-      type: 'result', version: w.version, step: w.step, microbatch: w.microbatch, nCells: sum((m) => m.nCells),
-      reconstructionSum: sum((m) => m.reconstructionSum), klSum: sum((m) => m.klSum), lossSum: sum((m) => m.lossSum), computeMs,
-      gradLength: g.grad.length, bnLength: sizes.bnLength,
+      type: 'result',
+      version: w.version,
+      step: w.step,
+      microbatch: w.microbatch,
+      nCells: sum((m) => m.nCells),
+      reconstructionSum: sum((m) => m.reconstructionSum),
+      klSum: sum((m) => m.klSum),
+      lossSum: sum((m) => m.lossSum),
+      computeMs,
+      gradLength: g.grad.length,
+      bnLength: sizes.bnLength,
     };
     // a diverged loss is reported as such (the coordinator stops training), never as a malformed result
-    if (g.microbatches.some((m) => nonFiniteTerm({ loss: m.lossSum, reconstruction: m.reconstructionSum, kl: m.klSum }))) r.nonFinite = true;
+    if (
+      g.microbatches.some((m) =>
+        nonFiniteTerm({ loss: m.lossSum, reconstruction: m.reconstructionSum, kl: m.klSum }),
+      )
+    )
+      r.nonFinite = true;
     if (w.count !== undefined) {
       r.count = count;
-      r.microbatches = g.microbatches.map((m) => ({ nCells: m.nCells, reconstructionSum: m.reconstructionSum, klSum: m.klSum, lossSum: m.lossSum }));
+      r.microbatches = g.microbatches.map((m) => ({
+        nCells: m.nCells,
+        reconstructionSum: m.reconstructionSum,
+        klSum: m.klSum,
+        lossSum: m.lossSum,
+      }));
     }
     this.send(ws, encodeFrame(r, g.grad, ...g.microbatches.map((m) => m.bnStats)));
     this.computed += count;
     for (const [k, m] of g.microbatches.entries()) {
       this.opts.events?.microbatchComputed?.({
-        step: w.step, microbatch: w.microbatch + k, nCells: m.nCells, computeMs: computeMs / count,
-        epoch: w.epoch, klWeight: w.klWeight, lossSum: m.lossSum, reconstructionSum: m.reconstructionSum, klSum: m.klSum,
+        step: w.step,
+        microbatch: w.microbatch + k,
+        nCells: m.nCells,
+        computeMs: computeMs / count,
+        epoch: w.epoch,
+        klWeight: w.klWeight,
+        lossSum: m.lossSum,
+        reconstructionSum: m.reconstructionSum,
+        klSum: m.klSum,
       });
     }
   }
@@ -413,7 +533,13 @@ export class WorkerClient {
   private compute(ws: WebSocket, w: WorkMsg, arrow: Uint8Array): void {
     if (ws.readyState !== WebSocket.OPEN) return;
     if (w.version !== this.paramVersion) {
-      const f: FailureMsg = { type: 'failure', version: w.version, step: w.step, microbatch: w.microbatch, message: `have parameters v${this.paramVersion}, work needs v${w.version}` };
+      const f: FailureMsg = {
+        type: 'failure',
+        version: w.version,
+        step: w.step,
+        microbatch: w.microbatch,
+        message: `have parameters v${this.paramVersion}, work needs v${w.version}`,
+      };
       this.send(ws, encodeFrame(f));
       return;
     }
@@ -423,36 +549,68 @@ export class WorkerClient {
     const floats = sizes.paramLength + sizes.bnLength;
     if (viaFile && this.resultBuffer.length !== floats) this.resultBuffer = new Float32Array(floats);
     const payload = viaFile ? this.resultBuffer : this.resultFrame.payload(ws.bufferedAmount === 0, floats);
-    const out = { grad: payload.subarray(0, sizes.paramLength), bnStats: payload.subarray(sizes.paramLength) };
+    const out = {
+      grad: payload.subarray(0, sizes.paramLength),
+      bnStats: payload.subarray(sizes.paramLength),
+    };
     let g;
     try {
-      g = this.opts.engine.gradient!({ step: w.step, epoch: w.epoch, microbatch: w.microbatch, nCells: w.nCells, klWeight: w.klWeight, arrow }, out);
+      g = this.opts.engine.gradient!(
+        {
+          step: w.step,
+          epoch: w.epoch,
+          microbatch: w.microbatch,
+          nCells: w.nCells,
+          klWeight: w.klWeight,
+          arrow,
+        },
+        out,
+      );
       if (g.grad.length !== sizes.paramLength || g.bnStats.length !== sizes.bnLength) {
-        throw new Error(`the engine returned ${g.grad.length} + ${g.bnStats.length} floats, the coordinator expects ${sizes.paramLength} + ${sizes.bnLength}`);
+        throw new Error(
+          `the engine returned ${g.grad.length} + ${g.bnStats.length} floats, the coordinator expects ${sizes.paramLength} + ${sizes.bnLength}`,
+        );
       }
       // an engine that kept its own arrays: one copy into the message
       if (g.grad !== out.grad) out.grad.set(g.grad);
       if (g.bnStats !== out.bnStats) out.bnStats.set(g.bnStats);
     } catch (e) {
-      const f: FailureMsg = { type: 'failure', version: w.version, step: w.step, microbatch: w.microbatch, message: (e as Error).message.slice(0, 1000) };
+      const f: FailureMsg = {
+        type: 'failure',
+        version: w.version,
+        step: w.step,
+        microbatch: w.microbatch,
+        message: (e as Error).message.slice(0, 1000),
+      };
       this.send(ws, encodeFrame(f));
       return;
     }
     const computeMs = performance.now() - t0;
     const r: ResultMsg = {
-      type: 'result', version: w.version, step: w.step, microbatch: w.microbatch, nCells: g.nCells,
-      reconstructionSum: g.reconstructionSum, klSum: g.klSum, lossSum: g.lossSum, computeMs,
-      gradLength: g.grad.length, bnLength: g.bnStats.length,
+      type: 'result',
+      version: w.version,
+      step: w.step,
+      microbatch: w.microbatch,
+      nCells: g.nCells,
+      reconstructionSum: g.reconstructionSum,
+      klSum: g.klSum,
+      lossSum: g.lossSum,
+      computeMs,
+      gradLength: g.grad.length,
+      bnLength: g.bnStats.length,
     };
     // a diverged loss is reported as such (the coordinator stops training), never as a malformed result
-    if (nonFiniteTerm({ loss: g.lossSum, reconstruction: g.reconstructionSum, kl: g.klSum })) r.nonFinite = true;
+    if (nonFiniteTerm({ loss: g.lossSum, reconstruction: g.reconstructionSum, kl: g.klSum }))
+      r.nonFinite = true;
     let written: { file: number; seq: number } | null = null;
     if (viaFile) {
       try {
         written = viaFile.write(payload); // one in-place write of the shared file; the message only names it
       } catch (e) {
         // e.g. /dev/shm full: this and later results go over the socket
-        this.log(`atlasvae worker: cannot write the shared-memory result file (${(e as Error).message}); sending results over the socket`);
+        this.log(
+          `atlasvae worker: cannot write the shared-memory result file (${(e as Error).message}); sending results over the socket`,
+        );
         viaFile.close();
         this.resultFiles = null;
       }
@@ -467,8 +625,15 @@ export class WorkerClient {
     }
     this.computed++;
     this.opts.events?.microbatchComputed?.({
-      step: w.step, microbatch: w.microbatch, nCells: g.nCells, computeMs,
-      epoch: w.epoch, klWeight: w.klWeight, lossSum: g.lossSum, reconstructionSum: g.reconstructionSum, klSum: g.klSum,
+      step: w.step,
+      microbatch: w.microbatch,
+      nCells: g.nCells,
+      computeMs,
+      epoch: w.epoch,
+      klWeight: w.klWeight,
+      lossSum: g.lossSum,
+      reconstructionSum: g.reconstructionSum,
+      klSum: g.klSum,
     });
   }
 }

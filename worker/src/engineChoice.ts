@@ -5,7 +5,13 @@
 // backend (tfjs-node when installed, else wasm). Optional backends load only when chosen or probed.
 
 import { CliError } from '@atlasvae/shared/errors';
-import { initBackend, activeDevice, startWebgpu, tryTensorflowGpu, type BackendChoice } from '@atlasvae/shared/backend';
+import {
+  initBackend,
+  activeDevice,
+  startWebgpu,
+  tryTensorflowGpu,
+  type BackendChoice,
+} from '@atlasvae/shared/backend';
 import type { GradientEngine } from './engine.js';
 import { ModelEngine } from './modelEngine.js';
 import type { DeviceModelFactory } from './device/engine.js';
@@ -31,21 +37,31 @@ export interface EngineOptions {
  * a CliError naming what is missing. */
 export async function createEngine(o: EngineOptions): Promise<GradientEngine> {
   const log = o.log ?? ((m: string) => console.error(m));
-  if (o.group !== undefined && !(Number.isInteger(o.group) && o.group >= 1)) throw new CliError(`--group must be a positive integer, not ${o.group}`);
+  if (o.group !== undefined && !(Number.isInteger(o.group) && o.group >= 1))
+    throw new CliError(`--group must be a positive integer, not ${o.group}`);
   const device = async (backend: BackendChoice): Promise<GradientEngine> => {
     const name = await initBackend(backend, log);
     // loads @tensorflow/tfjs (its gradient functions) only for a device engine
     const { DeviceEngine, deviceModelFactory } = await import('./device/engine.js');
-    return new DeviceEngine(name, activeDevice() ?? name, o.group ?? DEFAULT_DEVICE_GROUP, o.deviceModel ?? deviceModelFactory);
+    return new DeviceEngine(
+      name,
+      activeDevice() ?? name,
+      o.group ?? DEFAULT_DEVICE_GROUP,
+      o.deviceModel ?? deviceModelFactory,
+    );
   };
   if (o.engine === 'js') {
     // its matrix products read back with dataSync, which tfjs-backend-webgpu cannot do outside a browser
-    if (o.backend === 'webgpu') throw new CliError('--engine js cannot run on --backend webgpu (the js engine reads each product back synchronously, which the webgpu backend cannot do in Node): use --engine device');
+    if (o.backend === 'webgpu')
+      throw new CliError(
+        '--engine js cannot run on --backend webgpu (the js engine reads each product back synchronously, which the webgpu backend cannot do in Node): use --engine device',
+      );
     return ModelEngine.create(o.backend, log, o.group ?? 1);
   }
   if (o.backend !== 'auto') {
     // an explicit backend: the device engine on it (auto engine: on the GPU backends only)
-    if (o.engine === 'device' || o.backend === 'webgpu' || o.backend === 'tensorflow') return device(o.backend);
+    if (o.engine === 'device' || o.backend === 'webgpu' || o.backend === 'tensorflow')
+      return device(o.backend);
     return ModelEngine.create(o.backend, log, o.group ?? 1);
   }
   // auto backend: probe the GPUs
@@ -61,6 +77,9 @@ export async function createEngine(o: EngineOptions): Promise<GradientEngine> {
   } catch (e) {
     log(`atlasvae: webgpu not used: ${(e as Error).message}`);
   }
-  if (o.engine === 'device') throw new CliError('--engine device --backend auto: no GPU backend (neither @tensorflow/tfjs-node-gpu nor a hardware WebGPU adapter); name one with --backend tensorflow|webgpu|cpu|wasm');
+  if (o.engine === 'device')
+    throw new CliError(
+      '--engine device --backend auto: no GPU backend (neither @tensorflow/tfjs-node-gpu nor a hardware WebGPU adapter); name one with --backend tensorflow|webgpu|cpu|wasm',
+    );
   return ModelEngine.create('auto', log, o.group ?? 1);
 }

@@ -32,7 +32,10 @@ export class MetricsServer {
   }
 
   get url(): string {
-    const host = !this.opts.host || this.opts.host === '0.0.0.0' || this.opts.host === '::' ? '127.0.0.1' : this.opts.host;
+    const host =
+      !this.opts.host || this.opts.host === '0.0.0.0' || this.opts.host === '::'
+        ? '127.0.0.1'
+        : this.opts.host;
     return `http://${host.includes(':') ? `[${host}]` : host}:${this.boundPort}`;
   }
 
@@ -88,7 +91,10 @@ export class MetricsServer {
     if (path === '/healthz') {
       const live = this.opts.isLive();
       const word = live ? 'ok' : (this.opts.state?.() ?? 'not training');
-      res.writeHead(live ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+      res.writeHead(live ? 200 : 503, {
+        'content-type': 'text/plain; charset=utf-8',
+        'cache-control': 'no-store',
+      });
       res.end(req.method === 'HEAD' ? undefined : `${word}\n`);
       return;
     }

@@ -16,10 +16,15 @@ export type StepPhase = 'compute' | 'communication' | 'aggregation' | 'optimizer
 export const STEP_PHASES: readonly StepPhase[] = ['compute', 'communication', 'aggregation', 'optimizer'];
 
 /** Seconds; a step takes from ~10 ms (tiny models) to minutes (huge global batches on slow workers). */
-export const STEP_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+export const STEP_DURATION_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+];
 
 /** A registry labelled with the process role, with Node's default process metrics (CPU, memory, GC, event loop). */
-export function createMetricsRegistry(role: MetricsRole, opts: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): Registry {
+export function createMetricsRegistry(
+  role: MetricsRole,
+  opts: { defaultMetrics?: boolean; labels?: Record<string, string> } = {},
+): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ role, ...(opts.labels ?? {}) });
   if (opts.defaultMetrics ?? true) {
@@ -31,7 +36,11 @@ export function createMetricsRegistry(role: MetricsRole, opts: { defaultMetrics?
   return registry;
 }
 
-const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+const LINT_FAILING_DEFAULT_METRICS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
 
 /** Monotonic seconds. */
 export function nowSeconds(): number {
@@ -110,12 +119,18 @@ export class TrainingMetricFamilies {
 
   constructor(registry: Registry, role: MetricsRole) {
     const registers = [registry];
-    const whose = role === 'coordinator' ? 'in completed optimizer steps' : 'whose gradients this worker computed';
+    const whose =
+      role === 'coordinator' ? 'in completed optimizer steps' : 'whose gradients this worker computed';
     this.cells = new Counter({ name: 'atlasvae_cells_total', help: `Cells ${whose}.`, registers });
-    this.cellsPerSecond = new Gauge({ name: 'atlasvae_cells_per_second', help: `Cells per second ${whose}, over the last 10 s.`, registers });
+    this.cellsPerSecond = new Gauge({
+      name: 'atlasvae_cells_per_second',
+      help: `Cells per second ${whose}, over the last 10 s.`,
+      registers,
+    });
     this.steps = new Counter({
       name: 'atlasvae_steps_total',
-      help: role === 'coordinator' ? 'Optimizer steps completed.' : 'Training steps this worker took part in.',
+      help:
+        role === 'coordinator' ? 'Optimizer steps completed.' : 'Training steps this worker took part in.',
       registers,
     });
     this.epoch = new Gauge({ name: 'atlasvae_epoch', help: 'Current epoch (0-based).', registers });
@@ -136,8 +151,17 @@ export class TrainingMetricFamilies {
       labelNames: ['split'],
       registers,
     });
-    this.kl = new Gauge({ name: 'atlasvae_kl_divergence', help: 'KL(q(z|x) || N(0, I)) per cell.', labelNames: ['split'], registers });
-    this.klWeight = new Gauge({ name: 'atlasvae_kl_weight', help: 'Weight of the KL term (linear warm-up).', registers });
+    this.kl = new Gauge({
+      name: 'atlasvae_kl_divergence',
+      help: 'KL(q(z|x) || N(0, I)) per cell.',
+      labelNames: ['split'],
+      registers,
+    });
+    this.klWeight = new Gauge({
+      name: 'atlasvae_kl_weight',
+      help: 'Weight of the KL term (linear warm-up).',
+      registers,
+    });
     this.stepDuration = new Histogram({
       name: 'atlasvae_step_duration_seconds',
       help: 'Time of a training step by phase: compute (gradients), communication (waiting for and moving data), aggregation (summing gradients), optimizer (Adam update).',
@@ -145,8 +169,16 @@ export class TrainingMetricFamilies {
       buckets: STEP_DURATION_BUCKETS,
       registers,
     });
-    this.sentBytes = new Counter({ name: 'atlasvae_sent_bytes_total', help: 'Bytes sent over training connections.', registers });
-    this.receivedBytes = new Counter({ name: 'atlasvae_received_bytes_total', help: 'Bytes received over training connections.', registers });
+    this.sentBytes = new Counter({
+      name: 'atlasvae_sent_bytes_total',
+      help: 'Bytes sent over training connections.',
+      registers,
+    });
+    this.receivedBytes = new Counter({
+      name: 'atlasvae_received_bytes_total',
+      help: 'Bytes received over training connections.',
+      registers,
+    });
     this.rejectedMessages = new Counter({
       name: 'atlasvae_rejected_messages_total',
       help: 'Messages rejected by validation, by reason.',
@@ -159,7 +191,11 @@ export class TrainingMetricFamilies {
       labelNames: ['backend'],
       registers,
     });
-    this.trainingActive = new Gauge({ name: 'atlasvae_training_active', help: '1 while training is live, 0 otherwise.', registers });
+    this.trainingActive = new Gauge({
+      name: 'atlasvae_training_active',
+      help: '1 while training is live, 0 otherwise.',
+      registers,
+    });
     this.trainingActive.set(0);
     this.steps.inc(0);
     this.cells.inc(0);
@@ -179,7 +215,10 @@ export class TrainingMetricFamilies {
     }
   }
 
-  setLosses(split: 'train' | 'validation', losses: { elbo?: number; reconstruction?: number; kl?: number }): void {
+  setLosses(
+    split: 'train' | 'validation',
+    losses: { elbo?: number; reconstruction?: number; kl?: number },
+  ): void {
     if (isNum(losses.elbo)) this.elbo.set({ split }, losses.elbo);
     if (isNum(losses.reconstruction)) this.reconstruction.set({ split }, losses.reconstruction);
     if (isNum(losses.kl)) this.kl.set({ split }, losses.kl);
@@ -232,10 +271,22 @@ export class WorkerMetrics {
     this.now = opts.now ?? nowSeconds;
     this.throughput = new ThroughputMeter(10, this.now);
     const registers = [this.registry];
-    this.connectedGauge = new Gauge({ name: 'atlasvae_coordinator_connected', help: '1 while connected to a coordinator.', registers });
+    this.connectedGauge = new Gauge({
+      name: 'atlasvae_coordinator_connected',
+      help: '1 while connected to a coordinator.',
+      registers,
+    });
     this.connectedGauge.set(0);
-    this.reconnects = new Counter({ name: 'atlasvae_connections_total', help: 'Connections made to a coordinator.', registers });
-    this.microbatches = new Counter({ name: 'atlasvae_microbatches_total', help: 'Microbatch gradients computed.', registers });
+    this.reconnects = new Counter({
+      name: 'atlasvae_connections_total',
+      help: 'Connections made to a coordinator.',
+      registers,
+    });
+    this.microbatches = new Counter({
+      name: 'atlasvae_microbatches_total',
+      help: 'Microbatch gradients computed.',
+      registers,
+    });
     this.microbatches.inc(0);
     this.engineInfo = new Gauge({
       name: 'atlasvae_engine_info',
@@ -257,7 +308,10 @@ export class WorkerMetrics {
   setEngine(e: { kind: string; backend: string; device: string; group: number }): void {
     this.families.setBackend(e.backend);
     this.engineInfo.reset();
-    this.engineInfo.set({ engine: e.kind, backend: e.backend, device: e.device.slice(0, 200), group: String(e.group) }, 1);
+    this.engineInfo.set(
+      { engine: e.kind, backend: e.backend, device: e.device.slice(0, 200), group: String(e.group) },
+      1,
+    );
   }
 
   /** Connected (and authenticated) to a coordinator: training is live for this worker. */
@@ -290,13 +344,18 @@ export class WorkerMetrics {
     }
     if (isNum(o.epoch)) f.epoch.set(o.epoch);
     if (isNum(o.klWeight)) f.klWeight.set(o.klWeight);
-    const wait = o.waitSeconds ?? (this.lastEnd === undefined ? undefined : Math.max(0, t - o.computeSeconds - this.lastEnd));
+    const wait =
+      o.waitSeconds ??
+      (this.lastEnd === undefined ? undefined : Math.max(0, t - o.computeSeconds - this.lastEnd));
     this.lastEnd = t;
     f.observePhases({ compute: o.computeSeconds, communication: sumDefined(wait, o.communicationSeconds) });
     if (o.cells > 0) {
       f.setLosses('train', {
         // the ELBO proper (no warm-up weight), as the coordinator reports it
-        elbo: isNum(o.reconstructionSum) && isNum(o.klSum) ? (o.reconstructionSum + o.klSum) / o.cells : undefined,
+        elbo:
+          isNum(o.reconstructionSum) && isNum(o.klSum)
+            ? (o.reconstructionSum + o.klSum) / o.cells
+            : undefined,
         reconstruction: isNum(o.reconstructionSum) ? o.reconstructionSum / o.cells : undefined,
         kl: isNum(o.klSum) ? o.klSum / o.cells : undefined,
       });
@@ -314,7 +373,12 @@ export class WorkerMetrics {
 
   /** A `/metrics` + `/healthz` server for this registry (not started). */
   server(port: number, host?: string): MetricsServer {
-    return new MetricsServer(this.registry, { port, host, isLive: () => this.isLive, state: () => 'disconnected' });
+    return new MetricsServer(this.registry, {
+      port,
+      host,
+      isLive: () => this.isLive,
+      state: () => 'disconnected',
+    });
   }
 
   /** The GPU a scheduler or the node launcher bound this process to (CUDA_VISIBLE_DEVICES), as a label. */

@@ -20,7 +20,10 @@ export class ModelEngine implements GradientEngine {
   private cfg: ModelConfig | null = null;
   private seed = 0;
 
-  private constructor(readonly backend: string, readonly group: number) {}
+  private constructor(
+    readonly backend: string,
+    readonly group: number,
+  ) {}
 
   /** Start the compute backend, then return an engine that uses it. */
   static async create(choice: BackendChoice, log?: (m: string) => void, group = 1): Promise<ModelEngine> {
@@ -35,7 +38,9 @@ export class ModelEngine implements GradientEngine {
     }
     this.seed = seed;
     if (this.model.layout.size !== paramLength || this.model.bufferLayout.size * 1 !== bnLength) {
-      throw new Error(`model layout (${this.model.layout.size} parameters, ${this.model.bufferLayout.size} BN statistics) differs from the coordinator's (${paramLength}, ${bnLength}): use the same atlasvae version`);
+      throw new Error(
+        `model layout (${this.model.layout.size} parameters, ${this.model.bufferLayout.size} BN statistics) differs from the coordinator's (${paramLength}, ${bnLength}): use the same atlasvae version`,
+      );
     }
   }
 
@@ -49,7 +54,8 @@ export class ModelEngine implements GradientEngine {
 
   infer(req: InferRequest, arrow: Uint8Array, nCells: number): InferOutput {
     const batch = decodeCellBatch(arrow, this.cfg!.nGenes);
-    if (batch.nCells !== nCells) throw new Error(`inference chunk holds ${batch.nCells} cells, the message says ${nCells}`);
+    if (batch.nCells !== nCells)
+      throw new Error(`inference chunk holds ${batch.nCells} cells, the message says ${nCells}`);
     return runInference(this.model!, batch, req);
   }
 
@@ -57,7 +63,8 @@ export class ModelEngine implements GradientEngine {
     const model = this.model!;
     const cfg = this.cfg!;
     const batch = decodeCellBatch(item.arrow, cfg.nGenes);
-    if (batch.nCells !== item.nCells) throw new Error(`microbatch holds ${batch.nCells} cells, the message says ${item.nCells}`);
+    if (batch.nCells !== item.nCells)
+      throw new Error(`microbatch holds ${batch.nCells} cells, the message says ${item.nCells}`);
     const noise = microbatchNoise(cfg, this.seed, item.step, item.microbatch, batch.nCells);
     return model.gradient(batch, noise, item.klWeight, out);
   }

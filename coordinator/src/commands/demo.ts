@@ -30,9 +30,13 @@ export const demoCommand = (y: Argv): Argv =>
         .option('genes', { type: 'number', default: 1000, describe: 'genes to simulate' })
         .option('epochs', { type: 'number', default: 10, describe: 'training epochs' })
         .option('local-workers', { type: 'number', default: 2, describe: 'worker processes' })
-        .option('backend', { choices: JS_MODEL_BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend of the workers' })
+        .option('backend', {
+          choices: JS_MODEL_BACKEND_CHOICES,
+          default: 'auto' as BackendChoice,
+          describe: 'compute backend of the workers',
+        })
         .option('seed', { type: 'number', default: 0, describe: 'seed of simulation and training' })
-        .example('$0 demo', 'the README\'s quick start (a few minutes on 2 cores)')
+        .example('$0 demo', "the README's quick start (a few minutes on 2 cores)")
         .example('$0 demo --cells 5000 --epochs 5 --out /tmp/demo', 'a quicker run'),
     async (a) => {
       const log = getLogger('demo');
@@ -41,11 +45,22 @@ export const demoCommand = (y: Argv): Argv =>
       }
       const out = path.resolve(a.out);
       const dataDir = path.join(out, 'data');
-      const sim = { ...defaultSimulationOptions, cells: a.cells, genes: a.genes, batches: 2, cellTypes: 6, seed: a.seed };
+      const sim = {
+        ...defaultSimulationOptions,
+        cells: a.cells,
+        genes: a.genes,
+        batches: 2,
+        cellTypes: 6,
+        seed: a.seed,
+      };
       // reuse a dataset simulated earlier with the same options
       const stamp = path.join(out, 'data.options.json');
       const want = JSON.stringify(sim);
-      if (!(fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === want && fs.existsSync(path.join(dataDir, 'manifest.json')))) {
+      if (!(
+        fs.existsSync(stamp) &&
+        fs.readFileSync(stamp, 'utf8') === want &&
+        fs.existsSync(path.join(dataDir, 'manifest.json'))
+      )) {
         fs.rmSync(dataDir, { recursive: true, force: true });
         fs.mkdirSync(out, { recursive: true });
         log.info(`simulating ${a.cells} cells × ${a.genes} genes (6 cell types, 2 batches) into ${dataDir}`);
@@ -56,15 +71,31 @@ export const demoCommand = (y: Argv): Argv =>
       const ckpt = path.join(out, 'model.ckpt');
       fs.rmSync(ckpt, { force: true });
       const flags: TrainingFlags = {
-        data: dataDir, epochs: a.epochs, seed: a.seed, 'global-batch': 256, microbatch: 128, 'kl-warmup': Math.max(1, Math.round(a.epochs * 0.75)),
-        'n-hidden': 128, 'n-latent': 10, 'n-layers': 1, dropout: 0.1, likelihood: 'nb', dispersion: 'gene',
-        checkpoint: ckpt, 'checkpoint-every': 200, resume: false, 'step-timeout': 120,
+        data: dataDir,
+        epochs: a.epochs,
+        seed: a.seed,
+        'global-batch': 256,
+        microbatch: 128,
+        'kl-warmup': Math.max(1, Math.round(a.epochs * 0.75)),
+        'n-hidden': 128,
+        'n-latent': 10,
+        'n-layers': 1,
+        dropout: 0.1,
+        likelihood: 'nb',
+        dispersion: 'gene',
+        checkpoint: ckpt,
+        'checkpoint-every': 200,
+        resume: false,
+        'step-timeout': 120,
       };
       const token = crypto.randomBytes(18).toString('base64url');
       const workers = new LocalWorkers(a['local-workers'], a.backend);
       try {
         const r = await runCoordinator(flags, {
-          host: '127.0.0.1', port: 0, token, minWorkers: a['local-workers'],
+          host: '127.0.0.1',
+          port: 0,
+          token,
+          minWorkers: a['local-workers'],
           onListening: (url) => workers.start(url, token),
         });
         reportOutcome(r);
@@ -95,10 +126,11 @@ export const demoCommand = (y: Argv): Argv =>
             cell: idx,
             barcode: barcodes,
             batch: Array.from(batch.batch, (b) => c.batchCategories[b] ?? String(b)),
-            cell_type: Array.from(batch.label, (l) => (l >= 0 ? c.labelCategories[l] ?? String(l) : '')),
+            cell_type: Array.from(batch.label, (l) => (l >= 0 ? (c.labelCategories[l] ?? String(l)) : '')),
             split: Array.from(idx, (i) => (isValidation[i] ? 'validation' : 'train')),
           };
-          for (let l = 0; l < L; l++) cols[`z${l + 1}`] = Float32Array.from({ length: idx.length }, (_, i) => qm[i * L + l]!);
+          for (let l = 0; l < L; l++)
+            cols[`z${l + 1}`] = Float32Array.from({ length: idx.length }, (_, i) => qm[i * L + l]!);
           await writer.write(cols);
         }
         await writer.close();
@@ -109,6 +141,8 @@ export const demoCommand = (y: Argv): Argv =>
         model.dispose();
         await ds.close();
       }
-      process.stdout.write(`latent embedding (${c.modelConfig.nLatent} dimensions, every cell): ${embFile}\n`);
+      process.stdout.write(
+        `latent embedding (${c.modelConfig.nLatent} dimensions, every cell): ${embFile}\n`,
+      );
     },
   );

@@ -29,7 +29,12 @@ export class CellBuckets {
   private readonly counts: Float64Array;
 
   /** `expectedEntries` sizes buckets so that each holds about BUCKET_TARGET_ENTRIES entries */
-  constructor(readonly nCells: number, expectedEntries: number, tmpRoot = os.tmpdir(), bucketEntries = BUCKET_TARGET_ENTRIES) {
+  constructor(
+    readonly nCells: number,
+    expectedEntries: number,
+    tmpRoot = os.tmpdir(),
+    bucketEntries = BUCKET_TARGET_ENTRIES,
+  ) {
     const perCell = Math.max(1, expectedEntries / Math.max(1, nCells));
     bucketEntries = Math.max(bucketEntries, Math.ceil(expectedEntries / MAX_BUCKETS));
     this.bucketCells = Math.max(1, Math.min(nCells, Math.floor(bucketEntries / perCell)));
@@ -75,24 +80,39 @@ export class CellBuckets {
       let off = 0;
       while (off < raw.length) {
         const r = fs.readSync(this.fds[b]!, raw, off, raw.length - off, off);
-        if (r === 0) throw new Error(`temporary file ${path.join(this.dir, `bucket-${b}`)} is shorter than written`);
+        if (r === 0)
+          throw new Error(`temporary file ${path.join(this.dir, `bucket-${b}`)} is shorter than written`);
         off += r;
       }
       fs.closeSync(this.fds[b]!);
       fs.rmSync(path.join(this.dir, `bucket-${b}`), { force: true });
       this.fds[b] = -1;
-      yield { ...entriesToRows(this.raw, n, start, nCells), barcodes: await barcodesFor(start, start + nCells) };
+      yield {
+        ...entriesToRows(this.raw, n, start, nCells),
+        barcodes: await barcodesFor(start, start + nCells),
+      };
     }
   }
 
   close(): void {
-    for (const fd of this.fds) if (fd >= 0) try { fs.closeSync(fd); } catch { /* closed */ }
+    for (const fd of this.fds)
+      if (fd >= 0)
+        try {
+          fs.closeSync(fd);
+        } catch {
+          /* closed */
+        }
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
 /** Counting sort by cell, then genes ascending within a cell; duplicate entries summed. */
-function entriesToRows(raw: ArrayBuffer, n: number, start: number, nCells: number): Omit<RowChunk, 'barcodes'> {
+function entriesToRows(
+  raw: ArrayBuffer,
+  n: number,
+  start: number,
+  nCells: number,
+): Omit<RowChunk, 'barcodes'> {
   // records (little-endian, as written): cell at int32 4k, gene at int32 4k+1, value at float64 2k+1
   const i32 = new Int32Array(raw, 0, n * 4);
   const f64 = new Float64Array(raw, 0, n * 2);
@@ -111,27 +131,42 @@ function entriesToRows(raw: ArrayBuffer, n: number, start: number, nCells: numbe
   let w = 0;
   const out = new Int32Array(nCells + 1);
   for (let i = 0; i < nCells; i++) {
-    const s = indptr[i]!, e = indptr[i + 1]!;
+    const s = indptr[i]!,
+      e = indptr[i + 1]!;
     let sorted = true;
-    for (let k = s + 1; k < e; k++) if (indices[k]! < indices[k - 1]!) { sorted = false; break; }
+    for (let k = s + 1; k < e; k++)
+      if (indices[k]! < indices[k - 1]!) {
+        sorted = false;
+        break;
+      }
     if (!sorted && e - s > 64) {
       const order = Array.from({ length: e - s }, (_, j) => s + j).sort((a, b) => indices[a]! - indices[b]!);
-      const gi = order.map((k) => indices[k]!), vi = order.map((k) => values[k]!);
+      const gi = order.map((k) => indices[k]!),
+        vi = order.map((k) => values[k]!);
       indices.set(gi, s);
       values.set(vi, s);
       sorted = true;
     }
     for (let k = sorted ? e : s + 1; k < e; k++) {
-      const g = indices[k]!, v = values[k]!;
+      const g = indices[k]!,
+        v = values[k]!;
       let j = k - 1;
-      while (j >= s && indices[j]! > g) { indices[j + 1] = indices[j]!; values[j + 1] = values[j]!; j--; }
+      while (j >= s && indices[j]! > g) {
+        indices[j + 1] = indices[j]!;
+        values[j + 1] = values[j]!;
+        j--;
+      }
       indices[j + 1] = g;
       values[j + 1] = v;
     }
     const rowStart = w;
     for (let k = s; k < e; k++) {
       if (w > rowStart && indices[w - 1] === indices[k]) values[w - 1]! += values[k]!;
-      else { indices[w] = indices[k]!; values[w] = values[k]!; w++; }
+      else {
+        indices[w] = indices[k]!;
+        values[w] = values[k]!;
+        w++;
+      }
     }
     out[i + 1] = w;
   }

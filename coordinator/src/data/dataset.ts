@@ -7,8 +7,20 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
 import type { CellBatch, CellSource } from '@atlasvae/shared/batch';
-import { recordBatchToCellBatch, recordBatchSourceRows, recordBatchBarcodes, encodeCellRows, shardSchema, streamSchemaFrame } from '@atlasvae/shared/arrowBatch';
-import { manifestProblems, MANIFEST_FILE, type DatasetManifest, type ShardInfo } from '@atlasvae/shared/manifest';
+import {
+  recordBatchToCellBatch,
+  recordBatchSourceRows,
+  recordBatchBarcodes,
+  encodeCellRows,
+  shardSchema,
+  streamSchemaFrame,
+} from '@atlasvae/shared/arrowBatch';
+import {
+  manifestProblems,
+  MANIFEST_FILE,
+  type DatasetManifest,
+  type ShardInfo,
+} from '@atlasvae/shared/manifest';
 import { trainValidationSplit } from '@atlasvae/shared/plan';
 import { InputError } from '@atlasvae/shared/errors';
 
@@ -87,7 +99,11 @@ export class DatasetSource implements CellSource {
   /** reads into an evicted record batch's buffer instead of a fresh one */
   buffersReused = 0;
 
-  constructor(readonly dir: string, readonly manifest: DatasetManifest, private readonly o: Required<Pick<OpenDatasetOptions, 'cacheBytes' | 'maxOpenShards'>>) {
+  constructor(
+    readonly dir: string,
+    readonly manifest: DatasetManifest,
+    private readonly o: Required<Pick<OpenDatasetOptions, 'cacheBytes' | 'maxOpenShards'>>,
+  ) {
     this.nCells = manifest.nCells;
     this.nGenes = manifest.nGenes;
     this.nBatch = manifest.batchCategories.length;
@@ -97,7 +113,8 @@ export class DatasetSource implements CellSource {
 
   /** shard holding a global cell index */
   private shardOf(cell: number): number {
-    let lo = 0, hi = this.firstCells.length - 1;
+    let lo = 0,
+      hi = this.firstCells.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
       if (this.firstCells[mid]! <= cell) lo = mid;
@@ -132,7 +149,8 @@ export class DatasetSource implements CellSource {
       try {
         const reader = await RecordBatchReader.from(fh);
         await reader.open();
-        if (!reader.isFile() || reader.numRecordBatches !== info.recordBatches) throw new Error(`expected an Arrow file with ${info.recordBatches} record batches`);
+        if (!reader.isFile() || reader.numRecordBatches !== info.recordBatches)
+          throw new Error(`expected an Arrow file with ${info.recordBatches} record batches`);
         const names = reader.schema.fields.map((f) => `${f.name}:${String(f.type)}`).join(',');
         if (names !== SHARD_LAYOUT) throw new Error(`unexpected columns ${names}`);
         // the footer (read by Arrow's reader) gives each record batch's byte range; the batches
@@ -152,10 +170,12 @@ export class DatasetSource implements CellSource {
     while (this.handles.size > this.o.maxOpenShards) {
       const [oldest, oh] = this.handles.entries().next().value as [number, Promise<ShardHandle>];
       this.handles.delete(oldest);
-      void oh.then((x) => {
-        x.evicted = true;
-        if (x.reading === 0) return x.fh.close();
-      }).catch(() => undefined);
+      void oh
+        .then((x) => {
+          x.evicted = true;
+          if (x.reading === 0) return x.fh.close();
+        })
+        .catch(() => undefined);
     }
     return h;
   }
@@ -189,14 +209,22 @@ export class DatasetSource implements CellSource {
       const batches = [...RecordBatchReader.from(buf)];
       rb = batches.length === 1 ? batches[0]! : null;
     } catch (e) {
-      throw new InputError(path.join(this.dir, info.file), `corrupt record batch ${r} (${(e as Error).message})`);
+      throw new InputError(
+        path.join(this.dir, info.file),
+        `corrupt record batch ${r} (${(e as Error).message})`,
+      );
     }
     const expected = Math.min(this.rbCells, info.cells - r * this.rbCells);
-    if (!rb || rb.numRows !== expected) throw new InputError(path.join(this.dir, info.file), `record batch ${r} is missing or has the wrong number of cells`);
+    if (!rb || rb.numRows !== expected)
+      throw new InputError(
+        path.join(this.dir, info.file),
+        `record batch ${r} is missing or has the wrong number of cells`,
+      );
     // rows in shards are sorted by gene: checking their ends suffices here (workers check every
     // index of the messages they receive)
     const cells = recordBatchToCellBatch(rb, this.nGenes, false);
-    if (cells.cellIndex[0] !== info.firstCell + r * this.rbCells) throw new InputError(path.join(this.dir, info.file), `record batch ${r} starts at the wrong cell`);
+    if (cells.cellIndex[0] !== info.firstCell + r * this.rbCells)
+      throw new InputError(path.join(this.dir, info.file), `record batch ${r} starts at the wrong cell`);
     this.blocksRead++;
     return { cells, rb, bytes, buffer: buffer!, pins: 0, evicted: false, recycled: false };
   }
@@ -224,7 +252,9 @@ export class DatasetSource implements CellSource {
   private release(b: Block): void {
     if (b.pins > 0 || !b.evicted || b.recycled) return;
     b.recycled = true;
-    const fits = this.pool.length === 0 || (this.pool.length < POOL_BUFFERS && this.pooledBytes + b.buffer.byteLength <= this.o.cacheBytes / 4);
+    const fits =
+      this.pool.length === 0 ||
+      (this.pool.length < POOL_BUFFERS && this.pooledBytes + b.buffer.byteLength <= this.o.cacheBytes / 4);
     if (fits && b.buffer.byteLength >= POOL_GRAIN) {
       this.pool.push(b.buffer);
       this.pooledBytes += b.buffer.byteLength;
@@ -241,22 +271,25 @@ export class DatasetSource implements CellSource {
     }
     let p = this.loading.get(key);
     if (!p) {
-      p = this.readBlock(key).then((b) => {
-        this.loading.delete(key);
-        this.cache.set(key, b);
-        this.cachedBytes += b.bytes;
-        while (this.cachedBytes > this.o.cacheBytes && this.cache.size > 1) {
-          const [k, old] = this.cache.entries().next().value as [number, Block];
-          this.cache.delete(k);
-          this.cachedBytes -= old.bytes;
-          old.evicted = true;
-          this.release(old);
-        }
-        return b;
-      }, (e: unknown) => {
-        this.loading.delete(key);
-        throw e;
-      });
+      p = this.readBlock(key).then(
+        (b) => {
+          this.loading.delete(key);
+          this.cache.set(key, b);
+          this.cachedBytes += b.bytes;
+          while (this.cachedBytes > this.o.cacheBytes && this.cache.size > 1) {
+            const [k, old] = this.cache.entries().next().value as [number, Block];
+            this.cache.delete(k);
+            this.cachedBytes -= old.bytes;
+            old.evicted = true;
+            this.release(old);
+          }
+          return b;
+        },
+        (e: unknown) => {
+          this.loading.delete(key);
+          throw e;
+        },
+      );
       this.loading.set(key, p);
     }
     return p;
@@ -287,7 +320,10 @@ export class DatasetSource implements CellSource {
    * Runs `use` on the record batches holding the given cells (keyed as blockKey does), pinned
    * while it runs; `use` must copy what it needs before returning.
    */
-  private async withBlocks<T>(indices: ArrayLike<number>, use: (keys: Float64Array, blocks: Map<number, Block>) => T): Promise<T> {
+  private async withBlocks<T>(
+    indices: ArrayLike<number>,
+    use: (keys: Float64Array, blocks: Map<number, Block>) => T,
+  ): Promise<T> {
     const { keys, blocks } = await this.blocksFor(indices);
     try {
       return use(keys, blocks);
@@ -297,12 +333,15 @@ export class DatasetSource implements CellSource {
   }
 
   /** Record batches holding the given cells, keyed as blockKey does, pinned (see withBlocks). */
-  private async blocksFor(indices: ArrayLike<number>): Promise<{ keys: Float64Array; blocks: Map<number, Block> }> {
+  private async blocksFor(
+    indices: ArrayLike<number>,
+  ): Promise<{ keys: Float64Array; blocks: Map<number, Block> }> {
     const keys = new Float64Array(indices.length);
     const wanted = new Set<number>();
     for (let i = 0; i < indices.length; i++) {
       const c = indices[i]!;
-      if (!(c >= 0 && c < this.nCells) || !Number.isInteger(c)) throw new RangeError(`cell index ${c} outside 0..${this.nCells - 1}`);
+      if (!(c >= 0 && c < this.nCells) || !Number.isInteger(c))
+        throw new RangeError(`cell index ${c} outside 0..${this.nCells - 1}`);
       const k = this.blockKey(c);
       keys[i] = k;
       wanted.add(k);
@@ -342,13 +381,20 @@ export class DatasetSource implements CellSource {
     const { from, rows } = this.locate(indices, keys, blocks);
     const n = indices.length;
     const indptr = new Int32Array(n + 1);
-    for (let i = 0; i < n; i++) indptr[i + 1] = indptr[i]! + from[i]!.indptr[rows[i]! + 1]! - from[i]!.indptr[rows[i]!]!;
+    for (let i = 0; i < n; i++)
+      indptr[i + 1] = indptr[i]! + from[i]!.indptr[rows[i]! + 1]! - from[i]!.indptr[rows[i]!]!;
     const nnz = indptr[n]!;
-    const indicesOut = new Int32Array(nnz), countsOut = new Float32Array(nnz);
-    const library = new Float32Array(n), batch = new Int32Array(n), label = new Int32Array(n), cellIndex = new Uint32Array(n);
+    const indicesOut = new Int32Array(nnz),
+      countsOut = new Float32Array(nnz);
+    const library = new Float32Array(n),
+      batch = new Int32Array(n),
+      label = new Int32Array(n),
+      cellIndex = new Uint32Array(n);
     for (let i = 0; i < n; i++) {
-      const c = from[i]!, r = rows[i]!;
-      const s = c.indptr[r]!, e = c.indptr[r + 1]!;
+      const c = from[i]!,
+        r = rows[i]!;
+      const s = c.indptr[r]!,
+        e = c.indptr[r + 1]!;
       indicesOut.set(c.indices.subarray(s, e), indptr[i]!);
       countsOut.set(c.counts.subarray(s, e), indptr[i]!);
       library[i] = c.library[r]!;
@@ -356,7 +402,17 @@ export class DatasetSource implements CellSource {
       label[i] = c.label[r]!;
       cellIndex[i] = c.cellIndex[r]!;
     }
-    return { nCells: n, nGenes: this.nGenes, indptr, indices: indicesOut, counts: countsOut, library, batch, label, cellIndex };
+    return {
+      nCells: n,
+      nGenes: this.nGenes,
+      indptr,
+      indices: indicesOut,
+      counts: countsOut,
+      library,
+      batch,
+      label,
+      cellIndex,
+    };
   }
 
   /**
@@ -371,7 +427,11 @@ export class DatasetSource implements CellSource {
   }
 
   /** For each asked cell, the decoded record batch holding it and its row there. */
-  private locate(indices: ArrayLike<number>, keys: Float64Array, blocks: Map<number, Block>): { from: CellBatch[]; rows: Int32Array } {
+  private locate(
+    indices: ArrayLike<number>,
+    keys: Float64Array,
+    blocks: Map<number, Block>,
+  ): { from: CellBatch[]; rows: Int32Array } {
     const n = indices.length;
     const rows = new Int32Array(n);
     const from = new Array<CellBatch>(n);
@@ -393,7 +453,11 @@ export class DatasetSource implements CellSource {
     return this.withBlocks(indices, (keys, blocks) => this.copySourceRows(indices, keys, blocks));
   }
 
-  private copySourceRows(indices: ArrayLike<number>, keys: Float64Array, blocks: Map<number, Block>): { sourceRow: Uint32Array; barcodes: string[] } {
+  private copySourceRows(
+    indices: ArrayLike<number>,
+    keys: Float64Array,
+    blocks: Map<number, Block>,
+  ): { sourceRow: Uint32Array; barcodes: string[] } {
     const sourceRow = new Uint32Array(indices.length);
     const barcodes = new Array<string>(indices.length);
     const decoded = new Map<number, { rows: Uint32Array; codes: string[] }>();
@@ -413,8 +477,22 @@ export class DatasetSource implements CellSource {
   }
 
   /** Counters for monitoring (e.g. exported as Prometheus gauges/counters by the coordinator). */
-  stats(): { recordBatchesRead: number; cacheHits: number; buffersReused: number; cachedBytes: number; cachedRecordBatches: number; openShards: number } {
-    return { recordBatchesRead: this.blocksRead, cacheHits: this.cacheHits, buffersReused: this.buffersReused, cachedBytes: this.cachedBytes, cachedRecordBatches: this.cache.size, openShards: this.handles.size };
+  stats(): {
+    recordBatchesRead: number;
+    cacheHits: number;
+    buffersReused: number;
+    cachedBytes: number;
+    cachedRecordBatches: number;
+    openShards: number;
+  } {
+    return {
+      recordBatchesRead: this.blocksRead,
+      cacheHits: this.cacheHits,
+      buffersReused: this.buffersReused,
+      cachedBytes: this.cachedBytes,
+      cachedRecordBatches: this.cache.size,
+      openShards: this.handles.size,
+    };
   }
 
   async close(): Promise<void> {
@@ -427,7 +505,9 @@ export class DatasetSource implements CellSource {
     for (const h of hs) {
       try {
         await (await h).fh.close();
-      } catch { /* failed opens have nothing to close */ }
+      } catch {
+        /* failed opens have nothing to close */
+      }
     }
   }
 }
@@ -435,7 +515,8 @@ export class DatasetSource implements CellSource {
 /** sha256 of a file, streamed. */
 export async function sha256File(file: string): Promise<string> {
   const hash = crypto.createHash('sha256');
-  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 }))
+    hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
 
@@ -443,7 +524,11 @@ export async function sha256File(file: string): Promise<string> {
 export function readManifest(dir: string): DatasetManifest {
   const file = path.join(dir, MANIFEST_FILE);
   if (!fs.existsSync(dir)) throw new InputError(dir, 'no such dataset folder');
-  if (!fs.existsSync(file)) throw new InputError(dir, `not a prepared dataset (no ${MANIFEST_FILE}); run \`atlasvae prepare\` or \`atlasvae simulate\` first`);
+  if (!fs.existsSync(file))
+    throw new InputError(
+      dir,
+      `not a prepared dataset (no ${MANIFEST_FILE}); run \`atlasvae prepare\` or \`atlasvae simulate\` first`,
+    );
   let m: unknown;
   try {
     m = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -466,13 +551,24 @@ export async function openDataset(dir: string, o: OpenDatasetOptions = {}): Prom
     } catch {
       throw new InputError(file, 'shard listed in the manifest is missing');
     }
-    if (size !== s.bytes) throw new InputError(file, `shard has ${size} bytes, the manifest says ${s.bytes} (truncated or replaced)`);
+    if (size !== s.bytes)
+      throw new InputError(
+        file,
+        `shard has ${size} bytes, the manifest says ${s.bytes} (truncated or replaced)`,
+      );
     if (o.verifyChecksums) {
       const h = await sha256File(file);
       if (h !== s.sha256) throw new InputError(file, 'sha256 does not match the manifest (corrupt shard)');
     }
   }
-  const { train, validation } = trainValidationSplit(manifest.nCells, manifest.split.seed, manifest.split.trainFraction);
-  const source = new DatasetSource(dir, manifest, { cacheBytes: o.cacheBytes ?? 256 * 1048576, maxOpenShards: o.maxOpenShards ?? 16 });
+  const { train, validation } = trainValidationSplit(
+    manifest.nCells,
+    manifest.split.seed,
+    manifest.split.trainFraction,
+  );
+  const source = new DatasetSource(dir, manifest, {
+    cacheBytes: o.cacheBytes ?? 256 * 1048576,
+    maxOpenShards: o.maxOpenShards ?? 16,
+  });
   return { dir, manifest, train, validation, source, close: () => source.close() };
 }

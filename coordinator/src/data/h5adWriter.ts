@@ -18,7 +18,11 @@ export async function h5(): Promise<typeof h5wasm> {
   return h5wasm;
 }
 
-function encodingAttrs(g: H5Group | InstanceType<typeof h5wasm.Dataset>, type: string, version: string): void {
+function encodingAttrs(
+  g: H5Group | InstanceType<typeof h5wasm.Dataset>,
+  type: string,
+  version: string,
+): void {
   g.create_attribute('encoding-type', type);
   g.create_attribute('encoding-version', version);
 }
@@ -73,14 +77,29 @@ export interface WholeH5adOptions {
   dtype?: '<f' | '<d' | '<i';
 }
 
-function matrixGroup(parent: H5Group, name: string, b: CellBatch, layout: WholeH5adOptions['layout'], dtype: string): void {
+function matrixGroup(
+  parent: H5Group,
+  name: string,
+  b: CellBatch,
+  layout: WholeH5adOptions['layout'],
+  dtype: string,
+): void {
   const shape = [b.nCells, b.nGenes];
   const nnz = b.indptr[b.nCells]!;
-  const cast = (v: Float32Array): Float32Array | Float64Array | Int32Array => (dtype === '<d' ? Float64Array.from(v) : dtype === '<i' ? Int32Array.from(v) : v);
+  const cast = (v: Float32Array): Float32Array | Float64Array | Int32Array =>
+    dtype === '<d' ? Float64Array.from(v) : dtype === '<i' ? Int32Array.from(v) : v;
   if (layout === 'dense') {
     const dense = new Float32Array(b.nCells * b.nGenes);
-    for (let i = 0; i < b.nCells; i++) for (let k = b.indptr[i]!; k < b.indptr[i + 1]!; k++) dense[i * b.nGenes + b.indices[k]!] = b.counts[k]!;
-    const d = parent.create_dataset({ name, data: cast(dense), shape, dtype, chunks: [Math.min(64, b.nCells), b.nGenes] });
+    for (let i = 0; i < b.nCells; i++)
+      for (let k = b.indptr[i]!; k < b.indptr[i + 1]!; k++)
+        dense[i * b.nGenes + b.indices[k]!] = b.counts[k]!;
+    const d = parent.create_dataset({
+      name,
+      data: cast(dense),
+      shape,
+      dtype,
+      chunks: [Math.min(64, b.nCells), b.nGenes],
+    });
     encodingAttrs(d, 'array', '0.2.0');
     return;
   }
@@ -88,8 +107,18 @@ function matrixGroup(parent: H5Group, name: string, b: CellBatch, layout: WholeH
   encodingAttrs(g, layout === 'csr' ? 'csr_matrix' : 'csc_matrix', '0.1.0');
   g.create_attribute('shape', new BigInt64Array(shape.map(BigInt)));
   if (layout === 'csr') {
-    g.create_dataset({ name: 'data', data: cast(b.counts.slice(0, nnz)), dtype, chunks: [Math.max(1, Math.min(nnz, 4096))] });
-    g.create_dataset({ name: 'indices', data: b.indices.slice(0, nnz), dtype: '<i', chunks: [Math.max(1, Math.min(nnz, 4096))] });
+    g.create_dataset({
+      name: 'data',
+      data: cast(b.counts.slice(0, nnz)),
+      dtype,
+      chunks: [Math.max(1, Math.min(nnz, 4096))],
+    });
+    g.create_dataset({
+      name: 'indices',
+      data: b.indices.slice(0, nnz),
+      dtype: '<i',
+      chunks: [Math.max(1, Math.min(nnz, 4096))],
+    });
     g.create_dataset({ name: 'indptr', data: BigInt64Array.from(b.indptr, (x) => BigInt(x)), dtype: '<q' });
     return;
   }
@@ -113,7 +142,14 @@ function matrixGroup(parent: H5Group, name: string, b: CellBatch, layout: WholeH
 }
 
 /** A whole in-memory matrix as an .h5ad (tests and small exports). */
-export async function writeH5ad(file: string, b: CellBatch, genes: string[], barcodes: string[], obs: Record<string, ObsColumn>, o: WholeH5adOptions): Promise<void> {
+export async function writeH5ad(
+  file: string,
+  b: CellBatch,
+  genes: string[],
+  barcodes: string[],
+  obs: Record<string, ObsColumn>,
+  o: WholeH5adOptions,
+): Promise<void> {
   await h5();
   const { f, tmp } = openNew(file);
   try {
@@ -141,7 +177,11 @@ export async function writeH5ad(file: string, b: CellBatch, genes: string[], bar
     f.close();
     fs.renameSync(tmp, file);
   } catch (e) {
-    try { f.close(); } catch { /* closed */ }
+    try {
+      f.close();
+    } catch {
+      /* closed */
+    }
     fs.rmSync(tmp, { force: true });
     throw e;
   }
@@ -160,15 +200,34 @@ export class H5adCellSink implements CellSink {
   private type: Int8Array | Int32Array;
   private cells = 0;
 
-  private constructor(private readonly file: string, private readonly tmp: string, private readonly f: H5File, private readonly o: SimulationOptions) {
+  private constructor(
+    private readonly file: string,
+    private readonly tmp: string,
+    private readonly f: H5File,
+    private readonly o: SimulationOptions,
+  ) {
     this.indptr = new BigInt64Array(o.cells + 1);
     this.batch = o.batches < 127 ? new Int8Array(o.cells) : new Int32Array(o.cells);
     this.type = o.cellTypes < 127 ? new Int8Array(o.cells) : new Int32Array(o.cells);
     const X = f.create_group('X');
     encodingAttrs(X, 'csr_matrix', '0.1.0');
     X.create_attribute('shape', new BigInt64Array([BigInt(o.cells), BigInt(o.genes)]));
-    X.create_dataset({ name: 'data', data: new Float32Array(0), shape: [0], maxshape: [null], chunks: [65536], dtype: '<f' });
-    X.create_dataset({ name: 'indices', data: new Int32Array(0), shape: [0], maxshape: [null], chunks: [65536], dtype: '<i' });
+    X.create_dataset({
+      name: 'data',
+      data: new Float32Array(0),
+      shape: [0],
+      maxshape: [null],
+      chunks: [65536],
+      dtype: '<f',
+    });
+    X.create_dataset({
+      name: 'indices',
+      data: new Int32Array(0),
+      shape: [0],
+      maxshape: [null],
+      chunks: [65536],
+      dtype: '<i',
+    });
   }
 
   static async create(file: string, o: SimulationOptions): Promise<H5adCellSink> {
@@ -195,8 +254,12 @@ export class H5adCellSink implements CellSink {
   private flush(): void {
     if (this.fill === 0) return;
     const X = this.f.get('X') as H5Group;
-    const n0 = this.written, n1 = this.written + this.fill;
-    for (const [name, arr] of [['data', this.data], ['indices', this.indices]] as const) {
+    const n0 = this.written,
+      n1 = this.written + this.fill;
+    for (const [name, arr] of [
+      ['data', this.data],
+      ['indices', this.indices],
+    ] as const) {
       const d = X.get(name) as InstanceType<typeof h5wasm.Dataset>;
       d.resize([n1]);
       d.write_slice([[n0, n1]], arr.subarray(0, this.fill));
@@ -225,7 +288,11 @@ export class H5adCellSink implements CellSink {
   }
 
   async abort(): Promise<void> {
-    try { this.f.close(); } catch { /* closed */ }
+    try {
+      this.f.close();
+    } catch {
+      /* closed */
+    }
     fs.rmSync(this.tmp, { force: true });
   }
 }

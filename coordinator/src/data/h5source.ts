@@ -6,7 +6,15 @@ import path from 'node:path';
 import h5wasm from 'h5wasm/node';
 import { InputError } from '@atlasvae/shared/errors';
 import { CellBuckets } from './buckets.js';
-import { CHUNK_ENTRIES, CHUNK_MAX_CELLS, type MatrixSource, type ObsValues, type OpenSourceOptions, type RowChunk, canonicalRows } from './source.js';
+import {
+  CHUNK_ENTRIES,
+  CHUNK_MAX_CELLS,
+  type MatrixSource,
+  type ObsValues,
+  type OpenSourceOptions,
+  type RowChunk,
+  canonicalRows,
+} from './source.js';
 
 type H5File = InstanceType<typeof h5wasm.File>;
 type H5Group = InstanceType<typeof h5wasm.Group>;
@@ -26,7 +34,10 @@ async function h5(): Promise<void> {
 /** The innermost message of an HDF5 error stack ("truncated file: eof = …"). */
 function hdf5Problem(e: unknown): string {
   const text = e instanceof Error ? e.message : String(e);
-  const lines = text.split('\n').map((l) => /#\d+: .* in [\w]+\(\): (.*)$/.exec(l)?.[1]).filter((x): x is string => !!x);
+  const lines = text
+    .split('\n')
+    .map((l) => /#\d+: .* in [\w]+\(\): (.*)$/.exec(l)?.[1])
+    .filter((x): x is string => !!x);
   return lines.length ? lines[lines.length - 1]! : text.split('\n')[0]!;
 }
 
@@ -72,7 +83,13 @@ function attrString(e: H5Group | H5Dataset, name: string): string | undefined {
 function toNumbers(v: unknown, file: string, what: string): Float64Array | Float32Array | Int32Array {
   if (v instanceof Float32Array || v instanceof Float64Array || v instanceof Int32Array) return v;
   if (v instanceof BigInt64Array || v instanceof BigUint64Array) return int64ToNumbers(v);
-  if (v instanceof Int8Array || v instanceof Int16Array || v instanceof Uint8Array || v instanceof Uint16Array) return Int32Array.from(v);
+  if (
+    v instanceof Int8Array ||
+    v instanceof Int16Array ||
+    v instanceof Uint8Array ||
+    v instanceof Uint16Array
+  )
+    return Int32Array.from(v);
   if (v instanceof Uint32Array) return Float64Array.from(v);
   throw new InputError(file, `${what} is not numeric`);
 }
@@ -130,17 +147,31 @@ interface MatrixLayout {
   where: string;
 }
 
-function sparseLayout(file: string, g: H5Group, where: string, kind: 'csr' | 'csc', nCells: number, nGenes: number): MatrixLayout {
+function sparseLayout(
+  file: string,
+  g: H5Group,
+  where: string,
+  kind: 'csr' | 'csc',
+  nCells: number,
+  nGenes: number,
+): MatrixLayout {
   const get = (n: string): H5Dataset => {
     const d = g.get(n);
     if (!isDataset(d)) throw new InputError(file, `${where}/${n} is missing`);
     return d;
   };
-  const data = get('data'), indices = get('indices'), indptr = get('indptr');
+  const data = get('data'),
+    indices = get('indices'),
+    indptr = get('indptr');
   const nnz = data.shape?.[0] ?? 0;
-  if ((indices.shape?.[0] ?? -1) !== nnz) throw new InputError(file, `${where}: data has ${nnz} entries but indices has ${indices.shape?.[0]}`);
+  if ((indices.shape?.[0] ?? -1) !== nnz)
+    throw new InputError(file, `${where}: data has ${nnz} entries but indices has ${indices.shape?.[0]}`);
   const nMajor = kind === 'csr' ? nCells : nGenes;
-  if ((indptr.shape?.[0] ?? -1) !== nMajor + 1) throw new InputError(file, `${where}: indptr has ${indptr.shape?.[0]} entries, expected ${nMajor + 1} for shape [${nCells}, ${nGenes}]`);
+  if ((indptr.shape?.[0] ?? -1) !== nMajor + 1)
+    throw new InputError(
+      file,
+      `${where}: indptr has ${indptr.shape?.[0]} entries, expected ${nMajor + 1} for shape [${nCells}, ${nGenes}]`,
+    );
   return { kind, data, indices, indptr, nCells, nGenes, where };
 }
 
@@ -150,13 +181,15 @@ function h5adMatrix(file: string, f: H5File, where: string): MatrixLayout {
   if (!e) throw new InputError(file, `has no ${where}`);
   if (isDataset(e)) {
     const shape = e.shape ?? [];
-    if (shape.length !== 2) throw new InputError(file, `${where} is not a 2-d matrix (shape [${shape.join(', ')}])`);
+    if (shape.length !== 2)
+      throw new InputError(file, `${where} is not a 2-d matrix (shape [${shape.join(', ')}])`);
     return { kind: 'dense', dense: e, nCells: shape[0]!, nGenes: shape[1]!, where };
   }
   if (!isGroup(e)) throw new InputError(file, `${where} is not a matrix`);
   const enc = attrString(e, 'encoding-type') ?? attrString(e, 'h5sparse_format');
   const shapeAttr = attr(e, 'shape') ?? attr(e, 'h5sparse_shape');
-  if (!shapeAttr || !ArrayBuffer.isView(shapeAttr)) throw new InputError(file, `${where} has no shape attribute`);
+  if (!shapeAttr || !ArrayBuffer.isView(shapeAttr))
+    throw new InputError(file, `${where} has no shape attribute`);
   const shape = Array.from(shapeAttr as unknown as ArrayLike<number | bigint>, Number);
   if (enc === 'csr_matrix' || enc === 'csr') return sparseLayout(file, e, where, 'csr', shape[0]!, shape[1]!);
   if (enc === 'csc_matrix' || enc === 'csc') return sparseLayout(file, e, where, 'csc', shape[0]!, shape[1]!);
@@ -182,7 +215,20 @@ class Hdf5Source implements MatrixSource {
   private barcodeSet: H5Dataset;
   private buckets: CellBuckets | null = null;
 
-  constructor(readonly file: string, private readonly f: H5File, private readonly m: MatrixLayout, meta: { format: 'h5ad' | '10x-h5'; genes: string[]; geneIds: string[] | null; featureTypes?: string[] | null; barcodes: H5Dataset; obs: H5Group | null }, private readonly o: OpenSourceOptions) {
+  constructor(
+    readonly file: string,
+    private readonly f: H5File,
+    private readonly m: MatrixLayout,
+    meta: {
+      format: 'h5ad' | '10x-h5';
+      genes: string[];
+      geneIds: string[] | null;
+      featureTypes?: string[] | null;
+      barcodes: H5Dataset;
+      obs: H5Group | null;
+    },
+    private readonly o: OpenSourceOptions,
+  ) {
     this.format = meta.format;
     this.nCells = m.nCells;
     this.nGenes = m.nGenes;
@@ -191,9 +237,14 @@ class Hdf5Source implements MatrixSource {
     this.featureTypes = meta.featureTypes ?? null;
     this.barcodeSet = meta.barcodes;
     this.obsGroup = meta.obs;
-    if (this.genes.length !== this.nGenes) throw new InputError(file, `the matrix has ${this.nGenes} genes but the gene list has ${this.genes.length}`);
+    if (this.genes.length !== this.nGenes)
+      throw new InputError(
+        file,
+        `the matrix has ${this.nGenes} genes but the gene list has ${this.genes.length}`,
+      );
     const nb = this.barcodeSet.shape?.[0] ?? -1;
-    if (nb !== this.nCells) throw new InputError(file, `the matrix has ${this.nCells} cells but there are ${nb} barcodes`);
+    if (nb !== this.nCells)
+      throw new InputError(file, `the matrix has ${this.nCells} cells but there are ${nb} barcodes`);
   }
 
   obsKeys(): string[] {
@@ -215,31 +266,51 @@ class Hdf5Source implements MatrixSource {
     const g = this.obsGroup;
     const keys = this.obsKeys();
     if (!g || !keys.includes(key)) {
-      throw new InputError(this.file, keys.length ? `no obs column "${key}"; obs columns are: ${keys.join(', ')}` : `no obs column "${key}" (the file has no cell metadata; pass --obs TSV)`);
+      throw new InputError(
+        this.file,
+        keys.length
+          ? `no obs column "${key}"; obs columns are: ${keys.join(', ')}`
+          : `no obs column "${key}" (the file has no cell metadata; pass --obs TSV)`,
+      );
     }
     const e = g.get(key);
     const where = `obs/${key}`;
     if (isGroup(e)) {
       // anndata ≥ 0.8 categorical: codes + categories
-      const codes = e.get('codes'), cats = e.get('categories');
-      if (!isDataset(codes) || !isDataset(cats)) throw new InputError(this.file, `${where} is a group but not a categorical (codes, categories)`);
-      return this.categorical(codes, strings(read(this.file, cats, `${where}/categories`), this.file, `${where}/categories`), where);
+      const codes = e.get('codes'),
+        cats = e.get('categories');
+      if (!isDataset(codes) || !isDataset(cats))
+        throw new InputError(this.file, `${where} is a group but not a categorical (codes, categories)`);
+      return this.categorical(
+        codes,
+        strings(read(this.file, cats, `${where}/categories`), this.file, `${where}/categories`),
+        where,
+      );
     }
     if (!isDataset(e)) throw new InputError(this.file, `${where} is not readable`);
     // anndata 0.7: codes in obs/KEY, categories in obs/__categories/KEY
     const old = g.get(`__categories/${key}`);
-    if (isDataset(old)) return this.categorical(e, strings(read(this.file, old, `obs/__categories/${key}`), this.file, where), where);
+    if (isDataset(old))
+      return this.categorical(
+        e,
+        strings(read(this.file, old, `obs/__categories/${key}`), this.file, where),
+        where,
+      );
     const v = read(this.file, e, where);
     const values = strings(v, this.file, where);
-    if (values.length !== this.nCells) throw new InputError(this.file, `${where} has ${values.length} values for ${this.nCells} cells`);
+    if (values.length !== this.nCells)
+      throw new InputError(this.file, `${where} has ${values.length} values for ${this.nCells} cells`);
     return values;
   }
 
   private categorical(codesSet: H5Dataset, categories: string[], where: string): ObsValues {
     const raw = toNumbers(read(this.file, codesSet, `${where}/codes`), this.file, `${where}/codes`);
-    if (raw.length !== this.nCells) throw new InputError(this.file, `${where} has ${raw.length} codes for ${this.nCells} cells`);
+    if (raw.length !== this.nCells)
+      throw new InputError(this.file, `${where} has ${raw.length} codes for ${this.nCells} cells`);
     const codes = Int32Array.from(raw);
-    for (const c of codes) if (c < -1 || c >= categories.length) throw new InputError(this.file, `${where} has code ${c} outside its ${categories.length} categories`);
+    for (const c of codes)
+      if (c < -1 || c >= categories.length)
+        throw new InputError(this.file, `${where} has code ${c} outside its ${categories.length} categories`);
     return { codes, categories };
   }
 
@@ -249,7 +320,11 @@ class Hdf5Source implements MatrixSource {
 
   private barcodes(start: number, end: number): string[] {
     if (end <= start) return [];
-    return strings(read(this.file, this.barcodeSet, 'the cell barcodes', start, end), this.file, 'the cell barcodes');
+    return strings(
+      read(this.file, this.barcodeSet, 'the cell barcodes', start, end),
+      this.file,
+      'the cell barcodes',
+    );
   }
 
   rows(): AsyncIterable<RowChunk> {
@@ -263,8 +338,13 @@ class Hdf5Source implements MatrixSource {
     const p = toIndexArray(read(this.file, m.indptr!, `${m.where}/indptr`), this.file, `${m.where}/indptr`);
     const nnz = m.data!.shape?.[0] ?? 0;
     if (p[0] !== 0) throw new InputError(this.file, `${m.where}/indptr does not start at 0`);
-    for (let i = 1; i < p.length; i++) if (p[i]! < p[i - 1]!) throw new InputError(this.file, `${m.where}/indptr decreases at ${i}`);
-    if (p[p.length - 1] !== nnz) throw new InputError(this.file, `${m.where}/indptr ends at ${p[p.length - 1]} but there are ${nnz} entries`);
+    for (let i = 1; i < p.length; i++)
+      if (p[i]! < p[i - 1]!) throw new InputError(this.file, `${m.where}/indptr decreases at ${i}`);
+    if (p[p.length - 1] !== nnz)
+      throw new InputError(
+        this.file,
+        `${m.where}/indptr ends at ${p[p.length - 1]} but there are ${nnz} entries`,
+      );
     return p;
   }
 
@@ -274,12 +354,29 @@ class Hdf5Source implements MatrixSource {
     for (let s = 0; s < m.nCells;) {
       let e = s + 1;
       while (e < m.nCells && e - s < CHUNK_MAX_CELLS && indptr[e + 1]! - indptr[s]! <= CHUNK_ENTRIES) e++;
-      const a = indptr[s]!, b = indptr[e]!;
-      const indices = b > a ? asInt32(toNumbers(read(this.file, m.indices!, `${m.where}/indices`, a, b), this.file, `${m.where}/indices`)) : new Int32Array(0);
-      const values = b > a ? toNumbers(read(this.file, m.data!, `${m.where}/data`, a, b), this.file, `${m.where}/data`) : new Float32Array(0);
+      const a = indptr[s]!,
+        b = indptr[e]!;
+      const indices =
+        b > a
+          ? asInt32(
+              toNumbers(
+                read(this.file, m.indices!, `${m.where}/indices`, a, b),
+                this.file,
+                `${m.where}/indices`,
+              ),
+            )
+          : new Int32Array(0);
+      const values =
+        b > a
+          ? toNumbers(read(this.file, m.data!, `${m.where}/data`, a, b), this.file, `${m.where}/data`)
+          : new Float32Array(0);
       const ptr = new Int32Array(e - s + 1);
       for (let i = 0; i <= e - s; i++) ptr[i] = indptr[s + i]! - a;
-      yield canonicalRows(`${this.file} (${m.where})`, { start: s, nCells: e - s, indptr: ptr, indices, values, barcodes: this.barcodes(s, e) }, m.nGenes);
+      yield canonicalRows(
+        `${this.file} (${m.where})`,
+        { start: s, nCells: e - s, indptr: ptr, indices, values, barcodes: this.barcodes(s, e) },
+        m.nGenes,
+      );
       s = e;
     }
   }
@@ -301,7 +398,11 @@ class Hdf5Source implements MatrixSource {
         const row = i * m.nGenes;
         for (let g = 0; g < m.nGenes; g++) {
           const v = block[row + g]!;
-          if (v !== 0) { indices[w] = g; values[w] = v; w++; }
+          if (v !== 0) {
+            indices[w] = g;
+            values[w] = v;
+            w++;
+          }
         }
         indptr[i + 1] = w;
       }
@@ -321,14 +422,27 @@ class Hdf5Source implements MatrixSource {
       for (let g0 = 0; g0 < m.nGenes;) {
         let g1 = g0 + 1;
         while (g1 < m.nGenes && gp[g1 + 1]! - gp[g0]! <= CHUNK_ENTRIES) g1++;
-        const a = gp[g0]!, b = gp[g1]!;
+        const a = gp[g0]!,
+          b = gp[g1]!;
         if (b > a) {
-          const cells = toNumbers(read(this.file, m.indices!, `${m.where}/indices`, a, b), this.file, `${m.where}/indices`);
-          const vals = toNumbers(read(this.file, m.data!, `${m.where}/data`, a, b), this.file, `${m.where}/data`);
+          const cells = toNumbers(
+            read(this.file, m.indices!, `${m.where}/indices`, a, b),
+            this.file,
+            `${m.where}/indices`,
+          );
+          const vals = toNumbers(
+            read(this.file, m.data!, `${m.where}/data`, a, b),
+            this.file,
+            `${m.where}/data`,
+          );
           for (let g = g0; g < g1; g++) {
             for (let k = gp[g]! - a; k < gp[g + 1]! - a; k++) {
               const c = cells[k]!;
-              if (!(c >= 0 && c < m.nCells)) throw new InputError(this.file, `${m.where}/indices has cell ${c} outside 0..${m.nCells - 1} (gene ${g})`);
+              if (!(c >= 0 && c < m.nCells))
+                throw new InputError(
+                  this.file,
+                  `${m.where}/indices has cell ${c} outside 0..${m.nCells - 1} (gene ${g})`,
+                );
               buckets.add(c, g, vals[k]!);
             }
           }
@@ -344,7 +458,11 @@ class Hdf5Source implements MatrixSource {
 
   async close(): Promise<void> {
     this.buckets?.close();
-    try { this.f.close(); } catch { /* closed */ }
+    try {
+      this.f.close();
+    } catch {
+      /* closed */
+    }
   }
 }
 
@@ -354,7 +472,11 @@ export async function openHdf5Source(file: string, o: OpenSourceOptions): Promis
   try {
     return guard(file, 'the file structure', () => openKnownLayout(file, f, o));
   } catch (e) {
-    try { f.close(); } catch { /* closed */ }
+    try {
+      f.close();
+    } catch {
+      /* closed */
+    }
     throw e;
   }
 }
@@ -363,13 +485,17 @@ function openKnownLayout(file: string, f: H5File, o: OpenSourceOptions): MatrixS
   {
     const keys = f.keys();
     if (keys.includes('X') || keys.includes('obs')) return openH5ad(file, f, o);
-    if (o.layer || o.useRaw) throw new InputError(file, '--layer and --use-raw apply to .h5ad input only (this is a 10x .h5)');
+    if (o.layer || o.useRaw)
+      throw new InputError(file, '--layer and --use-raw apply to .h5ad input only (this is a 10x .h5)');
     if (keys.includes('matrix')) return open10xV3(file, f, o);
     for (const k of keys) {
       const g = f.get(k);
       if (isGroup(g) && g.keys().includes('gene_names')) return open10xV2(file, f, g, k, o);
     }
-    throw new InputError(file, `HDF5 file is neither AnnData (no X/obs) nor 10x (no matrix group); top-level entries: ${keys.join(', ') || 'none'}`);
+    throw new InputError(
+      file,
+      `HDF5 file is neither AnnData (no X/obs) nor 10x (no matrix group); top-level entries: ${keys.join(', ') || 'none'}`,
+    );
   }
 }
 
@@ -380,7 +506,8 @@ function openH5ad(file: string, f: H5File, o: OpenSourceOptions): MatrixSource {
   if (o.layer) {
     const layers = f.get('layers');
     const names = isGroup(layers) ? layers.keys() : [];
-    if (!names.includes(o.layer)) throw new InputError(file, `no layer "${o.layer}"; layers are: ${names.join(', ') || 'none'}`);
+    if (!names.includes(o.layer))
+      throw new InputError(file, `no layer "${o.layer}"; layers are: ${names.join(', ') || 'none'}`);
     where = `layers/${o.layer}`;
   }
   if (o.useRaw) {
@@ -396,10 +523,17 @@ function openH5ad(file: string, f: H5File, o: OpenSourceOptions): MatrixSource {
   let geneIds: string[] | null = null;
   for (const k of ['gene_ids', 'gene_id', 'feature_id', 'ids']) {
     const d = v.get(k);
-    if (isDataset(d)) { geneIds = strings(read(file, d, `${varWhere}/${k}`), file, `${varWhere}/${k}`); break; }
+    if (isDataset(d)) {
+      geneIds = strings(read(file, d, `${varWhere}/${k}`), file, `${varWhere}/${k}`);
+      break;
+    }
   }
   const obs = need(f.get('obs'), file, 'has no obs dataframe');
-  if (!isGroup(obs)) throw new InputError(file, 'obs is stored in an old layout (compound dataset) that is not supported; re-save it with anndata ≥ 0.7');
+  if (!isGroup(obs))
+    throw new InputError(
+      file,
+      'obs is stored in an old layout (compound dataset) that is not supported; re-save it with anndata ≥ 0.7',
+    );
   const barcodes = dataframeIndex(file, obs, 'obs');
   return new Hdf5Source(file, f, m, { format: 'h5ad', genes, geneIds, barcodes, obs }, o);
 }
@@ -413,15 +547,26 @@ function open10xV3(file: string, f: H5File, o: OpenSourceOptions): MatrixSource 
   const m = sparseLayout(file, g, 'matrix', 'csr', shape[1]!, shape[0]!);
   const feats = g.get('features');
   if (!isGroup(feats)) throw new InputError(file, 'matrix/features is missing');
-  const nameSet = feats.get('name'), idSet = feats.get('id');
+  const nameSet = feats.get('name'),
+    idSet = feats.get('id');
   if (!isDataset(nameSet)) throw new InputError(file, 'matrix/features/name is missing');
   const genes = strings(read(file, nameSet, 'matrix/features/name'), file, 'matrix/features/name');
-  const geneIds = isDataset(idSet) ? strings(read(file, idSet, 'matrix/features/id'), file, 'matrix/features/id') : null;
+  const geneIds = isDataset(idSet)
+    ? strings(read(file, idSet, 'matrix/features/id'), file, 'matrix/features/id')
+    : null;
   const typeSet = feats.get('feature_type');
-  const featureTypes = isDataset(typeSet) ? strings(read(file, typeSet, 'matrix/features/feature_type'), file, 'matrix/features/feature_type') : null;
+  const featureTypes = isDataset(typeSet)
+    ? strings(read(file, typeSet, 'matrix/features/feature_type'), file, 'matrix/features/feature_type')
+    : null;
   const barcodes = g.get('barcodes');
   if (!isDataset(barcodes)) throw new InputError(file, 'matrix/barcodes is missing');
-  return new Hdf5Source(file, f, m, { format: '10x-h5', genes, geneIds, featureTypes, barcodes, obs: null }, o);
+  return new Hdf5Source(
+    file,
+    f,
+    m,
+    { format: '10x-h5', genes, geneIds, featureTypes, barcodes, obs: null },
+    o,
+  );
 }
 
 function open10xV2(file: string, f: H5File, g: H5Group, genome: string, o: OpenSourceOptions): MatrixSource {
@@ -429,9 +574,15 @@ function open10xV2(file: string, f: H5File, g: H5Group, genome: string, o: OpenS
   if (!isDataset(shapeSet)) throw new InputError(file, `${genome}/shape is missing`);
   const shape = Array.from(toNumbers(read(file, shapeSet, `${genome}/shape`), file, `${genome}/shape`));
   const m = sparseLayout(file, g, genome, 'csr', shape[1]!, shape[0]!);
-  const genes = strings(read(file, g.get('gene_names') as H5Dataset, `${genome}/gene_names`), file, `${genome}/gene_names`);
+  const genes = strings(
+    read(file, g.get('gene_names') as H5Dataset, `${genome}/gene_names`),
+    file,
+    `${genome}/gene_names`,
+  );
   const idSet = g.get('genes');
-  const geneIds = isDataset(idSet) ? strings(read(file, idSet, `${genome}/genes`), file, `${genome}/genes`) : null;
+  const geneIds = isDataset(idSet)
+    ? strings(read(file, idSet, `${genome}/genes`), file, `${genome}/genes`)
+    : null;
   const barcodes = g.get('barcodes');
   if (!isDataset(barcodes)) throw new InputError(file, `${genome}/barcodes is missing`);
   return new Hdf5Source(file, f, m, { format: '10x-h5', genes, geneIds, barcodes, obs: null }, o);

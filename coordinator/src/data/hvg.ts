@@ -16,16 +16,27 @@ export class GeneMoments {
   readonly n: Float64Array;
   readonly sum: Float64Array[];
   readonly sumSq: Float64Array[];
-  constructor(readonly nBatch: number, readonly nGenes: number) {
+  constructor(
+    readonly nBatch: number,
+    readonly nGenes: number,
+  ) {
     this.n = new Float64Array(nBatch);
     this.sum = Array.from({ length: nBatch }, () => new Float64Array(nGenes));
     this.sumSq = Array.from({ length: nBatch }, () => new Float64Array(nGenes));
   }
 
   /** `map` (optional) renumbers source genes into this gene space; −1 leaves a gene out */
-  addCell(batch: number, genes: ArrayLike<number>, values: ArrayLike<number>, from: number, to: number, map?: Int32Array): void {
+  addCell(
+    batch: number,
+    genes: ArrayLike<number>,
+    values: ArrayLike<number>,
+    from: number,
+    to: number,
+    map?: Int32Array,
+  ): void {
     this.n[batch]!++;
-    const s = this.sum[batch]!, q = this.sumSq[batch]!;
+    const s = this.sum[batch]!,
+      q = this.sumSq[batch]!;
     for (let k = from; k < to; k++) {
       const v = values[k]!;
       const g = map ? map[genes[k]!]! : genes[k]!;
@@ -44,11 +55,17 @@ export interface ClipModel {
 }
 
 export function clipModel(m: GeneMoments): ClipModel {
-  const mean: Float64Array[] = [], regStd: Float64Array[] = [], clip: Float64Array[] = [];
+  const mean: Float64Array[] = [],
+    regStd: Float64Array[] = [],
+    clip: Float64Array[] = [];
   for (let b = 0; b < m.nBatch; b++) {
     const N = m.n[b]!;
-    const mu = new Float64Array(m.nGenes), sd = new Float64Array(m.nGenes).fill(1), cl = new Float64Array(m.nGenes);
-    const xs: number[] = [], ys: number[] = [], idx: number[] = [];
+    const mu = new Float64Array(m.nGenes),
+      sd = new Float64Array(m.nGenes).fill(1),
+      cl = new Float64Array(m.nGenes);
+    const xs: number[] = [],
+      ys: number[] = [],
+      idx: number[] = [];
     for (let g = 0; g < m.nGenes; g++) {
       mu[g] = N > 0 ? m.sum[b]![g]! / N : 0;
       // unbiased variance (ddof = 1), as scanpy
@@ -74,13 +91,25 @@ export function clipModel(m: GeneMoments): ClipModel {
 export class ClippedMoments {
   readonly sum: Float64Array[];
   readonly sumSq: Float64Array[];
-  constructor(readonly model: ClipModel, readonly nGenes: number) {
+  constructor(
+    readonly model: ClipModel,
+    readonly nGenes: number,
+  ) {
     this.sum = model.clip.map(() => new Float64Array(nGenes));
     this.sumSq = model.clip.map(() => new Float64Array(nGenes));
   }
 
-  addCell(batch: number, genes: ArrayLike<number>, values: ArrayLike<number>, from: number, to: number, map?: Int32Array): void {
-    const s = this.sum[batch]!, q = this.sumSq[batch]!, c = this.model.clip[batch]!;
+  addCell(
+    batch: number,
+    genes: ArrayLike<number>,
+    values: ArrayLike<number>,
+    from: number,
+    to: number,
+    map?: Int32Array,
+  ): void {
+    const s = this.sum[batch]!,
+      q = this.sumSq[batch]!,
+      c = this.model.clip[batch]!;
     for (let k = from; k < to; k++) {
       const g = map ? map[genes[k]!]! : genes[k]!;
       if (g < 0) continue;
@@ -108,10 +137,12 @@ export function selectHvg(m: GeneMoments, clipped: ClippedMoments, nTop: number)
   for (let b = 0; b < m.nBatch; b++) {
     const N = m.n[b]!;
     if (N < 2) continue;
-    const mu = clipped.model.mean[b]!, sd = clipped.model.regStd[b]!;
+    const mu = clipped.model.mean[b]!,
+      sd = clipped.model.regStd[b]!;
     const nv = new Float64Array(G);
     for (let g = 0; g < G; g++) {
-      const s = clipped.sum[b]![g]!, q = clipped.sumSq[b]![g]!;
+      const s = clipped.sum[b]![g]!,
+        q = clipped.sumSq[b]![g]!;
       nv[g] = (N * mu[g]! * mu[g]! + q - 2 * s * mu[g]!) / ((N - 1) * sd[g]! * sd[g]!);
     }
     normVars.push(nv);
@@ -138,7 +169,8 @@ export function selectHvg(m: GeneMoments, clipped: ClippedMoments, nTop: number)
     variancesNorm[g] = normVars.length ? s / normVars.length : 0;
   }
   const order = Array.from({ length: G }, (_, g) => g).sort((a, c) => {
-    const ra = medianRank[a]!, rc = medianRank[c]!;
+    const ra = medianRank[a]!,
+      rc = medianRank[c]!;
     if (Number.isNaN(ra) !== Number.isNaN(rc)) return Number.isNaN(ra) ? 1 : -1;
     if (ra !== rc && !Number.isNaN(ra)) return ra - rc;
     if (nHigh[a] !== nHigh[c]) return nHigh[c]! - nHigh[a]!;

@@ -8,7 +8,12 @@
 // at k-d tree vertices and interpolates between them. This is the "direct" surface; the two differ
 // slightly (well below the spread of the normalized variances that HVG ranks).
 
-export function loessFit(x: ArrayLike<number>, y: ArrayLike<number>, span: number, degree: 1 | 2): Float64Array {
+export function loessFit(
+  x: ArrayLike<number>,
+  y: ArrayLike<number>,
+  span: number,
+  degree: 1 | 2,
+): Float64Array {
   const n = x.length;
   const out = new Float64Array(n);
   if (n === 0) return out;
@@ -26,7 +31,14 @@ export function loessFit(x: ArrayLike<number>, y: ArrayLike<number>, span: numbe
     // points tied at distance h outside the window would get weight 0 anyway
     if (h <= 0) h = 1e-300;
     // weighted sums for the normal equations in t = (x − x0) / h
-    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, t0 = 0, t1 = 0, t2 = 0;
+    let s0 = 0,
+      s1 = 0,
+      s2 = 0,
+      s3 = 0,
+      s4 = 0,
+      t0 = 0,
+      t1 = 0,
+      t2 = 0;
     for (let j = lo; j < hi; j++) {
       const t = (xs[j]! - x0) / h; // scaled to (-1, 1) for conditioning; the intercept is unchanged
       const r = Math.abs(t);
@@ -34,9 +46,18 @@ export function loessFit(x: ArrayLike<number>, y: ArrayLike<number>, span: numbe
       const c = 1 - r * r * r;
       const w = c * c * c;
       const wy = w * ys[j]!;
-      const wt = w * t, wt2 = wt * t;
-      s0 += w; s1 += wt; s2 += wt2; t0 += wy; t1 += wy * t;
-      if (degree === 2) { s3 += wt2 * t; s4 += wt2 * t * t; t2 += wy * t * t; }
+      const wt = w * t,
+        wt2 = wt * t;
+      s0 += w;
+      s1 += wt;
+      s2 += wt2;
+      t0 += wy;
+      t1 += wy * t;
+      if (degree === 2) {
+        s3 += wt2 * t;
+        s4 += wt2 * t * t;
+        t2 += wy * t * t;
+      }
     }
     let fit: number;
     if (degree === 1) {
@@ -55,7 +76,16 @@ export function loessFit(x: ArrayLike<number>, y: ArrayLike<number>, span: numbe
 }
 
 /** Intercept of the symmetric 3×3 system [[s0 s1 s2][s1 s2 s3][s2 s3 s4]] · β = [t0 t1 t2]; NaN if singular. */
-function solve3(s0: number, s1: number, s2: number, s3: number, s4: number, t0: number, t1: number, t2: number): number {
+function solve3(
+  s0: number,
+  s1: number,
+  s2: number,
+  s3: number,
+  s4: number,
+  t0: number,
+  t1: number,
+  t2: number,
+): number {
   // Cramer's rule for β0
   const det = s0 * (s2 * s4 - s3 * s3) - s1 * (s1 * s4 - s3 * s2) + s2 * (s1 * s3 - s2 * s2);
   const scale = Math.abs(s0 * s2 * s4) + 1e-300;

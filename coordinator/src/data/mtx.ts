@@ -27,7 +27,8 @@ export function findMtxFiles(dir: string): MtxFiles {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError(dir, 'not a folder');
   const pick = (names: string[], what: string): string => {
     const found = firstExisting(names.flatMap((n) => [path.join(dir, n), path.join(dir, n + '.gz')]));
-    if (!found) throw new InputError(dir, `no ${what} (looked for ${names.map((n) => n + '[.gz]').join(', ')})`);
+    if (!found)
+      throw new InputError(dir, `no ${what} (looked for ${names.map((n) => n + '[.gz]').join(', ')})`);
     return found;
   };
   return {
@@ -39,7 +40,9 @@ export function findMtxFiles(dir: string): MtxFiles {
 }
 
 /** Gene names (second column when present, else the first), ids (first column), feature types (third). */
-export async function readGeneList(file: string): Promise<{ genes: string[]; geneIds: string[]; featureTypes: string[] | null }> {
+export async function readGeneList(
+  file: string,
+): Promise<{ genes: string[]; geneIds: string[]; featureTypes: string[] | null }> {
   const rows = await readTsvRows(file);
   const genes: string[] = [];
   const geneIds: string[] = [];
@@ -71,7 +74,10 @@ export interface MtxEntries {
  * bytes; the arrays are reused between blocks). Checks the header, index ranges and the entry
  * count against the header.
  */
-export async function* mtxEntryBlocks(file: string, onHeader: (h: MtxHeader) => void): AsyncGenerator<MtxEntries> {
+export async function* mtxEntryBlocks(
+  file: string,
+  onHeader: (h: MtxHeader) => void,
+): AsyncGenerator<MtxEntries> {
   const p = new MtxParser(file, onHeader);
   let rest: Buffer | null = null;
   for await (const chunk of fileChunks(file)) {
@@ -99,9 +105,17 @@ class MtxParser {
   private sizeSeen = false;
   lineNo = 0;
   count = 0;
-  block: MtxEntries = { rows: new Int32Array(1 << 16), cols: new Int32Array(1 << 16), vals: new Float64Array(1 << 16), n: 0 };
+  block: MtxEntries = {
+    rows: new Int32Array(1 << 16),
+    cols: new Int32Array(1 << 16),
+    vals: new Float64Array(1 << 16),
+    n: 0,
+  };
 
-  constructor(private readonly file: string, private readonly onHeader: (h: MtxHeader) => void) {}
+  constructor(
+    private readonly file: string,
+    private readonly onHeader: (h: MtxHeader) => void,
+  ) {}
 
   private bad(msg: string): never {
     throw new InputError(this.file, `line ${this.lineNo}: ${msg}`);
@@ -113,18 +127,26 @@ class MtxParser {
       const line = buf.toString('latin1', s, e).trim();
       const m = /^%%MatrixMarket\s+matrix\s+(\w+)\s+(\w+)\s+(\w+)/i.exec(line);
       if (!m) this.bad('not a MatrixMarket file (expected a "%%MatrixMarket matrix coordinate ..." banner)');
-      if (m[1]!.toLowerCase() !== 'coordinate') this.bad(`only coordinate (sparse) MatrixMarket is supported, found "${m[1]}"`);
+      if (m[1]!.toLowerCase() !== 'coordinate')
+        this.bad(`only coordinate (sparse) MatrixMarket is supported, found "${m[1]}"`);
       const field = m[2]!.toLowerCase();
-      if (field !== 'integer' && field !== 'real' && field !== 'pattern' && field !== 'double') this.bad(`unsupported value type "${m[2]}"`);
+      if (field !== 'integer' && field !== 'real' && field !== 'pattern' && field !== 'double')
+        this.bad(`unsupported value type "${m[2]}"`);
       if (m[3]!.toLowerCase() !== 'general') this.bad(`unsupported symmetry "${m[3]}" (expected general)`);
-      this.header = { nRows: 0, nCols: 0, nnz: 0, field: field === 'double' ? 'real' : (field as MtxHeader['field']) };
+      this.header = {
+        nRows: 0,
+        nCols: 0,
+        nnz: 0,
+        field: field === 'double' ? 'real' : (field as MtxHeader['field']),
+      };
       return;
     }
     if (e <= s || buf[s] === 37 /* % */) return;
     const h = this.header;
     if (!this.sizeSeen) {
       const parts = buf.toString('latin1', s, e).trim().split(/\s+/).map(Number);
-      if (parts.length !== 3 || parts.some((x) => !Number.isInteger(x) || x < 0)) this.bad('expected the size line "rows columns entries"');
+      if (parts.length !== 3 || parts.some((x) => !Number.isInteger(x) || x < 0))
+        this.bad('expected the size line "rows columns entries"');
       [h.nRows, h.nCols, h.nnz] = parts as [number, number, number];
       this.sizeSeen = true;
       this.onHeader(h);
@@ -133,18 +155,33 @@ class MtxParser {
     // entry line: row col [value], parsed from bytes
     let p = s;
     while (p < e && (buf[p] === 32 || buf[p] === 9)) p++;
-    let r = 0, dr = 0;
-    while (p < e && buf[p]! >= 48 && buf[p]! <= 57) { r = r * 10 + buf[p]! - 48; p++; dr++; }
+    let r = 0,
+      dr = 0;
+    while (p < e && buf[p]! >= 48 && buf[p]! <= 57) {
+      r = r * 10 + buf[p]! - 48;
+      p++;
+      dr++;
+    }
     while (p < e && (buf[p] === 32 || buf[p] === 9)) p++;
-    let c = 0, dc = 0;
-    while (p < e && buf[p]! >= 48 && buf[p]! <= 57) { c = c * 10 + buf[p]! - 48; p++; dc++; }
+    let c = 0,
+      dc = 0;
+    while (p < e && buf[p]! >= 48 && buf[p]! <= 57) {
+      c = c * 10 + buf[p]! - 48;
+      p++;
+      dc++;
+    }
     if (dr === 0 || dc === 0) this.bad('malformed entry');
     let v = 1;
     if (h.field !== 'pattern') {
       while (p < e && (buf[p] === 32 || buf[p] === 9)) p++;
       const vs = p;
-      let iv = 0, dv = 0;
-      while (p < e && buf[p]! >= 48 && buf[p]! <= 57) { iv = iv * 10 + buf[p]! - 48; p++; dv++; }
+      let iv = 0,
+        dv = 0;
+      while (p < e && buf[p]! >= 48 && buf[p]! <= 57) {
+        iv = iv * 10 + buf[p]! - 48;
+        p++;
+        dv++;
+      }
       let q = p;
       while (q < e && (buf[q] === 32 || buf[q] === 9)) q++;
       if (dv > 0 && dv < 16 && q === e) v = iv;
@@ -160,8 +197,14 @@ class MtxParser {
     if (this.count >= h.nnz) this.bad(`more entries than the ${h.nnz} the header declares`);
     const b = this.block;
     if (b.n === b.rows.length) {
-      const grow = <T extends Int32Array | Float64Array>(a: T): T => { const x = new (a.constructor as new (n: number) => T)(a.length * 2); x.set(a); return x; };
-      b.rows = grow(b.rows); b.cols = grow(b.cols); b.vals = grow(b.vals);
+      const grow = <T extends Int32Array | Float64Array>(a: T): T => {
+        const x = new (a.constructor as new (n: number) => T)(a.length * 2);
+        x.set(a);
+        return x;
+      };
+      b.rows = grow(b.rows);
+      b.cols = grow(b.cols);
+      b.vals = grow(b.vals);
     }
     b.rows[b.n] = r - 1;
     b.cols[b.n] = c - 1;
@@ -173,14 +216,20 @@ class MtxParser {
   end(): void {
     if (!this.header) throw new InputError(this.file, 'empty file');
     if (!this.sizeSeen) throw new InputError(this.file, 'missing size line');
-    if (this.count !== this.header.nnz) throw new InputError(this.file, `truncated: the header declares ${this.header.nnz} entries, found ${this.count}`);
+    if (this.count !== this.header.nnz)
+      throw new InputError(
+        this.file,
+        `truncated: the header declares ${this.header.nnz} entries, found ${this.count}`,
+      );
   }
 }
 
 /** Just the header (banner and size line) of a MatrixMarket file. */
 export async function readMtxHeader(file: string): Promise<MtxHeader> {
   let found: MtxHeader | null = null;
-  const it = mtxEntryBlocks(file, (h) => { found = h; });
+  const it = mtxEntryBlocks(file, (h) => {
+    found = h;
+  });
   try {
     // the first block comes from the first chunk of the file, which holds the header
     await it.next();
@@ -198,22 +247,38 @@ export async function streamMtxEntries(
   onEntries: (rows: Int32Array, cols: Int32Array, vals: Float64Array, n: number) => void,
 ): Promise<MtxHeader> {
   let header: MtxHeader | null = null;
-  for await (const b of mtxEntryBlocks(file, (h) => { header = h; onHeader(h); })) onEntries(b.rows, b.cols, b.vals, b.n);
+  for await (const b of mtxEntryBlocks(file, (h) => {
+    header = h;
+    onHeader(h);
+  }))
+    onEntries(b.rows, b.cols, b.vals, b.n);
   return header!;
 }
 
 /** A whole 10x MatrixMarket folder as one CSR batch (cells are rows). */
-export async function readMtxInMemory(dir: string): Promise<{ batch: CellBatch; genes: string[]; geneIds: string[]; barcodes: string[] }> {
+export async function readMtxInMemory(
+  dir: string,
+): Promise<{ batch: CellBatch; genes: string[]; geneIds: string[]; barcodes: string[] }> {
   const files = findMtxFiles(dir);
   const { genes, geneIds } = await readGeneList(files.features);
   const barcodes = await readBarcodes(files.barcodes);
-  let R: Int32Array = new Int32Array(0), C: Int32Array = new Int32Array(0), V: Float32Array = new Float32Array(0);
+  let R: Int32Array = new Int32Array(0),
+    C: Int32Array = new Int32Array(0),
+    V: Float32Array = new Float32Array(0);
   let pos = 0;
   const h = await streamMtxEntries(
     files.matrix,
     (hd) => {
-      if (hd.nRows !== genes.length) throw new InputError(files.matrix, `has ${hd.nRows} rows (genes) but ${path.basename(files.features)} lists ${genes.length} genes`);
-      if (hd.nCols !== barcodes.length) throw new InputError(files.matrix, `has ${hd.nCols} columns (cells) but ${path.basename(files.barcodes)} lists ${barcodes.length} barcodes`);
+      if (hd.nRows !== genes.length)
+        throw new InputError(
+          files.matrix,
+          `has ${hd.nRows} rows (genes) but ${path.basename(files.features)} lists ${genes.length} genes`,
+        );
+      if (hd.nCols !== barcodes.length)
+        throw new InputError(
+          files.matrix,
+          `has ${hd.nCols} columns (cells) but ${path.basename(files.barcodes)} lists ${barcodes.length} barcodes`,
+        );
       R = new Int32Array(hd.nnz);
       C = new Int32Array(hd.nnz);
       V = new Float32Array(hd.nnz);
@@ -233,7 +298,13 @@ export async function readMtxInMemory(dir: string): Promise<{ batch: CellBatch; 
  * CSR with cells as rows from (gene, cell, value) triplets: counting sort by cell, genes sorted
  * within each cell, duplicate entries summed. Explicit zeros are dropped.
  */
-export function tripletsToCsr(geneOf: Int32Array, cellOf: Int32Array, val: Float32Array, nCells: number, nGenes: number): CellBatch {
+export function tripletsToCsr(
+  geneOf: Int32Array,
+  cellOf: Int32Array,
+  val: Float32Array,
+  nCells: number,
+  nGenes: number,
+): CellBatch {
   const indptr = new Int32Array(nCells + 1);
   for (let k = 0; k < cellOf.length; k++) if (val[k] !== 0) indptr[cellOf[k]! + 1]!++;
   for (let i = 0; i < nCells; i++) indptr[i + 1]! += indptr[i]!;
@@ -250,14 +321,22 @@ export function tripletsToCsr(geneOf: Int32Array, cellOf: Int32Array, val: Float
   // sort genes within each cell when needed; merge duplicates
   let dup = false;
   for (let i = 0; i < nCells; i++) {
-    const s = indptr[i]!, e = indptr[i + 1]!;
+    const s = indptr[i]!,
+      e = indptr[i + 1]!;
     let sorted = true;
-    for (let k = s + 1; k < e; k++) if (indices[k]! <= indices[k - 1]!) { sorted = false; break; }
+    for (let k = s + 1; k < e; k++)
+      if (indices[k]! <= indices[k - 1]!) {
+        sorted = false;
+        break;
+      }
     if (sorted) continue;
     const order = Array.from({ length: e - s }, (_, j) => s + j).sort((a, b) => indices[a]! - indices[b]!);
     const gi = order.map((k) => indices[k]!);
     const cv = order.map((k) => counts[k]!);
-    for (let j = 0; j < gi.length; j++) { indices[s + j] = gi[j]!; counts[s + j] = cv[j]!; }
+    for (let j = 0; j < gi.length; j++) {
+      indices[s + j] = gi[j]!;
+      counts[s + j] = cv[j]!;
+    }
     for (let k = s + 1; k < e; k++) if (indices[k] === indices[k - 1]) dup = true;
   }
   let outPtr = indptr;
@@ -269,7 +348,11 @@ export function tripletsToCsr(geneOf: Int32Array, cellOf: Int32Array, val: Float
     for (let i = 0; i < nCells; i++) {
       for (let k = indptr[i]!; k < indptr[i + 1]!; k++) {
         if (w > outPtr[i]! && ni[w - 1] === indices[k]) nc[w - 1]! += counts[k]!;
-        else { ni[w] = indices[k]!; nc[w] = counts[k]!; w++; }
+        else {
+          ni[w] = indices[k]!;
+          nc[w] = counts[k]!;
+          w++;
+        }
       }
       outPtr[i + 1] = w;
     }
@@ -285,7 +368,14 @@ export function tripletsToCsr(geneOf: Int32Array, cellOf: Int32Array, val: Float
   const cellIndex = new Uint32Array(nCells);
   for (let i = 0; i < nCells; i++) cellIndex[i] = i;
   return {
-    nCells, nGenes, indptr: outPtr, indices, counts, library,
-    batch: new Int32Array(nCells), label: new Int32Array(nCells).fill(-1), cellIndex,
+    nCells,
+    nGenes,
+    indptr: outPtr,
+    indices,
+    counts,
+    library,
+    batch: new Int32Array(nCells),
+    label: new Int32Array(nCells).fill(-1),
+    cellIndex,
   };
 }

@@ -17,14 +17,26 @@ export class MtxCellSink implements CellSink {
   private nnz = 0;
   private cells = 0;
 
-  constructor(private readonly dir: string, private readonly genes: string[], private readonly nCellsPlanned: number, private readonly batchNames: string[], private readonly typeNames: string[]) {
+  constructor(
+    private readonly dir: string,
+    private readonly genes: string[],
+    private readonly nCellsPlanned: number,
+    private readonly batchNames: string[],
+    private readonly typeNames: string[],
+  ) {
     fs.mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
     this.tmp = `${dir}.partial-${process.pid}`;
     fs.rmSync(this.tmp, { recursive: true, force: true });
     fs.mkdirSync(this.tmp);
-    fs.writeFileSync(path.join(this.tmp, 'features.tsv'), genes.map((g) => `${g}\t${g}\tGene Expression\n`).join(''));
+    fs.writeFileSync(
+      path.join(this.tmp, 'features.tsv'),
+      genes.map((g) => `${g}\t${g}\tGene Expression\n`).join(''),
+    );
     this.fd = fs.openSync(path.join(this.tmp, 'matrix.mtx'), 'w');
-    fs.writeSync(this.fd, `%%MatrixMarket matrix coordinate integer general\n%metadata_json: {"software": "atlasvae simulate"}\n${' '.repeat(SIZE_LINE_WIDTH)}\n`);
+    fs.writeSync(
+      this.fd,
+      `%%MatrixMarket matrix coordinate integer general\n%metadata_json: {"software": "atlasvae simulate"}\n${' '.repeat(SIZE_LINE_WIDTH)}\n`,
+    );
     this.barcodes = fs.openSync(path.join(this.tmp, 'barcodes.tsv'), 'w');
     this.labels = fs.openSync(path.join(this.tmp, 'labels.tsv'), 'w');
     fs.writeSync(this.labels, 'barcode\tcell_type\tbatch\n');
@@ -52,18 +64,25 @@ export class MtxCellSink implements CellSink {
   async finish(): Promise<void> {
     this.flush();
     const size = `${this.genes.length} ${this.cells} ${this.nnz}`;
-    const header = '%%MatrixMarket matrix coordinate integer general\n%metadata_json: {"software": "atlasvae simulate"}\n';
+    const header =
+      '%%MatrixMarket matrix coordinate integer general\n%metadata_json: {"software": "atlasvae simulate"}\n';
     fs.writeSync(this.fd, size.padEnd(SIZE_LINE_WIDTH, ' '), Buffer.byteLength(header));
     fs.closeSync(this.fd);
     fs.closeSync(this.barcodes);
     fs.closeSync(this.labels);
-    if (this.cells !== this.nCellsPlanned) throw new Error(`wrote ${this.cells} cells, expected ${this.nCellsPlanned}`);
+    if (this.cells !== this.nCellsPlanned)
+      throw new Error(`wrote ${this.cells} cells, expected ${this.nCellsPlanned}`);
     fs.rmSync(this.dir, { recursive: true, force: true });
     fs.renameSync(this.tmp, this.dir);
   }
 
   async abort(): Promise<void> {
-    for (const fd of [this.fd, this.barcodes, this.labels]) try { fs.closeSync(fd); } catch { /* closed */ }
+    for (const fd of [this.fd, this.barcodes, this.labels])
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* closed */
+      }
     fs.rmSync(this.tmp, { recursive: true, force: true });
   }
 }

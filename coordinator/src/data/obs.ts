@@ -21,7 +21,8 @@ export async function readObsTsv(file: string): Promise<ObsTable> {
   const barcodes: string[] = [];
   for (let i = 1; i < rows.length; i++) {
     const r = rows[i]!;
-    if (r.length !== header.length) throw new InputError(file, `line ${i + 1} has ${r.length} fields, the header has ${header.length}`);
+    if (r.length !== header.length)
+      throw new InputError(file, `line ${i + 1} has ${r.length} fields, the header has ${header.length}`);
     barcodes.push(r[0]!);
     for (let j = 0; j < names.length; j++) columns.get(names[j]!)!.push(r[j + 1]!);
   }
@@ -31,7 +32,11 @@ export async function readObsTsv(file: string): Promise<ObsTable> {
 /** One column of the table, reordered to follow `barcodes`; every barcode must be present. */
 export function obsColumnFor(table: ObsTable, key: string, barcodes: readonly string[]): string[] {
   const col = table.columns.get(key);
-  if (!col) throw new InputError(table.file, `no column "${key}"; columns are: ${[...table.columns.keys()].join(', ')}`);
+  if (!col)
+    throw new InputError(
+      table.file,
+      `no column "${key}"; columns are: ${[...table.columns.keys()].join(', ')}`,
+    );
   const rowOf = new Map<string, number>();
   table.barcodes.forEach((b, i) => rowOf.set(b, i));
   const out = new Array<string>(barcodes.length);
@@ -45,7 +50,11 @@ export function obsColumnFor(table: ObsTable, key: string, barcodes: readonly st
     }
     out[i] = col[r]!;
   }
-  if (missing > 0) throw new InputError(table.file, `${missing} of ${barcodes.length} cells have no row (e.g. barcode "${example}")`);
+  if (missing > 0)
+    throw new InputError(
+      table.file,
+      `${missing} of ${barcodes.length} cells have no row (e.g. barcode "${example}")`,
+    );
   return out;
 }
 

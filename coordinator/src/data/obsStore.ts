@@ -4,7 +4,16 @@
 // `umap --color-by` colours by any of them, as scanpy's sc.pl.umap(color=…) does.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Table, tableFromIPC, tableToIPC, vectorFromArray, Dictionary, Utf8, Int32, type Vector } from 'apache-arrow';
+import {
+  Table,
+  tableFromIPC,
+  tableToIPC,
+  vectorFromArray,
+  Dictionary,
+  Utf8,
+  Int32,
+  type Vector,
+} from 'apache-arrow';
 import { InputError } from '@atlasvae/shared/errors';
 import type { ObsValues } from './source.js';
 
@@ -36,14 +45,17 @@ export function keepObsColumn(name: string, v: ObsValues, skipped: (why: string)
       if (distinct.size <= 10_000) distinct.add(s);
     }
   }
-  if (numeric) return { name, kind: 'number', values: Float64Array.from(v, (s) => (MISSING.has(s) ? NaN : Number(s))) };
+  if (numeric)
+    return { name, kind: 'number', values: Float64Array.from(v, (s) => (MISSING.has(s) ? NaN : Number(s))) };
   if (distinct.size <= Math.min(10_000, Math.max(1, v.length / 2))) {
     const categories = [...distinct].sort();
     const code = new Map(categories.map((c, i) => [c, i]));
     return { name, kind: 'category', codes: Int32Array.from(v, (s) => code.get(s) ?? -1), categories };
   }
   if (chars > MAX_STRING_COLUMN_CHARS) {
-    skipped(`obs column "${name}" not kept: its strings hold ${chars} characters, over the ${MAX_STRING_COLUMN_CHARS} limit`);
+    skipped(
+      `obs column "${name}" not kept: its strings hold ${chars} characters, over the ${MAX_STRING_COLUMN_CHARS} limit`,
+    );
     return null;
   }
   return { name, kind: 'string', values: v.slice() };
@@ -56,14 +68,19 @@ export function writeObsFile(dir: string, columns: ObsColumn[], nRows: number): 
   for (const c of columns) {
     if (c.kind === 'category') {
       // a dictionary column of the category names; a missing value (−1) is null
-      const values = Array.from(c.codes, (k) => (k >= 0 && k < c.categories.length ? c.categories[k]! : null));
+      const values = Array.from(c.codes, (k) =>
+        k >= 0 && k < c.categories.length ? c.categories[k]! : null,
+      );
       vectors[c.name] = vectorFromArray(values, new Dictionary(new Utf8(), new Int32()));
     } else if (c.kind === 'number') {
       vectors[c.name] = vectorFromArray(c.values);
     } else {
       vectors[c.name] = vectorFromArray(c.values, new Utf8());
     }
-    if (vectors[c.name]!.length !== nRows) throw new Error(`internal: obs column ${c.name} has ${vectors[c.name]!.length} rows, the source ${nRows}`);
+    if (vectors[c.name]!.length !== nRows)
+      throw new Error(
+        `internal: obs column ${c.name} has ${vectors[c.name]!.length} rows, the source ${nRows}`,
+      );
   }
   fs.writeFileSync(path.join(dir, OBS_FILE), tableToIPC(new Table(vectors), 'file'));
 }
@@ -91,11 +108,15 @@ export function readObsFile(dir: string): ObsStore | null {
   const table = t;
   const kinds = new Map<string, ObsColumn['kind']>();
   for (const f of table.schema.fields) {
-    kinds.set(f.name, f.type instanceof Dictionary ? 'category' : f.typeId === new Utf8().typeId ? 'string' : 'number');
+    kinds.set(
+      f.name,
+      f.type instanceof Dictionary ? 'category' : f.typeId === new Utf8().typeId ? 'string' : 'number',
+    );
   }
   const col = (name: string): Vector => {
     const c = table.getChild(name);
-    if (!c) throw new InputError(file, `no obs column "${name}"; kept columns: ${[...kinds.keys()].join(', ')}`);
+    if (!c)
+      throw new InputError(file, `no obs column "${name}"; kept columns: ${[...kinds.keys()].join(', ')}`);
     return c;
   };
   return {

@@ -44,7 +44,12 @@ export interface PrepareResult {
 }
 
 /** Categorical codes of an obs column (file obs or --obs TSV). */
-async function obsCodes(src: MatrixSource, key: string, tsv: string | undefined, barcodes: () => Promise<string[]>): Promise<Categorical> {
+async function obsCodes(
+  src: MatrixSource,
+  key: string,
+  tsv: string | undefined,
+  barcodes: () => Promise<string[]>,
+): Promise<Categorical> {
   let v: ObsValues;
   if (tsv) v = obsColumnFor(await readObsTsv(tsv), key, await barcodes());
   else v = src.obsColumn(key);
@@ -53,9 +58,15 @@ async function obsCodes(src: MatrixSource, key: string, tsv: string | undefined,
 }
 
 /** Genes of an imposed list, mapped to source gene indices by name, then by id. */
-async function imposedGenes(fileOrDataset: string, src: MatrixSource): Promise<{ names: string[]; ids: string[] | null; sourceIndex: Int32Array; missing: number }> {
+async function imposedGenes(
+  fileOrDataset: string,
+  src: MatrixSource,
+): Promise<{ names: string[]; ids: string[] | null; sourceIndex: Int32Array; missing: number }> {
   // a prepared dataset folder stands for its genes.tsv
-  const file = fs.existsSync(fileOrDataset) && fs.statSync(fileOrDataset).isDirectory() ? path.join(fileOrDataset, GENES_FILE) : fileOrDataset;
+  const file =
+    fs.existsSync(fileOrDataset) && fs.statSync(fileOrDataset).isDirectory()
+      ? path.join(fileOrDataset, GENES_FILE)
+      : fileOrDataset;
   if (!fs.existsSync(file)) throw new InputError(file, 'no such gene list');
   const rows = (await readTsvRows(file)).filter((r) => r[0] !== '');
   if (rows.length === 0) throw new InputError(file, 'empty gene list');
@@ -66,9 +77,13 @@ async function imposedGenes(fileOrDataset: string, src: MatrixSource): Promise<{
     seen.add(n);
   }
   const byName = new Map<string, number>();
-  src.genes.forEach((g, i) => { if (!byName.has(g)) byName.set(g, i); });
+  src.genes.forEach((g, i) => {
+    if (!byName.has(g)) byName.set(g, i);
+  });
   const byId = new Map<string, number>();
-  src.geneIds?.forEach((g, i) => { if (!byId.has(g)) byId.set(g, i); });
+  src.geneIds?.forEach((g, i) => {
+    if (!byId.has(g)) byId.set(g, i);
+  });
   const sourceIndex = new Int32Array(names.length);
   let missing = 0;
   names.forEach((n, j) => {
@@ -85,25 +100,41 @@ async function imposedGenes(fileOrDataset: string, src: MatrixSource): Promise<{
  * and columns (cells) from 1; h5ad and 10x .h5 arrays are indexed from 0 (as in Python).
  */
 function entryAt(format: MatrixSource['format'], c: RowChunk, cell: number, gene: number): string {
-  if (format === 'mtx') return `column ${c.start + cell + 1} (barcode ${c.barcodes[cell]}), row ${gene + 1} of the MatrixMarket file`;
+  if (format === 'mtx')
+    return `column ${c.start + cell + 1} (barcode ${c.barcodes[cell]}), row ${gene + 1} of the MatrixMarket file`;
   return `cell ${c.start + cell} (barcode ${c.barcodes[cell]}), gene ${gene}`;
 }
 
 /** Checks every value of a chunk; returns whether all are integers. */
-function checkValues(file: string, c: RowChunk, allowNonInteger: boolean, format: MatrixSource['format']): boolean {
+function checkValues(
+  file: string,
+  c: RowChunk,
+  allowNonInteger: boolean,
+  format: MatrixSource['format'],
+): boolean {
   const v = c.values;
   let integer = true;
   for (let k = 0; k < v.length; k++) {
     const x = v[k]!;
     if (!(x >= 0)) {
       const cell = rowOfEntry(c.indptr, k);
-      throw new InputError(file, `${Number.isNaN(x) ? 'NaN' : `negative value ${x}`} at ${entryAt(format, c, cell, c.indices[k]!)}: counts must be non-negative numbers`);
+      throw new InputError(
+        file,
+        `${Number.isNaN(x) ? 'NaN' : `negative value ${x}`} at ${entryAt(format, c, cell, c.indices[k]!)}: counts must be non-negative numbers`,
+      );
     }
     if (x !== Math.round(x) || !Number.isFinite(x)) {
-      if (!Number.isFinite(x)) throw new InputError(file, `infinite value at ${entryAt(format, c, rowOfEntry(c.indptr, k), c.indices[k]!)}`);
+      if (!Number.isFinite(x))
+        throw new InputError(
+          file,
+          `infinite value at ${entryAt(format, c, rowOfEntry(c.indptr, k), c.indices[k]!)}`,
+        );
       if (!allowNonInteger) {
         const cell = rowOfEntry(c.indptr, k);
-        throw new InputError(file, `non-integer value ${x} at ${entryAt(format, c, cell, c.indices[k]!)}: the model needs raw counts; use --layer (e.g. counts) or --use-raw if the file holds them elsewhere, or --allow-non-integer`);
+        throw new InputError(
+          file,
+          `non-integer value ${x} at ${entryAt(format, c, cell, c.indices[k]!)}: the model needs raw counts; use --layer (e.g. counts) or --use-raw if the file holds them elsewhere, or --allow-non-integer`,
+        );
       }
       integer = false;
     }
@@ -112,7 +143,8 @@ function checkValues(file: string, c: RowChunk, allowNonInteger: boolean, format
 }
 
 function rowOfEntry(indptr: Int32Array, k: number): number {
-  let lo = 0, hi = indptr.length - 2;
+  let lo = 0,
+    hi = indptr.length - 2;
   while (lo < hi) {
     const mid = (lo + hi + 1) >> 1;
     if (indptr[mid]! <= k) lo = mid;
@@ -122,13 +154,24 @@ function rowOfEntry(indptr: Int32Array, k: number): number {
 }
 
 export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> {
-  if (!Number.isInteger(o.shardCells) || o.shardCells < 1) throw new CliError(`--shard-cells must be a positive integer (got ${o.shardCells})`);
-  if (o.nTopGenes !== undefined && (!Number.isInteger(o.nTopGenes) || o.nTopGenes < 1)) throw new CliError(`--n-top-genes must be a positive integer (got ${o.nTopGenes})`);
-  if (o.nTopGenes !== undefined && o.genes) throw new CliError('use either --n-top-genes or --genes, not both');
+  if (!Number.isInteger(o.shardCells) || o.shardCells < 1)
+    throw new CliError(`--shard-cells must be a positive integer (got ${o.shardCells})`);
+  if (o.nTopGenes !== undefined && (!Number.isInteger(o.nTopGenes) || o.nTopGenes < 1))
+    throw new CliError(`--n-top-genes must be a positive integer (got ${o.nTopGenes})`);
+  if (o.nTopGenes !== undefined && o.genes)
+    throw new CliError('use either --n-top-genes or --genes, not both');
   checkOutputDir(o.out, o.force ?? false);
   const warnings: string[] = [];
-  const warn = (m: string): void => { warnings.push(m); o.onWarning?.(m); };
-  const src = await openSource(o.input, { layer: o.layer, useRaw: o.useRaw, tmpDir: o.tmpDir, sortBucketEntries: o.sortBucketEntries });
+  const warn = (m: string): void => {
+    warnings.push(m);
+    o.onWarning?.(m);
+  };
+  const src = await openSource(o.input, {
+    layer: o.layer,
+    useRaw: o.useRaw,
+    tmpDir: o.tmpDir,
+    sortBucketEntries: o.sortBucketEntries,
+  });
   const file = src.format === 'mtx' ? path.dirname(src.file) : src.file;
   let writer: DatasetWriter | null = null;
   try {
@@ -139,16 +182,24 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
     barcodeCache = null;
     if (batch) {
       const missing = batch.codes.reduce((s, c) => s + (c < 0 ? 1 : 0), 0);
-      if (missing > 0) throw new InputError(o.obs ?? file, `${missing} cells have no value for the batch key "${o.batchKey}"`);
+      if (missing > 0)
+        throw new InputError(
+          o.obs ?? file,
+          `${missing} cells have no value for the batch key "${o.batchKey}"`,
+        );
     }
     const nBatch = batch ? batch.categories.length : 1;
     const batchOf = (row: number): number => (batch ? batch.codes[row]! : 0);
     const labelOf = (row: number): number => (label ? label.codes[row]! : -1);
     let integerCounts = true;
-    const pass = async (phase: string, onCell: (row: number, c: RowChunk, from: number, to: number) => void | Promise<void> | undefined): Promise<void> => {
+    const pass = async (
+      phase: string,
+      onCell: (row: number, c: RowChunk, from: number, to: number) => void | Promise<void> | undefined,
+    ): Promise<void> => {
       let done = 0;
       for await (const c of src.rows()) {
-        if (c.start !== done) throw new InputError(file, `internal: cells out of order (${c.start} after ${done})`);
+        if (c.start !== done)
+          throw new InputError(file, `internal: cells out of order (${c.start} after ${done})`);
         integerCounts = checkValues(file, c, o.allowNonInteger, src.format) && integerCounts;
         for (let i = 0; i < c.nCells; i++) {
           const wait = onCell(c.start + i, c, c.indptr[i]!, c.indptr[i + 1]!);
@@ -167,8 +218,12 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
     if (types && types.includes('Gene Expression') && types.some((t) => t !== 'Gene Expression')) {
       base = base.filter((g) => types[g] === 'Gene Expression');
       const others = new Map<string, number>();
-      types.forEach((t) => { if (t !== 'Gene Expression') others.set(t, (others.get(t) ?? 0) + 1); });
-      warn(`kept the ${base.length} "Gene Expression" features of ${file}; left out ${[...others].map(([t, n]) => `${n} "${t}"`).join(', ')}`);
+      types.forEach((t) => {
+        if (t !== 'Gene Expression') others.set(t, (others.get(t) ?? 0) + 1);
+      });
+      warn(
+        `kept the ${base.length} "Gene Expression" features of ${file}; left out ${[...others].map(([t, n]) => `${n} "${t}"`).join(', ')}`,
+      );
     }
     const baseOf = new Int32Array(src.nGenes).fill(-1);
     base.forEach((g, j) => (baseOf[g] = j));
@@ -184,22 +239,36 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
       outGenes = imp.names;
       outIds = imp.ids;
       outOf = new Int32Array(src.nGenes).fill(-1);
-      imp.sourceIndex.forEach((s, j) => { if (s >= 0) outOf[s] = j; });
+      imp.sourceIndex.forEach((s, j) => {
+        if (s >= 0) outOf[s] = j;
+      });
       missingGenes = imp.missing;
-      if (imp.missing > 0) warn(`${imp.missing} of ${imp.names.length} genes in ${o.genes} are not in ${file}; their counts are zero`);
+      if (imp.missing > 0)
+        warn(
+          `${imp.missing} of ${imp.names.length} genes in ${o.genes} are not in ${file}; their counts are zero`,
+        );
       if (imp.missing === imp.names.length) throw new InputError(o.genes, `none of its genes are in ${file}`);
     } else if (o.nTopGenes !== undefined && o.nTopGenes < base.length) {
       const map = base.length === src.nGenes ? undefined : baseOf;
       const moments = new GeneMoments(nBatch, base.length);
-      await pass('hvg moments', (row, c, s, e) => moments.addCell(batchOf(row), c.indices, c.values, s, e, map));
+      await pass('hvg moments', (row, c, s, e) =>
+        moments.addCell(batchOf(row), c.indices, c.values, s, e, map),
+      );
       const clipped = new ClippedMoments(clipModel(moments), base.length);
-      await pass('hvg clipped', (row, c, s, e) => clipped.addCell(batchOf(row), c.indices, c.values, s, e, map));
+      await pass('hvg clipped', (row, c, s, e) =>
+        clipped.addCell(batchOf(row), c.indices, c.values, s, e, map),
+      );
       const sel = selectHvg(moments, clipped, o.nTopGenes).selected.map((j) => base[j]!);
       outGenes = sel.map((g) => src.genes[g]!);
       outIds = src.geneIds ? sel.map((g) => src.geneIds![g]!) : null;
       outOf = new Int32Array(src.nGenes).fill(-1);
       sel.forEach((g, j) => (outOf[g] = j));
-      hvg = { flavor: 'seurat_v3', nTopGenes: o.nTopGenes, batchKey: o.batchKey ?? null, nSourceGenes: src.nGenes };
+      hvg = {
+        flavor: 'seurat_v3',
+        nTopGenes: o.nTopGenes,
+        batchKey: o.batchKey ?? null,
+        nSourceGenes: src.nGenes,
+      };
     } else if (o.nTopGenes !== undefined) {
       warn(`--n-top-genes ${o.nTopGenes} is not below the ${base.length} genes of ${file}: all genes kept`);
     }
@@ -217,19 +286,35 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
       if (identity) {
         // the common case (all genes kept, in order): a row without explicit zeros is passed on
         // as views, copied once by the writer
-        let lib = 0, zeros = false;
+        let lib = 0,
+          zeros = false;
         const vals = c.values;
         for (let q = s; q < e; q++) {
           const v = vals[q]!;
-          if (v === 0) { zeros = true; break; }
+          if (v === 0) {
+            zeros = true;
+            break;
+          }
           lib += v;
         }
         if (!zeros) {
-          if (e === s) { dropped++; return undefined; }
-          return w.addCell(c.indices.subarray(s, e), vals.subarray(s, e), lib, batchOf(row), labelOf(row), row, c.barcodes[row - c.start]!);
+          if (e === s) {
+            dropped++;
+            return undefined;
+          }
+          return w.addCell(
+            c.indices.subarray(s, e),
+            vals.subarray(s, e),
+            lib,
+            batchOf(row),
+            labelOf(row),
+            row,
+            c.barcodes[row - c.start]!,
+          );
         }
       }
-      let k = 0, lib = 0;
+      let k = 0,
+        lib = 0;
       for (let q = s; q < e; q++) {
         const v = c.values[q]!;
         if (v === 0) continue;
@@ -240,11 +325,23 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
         lib += v;
         k++;
       }
-      if (k === 0) { dropped++; return undefined; }
+      if (k === 0) {
+        dropped++;
+        return undefined;
+      }
       if (sortRows) sortPairs(gi, cv, k);
-      return w.addCell(gi.subarray(0, k), cv.subarray(0, k), lib, batchOf(row), labelOf(row), row, c.barcodes[row - c.start]!);
+      return w.addCell(
+        gi.subarray(0, k),
+        cv.subarray(0, k),
+        lib,
+        batchOf(row),
+        labelOf(row),
+        row,
+        c.barcodes[row - c.start]!,
+      );
     });
-    if (w.cellsWritten === 0) throw new InputError(file, 'every cell has zero counts over the kept genes: nothing to write');
+    if (w.cellsWritten === 0)
+      throw new InputError(file, 'every cell has zero counts over the kept genes: nothing to write');
     if (dropped > 0) warn(`${dropped} cells with zero counts over the kept genes were dropped`);
     const nCells = w.cellsWritten;
     const trainFraction = o.trainFraction ?? 0.9;
@@ -259,8 +356,20 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
       labelKey: o.labelKey ?? null,
       labelCategories: label ? label.categories : [],
       integerCounts,
-      split: { method: 'trainValidationSplit', seed: o.seed, trainFraction, nTrain: split.train.length, nValidation: split.validation.length },
-      source: { path: path.resolve(o.input), format: src.format, nCells: src.nCells, nGenes: src.nGenes, options },
+      split: {
+        method: 'trainValidationSplit',
+        seed: o.seed,
+        trainFraction,
+        nTrain: split.train.length,
+        nValidation: split.validation.length,
+      },
+      source: {
+        path: path.resolve(o.input),
+        format: src.format,
+        nCells: src.nCells,
+        nGenes: src.nGenes,
+        options,
+      },
       droppedZeroCountCells: dropped,
       missingGenes,
       hvg,
@@ -275,7 +384,12 @@ export async function prepareDataset(o: PrepareOptions): Promise<PrepareResult> 
 }
 
 /** Every obs column of the source (or of the --obs TSV), as kept by keepObsColumn. */
-async function keptObsColumns(src: MatrixSource, tsv: string | undefined, barcodes: () => Promise<string[]>, warn: (m: string) => void): Promise<ObsColumn[]> {
+async function keptObsColumns(
+  src: MatrixSource,
+  tsv: string | undefined,
+  barcodes: () => Promise<string[]>,
+  warn: (m: string) => void,
+): Promise<ObsColumn[]> {
   const out: ObsColumn[] = [];
   if (tsv) {
     const table = await readObsTsv(tsv);
@@ -295,7 +409,9 @@ async function keptObsColumns(src: MatrixSource, tsv: string | undefined, barcod
       continue;
     }
     if ((Array.isArray(v) ? v.length : v.codes.length) !== src.nCells) {
-      warn(`obs column "${name}" not kept: it has a value per ${Array.isArray(v) ? v.length : v.codes.length} rows, the matrix ${src.nCells} cells`);
+      warn(
+        `obs column "${name}" not kept: it has a value per ${Array.isArray(v) ? v.length : v.codes.length} rows, the matrix ${src.nCells} cells`,
+      );
       continue;
     }
     const c = keepObsColumn(name, v, warn);
@@ -307,10 +423,15 @@ async function keptObsColumns(src: MatrixSource, tsv: string | undefined, barcod
 /** Sorts the first n (gene, count) pairs by gene. */
 function sortPairs(g: Int32Array, v: Float32Array, n: number): void {
   let sorted = true;
-  for (let k = 1; k < n; k++) if (g[k]! < g[k - 1]!) { sorted = false; break; }
+  for (let k = 1; k < n; k++)
+    if (g[k]! < g[k - 1]!) {
+      sorted = false;
+      break;
+    }
   if (sorted) return;
   const order = Array.from({ length: n }, (_, k) => k).sort((a, b) => g[a]! - g[b]!);
-  const gs = order.map((k) => g[k]!), vs = order.map((k) => v[k]!);
+  const gs = order.map((k) => g[k]!),
+    vs = order.map((k) => v[k]!);
   g.set(gs);
   v.set(vs);
 }

@@ -68,6 +68,10 @@ export function samplePoisson(rng: Rng, lambda: number): number {
     const k = Math.floor(((2 * a) / us + b) * U + lambda + 0.43);
     if (us >= 0.07 && V <= vr) return k;
     if (k < 0 || (us < 0.013 && V > us)) continue;
-    if (Math.log(V) + Math.log(invalpha) - Math.log(a / (us * us) + b) <= -lambda + k * loglam - logFactorial(k)) return k;
+    if (
+      Math.log(V) + Math.log(invalpha) - Math.log(a / (us * us) + b) <=
+      -lambda + k * loglam - logFactorial(k)
+    )
+      return k;
   }
 }

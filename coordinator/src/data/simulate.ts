@@ -66,9 +66,15 @@ export function simulationModel(o: SimulationOptions): SimulationModel {
     batchEffect.map((be) => {
       const p = new Float64Array(G);
       let max = -Infinity;
-      for (let g = 0; g < G; g++) { p[g] = base[g]! + te[g]! + be[g]!; if (p[g]! > max) max = p[g]!; }
+      for (let g = 0; g < G; g++) {
+        p[g] = base[g]! + te[g]! + be[g]!;
+        if (p[g]! > max) max = p[g]!;
+      }
       let sum = 0;
-      for (let g = 0; g < G; g++) { p[g] = Math.exp(p[g]! - max); sum += p[g]!; }
+      for (let g = 0; g < G; g++) {
+        p[g] = Math.exp(p[g]! - max);
+        sum += p[g]!;
+      }
       for (let g = 0; g < G; g++) p[g]! /= sum;
       return p;
     }),
@@ -77,7 +83,11 @@ export function simulationModel(o: SimulationOptions): SimulationModel {
 }
 
 /** Gene, batch and cell-type names of a simulated atlas. */
-export function simulatedNames(o: Pick<SimulationOptions, 'genes' | 'batches' | 'cellTypes'>): { genes: string[]; batchNames: string[]; typeNames: string[] } {
+export function simulatedNames(o: Pick<SimulationOptions, 'genes' | 'batches' | 'cellTypes'>): {
+  genes: string[];
+  batchNames: string[];
+  typeNames: string[];
+} {
   const width = String(o.genes - 1).length;
   return {
     genes: Array.from({ length: o.genes }, (_, g) => `Gene${String(g).padStart(width, '0')}`),
@@ -100,7 +110,10 @@ export interface SimulatedCell {
 }
 
 /** Generates the cells in order; the callback may be async (backpressure from the sinks). */
-export async function simulateCells(model: SimulationModel, onCell: (c: SimulatedCell) => void | Promise<void>): Promise<void> {
+export async function simulateCells(
+  model: SimulationModel,
+  onCell: (c: SimulatedCell) => void | Promise<void>,
+): Promise<void> {
   const { o, profiles, theta } = model;
   const G = o.genes;
   const rng = new Rng(SIM_STREAM, o.seed, 1);
@@ -114,7 +127,8 @@ export async function simulateCells(model: SimulationModel, onCell: (c: Simulate
     const batch = rng.int(o.batches);
     const L = Math.exp(logMedian + o.librarySdLog * rng.normal());
     const p = profiles[type]![batch]!;
-    let nnz = 0, lib = 0;
+    let nnz = 0,
+      lib = 0;
     for (let g = 0; g < G; g++) {
       const mu = L * p[g]!;
       const th = theta[g]!;
@@ -128,7 +142,8 @@ export async function simulateCells(model: SimulationModel, onCell: (c: Simulate
       if (u >= p0) {
         if (mu > 30) x = samplePoisson(rng, (mu * sampleGamma(rng, th)) / th);
         else {
-          let pk = p0, cdf = p0;
+          let pk = p0,
+            cdf = p0;
           while (u > cdf && x < 10000) {
             pk *= ((x + th) / (x + 1)) * q;
             x++;
@@ -199,7 +214,13 @@ export async function simulateToDataset(o: SimulateToDatasetOptions): Promise<Da
       labelKey: 'cell_type',
       labelCategories: model.typeNames,
       integerCounts: true,
-      split: { method: 'trainValidationSplit', seed: o.splitSeed ?? o.seed, trainFraction, nTrain: split.train.length, nValidation: split.validation.length },
+      split: {
+        method: 'trainValidationSplit',
+        seed: o.splitSeed ?? o.seed,
+        trainFraction,
+        nTrain: split.train.length,
+        nValidation: split.validation.length,
+      },
       source: { path: '', format: 'simulated', nCells: o.cells, nGenes: o.genes, options },
       droppedZeroCountCells: dropped,
       missingGenes: 0,

@@ -75,7 +75,12 @@ export async function openSource(input: string, o: OpenSourceOptions = {}): Prom
     return openMtxSource(input, o);
   }
   if (!isHdf5(input)) {
-    throw new InputError(input, fs.statSync(input).size === 0 ? 'empty file' : 'not an HDF5 file (.h5ad or 10x .h5) and not a MatrixMarket folder');
+    throw new InputError(
+      input,
+      fs.statSync(input).size === 0
+        ? 'empty file'
+        : 'not an HDF5 file (.h5ad or 10x .h5) and not a MatrixMarket folder',
+    );
   }
   const { openHdf5Source } = await import('./h5source.js');
   return openHdf5Source(input, o);
@@ -87,7 +92,8 @@ export async function openSource(input: string, o: OpenSourceOptions = {}): Prom
  */
 export function canonicalRows(file: string, c: RowChunk, nGenes: number): RowChunk {
   let ok = true;
-  const ptr = c.indptr, idx = c.indices; // locals: this loop sees every entry of the input
+  const ptr = c.indptr,
+    idx = c.indices; // locals: this loop sees every entry of the input
   for (let i = 0, s = ptr[0]!; i < c.nCells; i++) {
     const e = ptr[i + 1]!;
     let prev = -1;
@@ -100,7 +106,8 @@ export function canonicalRows(file: string, c: RowChunk, nGenes: number): RowChu
     if (e > s && (!(idx[s]! >= 0) || !(idx[e - 1]! < nGenes) || !ok)) {
       for (let k = s; k < e; k++) {
         const g = idx[k]!;
-        if (!(g >= 0 && g < nGenes)) throw new InputError(file, `gene index ${g} outside 0..${nGenes - 1} in cell ${c.start + i}`);
+        if (!(g >= 0 && g < nGenes))
+          throw new InputError(file, `gene index ${g} outside 0..${nGenes - 1} in cell ${c.start + i}`);
       }
     }
     s = e;
@@ -111,12 +118,19 @@ export function canonicalRows(file: string, c: RowChunk, nGenes: number): RowChu
   const values = new Float64Array(c.indices.length);
   let w = 0;
   for (let i = 0; i < c.nCells; i++) {
-    const s = c.indptr[i]!, e = c.indptr[i + 1]!;
-    const order = Array.from({ length: e - s }, (_, j) => s + j).sort((a, b) => c.indices[a]! - c.indices[b]!);
+    const s = c.indptr[i]!,
+      e = c.indptr[i + 1]!;
+    const order = Array.from({ length: e - s }, (_, j) => s + j).sort(
+      (a, b) => c.indices[a]! - c.indices[b]!,
+    );
     const rowStart = w;
     for (const k of order) {
       if (w > rowStart && indices[w - 1] === c.indices[k]) values[w - 1]! += c.values[k]!;
-      else { indices[w] = c.indices[k]!; values[w] = c.values[k]!; w++; }
+      else {
+        indices[w] = c.indices[k]!;
+        values[w] = c.values[k]!;
+        w++;
+      }
     }
     indptr[i + 1] = w;
   }

@@ -13,7 +13,11 @@ export async function* fileChunks(file: string): AsyncGenerator<Buffer> {
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ENOENT') throw new InputError(file, 'file not found');
-    if (err.code === 'Z_BUF_ERROR' || err.code === 'Z_DATA_ERROR' || /unexpected end|incorrect header/i.test(err.message)) {
+    if (
+      err.code === 'Z_BUF_ERROR' ||
+      err.code === 'Z_DATA_ERROR' ||
+      /unexpected end|incorrect header/i.test(err.message)
+    ) {
       throw new InputError(file, `corrupt or truncated gzip data (${err.message})`);
     }
     throw new InputError(file, `cannot read: ${err.message}`);
@@ -26,7 +30,10 @@ export async function* fileChunks(file: string): AsyncGenerator<Buffer> {
  * Complete lines as [buffer, start, end) slices (end excludes '\n' and a trailing '\r').
  * The callback gets the shared chunk buffer: copy out anything kept.
  */
-export async function forEachLine(file: string, onLine: (buf: Buffer, start: number, end: number) => void): Promise<void> {
+export async function forEachLine(
+  file: string,
+  onLine: (buf: Buffer, start: number, end: number) => void,
+): Promise<void> {
   let rest: Buffer | null = null;
   for await (const chunk of fileChunks(file)) {
     const buf: Buffer = rest ? Buffer.concat([rest, chunk]) : chunk;
@@ -53,7 +60,8 @@ export async function readTsvRows(file: string): Promise<string[][]> {
   await forEachLine(file, (buf, s, e) => {
     rows.push(buf.toString('utf8', s, e).split('\t'));
   });
-  while (rows.length > 0 && rows[rows.length - 1]!.length === 1 && rows[rows.length - 1]![0] === '') rows.pop();
+  while (rows.length > 0 && rows[rows.length - 1]!.length === 1 && rows[rows.length - 1]![0] === '')
+    rows.pop();
   return rows;
 }
 

@@ -10,8 +10,12 @@ import { cellBatchToRecordBatch } from '@atlasvae/shared/arrowBatch';
 import type { CellBatch } from '@atlasvae/shared/batch';
 import { CliError } from '@atlasvae/shared/errors';
 import {
-  DATASET_FORMAT, DATASET_FORMAT_VERSION, MANIFEST_FILE, RECORD_BATCH_CELLS,
-  type DatasetManifest, type ShardInfo,
+  DATASET_FORMAT,
+  DATASET_FORMAT_VERSION,
+  MANIFEST_FILE,
+  RECORD_BATCH_CELLS,
+  type DatasetManifest,
+  type ShardInfo,
 } from '@atlasvae/shared/manifest';
 
 /** gene names (and ids) of a dataset, one per line */
@@ -35,15 +39,20 @@ class RowBuffer {
     if (this.nnz + extra <= this.indices.length) return;
     let cap = this.indices.length;
     while (cap < this.nnz + extra) cap *= 2;
-    const i = new Int32Array(cap); i.set(this.indices.subarray(0, this.nnz)); this.indices = i;
-    const c = new Float32Array(cap); c.set(this.counts.subarray(0, this.nnz)); this.counts = c;
+    const i = new Int32Array(cap);
+    i.set(this.indices.subarray(0, this.nnz));
+    this.indices = i;
+    const c = new Float32Array(cap);
+    c.set(this.counts.subarray(0, this.nnz));
+    this.counts = c;
   }
 
   /** a batch viewing the buffer (valid until the next append) */
   view(nGenes: number): CellBatch {
     const n = this.n;
     return {
-      nCells: n, nGenes,
+      nCells: n,
+      nGenes,
       indptr: this.indptr.subarray(0, n + 1),
       indices: this.indices.subarray(0, this.nnz),
       counts: this.counts.subarray(0, this.nnz),
@@ -76,7 +85,19 @@ export interface DatasetWriterOptions {
 }
 
 /** Manifest fields the writer does not know itself. */
-export type ManifestRest = Omit<DatasetManifest, 'format' | 'formatVersion' | 'createdAt' | 'nCells' | 'nGenes' | 'nnz' | 'recordBatchCells' | 'genes' | 'geneIds' | 'shards'>;
+export type ManifestRest = Omit<
+  DatasetManifest,
+  | 'format'
+  | 'formatVersion'
+  | 'createdAt'
+  | 'nCells'
+  | 'nGenes'
+  | 'nnz'
+  | 'recordBatchCells'
+  | 'genes'
+  | 'geneIds'
+  | 'shards'
+>;
 
 export class DatasetWriter {
   readonly tmpDir: string;
@@ -87,7 +108,10 @@ export class DatasetWriter {
   private nnz = 0;
   private done = false;
 
-  constructor(readonly outDir: string, private readonly o: DatasetWriterOptions) {
+  constructor(
+    readonly outDir: string,
+    private readonly o: DatasetWriterOptions,
+  ) {
     if (!(o.shardCells >= 1)) throw new CliError(`--shard-cells must be at least 1 (got ${o.shardCells})`);
     const parent = path.dirname(path.resolve(outDir));
     fs.mkdirSync(parent, { recursive: true });
@@ -102,7 +126,15 @@ export class DatasetWriter {
    * Appends one cell; genes ascending, counts nonzero. Its global index is the number of cells
    * appended before it. Returns a promise (to await) only when a record batch was written out.
    */
-  addCell(genes: ArrayLike<number>, counts: ArrayLike<number>, library: number, batch: number, label: number, sourceRow: number, barcode: string): Promise<void> | undefined {
+  addCell(
+    genes: ArrayLike<number>,
+    counts: ArrayLike<number>,
+    library: number,
+    batch: number,
+    label: number,
+    sourceRow: number,
+    barcode: string,
+  ): Promise<void> | undefined {
     const b = this.buf;
     const k = genes.length;
     b.reserve(k);
@@ -131,7 +163,15 @@ export class DatasetWriter {
     const fd = fs.openSync(path.join(this.tmpDir, file), 'w');
     const hash = crypto.createHash('sha256');
     const writer = new RecordBatchFileWriter();
-    const info: ShardInfo = { file, firstCell: this.nextCell - this.buf.n, cells: 0, nnz: 0, recordBatches: 0, bytes: 0, sha256: '' };
+    const info: ShardInfo = {
+      file,
+      firstCell: this.nextCell - this.buf.n,
+      cells: 0,
+      nnz: 0,
+      recordBatches: 0,
+      bytes: 0,
+      sha256: '',
+    };
     // The writer queues its output bytes; this loop moves them to disk as they come.
     const pump = (async () => {
       // (Arrow types the queue's items loosely; they are the file's bytes)
@@ -150,7 +190,12 @@ export class DatasetWriter {
     if (b.n === 0) return;
     if (!this.shard) this.shard = this.openShard();
     const s = this.shard;
-    s.writer.write(cellBatchToRecordBatch(b.view(this.o.genes.length), { sourceRow: b.sourceRow.subarray(0, b.n), barcodes: b.barcodes }));
+    s.writer.write(
+      cellBatchToRecordBatch(b.view(this.o.genes.length), {
+        sourceRow: b.sourceRow.subarray(0, b.n),
+        barcodes: b.barcodes,
+      }),
+    );
     s.info.cells += b.n;
     s.info.nnz += b.nnz;
     s.info.recordBatches++;
@@ -193,7 +238,10 @@ export class DatasetWriter {
     fs.writeFileSync(path.join(this.tmpDir, MANIFEST_FILE), JSON.stringify(manifest, null, 1));
     // the gene list on its own, usable as `prepare --genes` for query data
     const ids = this.o.geneIds;
-    fs.writeFileSync(path.join(this.tmpDir, GENES_FILE), this.o.genes.map((g, i) => (ids ? `${g}\t${ids[i]}\n` : `${g}\n`)).join(''));
+    fs.writeFileSync(
+      path.join(this.tmpDir, GENES_FILE),
+      this.o.genes.map((g, i) => (ids ? `${g}\t${ids[i]}\n` : `${g}\n`)).join(''),
+    );
     fs.chmodSync(this.tmpDir, 0o755); // mkdtemp makes it private
     let old: string | null = null;
     if (fs.existsSync(this.outDir)) {
@@ -212,9 +260,17 @@ export class DatasetWriter {
     if (this.shard) {
       const s = this.shard;
       this.shard = null;
-      try { s.writer.abort(); } catch { /* already closed */ }
+      try {
+        s.writer.abort();
+      } catch {
+        /* already closed */
+      }
       await s.pump.catch(() => undefined);
-      try { fs.closeSync(s.fd); } catch { /* closed */ }
+      try {
+        fs.closeSync(s.fd);
+      } catch {
+        /* closed */
+      }
     }
     fs.rmSync(this.tmpDir, { recursive: true, force: true });
     this.done = true;
@@ -227,6 +283,7 @@ export function checkOutputDir(outDir: string, force: boolean): void {
   if (!fs.statSync(outDir).isDirectory()) throw new CliError(`${outDir}: exists and is not a folder`);
   const entries = fs.readdirSync(outDir);
   if (entries.length === 0) return;
-  if (!entries.includes(MANIFEST_FILE)) throw new CliError(`${outDir}: exists and is not a prepared dataset; choose another --out`);
+  if (!entries.includes(MANIFEST_FILE))
+    throw new CliError(`${outDir}: exists and is not a prepared dataset; choose another --out`);
   if (!force) throw new CliError(`${outDir}: a dataset already exists there; pass --force to replace it`);
 }

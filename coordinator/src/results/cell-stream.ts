@@ -31,7 +31,8 @@ async function loadChunk(plan: ChunkPlan, index: number): Promise<Chunk> {
   const offset = index * plan.chunkSize;
   const ids = plan.cells.subarray(offset, Math.min(offset + plan.chunkSize, plan.cells.length));
   const batch = await plan.source.getCells(ids);
-  if (batch.nCells !== ids.length) throw new Error(`data source returned ${batch.nCells} cells for ${ids.length} requested`);
+  if (batch.nCells !== ids.length)
+    throw new Error(`data source returned ${batch.nCells} cells for ${ids.length} requested`);
   if (plan.batchMap) {
     const map = plan.batchMap;
     const mapped = new Int32Array(batch.nCells);

@@ -16,7 +16,8 @@ export function colorCodes(values: string[]): { codes: Int32Array; names: string
     const e = sorted[Math.min(sorted.length - 1, Math.ceil((b * sorted.length) / NUMERIC_BINS) - 1)]!;
     if (edges.length === 0 || e > edges[edges.length - 1]!) edges.push(e);
   }
-  const fmt = (x: number): string => (Math.abs(x) >= 1000 || Number.isInteger(x) ? String(Math.round(x)) : x.toPrecision(3));
+  const fmt = (x: number): string =>
+    Math.abs(x) >= 1000 || Number.isInteger(x) ? String(Math.round(x)) : x.toPrecision(3);
   const names = edges.map((e, i) => `${fmt(i === 0 ? sorted[0]! : edges[i - 1]!)}–${fmt(e)}`);
   const codes = Int32Array.from(values, (v) => {
     if (v === '') return -1;

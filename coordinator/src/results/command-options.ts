@@ -12,17 +12,42 @@ export function withModelAndData<T>(y: Argv<T>) {
   return y
     .option('checkpoint', { type: 'string', describe: 'trained model checkpoint' })
     .option('data', { type: 'string', describe: 'prepared dataset folder (`atlasvae prepare`)' })
-    .option('backend', { choices: JS_MODEL_BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend' })
-    .option('as-batch', { type: 'string', describe: "decode every cell as this model batch (query data from batches the model never saw)" })
+    .option('backend', {
+      choices: JS_MODEL_BACKEND_CHOICES,
+      default: 'auto' as BackendChoice,
+      describe: 'compute backend',
+    })
+    .option('as-batch', {
+      type: 'string',
+      describe: 'decode every cell as this model batch (query data from batches the model never saw)',
+    })
     .option('chunk-cells', { type: 'number', default: 1024, describe: 'cells per inference chunk' })
     .option('force', { type: 'boolean', default: false, describe: 'replace an existing --out file' })
-    .option('local-workers', { type: 'number', default: 0, describe: 'run inference on this many local worker processes (0: in this process)' })
-    .option('port', { type: 'number', describe: 'let `atlasvae worker --connect ws://HOST:PORT` processes join the inference (0: any free port)' })
-    .option('host', { type: 'string', default: '127.0.0.1', describe: 'interface the inference endpoint listens on (0.0.0.0 for other machines)' })
-    .option('token', { type: 'string', describe: 'shared secret inference workers must present (default: $ATLASVAE_TOKEN)' })
+    .option('local-workers', {
+      type: 'number',
+      default: 0,
+      describe: 'run inference on this many local worker processes (0: in this process)',
+    })
+    .option('port', {
+      type: 'number',
+      describe:
+        'let `atlasvae worker --connect ws://HOST:PORT` processes join the inference (0: any free port)',
+    })
+    .option('host', {
+      type: 'string',
+      default: '127.0.0.1',
+      describe: 'interface the inference endpoint listens on (0.0.0.0 for other machines)',
+    })
+    .option('token', {
+      type: 'string',
+      describe: 'shared secret inference workers must present (default: $ATLASVAE_TOKEN)',
+    })
     .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve wss:// (with --tls-key)' })
     .option('tls-key', { type: 'string', describe: 'PEM private key of --tls-cert' })
-    .option('min-workers', { type: 'number', describe: 'workers to wait for before inference starts (default: --local-workers, or 1)' });
+    .option('min-workers', {
+      type: 'number',
+      describe: 'workers to wait for before inference starts (default: --local-workers, or 1)',
+    });
 }
 
 export interface FleetArgs {
@@ -40,8 +65,10 @@ export interface FleetArgs {
 export function fleetChoice(a: FleetArgs): FleetChoice | null {
   const local = requireNonNegativeInt('local-workers', a['local-workers']);
   if (local === 0 && a.port === undefined) return null;
-  if (a.port !== undefined && (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535)) throw new CliError(`--port must be 0..65535 (got ${a.port})`);
-  if (Boolean(a['tls-cert']) !== Boolean(a['tls-key'])) throw new CliError('--tls-cert and --tls-key go together');
+  if (a.port !== undefined && (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535))
+    throw new CliError(`--port must be 0..65535 (got ${a.port})`);
+  if (Boolean(a['tls-cert']) !== Boolean(a['tls-key']))
+    throw new CliError('--tls-cert and --tls-key go together');
   const minWorkers = a['min-workers'] ?? Math.max(1, local);
   requirePositiveInt('min-workers', minWorkers);
   return {
@@ -49,7 +76,10 @@ export function fleetChoice(a: FleetArgs): FleetChoice | null {
     port: a.port ?? 0,
     host: a.host,
     token: a.token ?? process.env.ATLASVAE_TOKEN ?? crypto.randomBytes(18).toString('base64url'),
-    tls: a['tls-cert'] && a['tls-key'] ? { cert: fs.readFileSync(a['tls-cert']), key: fs.readFileSync(a['tls-key']) } : null,
+    tls:
+      a['tls-cert'] && a['tls-key']
+        ? { cert: fs.readFileSync(a['tls-cert']), key: fs.readFileSync(a['tls-key']) }
+        : null,
     minWorkers,
     explicitToken: Boolean(a.token ?? process.env.ATLASVAE_TOKEN),
   };
@@ -71,7 +101,8 @@ export function requirePositiveInt(name: string, v: number): number {
 }
 
 export function requireNonNegativeInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0) throw new CliError(`--${name} must be a non-negative integer (got ${v})`);
+  if (!Number.isInteger(v) || v < 0)
+    throw new CliError(`--${name} must be a non-negative integer (got ${v})`);
   return v;
 }
 
@@ -81,7 +112,10 @@ export function requireOption<V>(name: string, v: V | undefined): V {
 }
 
 /** Progress over a chunk plan: one step per chunk. */
-export function chunkProgress(label: string, plan: ChunkPlan): { tick: (cells: number) => void; finish: () => void } {
+export function chunkProgress(
+  label: string,
+  plan: ChunkPlan,
+): { tick: (cells: number) => void; finish: () => void } {
   const p = new Progress({ label, totalSteps: Math.ceil(plan.cells.length / plan.chunkSize) });
   return { tick: (cells) => p.update({ cells }), finish: () => p.finish() };
 }
@@ -98,7 +132,10 @@ export function parseGeneList(v: string | undefined): { genes: string[]; source:
     if (!genes.length) throw new CliError(`${v}: the gene list is empty`);
     return { genes, source: v };
   }
-  const genes = v.split(',').map((g) => g.trim()).filter((g) => g.length > 0);
+  const genes = v
+    .split(',')
+    .map((g) => g.trim())
+    .filter((g) => g.length > 0);
   if (!genes.length) throw new CliError('--genes is empty');
   return { genes, source: '--genes' };
 }

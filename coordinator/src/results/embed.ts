@@ -20,7 +20,12 @@ export function latentColumns(nLatent: number, prefix = 'z_'): string[] {
   return Array.from({ length: nLatent }, (_, d) => `${prefix}${d}`);
 }
 
-export async function writeEmbeddingTable(engine: InferenceEngine, plan: ChunkPlan, out: string, opts: EmbedOptions): Promise<{ nCells: number }> {
+export async function writeEmbeddingTable(
+  engine: InferenceEngine,
+  plan: ChunkPlan,
+  out: string,
+  opts: EmbedOptions,
+): Promise<{ nCells: number }> {
   const L = engine.config.nLatent;
   const writer = createTableWriter(out);
   try {
@@ -28,7 +33,10 @@ export async function writeEmbeddingTable(engine: InferenceEngine, plan: ChunkPl
       plan,
       engine.parallelism,
       async (c) => {
-        const [enc, id] = await Promise.all([encodeCells(engine, c.batch), opts.naming.lookup?.(c.batch.cellIndex)]);
+        const [enc, id] = await Promise.all([
+          encodeCells(engine, c.batch),
+          opts.naming.lookup?.(c.batch.cellIndex),
+        ]);
         return { ...enc, id };
       },
       async (c, { qm, qv, id }) => {
@@ -56,7 +64,8 @@ export async function writeEmbeddingTable(engine: InferenceEngine, plan: ChunkPl
         if (obs && id) {
           for (const name of obs.names) {
             if (name in cols || /^z_(var_)?\d+$/.test(name)) continue;
-            cols[name] = obs.kind(name) === 'number' ? obs.numbers(name, id.sourceRow) : obs.strings(name, id.sourceRow);
+            cols[name] =
+              obs.kind(name) === 'number' ? obs.numbers(name, id.sourceRow) : obs.strings(name, id.sourceRow);
           }
         }
         await writer.write(cols);
@@ -91,13 +100,17 @@ export async function writeEmbeddingH5ad(
     plan,
     engine.parallelism,
     async (c) => {
-      const [enc, id] = await Promise.all([encodeCells(engine, c.batch), opts.naming.lookup?.(c.batch.cellIndex)]);
+      const [enc, id] = await Promise.all([
+        encodeCells(engine, c.batch),
+        opts.naming.lookup?.(c.batch.cellIndex),
+      ]);
       return { ...enc, rows: id ? id.sourceRow : c.batch.cellIndex };
     },
     (c, { qm, qv, rows }) => {
       for (let i = 0; i < c.batch.nCells; i++) {
         const r = rows[i]!;
-        if (!(r >= 0 && r < nObs)) throw new Error(`cell ${c.batch.cellIndex[i]} maps to row ${r} outside the source's ${nObs} rows`);
+        if (!(r >= 0 && r < nObs))
+          throw new Error(`cell ${c.batch.cellIndex[i]} maps to row ${r} outside the source's ${nObs} rows`);
         mean.set(qm.subarray(i * L, (i + 1) * L), r * L);
         variance?.set(qv.subarray(i * L, (i + 1) * L), r * L);
         filled++;

@@ -24,9 +24,14 @@ const LATENT = /^z_(\d+)$/;
 
 function latentOrder(names: string[], file: string): { names: string[]; dim: number } {
   const z = names.filter((n) => LATENT.test(n)).sort((a, b) => Number(a.slice(2)) - Number(b.slice(2)));
-  if (!z.length) throw new InputError(file, `has no latent columns z_0, z_1, … (columns: ${names.slice(0, 8).join(', ')})`);
+  if (!z.length)
+    throw new InputError(
+      file,
+      `has no latent columns z_0, z_1, … (columns: ${names.slice(0, 8).join(', ')})`,
+    );
   z.forEach((n, i) => {
-    if (n !== `z_${i}`) throw new InputError(file, `latent columns are not z_0 … z_${z.length - 1} (found ${n})`);
+    if (n !== `z_${i}`)
+      throw new InputError(file, `latent columns are not z_0 … z_${z.length - 1} (found ${n})`);
   });
   return { names: z, dim: z.length };
 }
@@ -36,7 +41,10 @@ export async function readEmbeddingFile(file: string): Promise<EmbeddingData> {
   const fmt = tableFormatOf(file);
   if (fmt === 'arrow') return readArrow(file);
   if (fmt === 'csv' || fmt === 'tsv') return readDelimited(file, fmt === 'csv' ? ',' : '\t');
-  throw new InputError(file, 'unknown embedding format (expected .arrow or .csv/.tsv as written by `atlasvae embed`)');
+  throw new InputError(
+    file,
+    'unknown embedding format (expected .arrow or .csv/.tsv as written by `atlasvae embed`)',
+  );
 }
 
 function readArrow(file: string): EmbeddingData {
@@ -46,7 +54,10 @@ function readArrow(file: string): EmbeddingData {
   } catch (e) {
     throw new InputError(file, `not a readable Arrow IPC file (${(e as Error).message})`);
   }
-  const { names, dim } = latentOrder(t.schema.fields.map((f) => f.name), file);
+  const { names, dim } = latentOrder(
+    t.schema.fields.map((f) => f.name),
+    file,
+  );
   const n = t.numRows;
   const latent = new Float32Array(n * dim);
   names.forEach((name, d) => {
@@ -62,7 +73,15 @@ function readArrow(file: string): EmbeddingData {
     });
   };
   const columnNames = t.schema.fields.map((f) => f.name).filter((x) => !LATENT.test(x));
-  return { nCells: n, dim, latent, batch: strings('batch'), label: strings('label'), column: strings, columnNames };
+  return {
+    nCells: n,
+    dim,
+    latent,
+    batch: strings('batch'),
+    label: strings('label'),
+    column: strings,
+    columnNames,
+  };
 }
 
 /** Split one CSV/TSV line, honouring double quotes. */
@@ -74,11 +93,16 @@ export function splitDelimited(line: string, sep: string): string[] {
     const ch = line[i]!;
     if (quoted) {
       if (ch === '"') {
-        if (line[i + 1] === '"') { cur += '"'; i++; } else quoted = false;
+        if (line[i + 1] === '"') {
+          cur += '"';
+          i++;
+        } else quoted = false;
       } else cur += ch;
     } else if (ch === '"') quoted = true;
-    else if (ch === sep) { out.push(cur); cur = ''; }
-    else cur += ch;
+    else if (ch === sep) {
+      out.push(cur);
+      cur = '';
+    } else cur += ch;
   }
   out.push(cur);
   return out;
@@ -88,7 +112,8 @@ async function readDelimited(file: string, sep: string): Promise<EmbeddingData> 
   const rl = readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity });
   let header: string[] | null = null;
   let zIdx: number[] = [];
-  let bIdx = -1, lIdx = -1;
+  let bIdx = -1,
+    lIdx = -1;
   const chunks: number[] = [];
   const others: string[][] = [];
   let line = 0;
@@ -105,10 +130,12 @@ async function readDelimited(file: string, sep: string): Promise<EmbeddingData> 
       for (let j = 0; j < header.length; j++) others.push([]);
       continue;
     }
-    if (f.length !== header.length) throw new InputError(file, `line ${line} has ${f.length} fields, the header has ${header.length}`);
+    if (f.length !== header.length)
+      throw new InputError(file, `line ${line} has ${f.length} fields, the header has ${header.length}`);
     for (const j of zIdx) {
       const v = Number(f[j]);
-      if (Number.isNaN(v) && f[j] !== 'NaN') throw new InputError(file, `line ${line}: ${JSON.stringify(f[j])} is not a number`);
+      if (Number.isNaN(v) && f[j] !== 'NaN')
+        throw new InputError(file, `line ${line}: ${JSON.stringify(f[j])} is not a number`);
       chunks.push(v);
     }
     for (let j = 0; j < f.length; j++) if (!zIdx.includes(j)) others[j]!.push(f[j]!);
@@ -116,10 +143,16 @@ async function readDelimited(file: string, sep: string): Promise<EmbeddingData> 
   if (!header) throw new InputError(file, 'is empty');
   const dim = zIdx.length;
   const h = header;
-  const column = (name: string): string[] | null => (h.indexOf(name) >= 0 && !zIdx.includes(h.indexOf(name)) ? others[h.indexOf(name)]! : null);
+  const column = (name: string): string[] | null =>
+    h.indexOf(name) >= 0 && !zIdx.includes(h.indexOf(name)) ? others[h.indexOf(name)]! : null;
   return {
-    nCells: chunks.length / dim, dim, latent: Float32Array.from(chunks), batch: bIdx >= 0 ? column('batch') : null, label: lIdx >= 0 ? column('label') : null,
-    column, columnNames: h.filter((_, j) => !zIdx.includes(j)),
+    nCells: chunks.length / dim,
+    dim,
+    latent: Float32Array.from(chunks),
+    batch: bIdx >= 0 ? column('batch') : null,
+    label: lIdx >= 0 ? column('label') : null,
+    column,
+    columnNames: h.filter((_, j) => !zIdx.includes(j)),
   };
 }
 

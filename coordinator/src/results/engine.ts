@@ -18,22 +18,49 @@ export interface InferenceEngine {
   close(): Promise<void>;
 }
 
-const BASE: Omit<InferRequest, 'op'> = { seed: 0, chunk: 0, noiseEpoch: -1, samples: 0, transformBatch: -1, genes: null };
+const BASE: Omit<InferRequest, 'op'> = {
+  seed: 0,
+  chunk: 0,
+  noiseEpoch: -1,
+  samples: 0,
+  transformBatch: -1,
+  genes: null,
+};
 
 /** Posterior means and variances, [nCells, nLatent] each. */
-export async function encodeCells(engine: InferenceEngine, batch: CellBatch): Promise<{ qm: Float32Array; qv: Float32Array }> {
+export async function encodeCells(
+  engine: InferenceEngine,
+  batch: CellBatch,
+): Promise<{ qm: Float32Array; qv: Float32Array }> {
   const { f32 } = await engine.run(batch, { ...BASE, op: 'encode' });
   const half = f32.length / 2;
   return { qm: f32.subarray(0, half), qv: f32.subarray(half) };
 }
 
 /** Evaluation-mode reconstruction and KL per cell; ε from the trainer's validation noise (seed, epoch, chunk), or z = q_m when `noise` is null. */
-export async function evaluateCells(engine: InferenceEngine, batch: CellBatch, noise: { seed: number; epoch: number } | null, chunk: number): Promise<CellTerms> {
-  const { f32 } = await engine.run(batch, { ...BASE, op: 'evaluate', seed: noise?.seed ?? 0, noiseEpoch: noise ? noise.epoch : -1, chunk });
+export async function evaluateCells(
+  engine: InferenceEngine,
+  batch: CellBatch,
+  noise: { seed: number; epoch: number } | null,
+  chunk: number,
+): Promise<CellTerms> {
+  const { f32 } = await engine.run(batch, {
+    ...BASE,
+    op: 'evaluate',
+    seed: noise?.seed ?? 0,
+    noiseEpoch: noise ? noise.epoch : -1,
+    chunk,
+  });
   return { reconstruction: f32.subarray(0, batch.nCells), kl: f32.subarray(batch.nCells) };
 }
 
-export async function marginalCells(engine: InferenceEngine, batch: CellBatch, samples: number, seed: number, chunk: number): Promise<Float64Array> {
+export async function marginalCells(
+  engine: InferenceEngine,
+  batch: CellBatch,
+  samples: number,
+  seed: number,
+  chunk: number,
+): Promise<Float64Array> {
   return (await engine.run(batch, { ...BASE, op: 'marginal', samples, seed, chunk })).f64;
 }
 
@@ -42,14 +69,25 @@ export async function normalizedCells(
   batch: CellBatch,
   o: { samples: number; seed: number; chunk: number; transformBatch?: number; genes?: Int32Array },
 ): Promise<Float32Array> {
-  const req: InferRequest = { ...BASE, op: 'normalize', samples: o.samples, seed: o.seed, chunk: o.chunk, transformBatch: o.transformBatch ?? -1, genes: o.genes ?? null };
+  const req: InferRequest = {
+    ...BASE,
+    op: 'normalize',
+    samples: o.samples,
+    seed: o.seed,
+    chunk: o.chunk,
+    transformBatch: o.transformBatch ?? -1,
+    genes: o.genes ?? null,
+  };
   return (await engine.run(batch, req)).f32;
 }
 
 /** Runs the model in this process. */
 export class LocalEngine implements InferenceEngine {
   readonly parallelism = 1;
-  constructor(private readonly model: VaeModelApi, private readonly backend = 'local') {}
+  constructor(
+    private readonly model: VaeModelApi,
+    private readonly backend = 'local',
+  ) {}
 
   get config(): ModelConfig {
     return this.model.config;

@@ -3,7 +3,13 @@
 
 import { forEachChunk, type ChunkPlan } from './cell-stream.js';
 import { encodeCells, evaluateCells, marginalCells, type InferenceEngine } from './engine.js';
-import { knnCrossValidatedAccuracy, batchMixingEntropy, subsampleIndices, type BatchMixing, type KnnAccuracy } from './latent-metrics.js';
+import {
+  knnCrossValidatedAccuracy,
+  batchMixingEntropy,
+  subsampleIndices,
+  type BatchMixing,
+  type KnnAccuracy,
+} from './latent-metrics.js';
 import { createTableWriter, type TableWriter } from './table-writer.js';
 import { nameOf, type CellNaming } from './cell-names.js';
 
@@ -35,9 +41,20 @@ export interface EvaluationReport {
   /** logLikelihood: mean log p(x) (importance-sampled); negative: −logLikelihood as scvi's
    * get_marginal_ll reports it, comparable to `elbo` and never above it in expectation;
    * gapToElbo = elbo − negative (≥ 0: how loose the bound is) */
-  marginalLogLikelihood: { samples: number; logLikelihood: number; negative: number; gapToElbo: number } | null;
-  knnAccuracy: (Omit<KnnAccuracy, 'perLabel'> & { perLabel: { label: string; nCells: number; accuracy: number }[] }) | null;
-  batchMixing: (Omit<BatchMixing, 'perBatch'> & { perBatch: { batch: string; nCells: number; normalizedEntropy: number }[] }) | null;
+  marginalLogLikelihood: {
+    samples: number;
+    logLikelihood: number;
+    negative: number;
+    gapToElbo: number;
+  } | null;
+  knnAccuracy:
+    | (Omit<KnnAccuracy, 'perLabel'> & { perLabel: { label: string; nCells: number; accuracy: number }[] })
+    | null;
+  batchMixing:
+    | (Omit<BatchMixing, 'perBatch'> & {
+        perBatch: { batch: string; nCells: number; normalizedEntropy: number }[];
+      })
+    | null;
   notes: string[];
 }
 
@@ -48,7 +65,11 @@ interface ChunkResult {
   qm: Float32Array | null;
 }
 
-export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, opts: EvaluateOptions): Promise<EvaluationReport> {
+export async function evaluateModel(
+  engine: InferenceEngine,
+  plan: ChunkPlan,
+  opts: EvaluateOptions,
+): Promise<EvaluationReport> {
   const L = engine.config.nLatent;
   const n = plan.cells.length;
   if (n === 0) throw new Error('no cells to evaluate');
@@ -60,7 +81,9 @@ export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, op
   const latent = new Float32Array(m * L);
   const labels = new Int32Array(m);
   const batches = new Int32Array(m);
-  let sumRec = 0, sumKl = 0, sumMarg = 0;
+  let sumRec = 0,
+    sumKl = 0,
+    sumMarg = 0;
   let perCell: TableWriter | null = opts.perCellOut ? createTableWriter(opts.perCellOut) : null;
   try {
     await forEachChunk<ChunkResult>(
@@ -70,7 +93,9 @@ export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, op
         const needLatent = metricPos.length > 0 && inMetricRange(inMetric, c.offset, c.batch.nCells);
         const [terms, marginal, enc] = await Promise.all([
           evaluateCells(engine, c.batch, opts.elboNoise, c.index),
-          opts.samples > 0 ? marginalCells(engine, c.batch, opts.samples, opts.seed, c.index) : Promise.resolve(null),
+          opts.samples > 0
+            ? marginalCells(engine, c.batch, opts.samples, opts.seed, c.index)
+            : Promise.resolve(null),
           needLatent ? encodeCells(engine, c.batch) : Promise.resolve(null),
         ]);
         return { reconstruction: terms.reconstruction, kl: terms.kl, marginal, qm: enc ? enc.qm : null };
@@ -111,15 +136,24 @@ export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, op
   }
 
   const notes: string[] = [];
-  if (m < n) notes.push(`latent metrics computed on a seeded subsample of ${m} of ${n} cells (--max-metric-cells)`);
-  const rec = sumRec / n, kl = sumKl / n;
+  if (m < n)
+    notes.push(`latent metrics computed on a seeded subsample of ${m} of ${n} cells (--max-metric-cells)`);
+  const rec = sumRec / n,
+    kl = sumKl / n;
   const report: EvaluationReport = {
     nCells: n,
     elbo: rec + kl,
     reconstruction: rec,
     kl,
     marginalLogLikelihood:
-      opts.samples > 0 ? { samples: opts.samples, logLikelihood: sumMarg / n, negative: -sumMarg / n, gapToElbo: rec + kl + sumMarg / n } : null,
+      opts.samples > 0
+        ? {
+            samples: opts.samples,
+            logLikelihood: sumMarg / n,
+            negative: -sumMarg / n,
+            gapToElbo: rec + kl + sumMarg / n,
+          }
+        : null,
     knnAccuracy: null,
     batchMixing: null,
     notes,
@@ -129,8 +163,15 @@ export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, op
   const distinctLabels = new Set(Array.from(labels).filter((l) => l >= 0)).size;
   if (opts.naming.labelNames.length && nLabelled >= 2 * opts.knnFolds && distinctLabels >= 2) {
     opts.onPhase?.('kNN cell-type accuracy');
-    const acc = knnCrossValidatedAccuracy(latent, L, labels, { k: opts.knnK, folds: opts.knnFolds, seed: opts.seed });
-    report.knnAccuracy = { ...acc, perLabel: acc.perLabel.map((p) => ({ ...p, label: nameOf(opts.naming.labelNames, p.label) })) };
+    const acc = knnCrossValidatedAccuracy(latent, L, labels, {
+      k: opts.knnK,
+      folds: opts.knnFolds,
+      seed: opts.seed,
+    });
+    report.knnAccuracy = {
+      ...acc,
+      perLabel: acc.perLabel.map((p) => ({ ...p, label: nameOf(opts.naming.labelNames, p.label) })),
+    };
   } else notes.push('kNN accuracy skipped: the dataset has no cell-type labels (or fewer than two)');
 
   // batch mixing over the batches present among these cells
@@ -140,7 +181,10 @@ export async function evaluateModel(engine: InferenceEngine, plan: ChunkPlan, op
     const code = new Map(present.map((b, i) => [b, i]));
     const local = Int32Array.from(batches, (b) => code.get(b)!);
     const mix = batchMixingEntropy(latent, L, local, present.length, { k: Math.min(opts.mixingK, m - 1) });
-    report.batchMixing = { ...mix, perBatch: mix.perBatch.map((p) => ({ ...p, batch: nameOf(opts.naming.batchNames, present[p.batch]!) })) };
+    report.batchMixing = {
+      ...mix,
+      perBatch: mix.perBatch.map((p) => ({ ...p, batch: nameOf(opts.naming.batchNames, present[p.batch]!) })),
+    };
   } else notes.push('batch mixing skipped: the cells come from a single batch');
   return report;
 }

@@ -70,8 +70,14 @@ export class FleetEngine implements InferenceEngine {
 
   private constructor(private readonly o: FleetOptions) {
     this.sizes = { paramLength: paramLayout(o.modelConfig).size, bnLength: bufferLayout(o.modelConfig).size };
-    if (o.params.length !== this.sizes.paramLength) throw new RangeError(`parameter vector has ${o.params.length} floats, the model needs ${this.sizes.paramLength}`);
-    if (o.buffers.length !== this.sizes.bnLength) throw new RangeError(`buffer vector has ${o.buffers.length} floats, the model needs ${this.sizes.bnLength}`);
+    if (o.params.length !== this.sizes.paramLength)
+      throw new RangeError(
+        `parameter vector has ${o.params.length} floats, the model needs ${this.sizes.paramLength}`,
+      );
+    if (o.buffers.length !== this.sizes.bnLength)
+      throw new RangeError(
+        `buffer vector has ${o.buffers.length} floats, the model needs ${this.sizes.bnLength}`,
+      );
     this.perWorker = o.perWorker ?? 2;
     this.log = o.log ?? ((_l, m) => console.error(m));
   }
@@ -82,14 +88,24 @@ export class FleetEngine implements InferenceEngine {
     const cfg = o.modelConfig;
     const biggest = o.maxChunkCells * Math.max(2 * cfg.nLatent * 4, cfg.nGenes * 4, 8);
     f.sessions = new WorkerSessions<Conn>(
-      { host: o.host, port: o.port, token: o.token, tls: o.tls, maxPayload: 8 + MAX_HEADER_BYTES + biggest, heartbeatMs: 10_000, sizes: f.sizes, helloTimeoutMs: 10_000 },
+      {
+        host: o.host,
+        port: o.port,
+        token: o.token,
+        tls: o.tls,
+        maxPayload: 8 + MAX_HEADER_BYTES + biggest,
+        heartbeatMs: 10_000,
+        sizes: f.sizes,
+        helloTimeoutMs: 10_000,
+      },
       {
         create: (base) => ({ ...base, name: base.remote, inflight: new Map() }),
         welcome: (c, hello) => f.welcome(c, hello),
         joined: (c) => f.joined(c),
         message: (c, msg, payload) => f.onMessage(c, msg, payload),
         gone: (c) => f.onClose(c),
-        rejected: (reason, detail, remote) => f.log('warn', `inference fleet: rejected ${remote}: ${reason}${detail ? ` (${detail})` : ''}`),
+        rejected: (reason, detail, remote) =>
+          f.log('warn', `inference fleet: rejected ${remote}: ${reason}${detail ? ` (${detail})` : ''}`),
       },
     );
     f.url = await f.sessions.url;
@@ -110,7 +126,11 @@ export class FleetEngine implements InferenceEngine {
             resolve();
           } else if (Date.now() - started > limit) {
             clearInterval(t);
-            reject(new Error(`only ${f.readyCount()} of ${o.minWorkers} inference worker(s) joined ${f.url} within ${Math.round(limit / 1000)} s`));
+            reject(
+              new Error(
+                `only ${f.readyCount()} of ${o.minWorkers} inference worker(s) joined ${f.url} within ${Math.round(limit / 1000)} s`,
+              ),
+            );
           }
         }, 50);
       });
@@ -145,8 +165,16 @@ export class FleetEngine implements InferenceEngine {
       const padded = new Int32Array((genes.length + 1) & ~1); // whole 8-byte words
       padded.set(genes);
       const header: InferMsg = {
-        type: 'infer', id, op: req.op, nCells: batch.nCells, seed: req.seed, chunk: req.chunk, noiseEpoch: req.noiseEpoch,
-        samples: req.samples, transformBatch: req.transformBatch, genesLength: genes.length,
+        type: 'infer',
+        id,
+        op: req.op,
+        nCells: batch.nCells,
+        seed: req.seed,
+        chunk: req.chunk,
+        noiseEpoch: req.noiseEpoch,
+        samples: req.samples,
+        transformBatch: req.transformBatch,
+        genesLength: genes.length,
       };
       const frame = encodeFrame(header, padded, encodeCellBatch(batch));
       this.queue.push({ id, frame, req, nCells: batch.nCells, resolve, reject });
@@ -167,7 +195,13 @@ export class FleetEngine implements InferenceEngine {
 
   private welcome(c: Conn, hello: HelloMsg): WelcomeBody {
     c.name = `${hello.name}, ${hello.backend}`;
-    return { modelConfig: this.o.modelConfig, seed: 0, paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength, maxWorkBytes: 0 };
+    return {
+      modelConfig: this.o.modelConfig,
+      seed: 0,
+      paramLength: this.sizes.paramLength,
+      bnLength: this.sizes.bnLength,
+      maxWorkBytes: 0,
+    };
   }
 
   private joined(c: Conn): void {
@@ -178,7 +212,11 @@ export class FleetEngine implements InferenceEngine {
     this.dispatch();
   }
 
-  private drop(c: Conn, why: string, reason: 'unexpected-message' | 'invalid-message' = 'unexpected-message'): void {
+  private drop(
+    c: Conn,
+    why: string,
+    reason: 'unexpected-message' | 'invalid-message' = 'unexpected-message',
+  ): void {
     this.sessions?.drop(c, reason, why);
   }
 
@@ -186,7 +224,11 @@ export class FleetEngine implements InferenceEngine {
     if (c.inflight.size) {
       // hand its requests back, first in line: they were the oldest
       this.queue.unshift(...[...c.inflight.values()].sort((a, b) => a.id - b.id));
-      if (!this.closed) this.log('warn', `inference fleet: worker ${c.id} (${c.name}) left; ${c.inflight.size} request(s) handed to the others`);
+      if (!this.closed)
+        this.log(
+          'warn',
+          `inference fleet: worker ${c.id} (${c.name}) left; ${c.inflight.size} request(s) handed to the others`,
+        );
     }
     c.inflight.clear();
     if (this.readyCount() === 0 && this.noWorkerSince === null) this.noWorkerSince = Date.now();
@@ -198,9 +240,18 @@ export class FleetEngine implements InferenceEngine {
       case 'inferResult': {
         const job = c.inflight.get(msg.id);
         if (!job) return this.drop(c, `answer to unknown request ${msg.id}`);
-        const want = inferOutputLengths(job.req, job.nCells, this.o.modelConfig.nLatent, this.o.modelConfig.nGenes);
+        const want = inferOutputLengths(
+          job.req,
+          job.nCells,
+          this.o.modelConfig.nLatent,
+          this.o.modelConfig.nGenes,
+        );
         if (msg.nCells !== job.nCells || msg.f64Length !== want.f64 || msg.f32Length !== want.f32) {
-          return this.drop(c, `answer to request ${msg.id} has ${msg.f64Length}+${msg.f32Length} values for ${msg.nCells} cells, expected ${want.f64}+${want.f32} for ${job.nCells}`, 'invalid-message');
+          return this.drop(
+            c,
+            `answer to request ${msg.id} has ${msg.f64Length}+${msg.f32Length} values for ${msg.nCells} cells, expected ${want.f64}+${want.f32} for ${job.nCells}`,
+            'invalid-message',
+          );
         }
         c.inflight.delete(msg.id);
         // copies: aligned, and independent of the message buffer

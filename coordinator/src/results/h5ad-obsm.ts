@@ -48,7 +48,10 @@ function obsCountOf(f: InstanceType<typeof h5wasm.File>, file: string): number {
   if (idx instanceof h5wasm.Dataset && idx.shape) return idx.shape[0]!;
   const x = f.get('X');
   if (x instanceof h5wasm.Dataset && x.shape) return x.shape[0]!;
-  const shape = x instanceof h5wasm.Group ? (x.attrs['shape']?.value as ArrayLike<number | bigint> | undefined) : undefined;
+  const shape =
+    x instanceof h5wasm.Group
+      ? (x.attrs['shape']?.value as ArrayLike<number | bigint> | undefined)
+      : undefined;
   if (shape) return Number(shape[0]);
   throw new InputError(file, 'cannot tell the number of cells (no obs index and no X)');
 }
@@ -67,7 +70,10 @@ export async function writeH5adWithObsm(source: string, out: string, matrices: O
   }
   const dir = path.dirname(path.resolve(out));
   fs.mkdirSync(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(out)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
+  const tmp = path.join(
+    dir,
+    `.${path.basename(out)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`,
+  );
   fs.copyFileSync(source, tmp);
   try {
     fs.chmodSync(tmp, 0o644); // the source may be read-only; the copy must be writable
@@ -81,7 +87,8 @@ export async function writeH5adWithObsm(source: string, out: string, matrices: O
       }
       if (!(obsm instanceof lib.Group)) throw new InputError(source, 'obsm is not a group');
       for (const m of matrices) {
-        if (obsm.keys().includes(m.key)) throw new InputError(source, `already has obsm/${m.key}; choose another key`);
+        if (obsm.keys().includes(m.key))
+          throw new InputError(source, `already has obsm/${m.key}; choose another key`);
         const ds = obsm.create_dataset({ name: m.key, data: m.values, shape: [nObs, m.dim], dtype: '<f' });
         ds.create_attribute('encoding-type', 'array');
         ds.create_attribute('encoding-version', '0.2.0');
@@ -101,13 +108,17 @@ export async function writeH5adWithObsm(source: string, out: string, matrices: O
 }
 
 /** Read obsm/<key> of an .h5ad: the matrix and its width. */
-export async function readH5adObsm(file: string, key: string): Promise<{ values: Float32Array; nObs: number; dim: number }> {
+export async function readH5adObsm(
+  file: string,
+  key: string,
+): Promise<{ values: Float32Array; nObs: number; dim: number }> {
   const lib = await h5();
   if (!fs.existsSync(file)) throw new InputError(file, 'file does not exist');
   const f = new lib.File(file, 'r');
   try {
     const ds = f.get(`obsm/${key}`);
-    if (!(ds instanceof lib.Dataset) || !ds.shape || ds.shape.length !== 2) throw new InputError(file, `has no 2-d obsm/${key}`);
+    if (!(ds instanceof lib.Dataset) || !ds.shape || ds.shape.length !== 2)
+      throw new InputError(file, `has no 2-d obsm/${key}`);
     const v = ds.value as ArrayLike<number>;
     return { values: Float32Array.from(v), nObs: ds.shape[0]!, dim: ds.shape[1]! };
   } finally {

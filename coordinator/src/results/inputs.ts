@@ -32,63 +32,107 @@ export function allCells(d: Dataset): Uint32Array {
   return Uint32Array.from({ length: d.manifest.nCells }, (_, i) => i);
 }
 
-export function checkGenes(modelGenes: string[], dataGenes: string[], dataDir: string, checkpointPath: string): void {
+export function checkGenes(
+  modelGenes: string[],
+  dataGenes: string[],
+  dataDir: string,
+  checkpointPath: string,
+): void {
   if (modelGenes.length === dataGenes.length && modelGenes.every((g, i) => g === dataGenes[i])) return;
   const inModel = new Set(modelGenes);
   const shared = dataGenes.filter((g) => inModel.has(g)).length;
   let detail: string;
-  if (modelGenes.length !== dataGenes.length) detail = `it has ${dataGenes.length} genes, the model (${checkpointPath}) ${modelGenes.length}, ${shared} in common`;
+  if (modelGenes.length !== dataGenes.length)
+    detail = `it has ${dataGenes.length} genes, the model (${checkpointPath}) ${modelGenes.length}, ${shared} in common`;
   else {
     const i = modelGenes.findIndex((g, k) => g !== dataGenes[k]);
     detail = `gene ${i + 1} is ${dataGenes[i]} in the dataset but ${modelGenes[i]} in the model (${checkpointPath})`;
   }
-  throw new InputError(dataDir, `the dataset's genes do not match the model's: ${detail}. Prepare it with the model's gene list: \`atlasvae prepare INPUT --genes GENES.txt\` (write GENES.txt with \`atlasvae embed --checkpoint ${checkpointPath} --list-genes\`)`);
+  throw new InputError(
+    dataDir,
+    `the dataset's genes do not match the model's: ${detail}. Prepare it with the model's gene list: \`atlasvae prepare INPUT --genes GENES.txt\` (write GENES.txt with \`atlasvae embed --checkpoint ${checkpointPath} --list-genes\`)`,
+  );
 }
 
 /**
  * Dataset batch codes → model batch codes by category name. `asBatch` names one model batch for
  * every cell (query data from batches the model never saw).
  */
-export function mapBatches(modelBatches: string[], dataBatches: string[], asBatch: string | undefined, dataDir: string): Int32Array | undefined {
+export function mapBatches(
+  modelBatches: string[],
+  dataBatches: string[],
+  asBatch: string | undefined,
+  dataDir: string,
+): Int32Array | undefined {
   if (asBatch !== undefined) {
     const b = modelBatches.indexOf(asBatch);
-    if (b < 0) throw new CliError(`--as-batch ${asBatch}: the model's batches are ${modelBatches.join(', ')}`);
+    if (b < 0)
+      throw new CliError(`--as-batch ${asBatch}: the model's batches are ${modelBatches.join(', ')}`);
     return new Int32Array(dataBatches.length).fill(b);
   }
-  if (modelBatches.length === 1) return dataBatches.length === 1 && dataBatches[0] === modelBatches[0] ? undefined : new Int32Array(dataBatches.length);
+  if (modelBatches.length === 1)
+    return dataBatches.length === 1 && dataBatches[0] === modelBatches[0]
+      ? undefined
+      : new Int32Array(dataBatches.length);
   const pos = new Map(modelBatches.map((n, i) => [n, i]));
   const unknown = dataBatches.filter((n) => !pos.has(n));
   if (unknown.length) {
-    throw new InputError(dataDir, `batches ${unknown.slice(0, 5).join(', ')} are not among the model's (${modelBatches.join(', ')}); choose one with --as-batch NAME`);
+    throw new InputError(
+      dataDir,
+      `batches ${unknown.slice(0, 5).join(', ')} are not among the model's (${modelBatches.join(', ')}); choose one with --as-batch NAME`,
+    );
   }
   const map = Int32Array.from(dataBatches, (n) => pos.get(n)!);
   return map.every((m, i) => m === i) ? undefined : map;
 }
 
-export async function openResultsInputs(o: { checkpoint: string; data: string; backend: BackendChoice; asBatch?: string; fleet?: FleetChoice | null; chunkCells?: number }): Promise<ResultsInputs> {
+export async function openResultsInputs(o: {
+  checkpoint: string;
+  data: string;
+  backend: BackendChoice;
+  asBatch?: string;
+  fleet?: FleetChoice | null;
+  chunkCells?: number;
+}): Promise<ResultsInputs> {
   const checkpoint = loadCheckpoint(o.checkpoint);
   const cfg = checkpoint.modelConfig;
-  if (checkpoint.genes.length !== cfg.nGenes) throw new InputError(o.checkpoint, `lists ${checkpoint.genes.length} genes for a model of ${cfg.nGenes}`);
+  if (checkpoint.genes.length !== cfg.nGenes)
+    throw new InputError(o.checkpoint, `lists ${checkpoint.genes.length} genes for a model of ${cfg.nGenes}`);
   const dataset = await openDataset(o.data);
   try {
     checkGenes(checkpoint.genes, dataset.manifest.genes, o.data, o.checkpoint);
-    const modelBatches = checkpoint.batchCategories.length ? checkpoint.batchCategories : Array.from({ length: cfg.nBatch }, (_, i) => String(i));
+    const modelBatches = checkpoint.batchCategories.length
+      ? checkpoint.batchCategories
+      : Array.from({ length: cfg.nBatch }, (_, i) => String(i));
     const batchMap = mapBatches(modelBatches, dataset.manifest.batchCategories, o.asBatch, o.data);
     let engine: InferenceEngine;
     let backend: string;
     if (o.fleet) {
       const f = o.fleet;
       if (f.port !== 0 || f.host !== '127.0.0.1') {
-        if (!f.explicitToken) log.warn('inference fleet: no --token (or ATLASVAE_TOKEN) given; remote workers cannot join without the generated one');
+        if (!f.explicitToken)
+          log.warn(
+            'inference fleet: no --token (or ATLASVAE_TOKEN) given; remote workers cannot join without the generated one',
+          );
       }
       try {
         engine = await FleetEngine.start({
-          modelConfig: cfg, params: checkpoint.params, buffers: checkpoint.buffers, host: f.host, port: f.port, token: f.token, tls: f.tls,
-          localWorkers: f.localWorkers, backend: o.backend, minWorkers: f.minWorkers, maxChunkCells: o.chunkCells ?? 1024,
+          modelConfig: cfg,
+          params: checkpoint.params,
+          buffers: checkpoint.buffers,
+          host: f.host,
+          port: f.port,
+          token: f.token,
+          tls: f.tls,
+          localWorkers: f.localWorkers,
+          backend: o.backend,
+          minWorkers: f.minWorkers,
+          maxChunkCells: o.chunkCells ?? 1024,
           log: (level, msg) => (level === 'warn' ? log.warn(msg) : log.info(msg)),
         });
       } catch (e) {
-        if (e instanceof RangeError) throw new InputError(o.checkpoint, `parameters do not fit the model configuration (${e.message})`);
+        if (e instanceof RangeError)
+          throw new InputError(o.checkpoint, `parameters do not fit the model configuration (${e.message})`);
         throw new CliError(`inference fleet: ${(e as Error).message}`);
       }
       backend = engine.describe();
@@ -99,7 +143,10 @@ export async function openResultsInputs(o: { checkpoint: string; data: string; b
         model.setParams(checkpoint.params);
         model.setBuffers(checkpoint.buffers);
       } catch (e) {
-        throw new InputError(o.checkpoint, `parameters do not fit the model configuration (${(e as Error).message})`);
+        throw new InputError(
+          o.checkpoint,
+          `parameters do not fit the model configuration (${(e as Error).message})`,
+        );
       }
       engine = new LocalEngine(model, backend);
     }

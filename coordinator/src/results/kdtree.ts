@@ -23,8 +23,13 @@ function build(points: Float32Array, n: number, d: number): Tree {
   const maxNodes = 2 * Math.ceil(n / (LEAF / 2)) + 2;
   const t: Tree = {
     order: Int32Array.from({ length: n }, (_, i) => i),
-    lo: new Int32Array(maxNodes), hi: new Int32Array(maxNodes), left: new Int32Array(maxNodes).fill(-1),
-    right: new Int32Array(maxNodes).fill(-1), dim: new Int32Array(maxNodes), split: new Float64Array(maxNodes), nodes: 1,
+    lo: new Int32Array(maxNodes),
+    hi: new Int32Array(maxNodes),
+    left: new Int32Array(maxNodes).fill(-1),
+    right: new Int32Array(maxNodes).fill(-1),
+    dim: new Int32Array(maxNodes),
+    split: new Float64Array(maxNodes),
+    nodes: 1,
   };
   t.lo[0] = 0;
   t.hi[0] = n;
@@ -32,39 +37,55 @@ function build(points: Float32Array, n: number, d: number): Tree {
   const keys = new Float64Array(n);
   while (stack.length) {
     const node = stack.pop()!;
-    const lo = t.lo[node]!, hi = t.hi[node]!;
+    const lo = t.lo[node]!,
+      hi = t.hi[node]!;
     if (hi - lo <= LEAF) continue;
     // widest dimension
-    let best = 0, bestSpan = -1;
+    let best = 0,
+      bestSpan = -1;
     for (let c = 0; c < d; c++) {
-      let mn = Infinity, mx = -Infinity;
+      let mn = Infinity,
+        mx = -Infinity;
       for (let k = lo; k < hi; k++) {
         const v = points[t.order[k]! * d + c]!;
         if (v < mn) mn = v;
         if (v > mx) mx = v;
       }
-      if (mx - mn > bestSpan) { bestSpan = mx - mn; best = c; }
+      if (mx - mn > bestSpan) {
+        bestSpan = mx - mn;
+        best = c;
+      }
     }
     if (bestSpan <= 0) continue; // identical points: keep as one leaf
     const seg = t.order.subarray(lo, hi);
     for (let k = 0; k < seg.length; k++) keys[seg[k]!] = points[seg[k]! * d + best]!;
     seg.sort((a, b) => keys[a]! - keys[b]!);
     const mid = lo + ((hi - lo) >> 1);
-    const l = t.nodes++, r = t.nodes++;
+    const l = t.nodes++,
+      r = t.nodes++;
     t.left[node] = l;
     t.right[node] = r;
     t.dim[node] = best;
     t.split[node] = points[t.order[mid]! * d + best]!;
-    t.lo[l] = lo; t.hi[l] = mid;
-    t.lo[r] = mid; t.hi[r] = hi;
+    t.lo[l] = lo;
+    t.hi[l] = mid;
+    t.lo[r] = mid;
+    t.hi[r] = hi;
     stack.push(l, r);
   }
   return t;
 }
 
 /** The k nearest other points of every point (Euclidean), exact; same contract as exactKnn. */
-export function kdTreeKnn(points: Float32Array, n: number, d: number, k: number, opts: KnnOptions = {}): KnnGraph {
-  if (points.length !== n * d) throw new Error(`kdTreeKnn: points has ${points.length} values, expected ${n}×${d}`);
+export function kdTreeKnn(
+  points: Float32Array,
+  n: number,
+  d: number,
+  k: number,
+  opts: KnnOptions = {},
+): KnnGraph {
+  if (points.length !== n * d)
+    throw new Error(`kdTreeKnn: points has ${points.length} values, expected ${n}×${d}`);
   const group = opts.excludeSameGroup;
   const t = build(points, n, d);
   const indices = new Int32Array(n * k).fill(-1);

@@ -22,8 +22,15 @@ export interface KnnOptions {
  * The k nearest other points of every point. `points` is [n, dim] row-major.
  * A point is never its own neighbour.
  */
-export function exactKnn(points: Float32Array, n: number, dim: number, k: number, opts: KnnOptions = {}): KnnGraph {
-  if (points.length !== n * dim) throw new Error(`exactKnn: points has ${points.length} values, expected ${n}×${dim}`);
+export function exactKnn(
+  points: Float32Array,
+  n: number,
+  dim: number,
+  k: number,
+  opts: KnnOptions = {},
+): KnnGraph {
+  if (points.length !== n * dim)
+    throw new Error(`exactKnn: points has ${points.length} values, expected ${n}×${dim}`);
   const indices = new Int32Array(n * k).fill(-1);
   const distances = new Float32Array(n * k).fill(Infinity);
   const group = opts.excludeSameGroup;

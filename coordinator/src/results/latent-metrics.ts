@@ -29,7 +29,12 @@ export function knnCrossValidatedAccuracy(
   latent: Float32Array,
   dim: number,
   labels: Int32Array,
-  opts: { k?: number; folds?: number; seed?: number; onProgress?: (done: number, total: number) => void } = {},
+  opts: {
+    k?: number;
+    folds?: number;
+    seed?: number;
+    onProgress?: (done: number, total: number) => void;
+  } = {},
 ): KnnAccuracy {
   const k = opts.k ?? 15;
   const folds = opts.folds ?? 5;
@@ -142,7 +147,11 @@ export function batchMixingEntropy(
     nBatch,
     normalizedEntropy: sum / n,
     expectedIfMixed: hGlobal / logB,
-    perBatch: [...per].map((s, b) => ({ batch: b, nCells: perN[b]!, normalizedEntropy: perN[b]! ? s / perN[b]! : NaN })),
+    perBatch: [...per].map((s, b) => ({
+      batch: b,
+      nCells: perN[b]!,
+      normalizedEntropy: perN[b]! ? s / perN[b]! : NaN,
+    })),
   };
 }
 

@@ -22,7 +22,12 @@ export interface NormalizeOptions {
   onChunk?: (cells: number) => void;
 }
 
-export async function writeNormalizedExpression(engine: InferenceEngine, plan: ChunkPlan, out: string, opts: NormalizeOptions): Promise<{ nCells: number; nGenes: number }> {
+export async function writeNormalizedExpression(
+  engine: InferenceEngine,
+  plan: ChunkPlan,
+  out: string,
+  opts: NormalizeOptions,
+): Promise<{ nCells: number; nGenes: number }> {
   const writer = createTableWriter(out);
   const width = opts.genes.length;
   try {
@@ -68,13 +73,19 @@ export async function writeNormalizedExpression(engine: InferenceEngine, plan: C
 }
 
 /** Model gene indices for a user's gene list (names, in the order given); unknown names are an error. */
-export function resolveGenes(requested: string[] | null, modelGenes: string[], source: string): { indices: Int32Array; names: string[] } {
+export function resolveGenes(
+  requested: string[] | null,
+  modelGenes: string[],
+  source: string,
+): { indices: Int32Array; names: string[] } {
   if (!requested) return { indices: Int32Array.from(modelGenes.keys()), names: modelGenes.slice() };
   const pos = new Map(modelGenes.map((g, i) => [g, i]));
   const missing = requested.filter((g) => !pos.has(g));
   if (missing.length) {
     const shown = missing.slice(0, 5).join(', ');
-    throw new Error(`${source}: ${missing.length} gene(s) are not in the model's gene list: ${shown}${missing.length > 5 ? ', …' : ''}`);
+    throw new Error(
+      `${source}: ${missing.length} gene(s) are not in the model's gene list: ${shown}${missing.length > 5 ? ', …' : ''}`,
+    );
   }
   const dup = requested.find((g, i) => requested.indexOf(g) !== i);
   if (dup) throw new Error(`${source}: gene ${dup} is listed twice`);

@@ -9,7 +9,11 @@ export type Rgb = readonly [number, number, number];
 export class Raster {
   readonly data: Uint8Array;
 
-  constructor(readonly width: number, readonly height: number, background: Rgb = [255, 255, 255]) {
+  constructor(
+    readonly width: number,
+    readonly height: number,
+    background: Rgb = [255, 255, 255],
+  ) {
     this.data = new Uint8Array(width * height * 4);
     for (let p = 0; p < width * height; p++) {
       this.data[p * 4] = background[0];

@@ -62,7 +62,10 @@ export function renderScatter(input: ScatterInput): ScatterOutput {
   const more = entries.length - shown.length;
   const legendLabels = shown.map((e) => e.label).concat(more ? [`+${more} more`] : []);
   const maxLegendW = Math.floor(W * 0.45);
-  const legendW = Math.min(maxLegendW, Math.max(...legendLabels.map((l) => textWidth(l, scale))) + sw + 4 * pad);
+  const legendW = Math.min(
+    maxLegendW,
+    Math.max(...legendLabels.map((l) => textWidth(l, scale))) + sw + 4 * pad,
+  );
   const legendX = W - legendW;
   shown.forEach((e, r) => {
     const y = titleH + r * rowH;
@@ -77,9 +80,13 @@ export function renderScatter(input: ScatterInput): ScatterOutput {
   const pw = legendX - 2 * pad;
   const ph = H - titleH - pad;
   img.strokeRect(px0, py0, pw, ph, FRAME);
-  let minX = Infinity, maxX = -Infinity, minY = Infinity, maxY = -Infinity;
+  let minX = Infinity,
+    maxX = -Infinity,
+    minY = Infinity,
+    maxY = -Infinity;
   for (let i = 0; i < n; i++) {
-    const x = input.xy[2 * i]!, y = input.xy[2 * i + 1]!;
+    const x = input.xy[2 * i]!,
+      y = input.xy[2 * i + 1]!;
     if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
     if (x < minX) minX = x;
     if (x > maxX) maxX = x;
@@ -88,7 +95,8 @@ export function renderScatter(input: ScatterInput): ScatterOutput {
   }
   const radius = n <= 2000 ? 2.5 : n <= 20000 ? 1.5 : n <= 100000 ? 1 : 0.5;
   const inner = Math.ceil(radius) + 4;
-  const spanX = Math.max(maxX - minX, 1e-9), spanY = Math.max(maxY - minY, 1e-9);
+  const spanX = Math.max(maxX - minX, 1e-9),
+    spanY = Math.max(maxY - minY, 1e-9);
   const s = Math.min((pw - 2 * inner) / spanX, (ph - 2 * inner) / spanY);
   const ox = px0 + (pw - s * spanX) / 2;
   const oy = py0 + (ph - s * spanY) / 2;
@@ -99,8 +107,9 @@ export function renderScatter(input: ScatterInput): ScatterOutput {
   for (const pass of [0, 1]) {
     for (const i of order) {
       const c = input.codes[i]!;
-      if ((c < 0) !== (pass === 0)) continue;
-      const x = input.xy[2 * i]!, y = input.xy[2 * i + 1]!;
+      if (c < 0 !== (pass === 0)) continue;
+      const x = input.xy[2 * i]!,
+        y = input.xy[2 * i + 1]!;
       if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
       // image y grows downwards: flip so the plot reads like a usual scatter
       img.disc(ox + (x - minX) * s, oy + (maxY - y) * s, radius, c < 0 ? UNKNOWN_COLOUR : colours[c]!);

@@ -6,7 +6,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { RecordBatch, RecordBatchFileWriter, makeVector, vectorFromArray, Utf8, type Data } from 'apache-arrow';
+import {
+  RecordBatch,
+  RecordBatchFileWriter,
+  makeVector,
+  vectorFromArray,
+  Utf8,
+  type Data,
+} from 'apache-arrow';
 import { CliError } from '@atlasvae/shared/errors';
 
 export type Column = Float32Array | Float64Array | Int32Array | Uint32Array | string[];
@@ -34,7 +41,10 @@ export function tableFormatOf(file: string): TableFormat | null {
 function tempBeside(file: string): string {
   const dir = path.dirname(path.resolve(file));
   fs.mkdirSync(dir, { recursive: true });
-  return path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
+  return path.join(
+    dir,
+    `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`,
+  );
 }
 
 function finishTemp(tmp: string, fd: number, file: string): void {
@@ -46,7 +56,9 @@ function finishTemp(tmp: string, fd: number, file: string): void {
 export function createTableWriter(file: string): TableWriter {
   const format = tableFormatOf(file);
   if (!format) throw new CliError(`${file}: unknown table format (use .arrow, .csv or .tsv)`);
-  return format === 'arrow' ? new ArrowTableWriter(file) : new DelimitedTableWriter(file, format === 'csv' ? ',' : '\t');
+  return format === 'arrow'
+    ? new ArrowTableWriter(file)
+    : new DelimitedTableWriter(file, format === 'csv' ? ',' : '\t');
 }
 
 function columnLength(columns: Record<string, Column>): number {
@@ -78,7 +90,8 @@ class ArrowTableWriter implements TableWriter {
     columnLength(columns);
     const names = Object.keys(columns);
     if (!this.names) this.names = names;
-    else if (names.join('\0') !== this.names.join('\0')) throw new Error('table columns changed between chunks');
+    else if (names.join('\0') !== this.names.join('\0'))
+      throw new Error('table columns changed between chunks');
     const data: Record<string, Data> = {};
     for (const n of names) {
       const c = columns[n]!;
@@ -101,8 +114,16 @@ class ArrowTableWriter implements TableWriter {
   abort(): void {
     if (this.closed) return;
     this.closed = true;
-    try { this.writer.abort(); } catch { /* already failed */ }
-    try { fs.closeSync(this.fd); } catch { /* already closed */ }
+    try {
+      this.writer.abort();
+    } catch {
+      /* already failed */
+    }
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      /* already closed */
+    }
     fs.rmSync(this.tmp, { force: true });
   }
 }
@@ -118,7 +139,9 @@ export function formatFloat32(v: number): string {
 }
 
 function quoteField(s: string, sep: string): string {
-  return s.includes(sep) || s.includes('"') || s.includes('\n') || s.includes('\r') ? `"${s.replace(/"/g, '""')}"` : s;
+  return s.includes(sep) || s.includes('"') || s.includes('\n') || s.includes('\r')
+    ? `"${s.replace(/"/g, '""')}"`
+    : s;
 }
 
 class DelimitedTableWriter implements TableWriter {
@@ -127,7 +150,10 @@ class DelimitedTableWriter implements TableWriter {
   private names: string[] | null = null;
   private closed = false;
 
-  constructor(readonly path: string, private readonly sep: string) {
+  constructor(
+    readonly path: string,
+    private readonly sep: string,
+  ) {
     this.tmp = tempBeside(path);
     this.fd = fs.openSync(this.tmp, 'w');
   }
@@ -138,7 +164,8 @@ class DelimitedTableWriter implements TableWriter {
     if (!this.names) {
       this.names = names;
       fs.writeSync(this.fd, names.map((x) => quoteField(x, this.sep)).join(this.sep) + '\n');
-    } else if (names.join('\0') !== this.names.join('\0')) throw new Error('table columns changed between chunks');
+    } else if (names.join('\0') !== this.names.join('\0'))
+      throw new Error('table columns changed between chunks');
     const cols = names.map((k) => columns[k]!);
     const fmt = cols.map((c) =>
       Array.isArray(c)
@@ -161,7 +188,11 @@ class DelimitedTableWriter implements TableWriter {
   abort(): void {
     if (this.closed) return;
     this.closed = true;
-    try { fs.closeSync(this.fd); } catch { /* already closed */ }
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      /* already closed */
+    }
     fs.rmSync(this.tmp, { force: true });
   }
 }

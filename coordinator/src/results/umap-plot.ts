@@ -45,8 +45,19 @@ export function writeUmapPng(out: string, input: UmapPlotInput): UmapPlotResult 
     codes[r] = input.codes[p]!;
   });
   const xy = computeUmap(pts, m, input.dim, { ...input.umap, seed: input.seed });
-  const title = m < total ? `${input.title} - ${m.toLocaleString('en-US')} of ${total.toLocaleString('en-US')} cells` : `${input.title} - ${m.toLocaleString('en-US')} cells`;
-  const img = renderScatter({ xy, codes, names: input.names, title, width: input.width, height: input.height, seed: input.seed });
+  const title =
+    m < total
+      ? `${input.title} - ${m.toLocaleString('en-US')} of ${total.toLocaleString('en-US')} cells`
+      : `${input.title} - ${m.toLocaleString('en-US')} cells`;
+  const img = renderScatter({
+    xy,
+    codes,
+    names: input.names,
+    title,
+    width: input.width,
+    height: input.height,
+    seed: input.seed,
+  });
   writeFileAtomic(out, img.png);
   return { nCells: total, nPlotted: m, colours: img.colours, xy, plotted: sel };
 }

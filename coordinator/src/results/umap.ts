@@ -37,9 +37,15 @@ function smoothKnn(dist: Float32Array, n: number, k: number): { sigma: Float64Ar
   for (let i = 0; i < n; i++) {
     const row = dist.subarray(i * k, (i + 1) * k);
     let r = 0;
-    for (let j = 0; j < k; j++) if (row[j]! > 0) { r = row[j]!; break; }
+    for (let j = 0; j < k; j++)
+      if (row[j]! > 0) {
+        r = row[j]!;
+        break;
+      }
     rho[i] = r;
-    let lo = 0, hi = Infinity, mid = 1;
+    let lo = 0,
+      hi = Infinity,
+      mid = 1;
     for (let it = 0; it < 64; it++) {
       let s = 1; // the cell itself contributes exp(0)
       for (let j = 0; j < k; j++) {
@@ -47,8 +53,13 @@ function smoothKnn(dist: Float32Array, n: number, k: number): { sigma: Float64Ar
         s += dd > 0 ? Math.exp(-dd / mid) : 1;
       }
       if (Math.abs(s - target) < 1e-5) break;
-      if (s > target) { hi = mid; mid = (lo + hi) / 2; }
-      else { lo = mid; mid = hi === Infinity ? mid * 2 : (lo + hi) / 2; }
+      if (s > target) {
+        hi = mid;
+        mid = (lo + hi) / 2;
+      } else {
+        lo = mid;
+        mid = hi === Infinity ? mid * 2 : (lo + hi) / 2;
+      }
     }
     let meanI = 0;
     for (let j = 0; j < k; j++) meanI += row[j]!;
@@ -59,7 +70,12 @@ function smoothKnn(dist: Float32Array, n: number, k: number): { sigma: Float64Ar
 }
 
 /** Symmetric fuzzy graph as an edge list (each undirected edge once, weight w). */
-function fuzzyGraph(idx: Int32Array, dist: Float32Array, n: number, k: number): { head: Int32Array; tail: Int32Array; w: Float64Array } {
+function fuzzyGraph(
+  idx: Int32Array,
+  dist: Float32Array,
+  n: number,
+  k: number,
+): { head: Int32Array; tail: Int32Array; w: Float64Array } {
   const { sigma, rho } = smoothKnn(dist, n, k);
   const m = n * k;
   const key = new Float64Array(m);
@@ -71,7 +87,8 @@ function fuzzyGraph(idx: Int32Array, dist: Float32Array, n: number, k: number): 
       if (j < 0) continue;
       const dd = dist[i * k + s]! - rho[i]!;
       const w = dd <= 0 ? 1 : Math.exp(-dd / sigma[i]!);
-      const a = Math.min(i, j), b = Math.max(i, j);
+      const a = Math.min(i, j),
+        b = Math.max(i, j);
       key[e] = a * n + b;
       val[e] = w;
       e++;
@@ -79,8 +96,10 @@ function fuzzyGraph(idx: Int32Array, dist: Float32Array, n: number, k: number): 
   }
   const order = Uint32Array.from({ length: e }, (_, t) => t);
   order.sort((x, y) => key[x]! - key[y]!);
-  const head: number[] = [], tail: number[] = [], ws: number[] = [];
-  for (let t = 0; t < e; ) {
+  const head: number[] = [],
+    tail: number[] = [],
+    ws: number[] = [];
+  for (let t = 0; t < e;) {
     const kk = key[order[t]!]!;
     let w = val[order[t]!]!;
     // the same pair from both ends: fuzzy union
@@ -101,7 +120,12 @@ function clip(v: number): number {
 }
 
 /** 2-D coordinates [n, 2] of the rows of `points` ([n, dim]). */
-export function computeUmap(points: Float32Array, n: number, dim: number, opts: UmapOptions = {}): Float32Array {
+export function computeUmap(
+  points: Float32Array,
+  n: number,
+  dim: number,
+  opts: UmapOptions = {},
+): Float32Array {
   if (n < 3) throw new Error(`UMAP needs at least 3 cells, got ${n}`);
   const rng = new Rng(UMAP_STREAM, opts.seed ?? 0);
   const k = Math.max(1, Math.min((opts.nNeighbors ?? 15) - 1, n - 1));
@@ -130,16 +154,21 @@ export function computeUmap(points: Float32Array, n: number, dim: number, opts: 
     const alpha = 1 - epoch / nEpochs;
     for (let e = 0; e < E; e++) {
       if (nextSample[e]! > epoch) continue;
-      const i = head[e]!, j = tail[e]!;
+      const i = head[e]!,
+        j = tail[e]!;
       // attraction along the edge, moving both ends (the graph is symmetric, each edge listed once)
-      let dx = y[2 * i]! - y[2 * j]!, dy = y[2 * i + 1]! - y[2 * j + 1]!;
+      let dx = y[2 * i]! - y[2 * j]!,
+        dy = y[2 * i + 1]! - y[2 * j + 1]!;
       let d2 = dx * dx + dy * dy;
       if (d2 > 0) {
         const pb = Math.pow(d2, b);
         const c = (-2 * a * b * pb) / (d2 * (a * pb + 1));
-        const gx = alpha * clip(c * dx), gy = alpha * clip(c * dy);
-        y[2 * i]! += gx; y[2 * i + 1]! += gy;
-        y[2 * j]! -= gx; y[2 * j + 1]! -= gy;
+        const gx = alpha * clip(c * dx),
+          gy = alpha * clip(c * dy);
+        y[2 * i]! += gx;
+        y[2 * i + 1]! += gy;
+        y[2 * j]! -= gx;
+        y[2 * j + 1]! -= gy;
       }
       nextSample[e]! += eps[e]!;
       // repulsion from random cells, for both ends (each undirected edge is listed once)

@@ -8,7 +8,13 @@ import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket } from 'ws';
 import { tokenChecker } from '@atlasvae/shared/protocol/auth';
-import { PROTOCOL_HEADER, PROTOCOL_VERSION, TOKEN_HEADER, CLOSE, MAX_GROUP } from '@atlasvae/shared/protocol/messages';
+import {
+  PROTOCOL_HEADER,
+  PROTOCOL_VERSION,
+  TOKEN_HEADER,
+  CLOSE,
+  MAX_GROUP,
+} from '@atlasvae/shared/protocol/messages';
 import { MAX_HEADER_BYTES } from '@atlasvae/shared/protocol/frame';
 import type { RejectReason } from './events.js';
 
@@ -39,7 +45,9 @@ export function maxWorkerPayload(paramLength: number, bnLength: number): number 
 }
 
 function refuse(socket: Duplex, status: number, text: string, body: string): void {
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
 export class Endpoint {
@@ -50,25 +58,45 @@ export class Endpoint {
   private heartbeat: NodeJS.Timeout | null = null;
   readonly url: Promise<string>;
 
-  constructor(opts: EndpointOptions, private readonly handlers: EndpointHandlers) {
+  constructor(
+    opts: EndpointOptions,
+    private readonly handlers: EndpointHandlers,
+  ) {
     const check = opts.token ? tokenChecker(opts.token) : null;
     const onRequest = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
       res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
       res.end('atlasvae coordinator: connect with `atlasvae worker --connect ws://host:port`\n');
     };
-    this.server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) : http.createServer(onRequest);
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload, perMessageDeflate: false, clientTracking: true });
+    this.server = opts.tls
+      ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest)
+      : http.createServer(onRequest);
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: opts.maxPayload,
+      perMessageDeflate: false,
+      clientTracking: true,
+    });
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       const remote = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
       socket.on('error', () => undefined);
       if (check && !check(req.headers[TOKEN_HEADER])) {
         handlers.rejected('bad-token', 'missing or wrong token', remote);
-        return refuse(socket, 401, 'Unauthorized', 'wrong or missing token (set --token or ATLASVAE_TOKEN to the coordinator\'s)');
+        return refuse(
+          socket,
+          401,
+          'Unauthorized',
+          "wrong or missing token (set --token or ATLASVAE_TOKEN to the coordinator's)",
+        );
       }
       const pv = req.headers[PROTOCOL_HEADER];
       if (pv !== undefined && pv !== String(PROTOCOL_VERSION)) {
         handlers.rejected('bad-protocol-version', `protocol ${String(pv)}`, remote);
-        return refuse(socket, 426, 'Upgrade Required', `this coordinator speaks protocol ${PROTOCOL_VERSION}, the worker ${String(pv)}: use the same atlasvae version`);
+        return refuse(
+          socket,
+          426,
+          'Upgrade Required',
+          `this coordinator speaks protocol ${PROTOCOL_VERSION}, the worker ${String(pv)}: use the same atlasvae version`,
+        );
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         this.missed.set(ws, 0);

@@ -15,14 +15,40 @@ import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import type { CheckpointPosition } from '@atlasvae/shared/checkpoint';
 import { encodeFrameParts, payloadAsFloat32 } from '@atlasvae/shared/protocol/frame';
 import type { GradientAccumulator } from '@atlasvae/shared/train/step';
-import { DivergenceError, checkGradNorm, checkStepLoss, nonFiniteTerm } from '@atlasvae/shared/train/divergence';
-import { type ExpectedSizes, type WorkMsg, type ResultMsg, type FailureMsg, type HelloMsg, type WorkerMessage } from '@atlasvae/shared/protocol/messages';
+import {
+  DivergenceError,
+  checkGradNorm,
+  checkStepLoss,
+  nonFiniteTerm,
+} from '@atlasvae/shared/train/divergence';
+import {
+  type ExpectedSizes,
+  type WorkMsg,
+  type ResultMsg,
+  type FailureMsg,
+  type HelloMsg,
+  type WorkerMessage,
+} from '@atlasvae/shared/protocol/messages';
 import { maxWorkerPayload } from './connections.js';
 import { WorkerSessions, type WelcomeBody } from './workerSessions.js';
 import { ParamTransport, type ParamTarget, type StreamParams } from './paramTransport.js';
 import { StepRun, type StepItem, type AcceptOutcome } from './stepRun.js';
-import { notify, type CoordinatorObserver, type ObserverList, type RejectReason, type StepReport, type WorkerInfo } from './events.js';
-import { TrainingLoop, StepAbandoned, type StepExecutor, type TrainOutcome, type TrainingSetup, type Validator } from './trainingLoop.js';
+import {
+  notify,
+  type CoordinatorObserver,
+  type ObserverList,
+  type RejectReason,
+  type StepReport,
+  type WorkerInfo,
+} from './events.js';
+import {
+  TrainingLoop,
+  StepAbandoned,
+  type StepExecutor,
+  type TrainOutcome,
+  type TrainingSetup,
+  type Validator,
+} from './trainingLoop.js';
 
 export { STREAM_PARAMS, type StreamParams } from './paramTransport.js';
 export type { Validator, TrainingSetup, EpochRecord, TrainOutcome } from './trainingLoop.js';
@@ -102,11 +128,17 @@ export class Coordinator implements StepExecutor<StepItem[]> {
   private idleWarnedAt = 0;
   url = '';
 
-  constructor(private readonly opts: CoordinatorOptions, private readonly setup: TrainingSetup) {
+  constructor(
+    private readonly opts: CoordinatorOptions,
+    private readonly setup: TrainingSetup,
+  ) {
     this.sizes = { paramLength: setup.optimizer.params.length, bnLength: setup.optimizer.bnStatsLength };
     this.transport = new ParamTransport<Conn>(
       {
-        ...this.sizes, version: setup.position.globalStep, streamParams: opts.streamParams ?? 'auto', sharedMemory: opts.sharedMemory ?? 'auto',
+        ...this.sizes,
+        version: setup.position.globalStep,
+        streamParams: opts.streamParams ?? 'auto',
+        sharedMemory: opts.sharedMemory ?? 'auto',
         resultFilesPerWorker: (opts.workerDepth ?? 2) + 1,
       },
       setup.optimizer,
@@ -131,7 +163,10 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     return this;
   }
 
-  private emit<K extends keyof CoordinatorObserver>(name: K, ...args: Parameters<CoordinatorObserver[K]>): void {
+  private emit<K extends keyof CoordinatorObserver>(
+    name: K,
+    ...args: Parameters<CoordinatorObserver[K]>
+  ): void {
     notify(this.observers, name, ...args);
   }
 
@@ -153,7 +188,14 @@ export class Coordinator implements StepExecutor<StepItem[]> {
         helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000,
       },
       {
-        create: (base) => ({ ...base, info: { id: base.id, backend: '?', name: '?', remote: base.remote }, paramsViaFile: false, resultFiles: null, group: 1, stalled: false }),
+        create: (base) => ({
+          ...base,
+          info: { id: base.id, backend: '?', name: '?', remote: base.remote },
+          paramsViaFile: false,
+          resultFiles: null,
+          group: 1,
+          stalled: false,
+        }),
         welcome: (c, hello) => this.welcome(c, hello),
         joined: (c, hello) => this.joined(c, hello),
         message: (c, msg, payload) => this.onMessage(c, msg, payload),
@@ -208,11 +250,20 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     if (!c.ready) return;
     c.ready = false;
     this.emit('workerDisconnected', c.info, why, this.connectedWorkers);
-    this.emit('log', 'info', `worker ${c.id} (${c.info.name}, ${c.info.backend}) left: ${why}; ${this.connectedWorkers} connected`);
+    this.emit(
+      'log',
+      'info',
+      `worker ${c.id} (${c.info.name}, ${c.info.backend}) left: ${why}; ${this.connectedWorkers} connected`,
+    );
     const cur = this.current;
     if (cur) {
       for (const i of cur.run.release(c.id)) {
-        this.emit('microbatchRedone', { globalStep: cur.version, microbatch: i, reason: 'disconnect', workerId: c.id });
+        this.emit('microbatchRedone', {
+          globalStep: cur.version,
+          microbatch: i,
+          reason: 'disconnect',
+          workerId: c.id,
+        });
         if (this.failedTooOften(cur, i, `worker ${c.id} left while computing it: ${why}`)) return;
       }
       this.dispatch();
@@ -226,7 +277,8 @@ export class Coordinator implements StepExecutor<StepItem[]> {
       case 'failure':
         return this.onFailure(c, msg);
       case 'paramsFilesReady':
-        if (!this.transport.filesReady(c)) return this.drop(c, 'unexpected-message', 'paramsFilesReady without an offer');
+        if (!this.transport.filesReady(c))
+          return this.drop(c, 'unexpected-message', 'paramsFilesReady without an offer');
         return;
       default:
         // inference answers belong to an inference fleet (results/fleet.ts), not to training
@@ -236,12 +288,21 @@ export class Coordinator implements StepExecutor<StepItem[]> {
 
   private welcome(c: Conn, hello: HelloMsg): WelcomeBody {
     c.group = hello.group ?? 1;
-    c.info = { ...c.info, backend: hello.backend, name: `${hello.name}:${hello.pid}`, metrics: hello.metrics, group: c.group };
+    c.info = {
+      ...c.info,
+      backend: hello.backend,
+      name: `${hello.name}:${hello.pid}`,
+      metrics: hello.metrics,
+      group: c.group,
+    };
     if (hello.engine !== undefined) c.info.engine = hello.engine;
     if (hello.device !== undefined) c.info.device = hello.device;
     const w: WelcomeBody = {
-      modelConfig: this.setup.modelConfig, seed: this.setup.trainConfig.seed,
-      paramLength: this.sizes.paramLength, bnLength: this.sizes.bnLength, maxWorkBytes: this.maxWorkBytes,
+      modelConfig: this.setup.modelConfig,
+      seed: this.setup.trainConfig.seed,
+      paramLength: this.sizes.paramLength,
+      bnLength: this.sizes.bnLength,
+      maxWorkBytes: this.maxWorkBytes,
     };
     const files = this.transport.offerFor(c);
     if (files) w.paramsFiles = files;
@@ -252,8 +313,14 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     this.sessions!.send(c, this.transport.currentFrame());
     this.emit('workerConnected', c.info, this.connectedWorkers);
     const backend = hello.backend;
-    const engine = hello.engine ? `${hello.engine} engine on ${backend}${hello.device ? ` (${hello.device})` : ''}` : backend;
-    this.emit('log', 'info', `worker ${c.id} joined (${c.info.name}, ${engine}${c.group > 1 ? `, groups of ${c.group}` : ''}, ${c.info.remote}); ${this.connectedWorkers} connected`);
+    const engine = hello.engine
+      ? `${hello.engine} engine on ${backend}${hello.device ? ` (${hello.device})` : ''}`
+      : backend;
+    this.emit(
+      'log',
+      'info',
+      `worker ${c.id} joined (${c.info.name}, ${engine}${c.group > 1 ? `, groups of ${c.group}` : ''}, ${c.info.remote}); ${this.connectedWorkers} connected`,
+    );
     this.warnIfIdleWorkers();
     const waiters = this.workerWaiters;
     this.workerWaiters = [];
@@ -268,27 +335,47 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     const n = this.connectedWorkers;
     if (n <= perStep || n <= this.idleWarnedAt) return;
     this.idleWarnedAt = n;
-    this.emit('log', 'warn', `${n} workers connected, but a step has ${perStep} microbatch${perStep === 1 ? '' : 'es'} (global batch ${globalBatch} / microbatch ${microbatch}): ${n - perStep} worker${n - perStep === 1 ? '' : 's'} idle every step. Start with --local-workers/--min-workers ${n} (the default microbatch then splits each step ${n} ways) or set --microbatch`);
+    this.emit(
+      'log',
+      'warn',
+      `${n} workers connected, but a step has ${perStep} microbatch${perStep === 1 ? '' : 'es'} (global batch ${globalBatch} / microbatch ${microbatch}): ${n - perStep} worker${n - perStep === 1 ? '' : 's'} idle every step. Start with --local-workers/--min-workers ${n} (the default microbatch then splits each step ${n} ways) or set --microbatch`,
+    );
   }
 
   private onResult(c: Conn, r: ResultMsg, payload: Uint8Array): void {
     c.stalled = false;
     const cur = this.current;
     if (!cur || r.version !== cur.version) return this.emit('resultDropped', 'stale', c.id);
-    if (r.step !== r.version) return this.drop(c, 'invalid-message', `result.step ${r.step} != version ${r.version}`);
+    if (r.step !== r.version)
+      return this.drop(c, 'invalid-message', `result.step ${r.step} != version ${r.version}`);
     const item = cur.run.items[r.microbatch];
-    if (!item) return this.drop(c, 'invalid-message', `microbatch ${r.microbatch} does not exist in step ${cur.version}`);
+    if (!item)
+      return this.drop(
+        c,
+        'invalid-message',
+        `microbatch ${r.microbatch} does not exist in step ${cur.version}`,
+      );
     if (r.count !== undefined) return this.onGroupResult(c, cur, r, payload);
-    if (r.nCells !== item.nCells) return this.drop(c, 'invalid-message', `result for ${r.nCells} cells, microbatch has ${item.nCells}`);
+    if (r.nCells !== item.nCells)
+      return this.drop(c, 'invalid-message', `result for ${r.nCells} cells, microbatch has ${item.nCells}`);
     let flat: Float32Array;
     if (r.file !== undefined) {
-      if (!this.transport.hasResultFile(c, r.file)) return this.drop(c, 'invalid-message', `result names file ${r.file}, which this worker was not given`);
+      if (!this.transport.hasResultFile(c, r.file))
+        return this.drop(
+          c,
+          'invalid-message',
+          `result names file ${r.file}, which this worker was not given`,
+        );
       if (cur.run.wouldAccept(c.id, r.microbatch)) {
         const read = this.transport.readResult(c, r.file, r.seq!, r.microbatch);
         if (!read) {
           // rewritten before we read it (cannot happen while results are handled in order); the
           // microbatch goes back to the queue when the connection is gone, and is redone
-          this.emit('log', 'warn', `worker ${c.id}: result ${r.seq} of microbatch ${r.microbatch} no longer in its file; reconnecting it`);
+          this.emit(
+            'log',
+            'warn',
+            `worker ${c.id}: result ${r.seq} of microbatch ${r.microbatch} no longer in its file; reconnecting it`,
+          );
           this.sessions!.disconnect(c, 'result file unreadable');
           return;
         }
@@ -308,15 +395,26 @@ export class Coordinator implements StepExecutor<StepItem[]> {
       lossSum: r.lossSum,
     };
     if (r.nonFinite && cur.run.wouldAccept(c.id, r.microbatch)) {
-      const bad = nonFiniteTerm({ loss: r.lossSum, reconstruction: r.reconstructionSum, kl: r.klSum }) ?? 'a loss term is not finite';
-      cur.reject(new DivergenceError(cur.version, cur.epoch, `${bad} on microbatch ${r.microbatch} (worker ${c.id})`));
+      const bad =
+        nonFiniteTerm({ loss: r.lossSum, reconstruction: r.reconstructionSum, kl: r.klSum }) ??
+        'a loss term is not finite';
+      cur.reject(
+        new DivergenceError(cur.version, cur.epoch, `${bad} on microbatch ${r.microbatch} (worker ${c.id})`),
+      );
       return;
     }
     const outcome = cur.run.accept(c.id, r.microbatch, g, r.computeMs);
     if (outcome !== 'accepted') {
       this.emit('resultDropped', outcome, c.id);
     } else {
-      this.emit('microbatchAccepted', { globalStep: cur.version, epoch: cur.epoch, microbatch: r.microbatch, workerId: c.id, cells: item.cells, computeMs: r.computeMs });
+      this.emit('microbatchAccepted', {
+        globalStep: cur.version,
+        epoch: cur.epoch,
+        microbatch: r.microbatch,
+        workerId: c.id,
+        cells: item.cells,
+        computeMs: r.computeMs,
+      });
     }
     this.afterResult(cur, outcome);
   }
@@ -328,7 +426,11 @@ export class Coordinator implements StepExecutor<StepItem[]> {
       while (cur.summed < results.length && results[cur.summed] !== undefined) {
         const k = unitSize[cur.summed]!;
         if (k <= 1) cur.acc.add(results[cur.summed]!);
-        else cur.acc.addGroup(results[cur.summed]!.grad, results.slice(cur.summed, cur.summed + k) as MicrobatchGradient[]);
+        else
+          cur.acc.addGroup(
+            results[cur.summed]!.grad,
+            results.slice(cur.summed, cur.summed + k) as MicrobatchGradient[],
+          );
         cur.summed += Math.max(1, k);
       }
     }
@@ -345,10 +447,20 @@ export class Coordinator implements StepExecutor<StepItem[]> {
   private onGroupResult(c: Conn, cur: Current, r: ResultMsg, payload: Uint8Array): void {
     const count = r.count!;
     const terms = r.microbatches!;
-    if (r.microbatch + count > cur.run.items.length) return this.drop(c, 'invalid-message', `group of ${count} from microbatch ${r.microbatch} runs past the step's ${cur.run.items.length}`);
+    if (r.microbatch + count > cur.run.items.length)
+      return this.drop(
+        c,
+        'invalid-message',
+        `group of ${count} from microbatch ${r.microbatch} runs past the step's ${cur.run.items.length}`,
+      );
     for (let k = 0; k < count; k++) {
       const want = cur.run.items[r.microbatch + k]!.nCells;
-      if (terms[k]!.nCells !== want) return this.drop(c, 'invalid-message', `group result for ${terms[k]!.nCells} cells in microbatch ${r.microbatch + k}, which has ${want}`);
+      if (terms[k]!.nCells !== want)
+        return this.drop(
+          c,
+          'invalid-message',
+          `group result for ${terms[k]!.nCells} cells in microbatch ${r.microbatch + k}, which has ${want}`,
+        );
     }
     const flat = payloadAsFloat32(payload);
     const grad = flat.subarray(0, r.gradLength);
@@ -356,13 +468,26 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     const rs: MicrobatchGradient[] = terms.map((t, k) => ({
       grad: k === 0 ? grad : NOT_READ,
       bnStats: flat.subarray(r.gradLength + k * bn, r.gradLength + (k + 1) * bn),
-      nCells: t.nCells, reconstructionSum: t.reconstructionSum, klSum: t.klSum, lossSum: t.lossSum,
+      nCells: t.nCells,
+      reconstructionSum: t.reconstructionSum,
+      klSum: t.klSum,
+      lossSum: t.lossSum,
     }));
     if (r.nonFinite && cur.run.wouldAcceptGroup(c.id, r.microbatch, count)) {
-      const k = terms.findIndex((t) => nonFiniteTerm({ loss: t.lossSum, reconstruction: t.reconstructionSum, kl: t.klSum }) !== null);
+      const k = terms.findIndex(
+        (t) => nonFiniteTerm({ loss: t.lossSum, reconstruction: t.reconstructionSum, kl: t.klSum }) !== null,
+      );
       const t = terms[Math.max(k, 0)]!;
-      const bad = nonFiniteTerm({ loss: t.lossSum, reconstruction: t.reconstructionSum, kl: t.klSum }) ?? 'a loss term is not finite';
-      cur.reject(new DivergenceError(cur.version, cur.epoch, `${bad} on microbatch ${r.microbatch + Math.max(k, 0)} (worker ${c.id})`));
+      const bad =
+        nonFiniteTerm({ loss: t.lossSum, reconstruction: t.reconstructionSum, kl: t.klSum }) ??
+        'a loss term is not finite';
+      cur.reject(
+        new DivergenceError(
+          cur.version,
+          cur.epoch,
+          `${bad} on microbatch ${r.microbatch + Math.max(k, 0)} (worker ${c.id})`,
+        ),
+      );
       return;
     }
     const outcome = cur.run.acceptGroup(c.id, r.microbatch, rs, r.computeMs);
@@ -371,7 +496,14 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     } else {
       for (let k = 0; k < count; k++) {
         const i = r.microbatch + k;
-        this.emit('microbatchAccepted', { globalStep: cur.version, epoch: cur.epoch, microbatch: i, workerId: c.id, cells: cur.run.items[i]!.cells, computeMs: r.computeMs / count });
+        this.emit('microbatchAccepted', {
+          globalStep: cur.version,
+          epoch: cur.epoch,
+          microbatch: i,
+          workerId: c.id,
+          cells: cur.run.items[i]!.cells,
+          computeMs: r.computeMs / count,
+        });
       }
     }
     this.afterResult(cur, outcome);
@@ -381,13 +513,20 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     const cur = this.current;
     const count = f.count ?? 1;
     if (!cur || f.version !== cur.version || !cur.run.items[f.microbatch + count - 1]) return;
-    const what = count > 1 ? `microbatches ${f.microbatch}–${f.microbatch + count - 1}` : `microbatch ${f.microbatch}`;
+    const what =
+      count > 1 ? `microbatches ${f.microbatch}–${f.microbatch + count - 1}` : `microbatch ${f.microbatch}`;
     this.emit('log', 'warn', `worker ${c.id} failed ${what} of step ${f.step}: ${f.message}`);
     for (let i = f.microbatch; i < f.microbatch + count; i++) {
       cur.run.fail(c.id, i);
-      this.emit('microbatchRedone', { globalStep: cur.version, microbatch: i, reason: 'failure', workerId: c.id });
+      this.emit('microbatchRedone', {
+        globalStep: cur.version,
+        microbatch: i,
+        reason: 'failure',
+        workerId: c.id,
+      });
     }
-    for (let i = f.microbatch; i < f.microbatch + count; i++) if (this.failedTooOften(cur, i, `error from worker ${c.id}: ${f.message}`)) return;
+    for (let i = f.microbatch; i < f.microbatch + count; i++)
+      if (this.failedTooOften(cur, i, `error from worker ${c.id}: ${f.message}`)) return;
     this.dispatch();
   }
 
@@ -396,7 +535,11 @@ export class Coordinator implements StepExecutor<StepItem[]> {
   private failedTooOften(cur: Current, i: number, last: string): boolean {
     const n = cur.run.failuresOf(i);
     if (n < (this.opts.maxFailures ?? 3)) return false;
-    cur.reject(new Error(`microbatch ${i} of step ${cur.version + 1} (epoch ${cur.epoch + 1}) failed ${n} times; last: ${last}`));
+    cur.reject(
+      new Error(
+        `microbatch ${i} of step ${cur.version + 1} (epoch ${cur.epoch + 1}) failed ${n} times; last: ${last}`,
+      ),
+    );
     return true;
   }
 
@@ -410,22 +553,39 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     const depth = this.opts.workerDepth ?? 2;
     const now = performance.now();
     for (let d = 1; d <= depth; d++) {
-      const held = ready.map((c) => ({ c, n: c.group > 1 ? cur.run.requestsHeldBy(c.id) : cur.run.heldBy(c.id) })).sort((a, b) => a.n - b.n || a.c.id - b.c.id);
+      const held = ready
+        .map((c) => ({ c, n: c.group > 1 ? cur.run.requestsHeldBy(c.id) : cur.run.heldBy(c.id) }))
+        .sort((a, b) => a.n - b.n || a.c.id - b.c.id);
       for (const { c, n } of held) {
         if (n >= d) continue;
         if (c.group <= 1) {
           const item = cur.run.take(c.id, now);
           if (!item) return;
-          const w: WorkMsg = { type: 'work', version: cur.version, step: cur.version, epoch: cur.epoch, microbatch: item.index, nCells: item.nCells, klWeight: cur.klWeight };
+          const w: WorkMsg = {
+            type: 'work',
+            version: cur.version,
+            step: cur.version,
+            epoch: cur.epoch,
+            microbatch: item.index,
+            nCells: item.nCells,
+            klWeight: cur.klWeight,
+          };
           this.sessions!.sendParts(c, encodeFrameParts(w, item.arrow));
           continue;
         }
         const items = cur.run.takeGroup(c.id, now, c.group);
         if (items.length === 0) return;
         const w: WorkMsg = {
-          type: 'work', version: cur.version, step: cur.version, epoch: cur.epoch, microbatch: items[0]!.index,
-          nCells: items.reduce((a, it) => a + it.nCells, 0), klWeight: cur.klWeight,
-          count: items.length, cellCounts: items.map((it) => it.nCells), arrowBytes: items.map((it) => it.arrow.byteLength),
+          type: 'work',
+          version: cur.version,
+          step: cur.version,
+          epoch: cur.epoch,
+          microbatch: items[0]!.index,
+          nCells: items.reduce((a, it) => a + it.nCells, 0),
+          klWeight: cur.klWeight,
+          count: items.length,
+          cellCounts: items.map((it) => it.nCells),
+          arrowBytes: items.map((it) => it.arrow.byteLength),
         };
         this.sessions!.sendParts(c, encodeFrameParts(w, ...items.map((it) => it.arrow)));
       }
@@ -439,9 +599,25 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     for (const e of expired) {
       const slow = this.sessions?.get(e.workerId);
       if (slow) slow.stalled = true;
-      this.emit('microbatchRedone', { globalStep: cur.version, microbatch: e.index, reason: 'timeout', workerId: e.workerId });
-      this.emit('log', 'warn', `worker ${e.workerId} exceeded the step timeout on microbatch ${e.index} of step ${cur.version}; handing it to another worker`);
-      if (this.failedTooOften(cur, e.index, `worker ${e.workerId} exceeded the step timeout (${this.opts.stepTimeoutMs / 1000} s)`)) return;
+      this.emit('microbatchRedone', {
+        globalStep: cur.version,
+        microbatch: e.index,
+        reason: 'timeout',
+        workerId: e.workerId,
+      });
+      this.emit(
+        'log',
+        'warn',
+        `worker ${e.workerId} exceeded the step timeout on microbatch ${e.index} of step ${cur.version}; handing it to another worker`,
+      );
+      if (
+        this.failedTooOften(
+          cur,
+          e.index,
+          `worker ${e.workerId} exceeded the step timeout (${this.opts.stepTimeoutMs / 1000} s)`,
+        )
+      )
+        return;
     }
     if (expired.length) this.dispatch();
   }
@@ -463,7 +639,12 @@ export class Coordinator implements StepExecutor<StepItem[]> {
   /** Run the training loop (trainingLoop.ts) with this fleet as its executor. */
   train(): Promise<TrainOutcome> {
     const { checkpointEvery, checkpointPath, maxSteps } = this.opts;
-    return new TrainingLoop(this.setup, { checkpointEvery, checkpointPath, maxSteps, validator: this.validator }, this, this.observers).run();
+    return new TrainingLoop(
+      this.setup,
+      { checkpointEvery, checkpointPath, maxSteps, validator: this.validator },
+      this,
+      this.observers,
+    ).run();
   }
 
   async begin(needWorkers: boolean): Promise<void> {
@@ -482,16 +663,39 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     const items: StepItem[] = [];
     for (let i = 0; i < p.microbatches.length; i++) {
       const cells = p.microbatches[i]!;
-      items.push({ index: i, nCells: cells.length, cells, arrow: await this.setup.data.microbatchArrow(cells) });
+      items.push({
+        index: i,
+        nCells: cells.length,
+        cells,
+        arrow: await this.setup.data.microbatchArrow(cells),
+      });
     }
     return items;
   }
 
-  async run(pos: CheckpointPosition, stepsInEpoch: number, klWeight: number, items: StepItem[], dataWaitMs: number, t0: number, onFirstResult: () => void): Promise<StepReport> {
+  async run(
+    pos: CheckpointPosition,
+    stepsInEpoch: number,
+    klWeight: number,
+    items: StepItem[],
+    dataWaitMs: number,
+    t0: number,
+    onFirstResult: () => void,
+  ): Promise<StepReport> {
     const run = new StepRun(pos.globalStep, items);
     const acc = this.setup.optimizer.accumulator();
     const done = new Promise<void>((resolve, reject) => {
-      this.current = { run, acc, summed: 0, version: this.transport.version, epoch: pos.epoch, klWeight, onFirstResult, resolve, reject };
+      this.current = {
+        run,
+        acc,
+        summed: 0,
+        version: this.transport.version,
+        epoch: pos.epoch,
+        klWeight,
+        onFirstResult,
+        resolve,
+        reject,
+      };
     });
     const tDispatch = performance.now();
     this.dispatch();
@@ -502,7 +706,10 @@ export class Coordinator implements StepExecutor<StepItem[]> {
       this.current = null;
     }
     const tCollected = performance.now();
-    if (acc.count !== items.length) throw new Error(`internal: step ${pos.globalStep} completed with ${acc.count} of ${items.length} microbatches summed`);
+    if (acc.count !== items.length)
+      throw new Error(
+        `internal: step ${pos.globalStep} completed with ${acc.count} of ${items.length} microbatches summed`,
+      );
     const { cells: nCells, loss, reconstruction: rec, kl } = acc;
     checkStepLoss(pos.globalStep, pos.epoch, { loss, reconstruction: rec, kl });
     const targets = [...this.sessions!.all()].filter((c) => c.ready && c.ws.readyState === c.ws.OPEN);
@@ -513,12 +720,28 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     const collectMs = tCollected - tDispatch;
     const computeMs = Math.min(collectMs, Math.max(0, ...run.computeMsByWorker.values()));
     return {
-      globalStep: pos.globalStep, epoch: pos.epoch, stepInEpoch: pos.stepInEpoch, stepsInEpoch,
-      nCells, microbatches: items.length, loss: loss / nCells, reconstruction: rec / nCells, kl: kl / nCells, klWeight,
-      totalMs: tEnd - t0, computeMs, communicationMs: collectMs - computeMs,
+      globalStep: pos.globalStep,
+      epoch: pos.epoch,
+      stepInEpoch: pos.stepInEpoch,
+      stepsInEpoch,
+      nCells,
+      microbatches: items.length,
+      loss: loss / nCells,
+      reconstruction: rec / nCells,
+      kl: kl / nCells,
+      klWeight,
+      totalMs: tEnd - t0,
+      computeMs,
+      communicationMs: collectMs - computeMs,
       // streamed sends interleave with Adam: all sending is reported as broadcastMs, the rest as applyMs
-      applyMs: timing.applyMs - streamMs, aggregationMs: timing.aggregationMs, optimizerMs: timing.optimizerMs - streamMs, gradNorm: timing.gradNorm, dataWaitMs, broadcastMs: sendMs,
-      workers: this.connectedWorkers, redone: run.redone,
+      applyMs: timing.applyMs - streamMs,
+      aggregationMs: timing.aggregationMs,
+      optimizerMs: timing.optimizerMs - streamMs,
+      gradNorm: timing.gradNorm,
+      dataWaitMs,
+      broadcastMs: sendMs,
+      workers: this.connectedWorkers,
+      redone: run.redone,
     };
   }
 }

@@ -27,7 +27,10 @@ export interface TrainingData {
 }
 
 export function manifestHash(dir: string): string {
-  return crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, 'manifest.json'))).digest('hex');
+  return crypto
+    .createHash('sha256')
+    .update(fs.readFileSync(path.join(dir, 'manifest.json')))
+    .digest('hex');
 }
 
 export function trainingData(ds: Dataset): TrainingData {

@@ -51,8 +51,15 @@ export interface WorkerInfo {
 }
 
 export type RejectReason =
-  | 'bad-token' | 'bad-protocol-version' | 'text-frame' | 'malformed-frame' | 'invalid-message'
-  | 'oversize' | 'unexpected-message' | 'hello-timeout' | 'heartbeat-timeout';
+  | 'bad-token'
+  | 'bad-protocol-version'
+  | 'text-frame'
+  | 'malformed-frame'
+  | 'invalid-message'
+  | 'oversize'
+  | 'unexpected-message'
+  | 'hello-timeout'
+  | 'heartbeat-timeout';
 
 export interface CoordinatorObserver {
   listening(url: string): void;
@@ -63,10 +70,33 @@ export interface CoordinatorObserver {
   /** a valid message that was ignored: stale version, duplicate, not assigned */
   resultDropped(reason: 'stale' | 'duplicate' | 'unassigned', workerId: number): void;
   /** a microbatch handed out again: its worker left, failed, or exceeded --step-timeout */
-  microbatchRedone(info: { globalStep: number; microbatch: number; reason: 'disconnect' | 'timeout' | 'failure'; workerId: number }): void;
-  microbatchAccepted(info: { globalStep: number; epoch: number; microbatch: number; workerId: number; cells: Uint32Array; computeMs: number }): void;
+  microbatchRedone(info: {
+    globalStep: number;
+    microbatch: number;
+    reason: 'disconnect' | 'timeout' | 'failure';
+    workerId: number;
+  }): void;
+  microbatchAccepted(info: {
+    globalStep: number;
+    epoch: number;
+    microbatch: number;
+    workerId: number;
+    cells: Uint32Array;
+    computeMs: number;
+  }): void;
   stepCompleted(s: StepReport): void;
-  epochCompleted(e: { epoch: number; nCells: number; loss: number; reconstruction: number; kl: number; elbo: number; validationElbo?: number; validationReconstruction?: number; validationKl?: number; ms: number }): void;
+  epochCompleted(e: {
+    epoch: number;
+    nCells: number;
+    loss: number;
+    reconstruction: number;
+    kl: number;
+    elbo: number;
+    validationElbo?: number;
+    validationReconstruction?: number;
+    validationKl?: number;
+    ms: number;
+  }): void;
   bytes(direction: 'sent' | 'received', n: number): void;
   checkpointWritten(info: { path: string; globalStep: number; bytes: number; ms: number }): void;
   waitingForWorkers(connected: number, needed: number): void;
@@ -75,7 +105,11 @@ export interface CoordinatorObserver {
 
 export type ObserverList = Partial<CoordinatorObserver>[];
 
-export function notify<K extends keyof CoordinatorObserver>(list: ObserverList, name: K, ...args: Parameters<CoordinatorObserver[K]>): void {
+export function notify<K extends keyof CoordinatorObserver>(
+  list: ObserverList,
+  name: K,
+  ...args: Parameters<CoordinatorObserver[K]>
+): void {
   for (const o of list) {
     const f = o[name] as ((...a: Parameters<CoordinatorObserver[K]>) => void) | undefined;
     if (f) f.apply(o, args);

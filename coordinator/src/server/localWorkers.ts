@@ -41,12 +41,30 @@ export class LocalWorkers {
   start(url: string, token: string, onRestart?: () => void): void {
     const log = getLogger('local-workers');
     this.supervisor = new Supervisor({ log, stopGraceMs: 5000, onRestart: () => onRestart?.() });
-    this.supervisor.start(Array.from({ length: this.n }, (_, i) => ({
-      name: `local worker ${i + 1}`,
-      modulePath: cli,
-      args: ['worker', '--connect', url, '--backend', this.backend, '--name', `local-${i + 1}`, '--give-up-after', '30', '--log-level', this.logLevel, '--log-format', rootLog.format, ...this.metricsArgs(i), ...this.engineArgs()],
-      env: { ...process.env, ATLASVAE_TOKEN: token },
-    })));
+    this.supervisor.start(
+      Array.from({ length: this.n }, (_, i) => ({
+        name: `local worker ${i + 1}`,
+        modulePath: cli,
+        args: [
+          'worker',
+          '--connect',
+          url,
+          '--backend',
+          this.backend,
+          '--name',
+          `local-${i + 1}`,
+          '--give-up-after',
+          '30',
+          '--log-level',
+          this.logLevel,
+          '--log-format',
+          rootLog.format,
+          ...this.metricsArgs(i),
+          ...this.engineArgs(),
+        ],
+        env: { ...process.env, ATLASVAE_TOKEN: token },
+      })),
+    );
   }
 
   /** Ask the workers to end (they also end by themselves on the coordinator's `done`). */

@@ -17,9 +17,18 @@ export interface Wiring {
 }
 
 /** reasons that concern the connection itself; the others are a bad message on it */
-const CONNECTION_REASONS = new Set<string>(['bad-token', 'bad-protocol-version', 'hello-timeout', 'heartbeat-timeout']);
+const CONNECTION_REASONS = new Set<string>([
+  'bad-token',
+  'bad-protocol-version',
+  'hello-timeout',
+  'heartbeat-timeout',
+]);
 
-export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progress: boolean; auditPath?: string; maxSteps: number | null }): Wiring {
+export function wireCoordinator(
+  c: Coordinator,
+  setup: TrainingSetup,
+  o: { progress: boolean; auditPath?: string; maxSteps: number | null },
+): Wiring {
   const log = getLogger('coordinator');
   const metrics = new CoordinatorMetrics();
   const tc = setup.trainConfig;
@@ -27,34 +36,74 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
   let total = perEpoch * tc.epochs;
   if (o.maxSteps !== null) total = Math.min(total, o.maxSteps);
   const progress = o.progress
-    ? new Progress({ label: 'training', totalSteps: total, completedSteps: setup.position.globalStep, totalEpochs: tc.epochs, logger: log })
+    ? new Progress({
+        label: 'training',
+        totalSteps: total,
+        completedSteps: setup.position.globalStep,
+        totalEpochs: tc.epochs,
+        logger: log,
+      })
     : null;
   let completed = setup.position.globalStep;
   const audit = o.auditPath ? fs.openSync(o.auditPath, 'a') : null;
   metrics.setBackend('js');
-  metrics.trainingStarted({ totalSteps: total, completedSteps: setup.position.globalStep, epoch: setup.position.epoch, backend: 'js' });
+  metrics.trainingStarted({
+    totalSteps: total,
+    completedSteps: setup.position.globalStep,
+    epoch: setup.position.epoch,
+    backend: 'js',
+  });
 
   c.observe({
     listening: (url) => log.info('coordinator listening', { url }),
     workerConnected: (w) => metrics.workerConnected(w.backend),
     workerDisconnected: (w) => metrics.workerDisconnected(w.backend),
-    connectionRejected: (reason) => metrics.rejected(CONNECTION_REASONS.has(reason) ? 'connection' : 'message', reason),
+    connectionRejected: (reason) =>
+      metrics.rejected(CONNECTION_REASONS.has(reason) ? 'connection' : 'message', reason),
     resultDropped: (reason) => metrics.rejected('message', reason),
     microbatchRedone: (r) => {
       metrics.microbatchRedone(1);
-      log.info('microbatch handed out again', { step: r.globalStep, microbatch: r.microbatch, reason: r.reason, worker: r.workerId });
+      log.info('microbatch handed out again', {
+        step: r.globalStep,
+        microbatch: r.microbatch,
+        reason: r.reason,
+        worker: r.workerId,
+      });
     },
-    microbatchAccepted: audit === null ? undefined : (a) => {
-      fs.writeSync(audit, JSON.stringify({ epoch: a.epoch, step: a.globalStep, microbatch: a.microbatch, worker: a.workerId, cells: Array.from(a.cells) }) + '\n');
-    },
+    microbatchAccepted:
+      audit === null
+        ? undefined
+        : (a) => {
+            fs.writeSync(
+              audit,
+              JSON.stringify({
+                epoch: a.epoch,
+                step: a.globalStep,
+                microbatch: a.microbatch,
+                worker: a.workerId,
+                cells: Array.from(a.cells),
+              }) + '\n',
+            );
+          },
     bytes: (dir, n) => (dir === 'sent' ? metrics.bytesSent(n) : metrics.bytesReceived(n)),
     stepCompleted: (s) => {
       metrics.observeStep({
-        cells: s.nCells, completedSteps: s.globalStep + 1, totalSteps: total, epoch: s.epoch,
-        elbo: s.reconstruction + s.kl, loss: s.loss, reconstruction: s.reconstruction, kl: s.kl, klWeight: s.klWeight, learningRate: tc.lr, gradientNorm: s.gradNorm,
+        cells: s.nCells,
+        completedSteps: s.globalStep + 1,
+        totalSteps: total,
+        epoch: s.epoch,
+        elbo: s.reconstruction + s.kl,
+        loss: s.loss,
+        reconstruction: s.reconstruction,
+        kl: s.kl,
+        klWeight: s.klWeight,
+        learningRate: tc.lr,
+        gradientNorm: s.gradNorm,
         phaseSeconds: {
-          compute: s.computeMs / 1000, communication: (s.communicationMs + s.broadcastMs) / 1000,
-          aggregation: s.aggregationMs / 1000, optimizer: s.optimizerMs / 1000,
+          compute: s.computeMs / 1000,
+          communication: (s.communicationMs + s.broadcastMs) / 1000,
+          aggregation: s.aggregationMs / 1000,
+          optimizer: s.optimizerMs / 1000,
         },
       });
       completed = s.globalStep + 1;
@@ -63,11 +112,20 @@ export function wireCoordinator(c: Coordinator, setup: TrainingSetup, o: { progr
     },
     epochCompleted: (e) => {
       const fields: Record<string, number> = {
-        loss: +e.loss.toFixed(3), elbo: +e.elbo.toFixed(3), reconstruction: +e.reconstruction.toFixed(3), kl: +e.kl.toFixed(3), cells: e.nCells, seconds: +(e.ms / 1000).toFixed(1),
+        loss: +e.loss.toFixed(3),
+        elbo: +e.elbo.toFixed(3),
+        reconstruction: +e.reconstruction.toFixed(3),
+        kl: +e.kl.toFixed(3),
+        cells: e.nCells,
+        seconds: +(e.ms / 1000).toFixed(1),
       };
       if (e.validationElbo !== undefined) {
         fields.validationElbo = +e.validationElbo.toFixed(3);
-        metrics.observeValidation({ elbo: e.validationElbo, reconstruction: e.validationReconstruction, kl: e.validationKl });
+        metrics.observeValidation({
+          elbo: e.validationElbo,
+          reconstruction: e.validationReconstruction,
+          kl: e.validationKl,
+        });
         progress?.update({ cells: 0, completedSteps: completed, validationElbo: e.validationElbo });
       }
       log.info(`epoch ${e.epoch + 1}/${tc.epochs} done`, fields);

@@ -61,7 +61,11 @@ export class ParamTransport<C extends ParamTarget> {
   /** the version of the parameters in the optimizer */
   version: number;
 
-  constructor(private readonly opts: ParamTransportOptions, private readonly optimizer: Optimizer, private readonly hooks: ParamTransportHooks<C>) {
+  constructor(
+    private readonly opts: ParamTransportOptions,
+    private readonly optimizer: Optimizer,
+    private readonly hooks: ParamTransportHooks<C>,
+  ) {
     this.version = opts.version;
   }
 
@@ -71,7 +75,10 @@ export class ParamTransport<C extends ParamTarget> {
     try {
       this.sharedMemory = new SharedMemoryFolder(this.opts.paramLength);
     } catch (e) {
-      this.hooks.log('warn', `shared-memory parameter files unavailable (${(e as Error).message}); local workers use the socket`);
+      this.hooks.log(
+        'warn',
+        `shared-memory parameter files unavailable (${(e as Error).message}); local workers use the socket`,
+      );
     }
   }
 
@@ -90,10 +97,17 @@ export class ParamTransport<C extends ParamTarget> {
     if (!this.sharedMemory || !c.local || c.paramsViaFile) return false;
     c.paramsViaFile = true;
     try {
-      c.resultFiles = this.sharedMemory.resultFiles(c.id, this.opts.resultFilesPerWorker, this.opts.paramLength + this.opts.bnLength);
+      c.resultFiles = this.sharedMemory.resultFiles(
+        c.id,
+        this.opts.resultFilesPerWorker,
+        this.opts.paramLength + this.opts.bnLength,
+      );
       this.hooks.send(c, encodeFrame({ type: 'resultFiles', ...c.resultFiles.offer }));
     } catch (e) {
-      this.hooks.log('warn', `worker ${c.id}: no shared-memory result files (${(e as Error).message}); its results use the socket`);
+      this.hooks.log(
+        'warn',
+        `worker ${c.id}: no shared-memory result files (${(e as Error).message}); its results use the socket`,
+      );
     }
     return true;
   }
@@ -113,7 +127,9 @@ export class ParamTransport<C extends ParamTarget> {
   /** A result from `c`'s file `file` (sequence `seq`) for `microbatch`, in a buffer reused every
    * step; null when the file was rewritten before it was read. */
   readResult(c: C, file: number, seq: number, microbatch: number): Float32Array | null {
-    const slot = (this.resultSlots[microbatch] ??= new Float32Array(this.opts.paramLength + this.opts.bnLength));
+    const slot = (this.resultSlots[microbatch] ??= new Float32Array(
+      this.opts.paramLength + this.opts.bnLength,
+    ));
     return c.resultFiles!.readInto(file, seq, slot) ? slot : null;
   }
 
@@ -127,7 +143,11 @@ export class ParamTransport<C extends ParamTarget> {
 
   /** The current parameters as a `params` frame (for a worker that joins, reconnects or falls back to the socket). */
   currentFrame(): Buffer {
-    this.paramsFrame ??= this.paramsWriter.encode(this.paramsBufferReusable(), { type: 'params', version: this.version }, this.optimizer.params);
+    this.paramsFrame ??= this.paramsWriter.encode(
+      this.paramsBufferReusable(),
+      { type: 'params', version: this.version },
+      this.optimizer.params,
+    );
     return this.paramsFrame;
   }
 
@@ -140,14 +160,24 @@ export class ParamTransport<C extends ParamTarget> {
    * see `streamParams`) get the complete frame after Adam, which stays the current one for workers
    * that join later. Returns the optimizer timing and the ms spent sending.
    */
-  applyAndBroadcast(acc: GradientAccumulator, epoch: number, targets: C[]): { timing: ApplyTiming; streamMs: number; sendMs: number } {
+  applyAndBroadcast(
+    acc: GradientAccumulator,
+    epoch: number,
+    targets: C[],
+  ): { timing: ApplyTiming; streamMs: number; sendMs: number } {
     const params = this.optimizer.params;
     const viaFile = this.sharedMemory ? targets.filter((c) => c.paramsViaFile) : [];
     const mode = this.opts.streamParams;
-    const streamed = targets.filter((c) => !c.paramsViaFile && (mode === 'always' || (mode === 'auto' && !c.local)));
+    const streamed = targets.filter(
+      (c) => !c.paramsViaFile && (mode === 'always' || (mode === 'auto' && !c.local)),
+    );
     const whole = targets.filter((c) => !c.paramsViaFile && !streamed.includes(c));
     if (streamed.length === 0 && whole.length === 0) return this.applyAndWriteFile(acc, epoch, viaFile);
-    const { frame, payloadStart } = this.paramsWriter.begin(this.paramsBufferReusable(), { type: 'params', version: this.version + 1 }, 4 * params.length);
+    const { frame, payloadStart } = this.paramsWriter.begin(
+      this.paramsBufferReusable(),
+      { type: 'params', version: this.version + 1 },
+      4 * params.length,
+    );
     const payload = new Float32Array(frame.buffer, frame.byteOffset + payloadStart, params.length);
     let sentUpTo = 0;
     let sendMs = 0;
@@ -179,10 +209,15 @@ export class ParamTransport<C extends ParamTarget> {
    * this step. `currentFrame` encodes one on demand for a worker that joins, reconnects or
    * falls back to the socket, so the 2 MB copy per step stays off the critical path.
    */
-  private applyAndWriteFile(acc: GradientAccumulator, epoch: number, viaFile: C[]): { timing: ApplyTiming; streamMs: number; sendMs: number } {
+  private applyAndWriteFile(
+    acc: GradientAccumulator,
+    epoch: number,
+    viaFile: C[],
+  ): { timing: ApplyTiming; streamMs: number; sendMs: number } {
     const timing = this.optimizer.applyAccumulated(acc, epoch);
     const t = performance.now();
-    const written = viaFile.length === 0 || this.sendViaFile(viaFile, this.version + 1, this.optimizer.params);
+    const written =
+      viaFile.length === 0 || this.sendViaFile(viaFile, this.version + 1, this.optimizer.params);
     this.version++;
     this.paramsFrame = null;
     if (!written) for (const c of viaFile) this.hooks.send(c, this.currentFrame());
@@ -199,7 +234,10 @@ export class ParamTransport<C extends ParamTarget> {
     try {
       file = this.sharedMemory!.write(version, params);
     } catch (e) {
-      this.hooks.log('warn', `shared-memory parameter file write failed (${(e as Error).message}); sending parameters over the sockets`);
+      this.hooks.log(
+        'warn',
+        `shared-memory parameter file write failed (${(e as Error).message}); sending parameters over the sockets`,
+      );
       this.sharedMemory!.close();
       this.sharedMemory = null;
       for (const c of conns) c.paramsViaFile = false;

@@ -35,7 +35,10 @@ export class PrometheusTargetsFile {
   workerJoined(w: WorkerInfo): void {
     const target = workerMetricsTarget(w);
     if (target === null) return;
-    this.workers.set(w.id, { targets: [target], labels: { atlasvae_process: 'worker', atlasvae_worker: w.name } });
+    this.workers.set(w.id, {
+      targets: [target],
+      labels: { atlasvae_process: 'worker', atlasvae_worker: w.name },
+    });
     this.write();
   }
 
@@ -45,7 +48,8 @@ export class PrometheusTargetsFile {
 
   groups(): TargetGroup[] {
     const g: TargetGroup[] = [];
-    if (this.coordinator !== null) g.push({ targets: [this.coordinator], labels: { atlasvae_process: 'coordinator' } });
+    if (this.coordinator !== null)
+      g.push({ targets: [this.coordinator], labels: { atlasvae_process: 'coordinator' } });
     for (const id of [...this.workers.keys()].sort((a, b) => a - b)) g.push(this.workers.get(id)!);
     return g;
   }

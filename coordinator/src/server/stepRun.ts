@@ -42,7 +42,10 @@ export class StepRun {
   readonly computeMsByWorker = new Map<number, number>();
   redone = 0;
 
-  constructor(readonly globalStep: number, readonly items: StepItem[]) {
+  constructor(
+    readonly globalStep: number,
+    readonly items: StepItem[],
+  ) {
     this.results = new Array<MicrobatchGradient | undefined>(items.length).fill(undefined);
     this.unitSize = new Array<number>(items.length).fill(0);
     this.queue = items.map((_, i) => i);
@@ -116,7 +119,9 @@ export class StepRun {
   /** Record a result; only the first one for a microbatch counts. */
   /** Would `accept(workerId, i, …)` keep the result? (checked before reading a result file) */
   wouldAccept(workerId: number, i: number): boolean {
-    return this.results[i] === undefined && (this.holders.get(i)?.some((a) => a.workerId === workerId) ?? false);
+    return (
+      this.results[i] === undefined && (this.holders.get(i)?.some((a) => a.workerId === workerId) ?? false)
+    );
   }
 
   accept(workerId: number, i: number, r: MicrobatchGradient, computeMs: number): AcceptOutcome {
@@ -142,13 +147,17 @@ export class StepRun {
     }
     let duplicate = false;
     for (let i = first; i < first + count; i++) {
-      this.holders.set(i, this.holders.get(i)!.filter((a) => a.workerId !== workerId));
+      this.holders.set(
+        i,
+        this.holders.get(i)!.filter((a) => a.workerId !== workerId),
+      );
       if (this.results[i] !== undefined) duplicate = true;
     }
     this.computeMsByWorker.set(workerId, (this.computeMsByWorker.get(workerId) ?? 0) + computeMs);
     if (duplicate) {
       // the rest of a dropped group must not be left without a holder
-      for (let i = first; i < first + count; i++) if (this.results[i] === undefined && !this.holders.get(i)!.length) this.requeue(i);
+      for (let i = first; i < first + count; i++)
+        if (this.results[i] === undefined && !this.holders.get(i)!.length) this.requeue(i);
       return 'duplicate';
     }
     for (let k = 0; k < count; k++) {
@@ -166,10 +175,14 @@ export class StepRun {
   /** The worker failed to compute microbatch i: hand it out again. Returns how often it failed. */
   fail(workerId: number, i: number): number {
     const list = this.holders.get(i);
-    if (list) this.holders.set(i, list.filter((a) => a.workerId !== workerId));
+    if (list)
+      this.holders.set(
+        i,
+        list.filter((a) => a.workerId !== workerId),
+      );
     const n = (this.failures.get(i) ?? 0) + 1;
     this.failures.set(i, n);
-    if (!(this.holders.get(i)?.length)) this.requeue(i);
+    if (!this.holders.get(i)?.length) this.requeue(i);
     return n;
   }
 
@@ -220,7 +233,8 @@ export class StepRun {
   /** microbatch indices held by a worker and not yet answered */
   heldBy(workerId: number): number {
     let n = 0;
-    for (const [i, list] of this.holders) if (this.results[i] === undefined && list.some((a) => a.workerId === workerId)) n++;
+    for (const [i, list] of this.holders)
+      if (this.results[i] === undefined && list.some((a) => a.workerId === workerId)) n++;
     return n;
   }
 }

@@ -15,7 +15,11 @@ import type { TrainingData } from './data.js';
 import type { Optimizer } from './optimizer.js';
 
 /** Evaluates the held-out ELBO for the parameters and buffers at the end of an epoch. */
-export type Validator = (params: Float32Array, buffers: Float32Array, epoch: number) => Promise<{ elbo: number; reconstruction: number; kl: number }>;
+export type Validator = (
+  params: Float32Array,
+  buffers: Float32Array,
+  epoch: number,
+) => Promise<{ elbo: number; reconstruction: number; kl: number }>;
 
 export interface TrainingSetup {
   modelConfig: ModelConfig;
@@ -70,7 +74,15 @@ export interface StepExecutor<P> {
    * `onFirstResult` is called once when a core becomes idle (the step's first result). Throws
    * StepAbandoned when a stop could not wait for it, a DivergenceError when it diverged.
    */
-  run(pos: CheckpointPosition, stepsInEpoch: number, klWeight: number, prepared: P, dataWaitMs: number, t0: number, onFirstResult: () => void): Promise<StepReport>;
+  run(
+    pos: CheckpointPosition,
+    stepsInEpoch: number,
+    klWeight: number,
+    prepared: P,
+    dataWaitMs: number,
+    t0: number,
+    onFirstResult: () => void,
+  ): Promise<StepReport>;
 }
 
 export interface LoopOptions {
@@ -101,7 +113,10 @@ export class TrainingLoop<P> {
     private readonly observers: ObserverList,
   ) {}
 
-  private emit<K extends keyof CoordinatorObserver>(name: K, ...args: Parameters<CoordinatorObserver[K]>): void {
+  private emit<K extends keyof CoordinatorObserver>(
+    name: K,
+    ...args: Parameters<CoordinatorObserver[K]>
+  ): void {
     notify(this.observers, name, ...args);
   }
 
@@ -112,15 +127,23 @@ export class TrainingLoop<P> {
     const history = (this.setup.history as EpochRecord[]).filter((h) => !h.partial);
     const partial = (this.setup.history as EpochRecord[]).find((h) => h.partial && h.epoch === pos.epoch);
     let acc: EpochAcc = partial
-      ? { epoch: pos.epoch, nCells: partial.nCells, loss: partial.loss * partial.nCells, reconstruction: partial.reconstruction * partial.nCells, kl: partial.kl * partial.nCells }
+      ? {
+          epoch: pos.epoch,
+          nCells: partial.nCells,
+          loss: partial.loss * partial.nCells,
+          reconstruction: partial.reconstruction * partial.nCells,
+          kl: partial.kl * partial.nCells,
+        }
       : { epoch: pos.epoch, nCells: 0, loss: 0, reconstruction: 0, kl: 0 };
     let lastCheckpoint: string | null = null;
     let stopped: TrainOutcome['stopped'] = 'finished';
-    const early = tc.earlyStopping && this.opts.validator ? EarlyStopping.replay(tc.earlyStopping, history) : null;
+    const early =
+      tc.earlyStopping && this.opts.validator ? EarlyStopping.replay(tc.earlyStopping, history) : null;
     if (early && early.wait >= early.config.patience) stopped = 'early-stopping';
     this.earlyStopping = early;
 
-    const nothingToDo = pos.epoch >= tc.epochs || (this.opts.maxSteps !== null && pos.globalStep >= this.opts.maxSteps);
+    const nothingToDo =
+      pos.epoch >= tc.epochs || (this.opts.maxSteps !== null && pos.globalStep >= this.opts.maxSteps);
     await exec.begin(!nothingToDo);
     const planFor = (epoch: number): PlannedStep[] => epochPlan(data.train, { ...tc, seed: tc.seed, epoch });
     let plan = pos.epoch < tc.epochs ? planFor(pos.epoch) : [];
@@ -176,10 +199,22 @@ export class TrainingLoop<P> {
         };
         let report: StepReport;
         try {
-          report = await exec.run(pos, plan.length, klWeightForEpoch(pos.epoch, tc), items, dataWaitMs, t0, startPrefetch);
+          report = await exec.run(
+            pos,
+            plan.length,
+            klWeightForEpoch(pos.epoch, tc),
+            items,
+            dataWaitMs,
+            t0,
+            startPrefetch,
+          );
         } catch (e) {
           if (!(e instanceof StepAbandoned)) throw e;
-          this.emit('log', 'warn', `step ${pos.globalStep + 1} abandoned: it did not complete after the stop request (a resume redoes it)`);
+          this.emit(
+            'log',
+            'warn',
+            `step ${pos.globalStep + 1} abandoned: it did not complete after the stop request (a resume redoes it)`,
+          );
           stopped = 'interrupted';
           break;
         }
@@ -206,7 +241,13 @@ export class TrainingLoop<P> {
     lastCheckpoint = this.checkpoint(pos, history, acc) ?? lastCheckpoint;
     const out: EpochRecord[] = [...history];
     if (acc.nCells > 0 && pos.stepInEpoch > 0) out.push(epochRecord(acc, true));
-    return { position: pos, history: out, stopped, lastCheckpoint, ...(stopped === 'early-stopping' && early ? { earlyStopping: early } : {}) };
+    return {
+      position: pos,
+      history: out,
+      stopped,
+      lastCheckpoint,
+      ...(stopped === 'early-stopping' && early ? { earlyStopping: early } : {}),
+    };
   }
 
   private async closeEpoch(acc: EpochAcc, ms: number): Promise<EpochRecord> {
@@ -233,12 +274,26 @@ export class TrainingLoop<P> {
     const hist: EpochRecord[] = [...history];
     if (acc.nCells > 0 && pos.stepInEpoch > 0) hist.push(epochRecord(acc, true));
     const ckpt = assembleCheckpoint({
-      modelConfig, trainConfig, params: snap.params, buffers: snap.buffers, adam: snap.adam, position: pos,
-      genes: data.genes, batchCategories: data.batchCategories, labelCategories: data.labelCategories,
-      manifestHash: data.manifestHash, history: hist, earlyStopping: this.earlyStopping,
+      modelConfig,
+      trainConfig,
+      params: snap.params,
+      buffers: snap.buffers,
+      adam: snap.adam,
+      position: pos,
+      genes: data.genes,
+      batchCategories: data.batchCategories,
+      labelCategories: data.labelCategories,
+      manifestHash: data.manifestHash,
+      history: hist,
+      earlyStopping: this.earlyStopping,
     });
     saveCheckpoint(path, ckpt);
-    this.emit('checkpointWritten', { path, globalStep: pos.globalStep, bytes: 4 * (snap.params.length * 3 + snap.buffers.length), ms: performance.now() - t0 });
+    this.emit('checkpointWritten', {
+      path,
+      globalStep: pos.globalStep,
+      bytes: 4 * (snap.params.length * 3 + snap.buffers.length),
+      ms: performance.now() - t0,
+    });
     return path;
   }
 }
@@ -246,7 +301,11 @@ export class TrainingLoop<P> {
 function epochRecord(acc: EpochAcc, partial: boolean): EpochRecord {
   const n = Math.max(1, acc.nCells);
   const r: EpochRecord = {
-    epoch: acc.epoch, nCells: acc.nCells, loss: acc.loss / n, reconstruction: acc.reconstruction / n, kl: acc.kl / n,
+    epoch: acc.epoch,
+    nCells: acc.nCells,
+    loss: acc.loss / n,
+    reconstruction: acc.reconstruction / n,
+    kl: acc.kl / n,
     elbo: (acc.reconstruction + acc.kl) / n,
   };
   if (partial) r.partial = true;

@@ -21,8 +21,13 @@ export function spreadSubset(cells: Uint32Array, max: number): Uint32Array {
 }
 
 export async function heldOutValidator(
-  modelConfig: ModelConfig, seed: number, source: CellSource, validation: Uint32Array, maxCells: number,
-  backend: BackendChoice = 'auto', log?: (m: string) => void,
+  modelConfig: ModelConfig,
+  seed: number,
+  source: CellSource,
+  validation: Uint32Array,
+  maxCells: number,
+  backend: BackendChoice = 'auto',
+  log?: (m: string) => void,
 ): Promise<Validator | null> {
   const cells = spreadSubset(validation, maxCells);
   if (cells.length === 0) return null;

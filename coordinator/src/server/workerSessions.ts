@@ -7,8 +7,14 @@
 import type { WebSocket } from 'ws';
 import { encodeFrame, decodeFrame, FrameError } from '@atlasvae/shared/protocol/frame';
 import {
-  PROTOCOL_VERSION, CLOSE, ProtocolError, parseWorkerMessage,
-  type ExpectedSizes, type HelloMsg, type WelcomeMsg, type WorkerMessage,
+  PROTOCOL_VERSION,
+  CLOSE,
+  ProtocolError,
+  parseWorkerMessage,
+  type ExpectedSizes,
+  type HelloMsg,
+  type WelcomeMsg,
+  type WorkerMessage,
 } from '@atlasvae/shared/protocol/messages';
 import { Endpoint, isLoopbackPeer, type EndpointOptions } from './connections.js';
 import type { RejectReason } from './events.js';
@@ -58,7 +64,10 @@ export class WorkerSessions<S extends Session> {
   private nextId = 1;
   readonly url: Promise<string>;
 
-  constructor(private readonly opts: SessionOptions, private readonly h: SessionHandlers<S>) {
+  constructor(
+    private readonly opts: SessionOptions,
+    private readonly h: SessionHandlers<S>,
+  ) {
     this.endpoint = new Endpoint(opts, {
       open: (ws, remote) => this.onOpen(ws, remote),
       rejected: (reason, detail, remote) => h.rejected(reason, detail, remote),
@@ -132,12 +141,22 @@ export class WorkerSessions<S extends Session> {
     const id = this.nextId++;
     const s = this.h.create({ id, ws, remote, local: isLoopbackPeer(remote), ready: false });
     this.sessions.set(id, s);
-    this.helloTimers.set(id, setTimeout(() => this.drop(s, 'hello-timeout', 'no hello within the time limit', CLOSE.policyViolation), this.opts.helloTimeoutMs));
+    this.helloTimers.set(
+      id,
+      setTimeout(
+        () => this.drop(s, 'hello-timeout', 'no hello within the time limit', CLOSE.policyViolation),
+        this.opts.helloTimeoutMs,
+      ),
+    );
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(s, data, isBinary));
-    ws.on('close', (code, reason) => this.forget(s, `${code}${reason.length ? ` ${reason.toString('utf8')}` : ''}`));
+    ws.on('close', (code, reason) =>
+      this.forget(s, `${code}${reason.length ? ` ${reason.toString('utf8')}` : ''}`),
+    );
     ws.on('error', (err) => {
       // ws reports oversize frames and framing errors here, then closes
-      const reasonCode: RejectReason = /max payload|too big/i.test(err.message) ? 'oversize' : 'malformed-frame';
+      const reasonCode: RejectReason = /max payload|too big/i.test(err.message)
+        ? 'oversize'
+        : 'malformed-frame';
       this.h.rejected(reasonCode, err.message, remote);
     });
   }
@@ -154,7 +173,8 @@ export class WorkerSessions<S extends Session> {
   private onMessage(s: S, data: Buffer, isBinary: boolean): void {
     this.h.bytes?.('received', data.byteLength);
     if (!this.has(s)) return;
-    if (!isBinary) return this.drop(s, 'text-frame', 'text frames are not part of the protocol', CLOSE.unsupported);
+    if (!isBinary)
+      return this.drop(s, 'text-frame', 'text frames are not part of the protocol', CLOSE.unsupported);
     let header: unknown;
     let payload: Uint8Array;
     try {
@@ -175,12 +195,22 @@ export class WorkerSessions<S extends Session> {
     }
     if (msg.type !== 'hello') return this.drop(s, 'unexpected-message', `${msg.type} before hello`);
     if (msg.protocol !== PROTOCOL_VERSION) {
-      return this.drop(s, 'bad-protocol-version', `worker speaks protocol ${msg.protocol}, coordinator ${PROTOCOL_VERSION}`, CLOSE.badVersion);
+      return this.drop(
+        s,
+        'bad-protocol-version',
+        `worker speaks protocol ${msg.protocol}, coordinator ${PROTOCOL_VERSION}`,
+        CLOSE.badVersion,
+      );
     }
     const t = this.helloTimers.get(s.id);
     if (t) clearTimeout(t);
     this.helloTimers.delete(s.id);
-    const w: WelcomeMsg = { type: 'welcome', protocol: PROTOCOL_VERSION, workerId: s.id, ...this.h.welcome(s, msg) };
+    const w: WelcomeMsg = {
+      type: 'welcome',
+      protocol: PROTOCOL_VERSION,
+      workerId: s.id,
+      ...this.h.welcome(s, msg),
+    };
     this.send(s, encodeFrame(w));
     s.ready = true;
     this.h.joined(s, msg);

@@ -10,7 +10,14 @@ export interface BnTrainResult {
   varUnbiased: Float64Array;
 }
 
-export function bnTrain(a: Float32Array, n: number, f: number, gamma: Float32Array, beta: Float32Array, eps: number): BnTrainResult {
+export function bnTrain(
+  a: Float32Array,
+  n: number,
+  f: number,
+  gamma: Float32Array,
+  beta: Float32Array,
+  eps: number,
+): BnTrainResult {
   const mean = new Float64Array(f);
   const v = new Float64Array(f);
   for (let i = 0; i < n; i++) for (let j = 0; j < f; j++) mean[j] += a[i * f + j]!;
@@ -38,7 +45,16 @@ export function bnTrain(a: Float32Array, n: number, f: number, gamma: Float32Arr
   return { y, xhat, invStd, mean, varUnbiased };
 }
 
-export function bnEval(a: Float32Array, n: number, f: number, gamma: Float32Array, beta: Float32Array, runMean: Float32Array, runVar: Float32Array, eps: number): Float32Array {
+export function bnEval(
+  a: Float32Array,
+  n: number,
+  f: number,
+  gamma: Float32Array,
+  beta: Float32Array,
+  runMean: Float32Array,
+  runVar: Float32Array,
+  eps: number,
+): Float32Array {
   const y = new Float32Array(n * f);
   for (let j = 0; j < f; j++) {
     const s = gamma[j]! / Math.sqrt(runVar[j]! + eps);
@@ -49,7 +65,15 @@ export function bnEval(a: Float32Array, n: number, f: number, gamma: Float32Arra
 }
 
 /** Training-mode backward: da, and dgamma/dbeta added into the given gradient slices. */
-export function bnBackward(dy: Float32Array, n: number, f: number, r: BnTrainResult, gamma: Float32Array, dGamma: Float32Array, dBeta: Float32Array): Float32Array {
+export function bnBackward(
+  dy: Float32Array,
+  n: number,
+  f: number,
+  r: BnTrainResult,
+  gamma: Float32Array,
+  dGamma: Float32Array,
+  dBeta: Float32Array,
+): Float32Array {
   const sumDy = new Float64Array(f);
   const sumDyXhat = new Float64Array(f);
   for (let i = 0; i < n; i++)
@@ -67,7 +91,7 @@ export function bnBackward(dy: Float32Array, n: number, f: number, r: BnTrainRes
   for (let i = 0; i < n; i++)
     for (let j = 0; j < f; j++) {
       const k = i * f + j;
-      da[k] = (gamma[j]! * r.invStd[j]! / n) * (n * dy[k]! - sumDy[j]! - r.xhat[k]! * sumDyXhat[j]!);
+      da[k] = ((gamma[j]! * r.invStd[j]!) / n) * (n * dy[k]! - sumDy[j]! - r.xhat[k]! * sumDyXhat[j]!);
     }
   return da;
 }

@@ -42,12 +42,21 @@ export const MARGINAL_STREAM = 0x4d4c4c4b; // "MLLK"
 export const NORMALIZE_STREAM = 0x4e4f524d; // "NORM"
 
 /** Expected output lengths of an op on n cells (validates answers from workers). */
-export function inferOutputLengths(req: Pick<InferRequest, 'op' | 'genes'>, n: number, nLatent: number, nGenes: number): { f64: number; f32: number } {
+export function inferOutputLengths(
+  req: Pick<InferRequest, 'op' | 'genes'>,
+  n: number,
+  nLatent: number,
+  nGenes: number,
+): { f64: number; f32: number } {
   switch (req.op) {
-    case 'encode': return { f64: 0, f32: 2 * n * nLatent };
-    case 'evaluate': return { f64: 0, f32: 2 * n };
-    case 'marginal': return { f64: n, f32: 0 };
-    case 'normalize': return { f64: 0, f32: n * (req.genes ? req.genes.length : nGenes) };
+    case 'encode':
+      return { f64: 0, f32: 2 * n * nLatent };
+    case 'evaluate':
+      return { f64: 0, f32: 2 * n };
+    case 'marginal':
+      return { f64: n, f32: 0 };
+    case 'normalize':
+      return { f64: 0, f32: n * (req.genes ? req.genes.length : nGenes) };
   }
 }
 
@@ -78,10 +87,14 @@ type Encoded = { qm: Float32Array; qv: Float32Array };
 
 function callModel(model: VaeModelApi | AsyncInferenceModel, c: ModelCall): unknown {
   switch (c.fn) {
-    case 'encode': return model.encode(c.batch);
-    case 'evaluate': return model.evaluate(c.batch, c.eps);
-    case 'logLikelihood': return model.logLikelihood(c.batch, c.z);
-    case 'decodeScale': return model.decodeScale(c.batch, c.z, c.transformBatch);
+    case 'encode':
+      return model.encode(c.batch);
+    case 'evaluate':
+      return model.evaluate(c.batch, c.eps);
+    case 'logLikelihood':
+      return model.logLikelihood(c.batch, c.z);
+    case 'decodeScale':
+      return model.decodeScale(c.batch, c.z, c.transformBatch);
   }
 }
 
@@ -97,15 +110,23 @@ async function runAsync<T>(model: AsyncInferenceModel, steps: Steps<T>): Promise
   return r.value;
 }
 
-function* inferenceSteps(config: VaeModelApi['config'], batch: CellBatch, req: InferRequest): Steps<InferOutput> {
-  const none64 = new Float64Array(0), none32 = new Float32Array(0);
+function* inferenceSteps(
+  config: VaeModelApi['config'],
+  batch: CellBatch,
+  req: InferRequest,
+): Steps<InferOutput> {
+  const none64 = new Float64Array(0),
+    none32 = new Float32Array(0);
   switch (req.op) {
     case 'encode': {
       const { qm, qv } = (yield { fn: 'encode', batch }) as Encoded;
       return { f64: none64, f32: concat(qm, qv) };
     }
     case 'evaluate': {
-      const eps = req.noiseEpoch >= 0 ? validationNoise(config, req.seed, req.noiseEpoch, req.chunk, batch.nCells) : null;
+      const eps =
+        req.noiseEpoch >= 0
+          ? validationNoise(config, req.seed, req.noiseEpoch, req.chunk, batch.nCells)
+          : null;
       const t = (yield { fn: 'evaluate', batch, eps }) as CellTerms;
       return { f64: none64, f32: concat(t.reconstruction, t.kl) };
     }
@@ -121,7 +142,11 @@ export function runInference(model: VaeModelApi, batch: CellBatch, req: InferReq
 }
 
 /** runInference on a model with async evaluation methods (the device engine): the same op, the same keys. */
-export function runInferenceAsync(model: AsyncInferenceModel, batch: CellBatch, req: InferRequest): Promise<InferOutput> {
+export function runInferenceAsync(
+  model: AsyncInferenceModel,
+  batch: CellBatch,
+  req: InferRequest,
+): Promise<InferOutput> {
   return runAsync(model, inferenceSteps(model.config, batch, req));
 }
 
@@ -130,11 +155,23 @@ export function runInferenceAsync(model: AsyncInferenceModel, batch: CellBatch, 
  * proposal, logsumexp_s [log p(x|z_s) + log p(z_s) − log q(z_s|x)] − log S. Noise from
  * Rng(MARGINAL_STREAM, seed, chunk).
  */
-export function marginalLogLikelihood(model: VaeModelApi, batch: CellBatch, samples: number, seed: number, chunk: number): Float64Array {
+export function marginalLogLikelihood(
+  model: VaeModelApi,
+  batch: CellBatch,
+  samples: number,
+  seed: number,
+  chunk: number,
+): Float64Array {
   return runSync(model, marginalSteps(model.config, batch, samples, seed, chunk));
 }
 
-function* marginalSteps(config: VaeModelApi['config'], batch: CellBatch, samples: number, seed: number, chunk: number): Steps<Float64Array> {
+function* marginalSteps(
+  config: VaeModelApi['config'],
+  batch: CellBatch,
+  samples: number,
+  seed: number,
+  chunk: number,
+): Steps<Float64Array> {
   if (!(samples >= 1)) throw new RangeError('marginal log-likelihood needs at least one sample');
   const n = batch.nCells;
   const L = config.nLatent;
@@ -181,11 +218,19 @@ function* marginalSteps(config: VaeModelApi['config'], batch: CellBatch, samples
 }
 
 /** Decoder scale at the selected genes, at the posterior mean or averaged over posterior samples. */
-export function normalizedScale(model: VaeModelApi, batch: CellBatch, req: Pick<InferRequest, 'samples' | 'transformBatch' | 'seed' | 'chunk' | 'genes'>): Float32Array {
+export function normalizedScale(
+  model: VaeModelApi,
+  batch: CellBatch,
+  req: Pick<InferRequest, 'samples' | 'transformBatch' | 'seed' | 'chunk' | 'genes'>,
+): Float32Array {
   return runSync(model, normalizeSteps(model.config, batch, req));
 }
 
-function* normalizeSteps(config: VaeModelApi['config'], batch: CellBatch, req: Pick<InferRequest, 'samples' | 'transformBatch' | 'seed' | 'chunk' | 'genes'>): Steps<Float32Array> {
+function* normalizeSteps(
+  config: VaeModelApi['config'],
+  batch: CellBatch,
+  req: Pick<InferRequest, 'samples' | 'transformBatch' | 'seed' | 'chunk' | 'genes'>,
+): Steps<Float32Array> {
   const n = batch.nCells;
   const G = config.nGenes;
   const L = config.nLatent;

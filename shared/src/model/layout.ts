@@ -117,7 +117,9 @@ export function initParams(cfg: ModelConfig, seed: number): Float32Array {
     else if (e.name.endsWith('.bn.bias')) view.fill(0);
     else if (e.name === 'px_r') rng.fillNormal(view);
     else {
-      const fanIn = e.name.endsWith('.weight') ? e.shape[1]! : entry(layout, e.name.replace(/\.bias$/, '.weight')).shape[1]!;
+      const fanIn = e.name.endsWith('.weight')
+        ? e.shape[1]!
+        : entry(layout, e.name.replace(/\.bias$/, '.weight')).shape[1]!;
       const bound = 1 / Math.sqrt(fanIn);
       for (let j = 0; j < view.length; j++) view[j] = (2 * rng.uniform() - 1) * bound;
     }
@@ -129,6 +131,7 @@ export function initParams(cfg: ModelConfig, seed: number): Float32Array {
 export function initBuffers(cfg: ModelConfig): Float32Array {
   const layout = bufferLayout(cfg);
   const flat = new Float32Array(layout.size);
-  for (const e of layout.entries) if (e.name.endsWith('running_var')) flat.fill(1, e.offset, e.offset + e.size);
+  for (const e of layout.entries)
+    if (e.name.endsWith('running_var')) flat.fill(1, e.offset, e.offset + e.size);
   return flat;
 }

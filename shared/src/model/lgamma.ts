@@ -40,7 +40,10 @@ export function digamma(x: tf.Tensor): tf.Tensor {
     const inv = tf.reciprocal(y);
     const f = tf.square(inv);
     // −f (1/12 − f (1/120 − f (1/252 − f/240)))
-    const poly = tf.mul(f, tf.sub(1 / 12, tf.mul(f, tf.sub(1 / 120, tf.mul(f, tf.sub(1 / 252, tf.mul(f, 1 / 240)))))));
+    const poly = tf.mul(
+      f,
+      tf.sub(1 / 12, tf.mul(f, tf.sub(1 / 120, tf.mul(f, tf.sub(1 / 252, tf.mul(f, 1 / 240)))))),
+    );
     const asym = tf.sub(tf.sub(tf.log(y), tf.mul(inv, 0.5)), poly);
     return tf.sub(asym, shiftSum);
   });

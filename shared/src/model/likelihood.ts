@@ -4,7 +4,14 @@
 // cancel where x = 0). Arithmetic in float64, results stored as float32.
 import type { CellBatch } from '../batch.js';
 import type { ModelConfig } from '../config.js';
-import { digammaScalar, digammaShiftDiff, fastExp, lgammaScalar, lgammaShiftDiff, logFactorial } from './special.js';
+import {
+  digammaScalar,
+  digammaShiftDiff,
+  fastExp,
+  lgammaScalar,
+  lgammaShiftDiff,
+  logFactorial,
+} from './special.js';
 
 /** eps inside the logs, as scvi's log_nb_positive / log_zinb_positive */
 export const LIKELIHOOD_EPS = 1e-8;
@@ -267,7 +274,12 @@ function zeroInflatedFast(inp: LikelihoodInput): LikelihoodOutput {
       if (x > 0) {
         // −softplus(−π) − π = −softplus(π)
         const spPos = pi > 0 ? pi + Math.log1p(fastExp(-pi)) : Math.log1p(fastExp(pi));
-        ll += -spPos + th * d + x * (Math.log(mu + EPS) - lthmu) + lgammaShiftDiff(x, th, tab.lgTheta[j]!) - logFactorial(x);
+        ll +=
+          -spPos +
+          th * d +
+          x * (Math.log(mu + EPS) - lthmu) +
+          lgammaShiftDiff(x, th, tab.lgTheta[j]!) -
+          logFactorial(x);
         if (!needGrad) continue;
         const inv = 1 / denom;
         b = mu * (-thInv + x / (mu + EPS) - x * inv);
@@ -362,7 +374,13 @@ export function negativeBinomialReference(inp: LikelihoodInput): LikelihoodOutpu
         if (needGrad) {
           const inv = 1 / denom;
           const dmu = -th * inv + x / (mu + EPS) - x * inv;
-          const dth = tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv - x * inv + digammaShiftDiff(x, th, tab.dgTheta[j]!);
+          const dth =
+            tab.logThetaEps[j]! -
+            lthmu +
+            tab.thetaOverThetaEps[j]! -
+            th * inv -
+            x * inv +
+            digammaShiftDiff(x, th, tab.dgTheta[j]!);
           const b = mu * dmu;
           bb[g] = b;
           sumB += b;

@@ -19,7 +19,11 @@ export function setBackendMatmulThreshold(macs: number): void {
  */
 export class Mat {
   private t: tf.Tensor2D | null = null;
-  constructor(readonly data: Float32Array, readonly rows: number, readonly cols: number) {}
+  constructor(
+    readonly data: Float32Array,
+    readonly rows: number,
+    readonly cols: number,
+  ) {}
   tensor(): tf.Tensor2D {
     if (!this.t) this.t = tf.tensor2d(this.data, [this.rows, this.cols]);
     return this.t;
@@ -45,7 +49,14 @@ export const ROUTE_CELLS = 128;
  * JS vs backend; evaluation-mode products pass a value independent of the number of cells, so a
  * cell's result never depends on how many cells share its batch.
  */
-export function matmul(a: Operand, m: number, k: number, b: Operand, n: number, routeMacs = m * k * n): Float32Array {
+export function matmul(
+  a: Operand,
+  m: number,
+  k: number,
+  b: Operand,
+  n: number,
+  routeMacs = m * k * n,
+): Float32Array {
   if (routeMacs >= BACKEND_MIN_MACS) {
     const ta = a instanceof Mat ? a.tensor() : tf.tensor2d(a, [m, k]);
     const tb = b instanceof Mat ? b.tensor() : tf.tensor2d(b, [k, n]);
@@ -79,8 +90,16 @@ function matmulJs(a: Float32Array, m: number, k: number, b: Float32Array, n: num
  * output, over column blocks that keep those streams in L1. 2–3× faster in V8 than a 32×32 tiled
  * loop (about 1 ns per element for [128 × 2000]); the transposes were ~7% of a worker's step.
  */
-export function transpose(a: Float32Array, rows: number, cols: number, out: Float32Array = new Float32Array(rows * cols)): Float32Array {
-  if (a.length < rows * cols || out.length < rows * cols) throw new RangeError(`transpose: ${rows}×${cols} needs ${rows * cols} floats (in ${a.length}, out ${out.length})`);
+export function transpose(
+  a: Float32Array,
+  rows: number,
+  cols: number,
+  out: Float32Array = new Float32Array(rows * cols),
+): Float32Array {
+  if (a.length < rows * cols || out.length < rows * cols)
+    throw new RangeError(
+      `transpose: ${rows}×${cols} needs ${rows * cols} floats (in ${a.length}, out ${out.length})`,
+    );
   const BS = 128;
   let i = 0;
   for (; i + 7 < rows; i += 8) {
@@ -90,13 +109,20 @@ export function transpose(a: Float32Array, rows: number, cols: number, out: Floa
       let o = j0 * rows + i;
       for (let j = j0; j < j1; j++, o += rows) {
         let r = r0 + j;
-        out[o] = a[r]!; r += cols;
-        out[o + 1] = a[r]!; r += cols;
-        out[o + 2] = a[r]!; r += cols;
-        out[o + 3] = a[r]!; r += cols;
-        out[o + 4] = a[r]!; r += cols;
-        out[o + 5] = a[r]!; r += cols;
-        out[o + 6] = a[r]!; r += cols;
+        out[o] = a[r]!;
+        r += cols;
+        out[o + 1] = a[r]!;
+        r += cols;
+        out[o + 2] = a[r]!;
+        r += cols;
+        out[o + 3] = a[r]!;
+        r += cols;
+        out[o + 4] = a[r]!;
+        r += cols;
+        out[o + 5] = a[r]!;
+        r += cols;
+        out[o + 6] = a[r]!;
+        r += cols;
         out[o + 7] = a[r]!;
       }
     }
@@ -109,7 +135,13 @@ export function transpose(a: Float32Array, rows: number, cols: number, out: Floa
 }
 
 /** out[j] += Σ_i a[i, j]: column sums of [rows×cols] added into out. */
-export function addColumnSums(a: Float32Array, rows: number, cols: number, out: Float32Array, outOffset = 0): void {
+export function addColumnSums(
+  a: Float32Array,
+  rows: number,
+  cols: number,
+  out: Float32Array,
+  outOffset = 0,
+): void {
   for (let i = 0; i < rows; i++) {
     const ai = i * cols;
     for (let j = 0; j < cols; j++) out[outOffset + j] += a[ai + j]!;

@@ -8,7 +8,13 @@ const NOISE_STREAM = 0x4e4f4953; // "NOIS"
 const VALID_STREAM = 0x56414c49; // "VALI"
 
 /** ε ~ N(0, I) [nCells, nLatent], then one inverted-dropout mask per encoder layer [nCells, nHidden]. */
-export function microbatchNoise(cfg: ModelConfig, seed: number, globalStep: number, microbatch: number, nCells: number): MicrobatchNoise {
+export function microbatchNoise(
+  cfg: ModelConfig,
+  seed: number,
+  globalStep: number,
+  microbatch: number,
+  nCells: number,
+): MicrobatchNoise {
   const rng = new Rng(NOISE_STREAM, seed, globalStep, microbatch);
   const eps = rng.fillNormal(new Float32Array(nCells * cfg.nLatent));
   let dropout: Float32Array[] | null = null;
@@ -26,6 +32,12 @@ export function microbatchNoise(cfg: ModelConfig, seed: number, globalStep: numb
 }
 
 /** ε for evaluating the validation ELBO: keyed by (seed, epoch, chunk of validation cells). */
-export function validationNoise(cfg: ModelConfig, seed: number, epoch: number, chunk: number, nCells: number): Float32Array {
+export function validationNoise(
+  cfg: ModelConfig,
+  seed: number,
+  epoch: number,
+  chunk: number,
+  nCells: number,
+): Float32Array {
   return new Rng(VALID_STREAM, seed, epoch, chunk).fillNormal(new Float32Array(nCells * cfg.nLatent));
 }

@@ -29,7 +29,9 @@ export function digammaScalar(x: number): number {
 }
 
 // log Γ(n) for integer n; Γ(1) = Γ(2) = 1 exactly
-const LGAMMA_INT_CACHE = new Float64Array(4096).map((_, i) => (i === 0 ? Infinity : i <= 2 ? 0 : lgammaScalar(i)));
+const LGAMMA_INT_CACHE = new Float64Array(4096).map((_, i) =>
+  i === 0 ? Infinity : i <= 2 ? 0 : lgammaScalar(i),
+);
 
 /** log Γ(x + 1) = log x!, cached for small integer counts. */
 export function logFactorial(x: number): number {
@@ -72,6 +74,12 @@ export function fastExp(x: number): number {
   const t = x * Math.LOG2E;
   const n = Math.floor(t + 0.5);
   const f = (t - n) * Math.LN2;
-  const p = 1 + f * (1 + f * (0.5 + f * (1 / 6 + f * (1 / 24 + f * (1 / 120 + f * (1 / 720 + f * (1 / 5040 + f * (1 / 40320))))))));
+  const p =
+    1 +
+    f *
+      (1 +
+        f *
+          (0.5 +
+            f * (1 / 6 + f * (1 / 24 + f * (1 / 120 + f * (1 / 720 + f * (1 / 5040 + f * (1 / 40320))))))));
   return p * POW2[n + 1075]!;
 }

@@ -61,7 +61,12 @@ export interface VaeModelApi {
   /** Training mode (batch statistics, dropout from `noise`): summed gradient of one microbatch.
    * With `out`, the gradient and BatchNorm statistics are written into those arrays (returned as
    * `grad` and `bnStats`), e.g. straight into an outgoing message, instead of fresh ones. */
-  gradient(batch: CellBatch, noise: MicrobatchNoise, klWeight: number, out?: GradientOutput): MicrobatchGradient;
+  gradient(
+    batch: CellBatch,
+    noise: MicrobatchNoise,
+    klWeight: number,
+    out?: GradientOutput,
+  ): MicrobatchGradient;
   /** Evaluation mode (running statistics, no dropout). z = q_m + sqrt(q_v)·eps, or z = q_m when eps is null. */
   evaluate(batch: CellBatch, eps: Float32Array | null): CellTerms;
   /** Evaluation mode posterior q(z|x): means and variances, [nCells, nLatent]. */

@@ -5,10 +5,26 @@
 import type { CellBatch } from '../batch.js';
 import type { ModelConfig } from '../config.js';
 import { bnBackward, bnEval, bnTrain, type BnTrainResult } from './batchnorm.js';
-import { bufferLayout, decoderInputSize, encoderInputSize, hasDispersion, hiddenPrefix, paramLayout, initBuffers, initParams } from './layout.js';
+import {
+  bufferLayout,
+  decoderInputSize,
+  encoderInputSize,
+  hasDispersion,
+  hiddenPrefix,
+  paramLayout,
+  initBuffers,
+  initParams,
+} from './layout.js';
 import { likelihood, scaleFromLogits } from './likelihood.js';
 import { addBias, addColumnSums, Mat, matmul, ROUTE_CELLS, transpose } from './linalg.js';
-import type { CellTerms, GradientOutput, MicrobatchGradient, MicrobatchNoise, ParamLayout, VaeModelApi } from './types.js';
+import type {
+  CellTerms,
+  GradientOutput,
+  MicrobatchGradient,
+  MicrobatchNoise,
+  ParamLayout,
+  VaeModelApi,
+} from './types.js';
 
 /**
  * Below this fraction of nonzero counts the first encoder layer runs as a sparse JS product (nnz ×
@@ -36,7 +52,10 @@ interface DecoderLayerCache {
 }
 
 /** log1p of the counts as a dense [nCells, nGenes] matrix */
-export function log1pDense(b: CellBatch, out: Float32Array = new Float32Array(b.nCells * b.nGenes)): Float32Array {
+export function log1pDense(
+  b: CellBatch,
+  out: Float32Array = new Float32Array(b.nCells * b.nGenes),
+): Float32Array {
   for (let i = 0; i < b.nCells; i++) {
     const row = i * b.nGenes;
     for (let k = b.indptr[i]!; k < b.indptr[i + 1]!; k++) out[row + b.indices[k]!] = Math.log1p(b.counts[k]!);
@@ -45,13 +64,20 @@ export function log1pDense(b: CellBatch, out: Float32Array = new Float32Array(b.
 }
 
 /** [n × d] rows followed by the one-hot batch code: [n × (d + nBatch)] */
-function concatOneHot(x: Float32Array, n: number, d: number, batch: Int32Array, nBatch: number): Float32Array {
+function concatOneHot(
+  x: Float32Array,
+  n: number,
+  d: number,
+  batch: Int32Array,
+  nBatch: number,
+): Float32Array {
   const w = d + nBatch;
   const out = new Float32Array(n * w);
   for (let i = 0; i < n; i++) {
     out.set(x.subarray(i * d, (i + 1) * d), i * w);
     const b = batch[i]!;
-    if (b < 0 || b >= nBatch) throw new RangeError(`batch code ${b} of cell ${i} is outside 0..${nBatch - 1}`);
+    if (b < 0 || b >= nBatch)
+      throw new RangeError(`batch code ${b} of cell ${i} is outside 0..${nBatch - 1}`);
     out[i * w + d + b] = 1;
   }
   return out;
@@ -91,13 +117,18 @@ export class VaeModel implements VaeModelApi {
     this.buffers = initBuffers(config);
     for (const e of this.layout.entries) {
       this.views.set(e.name, this.params.subarray(e.offset, e.offset + e.size));
-      if (e.name.endsWith('.weight') && e.shape.length === 2) this.shapes.set(e.name.slice(0, -'.weight'.length), { out: e.shape[0]!, in: e.shape[1]! });
+      if (e.name.endsWith('.weight') && e.shape.length === 2)
+        this.shapes.set(e.name.slice(0, -'.weight'.length), { out: e.shape[0]!, in: e.shape[1]! });
     }
-    for (const e of this.bufferLayout.entries) this.bufferViews.set(e.name, this.buffers.subarray(e.offset, e.offset + e.size));
+    for (const e of this.bufferLayout.entries)
+      this.bufferViews.set(e.name, this.buffers.subarray(e.offset, e.offset + e.size));
   }
 
   setParams(flat: Float32Array): void {
-    if (flat.length !== this.layout.size) throw new RangeError(`parameter vector has ${flat.length} floats, the layout needs ${this.layout.size}`);
+    if (flat.length !== this.layout.size)
+      throw new RangeError(
+        `parameter vector has ${flat.length} floats, the layout needs ${this.layout.size}`,
+      );
     this.params.set(flat);
     this.clearMats();
   }
@@ -107,7 +138,10 @@ export class VaeModel implements VaeModelApi {
   }
 
   setBuffers(flat: Float32Array): void {
-    if (flat.length !== this.bufferLayout.size) throw new RangeError(`buffer vector has ${flat.length} floats, the layout needs ${this.bufferLayout.size}`);
+    if (flat.length !== this.bufferLayout.size)
+      throw new RangeError(
+        `buffer vector has ${flat.length} floats, the layout needs ${this.bufferLayout.size}`,
+      );
     this.buffers.set(flat);
   }
 
@@ -147,7 +181,9 @@ export class VaeModel implements VaeModelApi {
     if (!m) {
       const s = this.shapes.get(prefix)!;
       const w = this.p(`${prefix}.weight`);
-      m = transposed ? new Mat(transpose(w, s.out, s.in, this.scratch(`WT:${prefix}`, w.length)), s.in, s.out) : new Mat(w, s.out, s.in);
+      m = transposed
+        ? new Mat(transpose(w, s.out, s.in, this.scratch(`WT:${prefix}`, w.length)), s.in, s.out)
+        : new Mat(w, s.out, s.in);
       this.mats.set(key, m);
     }
     return m;
@@ -195,7 +231,12 @@ export class VaeModel implements VaeModelApi {
   }
 
   /** Its backward: dWᵀ[g] += log1p(x) · da[i] over the nonzero counts, then dW = (dWᵀ)ᵀ; db = Σ da. */
-  private sparseFirstLayerBackward(batch: CellBatch, da: Float32Array, prefix: string, grad: GradViews): void {
+  private sparseFirstLayerBackward(
+    batch: CellBatch,
+    da: Float32Array,
+    prefix: string,
+    grad: GradViews,
+  ): void {
     const s = this.shapes.get(prefix)!;
     const H = s.out;
     const dWT = this.scratch(`dWT:${prefix}`, s.in * H, true);
@@ -223,7 +264,14 @@ export class VaeModel implements VaeModelApi {
   /** A wide head (out = nGenes): computed as (W · xᵀ)ᵀ so the per-call packed operand is the small xᵀ. */
   private head(x: Float32Array, n: number, prefix: string): Float32Array {
     const s = this.shapes.get(prefix)!;
-    const yT = matmul(this.weight(prefix, false), s.out, s.in, transpose(x, n, s.in), n, ROUTE_CELLS * s.in * s.out);
+    const yT = matmul(
+      this.weight(prefix, false),
+      s.out,
+      s.in,
+      transpose(x, n, s.in),
+      n,
+      ROUTE_CELLS * s.in * s.out,
+    );
     const b = this.p(`${prefix}.bias`);
     for (let o = 0; o < s.out; o++) {
       const bo = b[o]!;
@@ -238,7 +286,15 @@ export class VaeModel implements VaeModelApi {
    * input transposed, for the wide first encoder layer) dWᵀ = xᵀ · dy is formed instead, so the
    * per-call packed operand is the small dy.
    */
-  private linearBackward(dy: Float32Array, x: Float32Array, n: number, prefix: string, grad: GradViews, needDx: boolean, xT?: Float32Array): Float32Array | null {
+  private linearBackward(
+    dy: Float32Array,
+    x: Float32Array,
+    n: number,
+    prefix: string,
+    grad: GradViews,
+    needDx: boolean,
+    xT?: Float32Array,
+  ): Float32Array | null {
     const s = this.shapes.get(prefix)!;
     const gw = grad.get(`${prefix}.weight`);
     if (xT) transpose(matmul(xT, s.in, n, dy, s.out), s.in, s.out, gw);
@@ -248,24 +304,40 @@ export class VaeModel implements VaeModelApi {
   }
 
   /** Backward of a wide head: dW = (dyᵀ) · x with the small x packed, dx = dy · W with W cached. */
-  private headBackward(dy: Float32Array, x: Float32Array, n: number, prefix: string, grad: GradViews): Float32Array {
+  private headBackward(
+    dy: Float32Array,
+    x: Float32Array,
+    n: number,
+    prefix: string,
+    grad: GradViews,
+  ): Float32Array {
     const s = this.shapes.get(prefix)!;
-    grad.get(`${prefix}.weight`).set(matmul(transpose(dy, n, s.out, this.scratch(`dyT:${prefix}`, dy.length)), s.out, n, x, s.in));
+    grad
+      .get(`${prefix}.weight`)
+      .set(matmul(transpose(dy, n, s.out, this.scratch(`dyT:${prefix}`, dy.length)), s.out, n, x, s.in));
     addColumnSums(dy, n, s.out, grad.get(`${prefix}.bias`));
     return matmul(dy, n, s.out, this.weight(prefix, false), s.in);
   }
 
-  gradient(batch: CellBatch, noise: MicrobatchNoise, klWeight: number, out?: GradientOutput): MicrobatchGradient {
+  gradient(
+    batch: CellBatch,
+    noise: MicrobatchNoise,
+    klWeight: number,
+    out?: GradientOutput,
+  ): MicrobatchGradient {
     const cfg = this.config;
     this.checkBatch(batch);
     if (out && (out.grad.length !== this.layout.size || out.bnStats.length !== this.bufferLayout.size)) {
-      throw new RangeError(`gradient output of ${out.grad.length} + ${out.bnStats.length} floats, the model needs ${this.layout.size} + ${this.bufferLayout.size}`);
+      throw new RangeError(
+        `gradient output of ${out.grad.length} + ${out.bnStats.length} floats, the model needs ${this.layout.size} + ${this.bufferLayout.size}`,
+      );
     }
     const B = batch.nCells;
     const H = cfg.nHidden;
     const L = cfg.nLatent;
     const K = cfg.nBatch;
-    if (noise.eps.length !== B * L) throw new RangeError(`noise eps has ${noise.eps.length} values, expected ${B * L}`);
+    if (noise.eps.length !== B * L)
+      throw new RangeError(`noise eps has ${noise.eps.length} values, expected ${B * L}`);
     const bnStats = out ? out.bnStats.fill(0) : new Float32Array(this.bufferLayout.size);
     let statPos = 0;
     const pushStats = (r: BnTrainResult): void => {
@@ -277,15 +349,19 @@ export class VaeModel implements VaeModelApi {
     // encoder
     const enc: EncoderLayerCache[] = [];
     const sparse = this.sparseInput(batch);
-    let x = sparse ? new Float32Array(0) : log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
+    let x = sparse
+      ? new Float32Array(0)
+      : log1pDense(batch, this.scratch('x0', batch.nCells * batch.nGenes, true));
     for (let k = 0; k < cfg.nLayers; k++) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
       const inDim = encoderInputSize(cfg, k);
-      const a = k === 0 && sparse ? this.sparseFirstLayer(batch, `${pre}.lin`) : this.linear(x, B, `${pre}.lin`);
+      const a =
+        k === 0 && sparse ? this.sparseFirstLayer(batch, `${pre}.lin`) : this.linear(x, B, `${pre}.lin`);
       const bn = bnTrain(a, B, H, this.p(`${pre}.bn.weight`), this.p(`${pre}.bn.bias`), cfg.bnEps);
       pushStats(bn);
       const mask = noise.dropout ? noise.dropout[k]! : null;
-      if (mask && mask.length !== B * H) throw new RangeError(`dropout mask ${k} has ${mask.length} values, expected ${B * H}`);
+      if (mask && mask.length !== B * H)
+        throw new RangeError(`dropout mask ${k} has ${mask.length} values, expected ${B * H}`);
       const out = new Float32Array(B * H);
       for (let j = 0; j < out.length; j++) {
         const v = bn.y[j]!;
@@ -327,7 +403,14 @@ export class VaeModel implements VaeModelApi {
     }
     const logits = this.head(h, B, 'scale');
     const dropLogits = cfg.likelihood === 'zinb' ? this.head(h, B, 'drop_logit') : null;
-    const lik = likelihood({ cfg, batch, logits, dropLogits, pxr: hasDispersion(cfg) ? this.p('px_r') : null, needGrad: true });
+    const lik = likelihood({
+      cfg,
+      batch,
+      logits,
+      dropLogits,
+      pxr: hasDispersion(cfg) ? this.p('px_r') : null,
+      needGrad: true,
+    });
 
     let reconstructionSum = 0;
     let klSum = 0;
@@ -352,7 +435,15 @@ export class VaeModel implements VaeModelApi {
       const c = dec[k]!;
       const dy = new Float32Array(B * H);
       for (let j = 0; j < dy.length; j++) dy[j] = c.bn.y[j]! > 0 ? dh[j]! : 0;
-      const da = bnBackward(dy, B, H, c.bn, this.p(`${pre}.bn.weight`), grad.get(`${pre}.bn.weight`), grad.get(`${pre}.bn.bias`));
+      const da = bnBackward(
+        dy,
+        B,
+        H,
+        c.bn,
+        this.p(`${pre}.bn.weight`),
+        grad.get(`${pre}.bn.weight`),
+        grad.get(`${pre}.bn.bias`),
+      );
       const du = this.linearBackward(da, c.input, B, `${pre}.lin`, grad, true)!;
       const d = c.inDim - K;
       dh = new Float32Array(B * d);
@@ -374,10 +465,29 @@ export class VaeModel implements VaeModelApi {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
       const c = enc[k]!;
       const dy = new Float32Array(B * H);
-      for (let j = 0; j < dy.length; j++) dy[j] = c.bn.y[j]! > 0 ? (c.mask ? dOut[j]! * c.mask[j]! : dOut[j]!) : 0;
-      const da = bnBackward(dy, B, H, c.bn, this.p(`${pre}.bn.weight`), grad.get(`${pre}.bn.weight`), grad.get(`${pre}.bn.bias`));
+      for (let j = 0; j < dy.length; j++)
+        dy[j] = c.bn.y[j]! > 0 ? (c.mask ? dOut[j]! * c.mask[j]! : dOut[j]!) : 0;
+      const da = bnBackward(
+        dy,
+        B,
+        H,
+        c.bn,
+        this.p(`${pre}.bn.weight`),
+        grad.get(`${pre}.bn.weight`),
+        grad.get(`${pre}.bn.bias`),
+      );
       if (k === 0 && sparse) this.sparseFirstLayerBackward(batch, da, `${pre}.lin`, grad);
-      else dOut = this.linearBackward(da, c.input, B, `${pre}.lin`, grad, k > 0, k === 0 ? transpose(c.input, B, c.inDim, this.scratch('x0T', c.input.length)) : undefined) ?? dOut;
+      else
+        dOut =
+          this.linearBackward(
+            da,
+            c.input,
+            B,
+            `${pre}.lin`,
+            grad,
+            k > 0,
+            k === 0 ? transpose(c.input, B, c.inDim, this.scratch('x0T', c.input.length)) : undefined,
+          ) ?? dOut;
     }
 
     return {
@@ -391,7 +501,8 @@ export class VaeModel implements VaeModelApi {
   }
 
   private checkBatch(batch: CellBatch): void {
-    if (batch.nGenes !== this.config.nGenes) throw new RangeError(`batch has ${batch.nGenes} genes, the model ${this.config.nGenes}`);
+    if (batch.nGenes !== this.config.nGenes)
+      throw new RangeError(`batch has ${batch.nGenes} genes, the model ${this.config.nGenes}`);
   }
 
   private encodeEval(batch: CellBatch): { qm: Float32Array; qv: Float32Array } {
@@ -406,7 +517,16 @@ export class VaeModel implements VaeModelApi {
     for (let k = 0; k < cfg.nLayers; k++) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);
       const a = this.linear(x, B, `${pre}.lin`);
-      const y = bnEval(a, B, H, this.p(`${pre}.bn.weight`), this.p(`${pre}.bn.bias`), this.bufferViews.get(`${pre}.bn.running_mean`)!, this.bufferViews.get(`${pre}.bn.running_var`)!, cfg.bnEps);
+      const y = bnEval(
+        a,
+        B,
+        H,
+        this.p(`${pre}.bn.weight`),
+        this.p(`${pre}.bn.bias`),
+        this.bufferViews.get(`${pre}.bn.running_mean`)!,
+        this.bufferViews.get(`${pre}.bn.running_var`)!,
+        cfg.bnEps,
+      );
       for (let j = 0; j < y.length; j++) if (!(y[j]! > 0)) y[j] = 0;
       x = y;
     }
@@ -416,7 +536,11 @@ export class VaeModel implements VaeModelApi {
     return { qm, qv };
   }
 
-  private decodeEval(batchCodes: Int32Array, z: Float32Array, B: number): { logits: Float32Array; dropLogits: Float32Array | null } {
+  private decodeEval(
+    batchCodes: Int32Array,
+    z: Float32Array,
+    B: number,
+  ): { logits: Float32Array; dropLogits: Float32Array | null } {
     const cfg = this.config;
     const H = cfg.nHidden;
     let h = z;
@@ -425,7 +549,16 @@ export class VaeModel implements VaeModelApi {
       const pre = hiddenPrefix('dec', k, cfg.nLayers);
       const u = concatOneHot(h, B, hDim, batchCodes, cfg.nBatch);
       const a = this.linear(u, B, `${pre}.lin`);
-      const y = bnEval(a, B, H, this.p(`${pre}.bn.weight`), this.p(`${pre}.bn.bias`), this.bufferViews.get(`${pre}.bn.running_mean`)!, this.bufferViews.get(`${pre}.bn.running_var`)!, cfg.bnEps);
+      const y = bnEval(
+        a,
+        B,
+        H,
+        this.p(`${pre}.bn.weight`),
+        this.p(`${pre}.bn.bias`),
+        this.bufferViews.get(`${pre}.bn.running_mean`)!,
+        this.bufferViews.get(`${pre}.bn.running_var`)!,
+        cfg.bnEps,
+      );
       for (let j = 0; j < y.length; j++) if (!(y[j]! > 0)) y[j] = 0;
       h = y;
       hDim = H;
@@ -453,9 +586,17 @@ export class VaeModel implements VaeModelApi {
   private reconstruction(batch: CellBatch, z: Float32Array): Float64Array {
     const cfg = this.config;
     this.checkBatch(batch);
-    if (z.length !== batch.nCells * cfg.nLatent) throw new RangeError(`z has ${z.length} values, expected ${batch.nCells * cfg.nLatent}`);
+    if (z.length !== batch.nCells * cfg.nLatent)
+      throw new RangeError(`z has ${z.length} values, expected ${batch.nCells * cfg.nLatent}`);
     const { logits, dropLogits } = this.decodeEval(batch.batch, z, batch.nCells);
-    return likelihood({ cfg, batch, logits, dropLogits, pxr: hasDispersion(cfg) ? this.p('px_r') : null, needGrad: false }).rec;
+    return likelihood({
+      cfg,
+      batch,
+      logits,
+      dropLogits,
+      pxr: hasDispersion(cfg) ? this.p('px_r') : null,
+      needGrad: false,
+    }).rec;
   }
 
   logLikelihood(batch: CellBatch, z: Float32Array): Float32Array {
@@ -465,7 +606,8 @@ export class VaeModel implements VaeModelApi {
 
   decodeScale(batch: CellBatch, z: Float32Array, transformBatch?: number): Float32Array {
     const B = batch.nCells;
-    if (z.length !== B * this.config.nLatent) throw new RangeError(`z has ${z.length} values, expected ${B * this.config.nLatent}`);
+    if (z.length !== B * this.config.nLatent)
+      throw new RangeError(`z has ${z.length} values, expected ${B * this.config.nLatent}`);
     const codes = transformBatch === undefined ? batch.batch : new Int32Array(B).fill(transformBatch);
     const { logits } = this.decodeEval(codes, z, B);
     return scaleFromLogits(this.config, logits, B);

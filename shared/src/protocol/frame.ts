@@ -154,7 +154,8 @@ export function decodeFrame(data: Uint8Array): DecodedFrame {
   const h = view.getUint32(0, true);
   if (h === 0 || h > MAX_HEADER_BYTES) throw new FrameError(`header length ${h} is out of range`);
   const start = payloadOffset(h);
-  if (4 + h > data.byteLength || start > data.byteLength) throw new FrameError(`header length ${h} exceeds the ${data.byteLength}-byte frame`);
+  if (4 + h > data.byteLength || start > data.byteLength)
+    throw new FrameError(`header length ${h} exceeds the ${data.byteLength}-byte frame`);
   let header: unknown;
   try {
     header = unpackr.unpack(data.subarray(4, 4 + h));
@@ -166,8 +167,10 @@ export function decodeFrame(data: Uint8Array): DecodedFrame {
 
 /** The payload as Float32 values: a view when aligned, otherwise one copy. */
 export function payloadAsFloat32(payload: Uint8Array): Float32Array {
-  if (payload.byteLength % 4 !== 0) throw new FrameError(`payload of ${payload.byteLength} bytes is not a whole number of float32 values`);
-  if (payload.byteOffset % 4 === 0) return new Float32Array(payload.buffer, payload.byteOffset, payload.byteLength / 4);
+  if (payload.byteLength % 4 !== 0)
+    throw new FrameError(`payload of ${payload.byteLength} bytes is not a whole number of float32 values`);
+  if (payload.byteOffset % 4 === 0)
+    return new Float32Array(payload.buffer, payload.byteOffset, payload.byteLength / 4);
   const out = new Float32Array(payload.byteLength / 4);
   new Uint8Array(out.buffer).set(payload);
   return out;

@@ -101,7 +101,13 @@ function writeVersioned(fd: number, version: number, data: Float32Array, marker:
 }
 
 /** Read a versioned file into `buf`; the payload as a view into it, or null unless it holds exactly `version` of `runId`. */
-function readVersioned(fd: number, buf: Buffer, check: Buffer, version: number, runId: Buffer): Float32Array | null {
+function readVersioned(
+  fd: number,
+  buf: Buffer,
+  check: Buffer,
+  version: number,
+  runId: Buffer,
+): Float32Array | null {
   const n = buf.byteLength;
   if (fs.readSync(fd, buf, 0, n, 0) !== n) return null;
   if (buf.readDoubleLE(0) !== version || buf.readDoubleLE(n - 8) !== version) return null;
@@ -111,7 +117,12 @@ function readVersioned(fd: number, buf: Buffer, check: Buffer, version: number, 
 }
 
 /** Open existing versioned files and check they carry `runIdHex` and have room for `floats`. */
-function openVersioned(paths: readonly string[], floats: number, runIdHex: string, flags: 'r' | 'r+'): number[] | null {
+function openVersioned(
+  paths: readonly string[],
+  floats: number,
+  runIdHex: string,
+  flags: 'r' | 'r+',
+): number[] | null {
   const fds: number[] = [];
   try {
     if (!/^[0-9a-f]{32}$/.test(runIdHex)) return null;
@@ -121,7 +132,8 @@ function openVersioned(paths: readonly string[], floats: number, runIdHex: strin
       const fd = fs.openSync(p, flags);
       fds.push(fd);
       if (fs.fstatSync(fd).size !== fileBytes(floats)) throw new Error('size');
-      if (fs.readSync(fd, head, 0, HEAD, 0) !== HEAD || !head.subarray(8, 8 + RUN_ID_BYTES).equals(want)) throw new Error('run id');
+      if (fs.readSync(fd, head, 0, HEAD, 0) !== HEAD || !head.subarray(8, 8 + RUN_ID_BYTES).equals(want))
+        throw new Error('run id');
     }
     return fds;
   } catch {
@@ -150,11 +162,17 @@ export class SharedMemoryFolder {
   private readonly marker = Buffer.alloc(8);
   private closed = false;
 
-  constructor(readonly floats: number, root: string = sharedMemoryRoot()) {
+  constructor(
+    readonly floats: number,
+    root: string = sharedMemoryRoot(),
+  ) {
     removeStale(root);
     this.dir = fs.mkdtempSync(path.join(root, `${DIR_PREFIX}${process.pid}-`));
     this.runId = crypto.randomBytes(RUN_ID_BYTES);
-    const paths: [string, string] = [path.join(this.dir, 'params-0.bin'), path.join(this.dir, 'params-1.bin')];
+    const paths: [string, string] = [
+      path.join(this.dir, 'params-0.bin'),
+      path.join(this.dir, 'params-1.bin'),
+    ];
     this.fds = paths.map((p) => createVersionedFile(p, floats, this.runId)) as [number, number];
     this.offer = { paths, runId: this.runId.toString('hex') };
   }
@@ -173,7 +191,8 @@ export class SharedMemoryFolder {
   /** Write `params` as version `version`; returns the file index the `params` message names. */
   write(version: number, params: Float32Array): number {
     if (this.closed) throw new Error('params file writer is closed');
-    if (params.length !== this.floats) throw new RangeError(`params of ${params.length} floats, the files hold ${this.floats}`);
+    if (params.length !== this.floats)
+      throw new RangeError(`params of ${params.length} floats, the files hold ${this.floats}`);
     const i = version % 2;
     writeVersioned(this.fds[i]!, version, params, this.marker);
     return i;
@@ -199,7 +218,12 @@ export class ResultFiles {
   private readonly buf: Buffer;
   private readonly check = Buffer.alloc(8);
 
-  constructor(readonly paths: string[], private readonly fds: number[], private readonly runId: Buffer, readonly floats: number) {
+  constructor(
+    readonly paths: string[],
+    private readonly fds: number[],
+    private readonly runId: Buffer,
+    readonly floats: number,
+  ) {
     this.buf = Buffer.allocUnsafeSlow(fileBytes(floats));
   }
 
@@ -228,7 +252,10 @@ export class ResultFileWriter {
   private readonly marker = Buffer.alloc(8);
   private seq = 0;
 
-  private constructor(private readonly fds: number[], readonly floats: number) {}
+  private constructor(
+    private readonly fds: number[],
+    readonly floats: number,
+  ) {}
 
   static open(offer: { paths: string[]; runId: string }, floats: number): ResultFileWriter | null {
     const fds = openVersioned(offer.paths, floats, offer.runId, 'r+');
@@ -237,7 +264,8 @@ export class ResultFileWriter {
 
   /** Write the next result; returns the file index and sequence number the `result` message names. */
   write(data: Float32Array): { file: number; seq: number } {
-    if (data.length !== this.floats) throw new RangeError(`result of ${data.length} floats, the files hold ${this.floats}`);
+    if (data.length !== this.floats)
+      throw new RangeError(`result of ${data.length} floats, the files hold ${this.floats}`);
     const seq = ++this.seq;
     const file = seq % this.fds.length;
     writeVersioned(this.fds[file]!, seq, data, this.marker);
@@ -255,7 +283,11 @@ export class ParamsFileReader {
   private readonly check = Buffer.alloc(8);
   private readonly runId: Buffer;
 
-  private constructor(private readonly fds: [number, number], runIdHex: string, readonly floats: number) {
+  private constructor(
+    private readonly fds: [number, number],
+    runIdHex: string,
+    readonly floats: number,
+  ) {
     this.buf = Buffer.allocUnsafeSlow(fileBytes(floats));
     this.runId = Buffer.from(runIdHex, 'hex');
   }
@@ -263,7 +295,9 @@ export class ParamsFileReader {
   /** Open both files and check they are the offering coordinator's (its run id) and of the right size. */
   static open(offer: ParamsFilesOffer, floats: number): ParamsFileReader | null {
     const fds = openVersioned(offer.paths, floats, offer.runId, 'r');
-    return fds && fds.length === 2 ? new ParamsFileReader(fds as [number, number], offer.runId, floats) : null;
+    return fds && fds.length === 2
+      ? new ParamsFileReader(fds as [number, number], offer.runId, floats)
+      : null;
   }
 
   /**

@@ -37,6 +37,7 @@ function envPercent(): number {
   const raw = process.env.ATLASVAE_HEAP_GROWING_PERCENT;
   if (raw === undefined || raw === '') return DEFAULT_HEAP_GROWING_PERCENT;
   const n = Number(raw);
-  if (!Number.isInteger(n)) throw new RangeError(`ATLASVAE_HEAP_GROWING_PERCENT must be an integer 0–10000, got "${raw}"`);
+  if (!Number.isInteger(n))
+    throw new RangeError(`ATLASVAE_HEAP_GROWING_PERCENT must be an integer 0–10000, got "${raw}"`);
   return n;
 }

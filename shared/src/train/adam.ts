@@ -48,14 +48,29 @@ export interface AdamStepConstants {
  * When params, sum and moments live in one OptimizerMemory, the WebAssembly SIMD kernel does the
  * work, two elements at a time with the same float64 arithmetic: again the same bits.
  */
-export function adamStepScaled(params: Float32Array, sum: ArrayLike<number>, scale: number, state: AdamState, cfg: AdamConfig, onChunk?: (start: number, end: number) => void, chunk = 1 << 16): number {
-  if (sum.length !== params.length || state.m.length !== params.length || state.v.length !== params.length) throw new RangeError('Adam: parameter, gradient and state sizes differ');
+export function adamStepScaled(
+  params: Float32Array,
+  sum: ArrayLike<number>,
+  scale: number,
+  state: AdamState,
+  cfg: AdamConfig,
+  onChunk?: (start: number, end: number) => void,
+  chunk = 1 << 16,
+): number {
+  if (sum.length !== params.length || state.m.length !== params.length || state.v.length !== params.length)
+    throw new RangeError('Adam: parameter, gradient and state sizes differ');
   if (!(chunk >= 1)) throw new RangeError(`Adam: chunk must be at least 1, got ${chunk}`);
   state.t += 1;
   const b1 = cfg.beta1 ?? 0.9;
   const b2 = cfg.beta2 ?? 0.999;
   const k: AdamStepConstants = {
-    scale, b1, b2, c1: 1 - b1, c2: 1 - b2, wd: cfg.weightDecay, eps: cfg.eps,
+    scale,
+    b1,
+    b2,
+    c1: 1 - b1,
+    c2: 1 - b2,
+    wd: cfg.weightDecay,
+    eps: cfg.eps,
     stepSize: cfg.lr / (1 - Math.pow(b1, state.t)),
     invSqrtBc2: 1 / Math.sqrt(1 - Math.pow(b2, state.t)),
   };
@@ -78,10 +93,19 @@ export function adamStepScaled(params: Float32Array, sum: ArrayLike<number>, sca
 }
 
 /** Adam on params[start, end); `sq` carries the squared-gradient sums of even and odd elements. */
-function adamRange(params: Float32Array, sum: ArrayLike<number>, state: AdamState, k: AdamStepConstants, start: number, end: number, sq: [number, number]): void {
+function adamRange(
+  params: Float32Array,
+  sum: ArrayLike<number>,
+  state: AdamState,
+  k: AdamStepConstants,
+  start: number,
+  end: number,
+  sq: [number, number],
+): void {
   const { m, v } = state;
   const { scale, b1, b2, c1, c2, wd, eps, stepSize, invSqrtBc2 } = k;
-  let even = sq[0], odd = sq[1];
+  let even = sq[0],
+    odd = sq[1];
   for (let i = start; i < end; i++) {
     const mean = sum[i]! * scale;
     if (i & 1) odd += mean * mean;
@@ -99,6 +123,11 @@ function adamRange(params: Float32Array, sum: ArrayLike<number>, state: AdamStat
 }
 
 /** One Adam step on `params` in place with gradient `grad` (float64 or float32). */
-export function adamStep(params: Float32Array, grad: ArrayLike<number>, state: AdamState, cfg: AdamConfig): void {
+export function adamStep(
+  params: Float32Array,
+  grad: ArrayLike<number>,
+  state: AdamState,
+  cfg: AdamConfig,
+): void {
   adamStepScaled(params, grad, 1, state, cfg);
 }

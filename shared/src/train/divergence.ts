@@ -10,7 +10,11 @@ export interface StepTerms {
 
 /** Which of a step's (or microbatch's) loss terms is not finite, as "the loss is NaN", or null. */
 export function nonFiniteTerm(t: StepTerms): string | null {
-  for (const [name, v] of [['loss', t.loss], ['reconstruction term', t.reconstruction], ['KL term', t.kl]] as const) {
+  for (const [name, v] of [
+    ['loss', t.loss],
+    ['reconstruction term', t.reconstruction],
+    ['KL term', t.kl],
+  ] as const) {
     if (!Number.isFinite(v)) return `the ${name} is ${v}`;
   }
   return null;
@@ -37,7 +41,12 @@ export class DivergenceError extends Error {
 }
 
 /** Steps and epochs are counted from 1 here, as the progress lines count them. */
-function divergenceMessage(globalStep: number, epoch: number, detail: string, lastCheckpoint: string | null): string {
+function divergenceMessage(
+  globalStep: number,
+  epoch: number,
+  detail: string,
+  lastCheckpoint: string | null,
+): string {
   const ckpt = lastCheckpoint
     ? `; the last checkpoint with finite parameters is ${lastCheckpoint} (left as it was)`
     : '; no checkpoint was written before it';
@@ -52,5 +61,6 @@ export function checkStepLoss(globalStep: number, epoch: number, terms: StepTerm
 
 /** Throws DivergenceError when the optimizer step's gradient norm is not finite (its parameters are then unusable). */
 export function checkGradNorm(globalStep: number, epoch: number, gradNorm: number): void {
-  if (!Number.isFinite(gradNorm)) throw new DivergenceError(globalStep, epoch, `the gradient norm is ${gradNorm}`);
+  if (!Number.isFinite(gradNorm))
+    throw new DivergenceError(globalStep, epoch, `the gradient norm is ${gradNorm}`);
 }

@@ -23,8 +23,10 @@ export class EarlyStopping {
   wait = 0;
 
   constructor(readonly config: EarlyStoppingConfig) {
-    if (!(Number.isInteger(config.patience) && config.patience >= 1)) throw new RangeError(`early-stopping patience must be a positive integer (got ${config.patience})`);
-    if (!(Number.isFinite(config.minDelta) && config.minDelta >= 0)) throw new RangeError(`early-stopping min delta must be a finite number ≥ 0 (got ${config.minDelta})`);
+    if (!(Number.isInteger(config.patience) && config.patience >= 1))
+      throw new RangeError(`early-stopping patience must be a positive integer (got ${config.patience})`);
+    if (!(Number.isFinite(config.minDelta) && config.minDelta >= 0))
+      throw new RangeError(`early-stopping min delta must be a finite number ≥ 0 (got ${config.minDelta})`);
   }
 
   /** Record epoch `epoch`'s validation ELBO (lower is better); true when training should stop now. */
@@ -41,7 +43,10 @@ export class EarlyStopping {
   }
 
   /** The state after the epochs of a history (a resumed run), in epoch order. */
-  static replay(config: EarlyStoppingConfig, epochs: { epoch: number; validationElbo?: number }[]): EarlyStopping {
+  static replay(
+    config: EarlyStoppingConfig,
+    epochs: { epoch: number; validationElbo?: number }[],
+  ): EarlyStopping {
     const es = new EarlyStopping(config);
     for (const e of epochs) if (e.validationElbo !== undefined) es.observe(e.epoch, e.validationElbo);
     return es;

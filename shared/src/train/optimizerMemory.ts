@@ -4,7 +4,12 @@
 // the wire) reads and writes them as before. The memory never grows, so the views stay valid.
 import type { AdamState, AdamStepConstants } from './adam.js';
 import { CliError } from '../errors.js';
-import { createWasmMemory, instantiateSimdKernels, type SimdKernels, type WasmMemory } from './simdKernels.js';
+import {
+  createWasmMemory,
+  instantiateSimdKernels,
+  type SimdKernels,
+  type WasmMemory,
+} from './simdKernels.js';
 
 export class OptimizerMemory {
   readonly params: Float32Array;
@@ -17,11 +22,19 @@ export class OptimizerMemory {
   /** two float64: the squared-gradient sums of even and odd elements (Adam's scratch) */
   readonly sqLanes: Float64Array;
 
-  private constructor(readonly size: number, private readonly kernels: SimdKernels, memory: WasmMemory) {
+  private constructor(
+    readonly size: number,
+    private readonly kernels: SimdKernels,
+    memory: WasmMemory,
+  ) {
     const buf = memory.buffer;
     const f32Bytes = align16(4 * size);
     let at = 0;
-    const f32 = (): Float32Array => { const a = new Float32Array(buf, at, size); at += f32Bytes; return a; };
+    const f32 = (): Float32Array => {
+      const a = new Float32Array(buf, at, size);
+      at += f32Bytes;
+      return a;
+    };
     this.params = f32();
     this.m = f32();
     this.v = f32();
@@ -69,8 +82,23 @@ export class OptimizerMemory {
     if (pairs === 0) return start;
     this.sqLanes[0] = sq[0];
     this.sqLanes[1] = sq[1];
-    this.kernels.adam(this.sum.byteOffset + 8 * start, this.params.byteOffset + 4 * start, this.m.byteOffset + 4 * start, this.v.byteOffset + 4 * start, pairs, this.sqLanes.byteOffset,
-      k.scale, k.wd, k.b1, k.c1, k.b2, k.c2, k.stepSize, k.invSqrtBc2, k.eps);
+    this.kernels.adam(
+      this.sum.byteOffset + 8 * start,
+      this.params.byteOffset + 4 * start,
+      this.m.byteOffset + 4 * start,
+      this.v.byteOffset + 4 * start,
+      pairs,
+      this.sqLanes.byteOffset,
+      k.scale,
+      k.wd,
+      k.b1,
+      k.c1,
+      k.b2,
+      k.c2,
+      k.stepSize,
+      k.invSqrtBc2,
+      k.eps,
+    );
     sq[0] = this.sqLanes[0]!;
     sq[1] = this.sqLanes[1]!;
     return start + 2 * pairs;
@@ -81,7 +109,9 @@ export class OptimizerMemory {
 export function simdEnabled(raw = process.env.ATLASVAE_SIMD): boolean {
   if (raw === undefined || raw === '' || raw === '1') return true;
   if (raw === '0') return false;
-  throw new CliError(`ATLASVAE_SIMD must be 0 (JavaScript loops) or 1 (WebAssembly SIMD kernels), got "${raw}"`);
+  throw new CliError(
+    `ATLASVAE_SIMD must be 0 (JavaScript loops) or 1 (WebAssembly SIMD kernels), got "${raw}"`,
+  );
 }
 
 const align16 = (n: number): number => (n + 15) & ~15;

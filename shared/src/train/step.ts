@@ -95,8 +95,12 @@ export class GradientAccumulator {
   /** milliseconds spent in add() since the last reset */
   ms = 0;
 
-  constructor(readonly size: number, memory?: OptimizerMemory) {
-    if (memory && memory.size !== size) throw new RangeError(`accumulator of ${size} floats over an optimizer memory of ${memory.size}`);
+  constructor(
+    readonly size: number,
+    memory?: OptimizerMemory,
+  ) {
+    if (memory && memory.size !== size)
+      throw new RangeError(`accumulator of ${size} floats over an optimizer memory of ${memory.size}`);
     this.memory = memory ?? null;
     this.sum = memory ? memory.sum : new Float64Array(size);
   }
@@ -140,7 +144,8 @@ export class GradientAccumulator {
     if (microbatches.length === 0) return;
     const t0 = performance.now();
     const n = this.size;
-    if (grad.length !== n) throw new RangeError(`applyStep: gradient of ${grad.length} floats, parameters have ${n}`);
+    if (grad.length !== n)
+      throw new RangeError(`applyStep: gradient of ${grad.length} floats, parameters have ${n}`);
     if (this.count === 0) this.sum.set(grad);
     else if (this.memory) this.memory.addToSum(grad);
     else addInto(this.sum, grad);
@@ -186,7 +191,12 @@ const memoryAccumulators = new WeakMap<OptimizerMemory, GradientAccumulator>();
  * microbatch's BatchNorm batch statistics into the running statistics in the same order with
  * PyTorch momentum (running = (1 − m)·running + m·stat).
  */
-export function applyStep(state: TrainingState, results: MicrobatchGradient[], trainCfg: TrainConfig, modelCfg: ModelConfig): StepSummary {
+export function applyStep(
+  state: TrainingState,
+  results: MicrobatchGradient[],
+  trainCfg: TrainConfig,
+  modelCfg: ModelConfig,
+): StepSummary {
   if (results.length === 0) throw new RangeError('applyStep: no microbatch results');
   const acc = GradientAccumulator.for(state);
   acc.reset();
@@ -198,28 +208,59 @@ export function applyStep(state: TrainingState, results: MicrobatchGradient[], t
  * in microbatch order. `aggregationMs` reports the accumulator's summing time. With `onParams`,
  * Adam runs in ranges and `onParams(start, end)` sees each range of final parameters as soon as
  * it is done (the same bits as without). */
-export function applyAccumulated(state: TrainingState, acc: GradientAccumulator, trainCfg: TrainConfig, modelCfg: ModelConfig, onParams?: (start: number, end: number) => void): StepSummary {
+export function applyAccumulated(
+  state: TrainingState,
+  acc: GradientAccumulator,
+  trainCfg: TrainConfig,
+  modelCfg: ModelConfig,
+  onParams?: (start: number, end: number) => void,
+): StepSummary {
   if (acc.count === 0) throw new RangeError('applyStep: no microbatch results');
-  if (acc.size !== state.params.length) throw new RangeError(`applyStep: gradient of ${acc.size} floats, parameters have ${state.params.length}`);
+  if (acc.size !== state.params.length)
+    throw new RangeError(`applyStep: gradient of ${acc.size} floats, parameters have ${state.params.length}`);
   const t1 = performance.now();
   const cells = acc.cells;
-  const sq = adamStepScaled(state.params, acc.sum, 1 / cells, state.adam, { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay }, onParams);
-  foldBatchNormStats(state.buffers, acc.batchStats.map((bnStats) => ({ bnStats })), modelCfg);
+  const sq = adamStepScaled(
+    state.params,
+    acc.sum,
+    1 / cells,
+    state.adam,
+    { lr: trainCfg.lr, eps: trainCfg.adamEps, weightDecay: trainCfg.weightDecay },
+    onParams,
+  );
+  foldBatchNormStats(
+    state.buffers,
+    acc.batchStats.map((bnStats) => ({ bnStats })),
+    modelCfg,
+  );
   state.globalStep += 1;
   state.stepInEpoch += 1;
   return {
-    globalStep: state.globalStep, epoch: state.epoch, cells, loss: acc.loss / cells, reconstruction: acc.reconstruction / cells, kl: acc.kl / cells, gradNorm: Math.sqrt(sq),
-    aggregationMs: acc.ms, optimizerMs: performance.now() - t1,
+    globalStep: state.globalStep,
+    epoch: state.epoch,
+    cells,
+    loss: acc.loss / cells,
+    reconstruction: acc.reconstruction / cells,
+    kl: acc.kl / cells,
+    gradNorm: Math.sqrt(sq),
+    aggregationMs: acc.ms,
+    optimizerMs: performance.now() - t1,
   };
 }
 
 /** running = (1 − m)·running + m·stat for each microbatch in order (stats in buffer-layout order). */
-export function foldBatchNormStats(buffers: Float32Array, results: readonly Pick<MicrobatchGradient, 'bnStats'>[], modelCfg: ModelConfig): void {
+export function foldBatchNormStats(
+  buffers: Float32Array,
+  results: readonly Pick<MicrobatchGradient, 'bnStats'>[],
+  modelCfg: ModelConfig,
+): void {
   const size = bufferLayout(modelCfg).size;
-  if (buffers.length !== size) throw new RangeError(`buffers have ${buffers.length} floats, the layout needs ${size}`);
+  if (buffers.length !== size)
+    throw new RangeError(`buffers have ${buffers.length} floats, the layout needs ${size}`);
   const m = modelCfg.bnMomentum;
   for (const r of results) {
-    if (r.bnStats.length !== size) throw new RangeError(`BatchNorm statistics of ${r.bnStats.length} floats, expected ${size}`);
+    if (r.bnStats.length !== size)
+      throw new RangeError(`BatchNorm statistics of ${r.bnStats.length} floats, expected ${size}`);
     for (let i = 0; i < size; i++) buffers[i] = (1 - m) * buffers[i]! + m * r.bnStats[i]!;
   }
 }

@@ -74,7 +74,15 @@ export interface ElboSummary {
  * chunk's noise, so the result does not depend on it; a small one bounds the memory the
  * evaluation needs (the coordinator's held-out ELBO on a large atlas).
  */
-export async function validationElbo(model: VaeModel, source: CellSource, cells: Uint32Array, seed: number, epoch: number, chunk = 1024, evalBatch = chunk): Promise<ElboSummary> {
+export async function validationElbo(
+  model: VaeModel,
+  source: CellSource,
+  cells: Uint32Array,
+  seed: number,
+  epoch: number,
+  chunk = 1024,
+  evalBatch = chunk,
+): Promise<ElboSummary> {
   if (cells.length === 0) return { elbo: NaN, reconstruction: NaN, kl: NaN };
   const L = model.config.nLatent;
   let rec = 0;
@@ -96,7 +104,12 @@ export async function validationElbo(model: VaeModel, source: CellSource, cells:
 }
 
 /** Posterior means q_m (evaluation mode) of `cells`, [cells.length, nLatent]. */
-export async function latentMeans(model: VaeModel, source: CellSource, cells: ArrayLike<number>, chunk = 1024): Promise<Float32Array> {
+export async function latentMeans(
+  model: VaeModel,
+  source: CellSource,
+  cells: ArrayLike<number>,
+  chunk = 1024,
+): Promise<Float32Array> {
   const L = model.config.nLatent;
   const out = new Float32Array(cells.length * L);
   const idx = Uint32Array.from(cells);
@@ -109,7 +122,8 @@ export async function latentMeans(model: VaeModel, source: CellSource, cells: Ar
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { source, modelConfig: mc, trainConfig: tc } = opts;
-  if (source.nGenes !== mc.nGenes) throw new RangeError(`the data has ${source.nGenes} genes, the model ${mc.nGenes}`);
+  if (source.nGenes !== mc.nGenes)
+    throw new RangeError(`the data has ${source.nGenes} genes, the model ${mc.nGenes}`);
   const state = opts.state ?? initTrainingState(mc, tc.seed);
   const model = createModel(mc);
   const history: EpochSummary[] = [];
@@ -122,7 +136,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const epoch = state.epoch;
     const klWeight = klWeightForEpoch(epoch, tc);
     const plan = epochPlan(opts.trainCells, { ...tc, epoch });
-    let cells = 0, loss = 0, rec = 0, kl = 0, steps = 0;
+    let cells = 0,
+      loss = 0,
+      rec = 0,
+      kl = 0,
+      steps = 0;
     for (let s = state.stepInEpoch; s < plan.length; s++) {
       if (state.globalStep >= maxSteps) break;
       if (opts.shouldStop) {
@@ -135,10 +153,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       model.setParams(state.params);
       const results = [];
-      let stepLoss = 0, stepRec = 0, stepKl = 0;
+      let stepLoss = 0,
+        stepRec = 0,
+        stepKl = 0;
       for (let mb = 0; mb < plan[s]!.microbatches.length; mb++) {
         const batch = await source.getCells(plan[s]!.microbatches[mb]!);
-        const g = model.gradient(batch, microbatchNoise(mc, tc.seed, state.globalStep, mb, batch.nCells), klWeight);
+        const g = model.gradient(
+          batch,
+          microbatchNoise(mc, tc.seed, state.globalStep, mb, batch.nCells),
+          klWeight,
+        );
         stepLoss += g.lossSum;
         stepRec += g.reconstructionSum;
         stepKl += g.klSum;
@@ -187,5 +211,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (stopped === 'finished' && state.epoch < tc.epochs) stopped = 'max-steps';
   model.setParams(state.params);
   model.setBuffers(state.buffers);
-  return { stopped, ...(stopped === 'early-stopping' && early ? { earlyStopping: early } : {}), state, history, model };
+  return {
+    stopped,
+    ...(stopped === 'early-stopping' && early ? { earlyStopping: early } : {}),
+    state,
+    history,
+    model,
+  };
 }

@@ -41,7 +41,8 @@ export function engineCounters(tf: typeof tfNs): DeviceCounters {
   const c = zeroCounters();
   const wrap = (name: string, before: (args: unknown[]) => void): void => {
     const orig = engine[name] as Fn;
-    if (typeof orig !== 'function') throw new Error(`this @tensorflow/tfjs-core has no engine.${name}: cannot count device work`);
+    if (typeof orig !== 'function')
+      throw new Error(`this @tensorflow/tfjs-core has no engine.${name}: cannot count device work`);
     engine[name] = function (this: unknown, ...args: unknown[]): unknown {
       before(args);
       return orig.apply(this, args);
@@ -49,9 +50,18 @@ export function engineCounters(tf: typeof tfNs): DeviceCounters {
   };
   // a registered kernel carries its name; a customGrad's forward function does not (its ops are counted)
   wrap('runKernelFunc', (a) => {
-    const k = a[0] as { kernelName?: string; inputs?: { x?: { dtype?: string } }; attrs?: { dtype?: string } };
+    const k = a[0] as {
+      kernelName?: string;
+      inputs?: { x?: { dtype?: string } };
+      attrs?: { dtype?: string };
+    };
     if (k.kernelName == null) return;
-    if (k.kernelName === 'Identity' || k.kernelName === 'Reshape' || (k.kernelName === 'Cast' && k.inputs?.x?.dtype === k.attrs?.dtype)) c.viewKernels! += 1;
+    if (
+      k.kernelName === 'Identity' ||
+      k.kernelName === 'Reshape' ||
+      (k.kernelName === 'Cast' && k.inputs?.x?.dtype === k.attrs?.dtype)
+    )
+      c.viewKernels! += 1;
     else c.kernels++;
   });
   wrap('makeTensor', (a) => {

@@ -26,7 +26,13 @@ import '@tensorflow/tfjs'; // registers the gradient functions in the (deduplica
 import type * as tfNs from '@tensorflow/tfjs-core';
 import type { CellBatch } from '@atlasvae/shared/batch';
 import type { ModelConfig } from '@atlasvae/shared/config';
-import { bufferLayout, hiddenPrefix, initBuffers, initParams, paramLayout } from '@atlasvae/shared/model/layout';
+import {
+  bufferLayout,
+  hiddenPrefix,
+  initBuffers,
+  initParams,
+  paramLayout,
+} from '@atlasvae/shared/model/layout';
 import type { CellTerms, MicrobatchNoise, ParamLayout } from '@atlasvae/shared/model/types';
 import { addDelta, engineCounters, zeroCounters, type DeviceCounters } from './counters.js';
 import { logLikelihood } from './likelihood.js';
@@ -85,7 +91,10 @@ export class DeviceModel {
     readonly config: ModelConfig,
   ) {
     if (config.nBatch < 1) throw new RangeError('nBatch must be at least 1');
-    if (!tf.getGradient('Add')) throw new Error('no gradient functions are registered in this @tensorflow/tfjs-core: @tensorflow/tfjs must resolve to the same tfjs-core');
+    if (!tf.getGradient('Add'))
+      throw new Error(
+        'no gradient functions are registered in this @tensorflow/tfjs-core: @tensorflow/tfjs must resolve to the same tfjs-core',
+      );
     this.layout = paramLayout(config);
     this.bufferLayout = bufferLayout(config);
     this.ops = new DeviceOps(tf);
@@ -111,14 +120,16 @@ export class DeviceModel {
 
   /** One upload of `flat`, sliced on the device into a tensor per entry (kept until replaced). */
   private uploadSliced(layout: ParamLayout, flat: Float32Array, what: string): Params {
-    if (flat.length !== layout.size) throw new RangeError(`${what} vector has ${flat.length} floats, the layout needs ${layout.size}`);
+    if (flat.length !== layout.size)
+      throw new RangeError(`${what} vector has ${flat.length} floats, the layout needs ${layout.size}`);
     this.checkLive();
     return this.counted(() => {
       const tf = this.tf;
       const out: Params = new Map();
       tf.tidy(() => {
         const all = tf.tensor1d(flat, 'float32');
-        for (const e of layout.entries) out.set(e.name, tf.keep(tf.reshape(tf.slice(all, e.offset, e.size), e.shape)));
+        for (const e of layout.entries)
+          out.set(e.name, tf.keep(tf.reshape(tf.slice(all, e.offset, e.size), e.shape)));
       });
       return out;
     });
@@ -192,7 +203,11 @@ export class DeviceModel {
           const sumG = tf.sum(g, 1, true);
           const sumGx = tf.sum(tf.mul(g, xh), 1, true);
           const da = tf.mul(s, tf.sub(g, tf.mul(w3, tf.add(sumG, tf.mul(xh, sumGx)))));
-          return [tf.reshape(da, [inp.rows, H]), tf.sum(tf.reshape(tf.mul(dy3, xh), [inp.rows, H]), 0), tf.sum(dy, 0)];
+          return [
+            tf.reshape(da, [inp.rows, H]),
+            tf.sum(tf.reshape(tf.mul(dy3, xh), [inp.rows, H]), 0),
+            tf.sum(dy, 0),
+          ];
         },
       };
     }) as unknown as Parameters<typeof tfNs.customGrad>[0]);
@@ -203,8 +218,14 @@ export class DeviceModel {
   /** Evaluation-mode BatchNorm: running statistics. */
   private bnEval(p: Params, a: Tensor, prefix: string): Tensor {
     const tf = this.tf;
-    const scale = tf.mul(p.get(`${prefix}.bn.weight`)!, tf.rsqrt(tf.add(this.buffers.get(`${prefix}.bn.running_var`)!, this.ops.c(this.config.bnEps))));
-    const shift = tf.sub(p.get(`${prefix}.bn.bias`)!, tf.mul(this.buffers.get(`${prefix}.bn.running_mean`)!, scale));
+    const scale = tf.mul(
+      p.get(`${prefix}.bn.weight`)!,
+      tf.rsqrt(tf.add(this.buffers.get(`${prefix}.bn.running_var`)!, this.ops.c(this.config.bnEps))),
+    );
+    const shift = tf.sub(
+      p.get(`${prefix}.bn.bias`)!,
+      tf.mul(this.buffers.get(`${prefix}.bn.running_mean`)!, scale),
+    );
     return tf.add(tf.mul(a, scale), shift);
   }
 
@@ -214,7 +235,9 @@ export class DeviceModel {
     const raw = p.get('px_r');
     if (!raw) return null;
     const tf = this.tf;
-    return cfg.dispersion === 'gene-batch' ? tf.matMul(onehot, raw, false, true) : tf.reshape(raw, [1, cfg.nGenes]);
+    return cfg.dispersion === 'gene-batch'
+      ? tf.matMul(onehot, raw, false, true)
+      : tf.reshape(raw, [1, cfg.nGenes]);
   }
 
   private reconstructionLl(p: Params, inp: DeviceInputs, h: Tensor): Tensor {
@@ -241,10 +264,18 @@ export class DeviceModel {
 
   private posterior(p: Params, h: Tensor): { qm: Tensor; qv: Tensor } {
     const tf = this.tf;
-    return { qm: this.linear(p, h, 'mean'), qv: tf.add(tf.exp(this.linear(p, h, 'var')), this.ops.c(this.config.varEps)) };
+    return {
+      qm: this.linear(p, h, 'mean'),
+      qv: tf.add(tf.exp(this.linear(p, h, 'var')), this.ops.c(this.config.varEps)),
+    };
   }
 
-  private decoderHidden(p: Params, z: Tensor, onehot: Tensor, bn: (a: Tensor, prefix: string) => Tensor): Tensor {
+  private decoderHidden(
+    p: Params,
+    z: Tensor,
+    onehot: Tensor,
+    bn: (a: Tensor, prefix: string) => Tensor,
+  ): Tensor {
     const tf = this.tf;
     let h = z;
     for (let l = 0; l < this.config.nLayers; l++) {
@@ -261,9 +292,17 @@ export class DeviceModel {
     const cfg = this.config;
     if (mbs.length === 0) throw new RangeError('gradientGroup needs at least one microbatch');
     const withDropout = mbs.some((mb) => mb.noise.dropout !== null);
-    const items: PackItem[] = mbs.map((mb) => ({ batch: mb.batch, noise: mb.noise.eps, dropout: mb.noise.dropout, klWeight: mb.klWeight }));
+    const items: PackItem[] = mbs.map((mb) => ({
+      batch: mb.batch,
+      noise: mb.noise.eps,
+      dropout: mb.noise.dropout,
+      klWeight: mb.klWeight,
+    }));
     mbs.forEach((mb, j) => {
-      if (mb.noise.eps.length !== mb.batch.nCells * cfg.nLatent) throw new RangeError(`microbatch ${j}: noise eps has ${mb.noise.eps.length} values, expected ${mb.batch.nCells * cfg.nLatent}`);
+      if (mb.noise.eps.length !== mb.batch.nCells * cfg.nLatent)
+        throw new RangeError(
+          `microbatch ${j}: noise eps has ${mb.noise.eps.length} values, expected ${mb.batch.nCells * cfg.nLatent}`,
+        );
     });
     const packed = packCall(cfg, items, withDropout);
     const k = packed.k;
@@ -297,7 +336,8 @@ export class DeviceModel {
           const rec = tf.neg(this.reconstructionLl(p, inp, hd));
           const loss = tf.mul(tf.reshape(tf.add(rec, tf.mul(inp.klWeight, kl)), [inp.rows]), mask);
           // per-microbatch sums and statistics: read back, not differentiated
-          const perMb = (v: Tensor): Tensor => tf.sum(tf.reshape(tf.mul(tf.reshape(v, [inp.rows]), mask), [k, packed.m]), 1);
+          const perMb = (v: Tensor): Tensor =>
+            tf.sum(tf.reshape(tf.mul(tf.reshape(v, [inp.rows]), mask), [k, packed.m]), 1);
           aux.push(tf.keep(tf.concat([...stats.map((s) => tf.reshape(s, [-1])), perMb(rec), perMb(kl)])));
           for (const s of stats) s.dispose();
           return this.ops.sum(loss, null);
@@ -318,7 +358,11 @@ export class DeviceModel {
     const P = this.layout.size;
     const grad = values.slice(0, P);
     let gradFinite = true;
-    for (let i = 0; i < P; i++) if (!Number.isFinite(grad[i]!)) { gradFinite = false; break; }
+    for (let i = 0; i < P; i++)
+      if (!Number.isFinite(grad[i]!)) {
+        gradFinite = false;
+        break;
+      }
     const statsAt = P;
     const recAt = statsAt + nBn * 2 * k * H;
     const klAt = recAt + k;
@@ -327,7 +371,7 @@ export class DeviceModel {
       const bnStats = new Float32Array(this.bufferLayout.size);
       let finite = gradFinite;
       for (let l = 0; l < nBn; l++) {
-        const meanAt = statsAt + (2 * l) * k * H + j * H;
+        const meanAt = statsAt + 2 * l * k * H + j * H;
         const varAt = statsAt + (2 * l + 1) * k * H + j * H;
         for (let h = 0; h < H; h++) {
           const mean = values[meanAt + h]!;
@@ -340,7 +384,8 @@ export class DeviceModel {
       const reconstructionSum = values[recAt + j]!;
       const klSum = values[klAt + j]!;
       const lossSum = reconstructionSum + mb.klWeight * klSum;
-      if (!Number.isFinite(lossSum) || !Number.isFinite(reconstructionSum) || !Number.isFinite(klSum)) finite = false;
+      if (!Number.isFinite(lossSum) || !Number.isFinite(reconstructionSum) || !Number.isFinite(klSum))
+        finite = false;
       return { nCells: n, reconstructionSum, klSum, lossSum, bnStats, nonFinite: !finite };
     });
     return { grad, microbatches };
@@ -349,9 +394,18 @@ export class DeviceModel {
   // ---- evaluation mode ----
 
   /** Packs one chunk, runs `f` on the device, reads back its one result tensor. */
-  private async evalCall(batch: CellBatch, noise: Float32Array | null, f: (inp: DeviceInputs) => Tensor, batchOverride?: number): Promise<Float32Array> {
+  private async evalCall(
+    batch: CellBatch,
+    noise: Float32Array | null,
+    f: (inp: DeviceInputs) => Tensor,
+    batchOverride?: number,
+  ): Promise<Float32Array> {
     this.checkLive();
-    const packed = packCall(this.config, [{ batch, noise, dropout: null, klWeight: 0, batchOverride }], false);
+    const packed = packCall(
+      this.config,
+      [{ batch, noise, dropout: null, klWeight: 0, batchOverride }],
+      false,
+    );
     const out = this.counted(() => this.tf.tidy(() => f(unpackOnDevice(this.tf, this.config, packed))));
     try {
       return (await this.counted(() => out.data())) as Float32Array;
@@ -376,7 +430,8 @@ export class DeviceModel {
   }
 
   private checkZ(batch: CellBatch, z: Float32Array): void {
-    if (z.length !== batch.nCells * this.config.nLatent) throw new RangeError(`z has ${z.length} values, expected ${batch.nCells * this.config.nLatent}`);
+    if (z.length !== batch.nCells * this.config.nLatent)
+      throw new RangeError(`z has ${z.length} values, expected ${batch.nCells * this.config.nLatent}`);
   }
 
   /** Evaluation mode: z = q_m + sqrt(q_v)·eps (q_m when eps is null); per-cell −log p(x|z) and KL. */
@@ -409,7 +464,9 @@ export class DeviceModel {
   async logLikelihood(batch: CellBatch, z: Float32Array): Promise<Float32Array> {
     this.checkZ(batch, z);
     if (batch.nCells === 0) return new Float32Array(0);
-    return this.evalCall(batch, z, (inp) => this.tf.reshape(this.reconstructionLl(this.params, inp, this.decoderEval(inp, inp.noise)), [-1]));
+    return this.evalCall(batch, z, (inp) =>
+      this.tf.reshape(this.reconstructionLl(this.params, inp, this.decoderEval(inp, inp.noise)), [-1]),
+    );
   }
 
   /** Decoder `scale` (rows sum to 1) for z, every cell decoded as `transformBatch` when given: [nCells, nGenes]. */
@@ -427,7 +484,14 @@ export class DeviceModel {
         // the head predicts log1p expression: normalise expm1 of it
         const v = tf.expm1(tf.relu(logits));
         const s = tf.sum(v, 1, true);
-        return tf.reshape(tf.where(tf.greater(s, this.ops.c(0)), tf.div(v, s), tf.mul(tf.onesLike(v), this.ops.c(1 / cfg.nGenes))), [-1]);
+        return tf.reshape(
+          tf.where(
+            tf.greater(s, this.ops.c(0)),
+            tf.div(v, s),
+            tf.mul(tf.onesLike(v), this.ops.c(1 / cfg.nGenes)),
+          ),
+          [-1],
+        );
       },
       transformBatch,
     );

@@ -9,9 +9,19 @@ import type { ModelConfig } from '@atlasvae/shared/config';
 import type { MicrobatchGradient, ParamLayout } from '@atlasvae/shared/model/types';
 import { microbatchNoise } from '@atlasvae/shared/model/noise';
 import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
-import { runInferenceAsync, type AsyncInferenceModel, type InferOutput, type InferRequest } from '@atlasvae/shared/model/inference';
+import {
+  runInferenceAsync,
+  type AsyncInferenceModel,
+  type InferOutput,
+  type InferRequest,
+} from '@atlasvae/shared/model/inference';
 import type { GradientEngine, GroupGradient, WorkItem } from '../engine.js';
-import { DeviceModel, type DeviceMicrobatch, type DeviceGroupResult, type DeviceCounters } from './deviceModel.js';
+import {
+  DeviceModel,
+  type DeviceMicrobatch,
+  type DeviceGroupResult,
+  type DeviceCounters,
+} from './deviceModel.js';
 
 /** What the device engine needs of a device model (DeviceModel). */
 export interface DeviceModelApi extends AsyncInferenceModel {
@@ -36,7 +46,12 @@ export class DeviceEngine implements GradientEngine {
   private cfg: ModelConfig | null = null;
   private seed = 0;
 
-  constructor(readonly backend: string, readonly device: string, readonly group: number, private readonly factory: DeviceModelFactory = deviceModelFactory) {}
+  constructor(
+    readonly backend: string,
+    readonly device: string,
+    readonly group: number,
+    private readonly factory: DeviceModelFactory = deviceModelFactory,
+  ) {}
 
   /** kernels, transfers and bytes of the model so far (bench) */
   get counters(): DeviceCounters | null {
@@ -52,7 +67,9 @@ export class DeviceEngine implements GradientEngine {
     }
     this.seed = seed;
     if (this.model.layout.size !== paramLength || this.model.bufferLayout.size !== bnLength) {
-      throw new Error(`model layout (${this.model.layout.size} parameters, ${this.model.bufferLayout.size} BN statistics) differs from the coordinator's (${paramLength}, ${bnLength}): use the same atlasvae version`);
+      throw new Error(
+        `model layout (${this.model.layout.size} parameters, ${this.model.bufferLayout.size} BN statistics) differs from the coordinator's (${paramLength}, ${bnLength}): use the same atlasvae version`,
+      );
     }
   }
 
@@ -68,13 +85,25 @@ export class DeviceEngine implements GradientEngine {
     const cfg = this.cfg!;
     const mbs: DeviceMicrobatch[] = items.map((item) => {
       const batch = decodeCellBatch(item.arrow, cfg.nGenes);
-      if (batch.nCells !== item.nCells) throw new Error(`microbatch ${item.microbatch} holds ${batch.nCells} cells, the message says ${item.nCells}`);
-      return { batch, noise: microbatchNoise(cfg, this.seed, item.step, item.microbatch, batch.nCells), klWeight: item.klWeight };
+      if (batch.nCells !== item.nCells)
+        throw new Error(
+          `microbatch ${item.microbatch} holds ${batch.nCells} cells, the message says ${item.nCells}`,
+        );
+      return {
+        batch,
+        noise: microbatchNoise(cfg, this.seed, item.step, item.microbatch, batch.nCells),
+        klWeight: item.klWeight,
+      };
     });
     const r = await this.model!.gradientGroup(mbs);
     const none = new Float32Array(0);
     const microbatches: MicrobatchGradient[] = r.microbatches.map((t) => ({
-      grad: none, nCells: t.nCells, reconstructionSum: t.reconstructionSum, klSum: t.klSum, lossSum: t.lossSum, bnStats: t.bnStats,
+      grad: none,
+      nCells: t.nCells,
+      reconstructionSum: t.reconstructionSum,
+      klSum: t.klSum,
+      lossSum: t.lossSum,
+      bnStats: t.bnStats,
     }));
     return { grad: r.grad, microbatches };
   }
@@ -82,7 +111,8 @@ export class DeviceEngine implements GradientEngine {
   /** An inference request (results commands on the fleet): the shared ops, on the device. */
   async infer(req: InferRequest, arrow: Uint8Array, nCells: number): Promise<InferOutput> {
     const batch = decodeCellBatch(arrow, this.cfg!.nGenes);
-    if (batch.nCells !== nCells) throw new Error(`inference chunk holds ${batch.nCells} cells, the message says ${nCells}`);
+    if (batch.nCells !== nCells)
+      throw new Error(`inference chunk holds ${batch.nCells} cells, the message says ${nCells}`);
     return runInferenceAsync(this.model!, batch, req);
   }
 

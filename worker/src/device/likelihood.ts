@@ -76,7 +76,10 @@ function negativeBinomial(ops: DeviceOps, t: LikelihoodTensors): Tensor {
         const b = tf.mul(m, tf.sub(tf.div(x, tf.add(m, eps)), thxOverDen));
         const dLogits = tf.mul(dy, tf.sub(b, tf.mul(sm, tf.sum(b, 1, true))));
         const dTheta = tf.add(
-          tf.sub(tf.add(tf.sub(tf.log(tf.add(th, eps)), tf.log(den)), tf.div(th, tf.add(th, eps))), thxOverDen),
+          tf.sub(
+            tf.add(tf.sub(tf.log(tf.add(th, eps)), tf.log(den)), tf.div(th, tf.add(th, eps))),
+            thxOverDen,
+          ),
           tf.sub(ops.digamma(xTheta), ops.digamma(th)),
         );
         let dPxr = tf.mul(tf.mul(dy, th), dTheta);
@@ -111,7 +114,10 @@ function zeroInflated(ops: DeviceOps, t: LikelihoodTensors): Tensor {
     const caseZero = tf.sub(tf.softplus(piThetaLog), spNegPi);
     const caseNonZero = tf.add(
       tf.sub(piThetaLog, spNegPi),
-      tf.add(tf.mul(x, tf.sub(tf.log(tf.add(mu, eps)), lthmu)), tf.sub(ops.lgamma(tf.add(x, theta)), ops.lgamma(theta))),
+      tf.add(
+        tf.mul(x, tf.sub(tf.log(tf.add(mu, eps)), lthmu)),
+        tf.sub(ops.lgamma(tf.add(x, theta)), ops.lgamma(theta)),
+      ),
     );
     // saved, not captured: autograd disposes the forward pass's tensors before the backward runs
     save([s, theta, denom, pi, piThetaLog, nonzero]);
@@ -124,7 +130,10 @@ function zeroInflated(ops: DeviceOps, t: LikelihoodTensors): Tensor {
         const invDen = tf.reciprocal(den);
         const thOverDen = tf.mul(th, invDen);
         const xOverDen = tf.mul(x, invDen);
-        const a = tf.sub(tf.add(tf.sub(tf.log(tf.add(th, eps)), tf.log(den)), tf.div(th, tf.add(th, eps))), thOverDen);
+        const a = tf.sub(
+          tf.add(tf.sub(tf.log(tf.add(th, eps)), tf.log(den)), tf.div(th, tf.add(th, eps))),
+          thOverDen,
+        );
         const xTheta = tf.add(x, th);
         const dThNz = tf.add(tf.sub(a, xOverDen), tf.sub(ops.digamma(xTheta), ops.digamma(th)));
         const dTheta = tf.where(nz, dThNz, tf.mul(sg, a));

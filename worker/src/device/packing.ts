@@ -83,18 +83,26 @@ export function packCall(cfg: ModelConfig, items: PackItem[], withDropout: boole
     const b = it.batch;
     if (b.nGenes !== G) throw new RangeError(`microbatch ${j} has ${b.nGenes} genes, the model ${G}`);
     if (b.nCells < 1) throw new RangeError(`microbatch ${j} has no cells`);
-    if (it.noise && it.noise.length !== b.nCells * L) throw new RangeError(`microbatch ${j}: noise has ${it.noise.length} values, expected ${b.nCells * L}`);
+    if (it.noise && it.noise.length !== b.nCells * L)
+      throw new RangeError(`microbatch ${j}: noise has ${it.noise.length} values, expected ${b.nCells * L}`);
     if (withDropout && it.dropout) {
-      if (it.dropout.length !== cfg.nLayers) throw new RangeError(`microbatch ${j}: ${it.dropout.length} dropout masks, expected ${cfg.nLayers} (one per encoder layer)`);
+      if (it.dropout.length !== cfg.nLayers)
+        throw new RangeError(
+          `microbatch ${j}: ${it.dropout.length} dropout masks, expected ${cfg.nLayers} (one per encoder layer)`,
+        );
       it.dropout.forEach((d, l) => {
-        if (d.length !== b.nCells * cfg.nHidden) throw new RangeError(`microbatch ${j}: dropout mask ${l} has ${d.length} values, expected ${b.nCells * cfg.nHidden}`);
+        if (d.length !== b.nCells * cfg.nHidden)
+          throw new RangeError(
+            `microbatch ${j}: dropout mask ${l} has ${d.length} values, expected ${b.nCells * cfg.nHidden}`,
+          );
       });
     }
     m = Math.max(m, b.nCells);
     nnz += b.indptr[b.nCells]! - b.indptr[0]!;
   });
   const rows = k * m;
-  if (rows >= 1 << 24 || G >= 1 << 24) throw new RangeError(`${rows} rows × ${G} genes: too many for float-coded indices`);
+  if (rows >= 1 << 24 || G >= 1 << 24)
+    throw new RangeError(`${rows} rows × ${G} genes: too many for float-coded indices`);
   const sparse = SPARSE_UPLOAD && nnz > 0 && 3 * nnz < rows * G;
   const sizes = [1, 1, 1, 1, 1, K, L];
   if (D > 0) sizes.push(D);
@@ -117,13 +125,15 @@ export function packCall(cfg: ModelConfig, items: PackItem[], withDropout: boole
       data[o + 3] = 1 / n;
       data[o + 4] = llConstant(cfg, b, r);
       const code = it.batchOverride ?? b.batch[r]!;
-      if (!(code >= 0 && code < K)) throw new RangeError(`batch code ${code} of cell ${r} is outside 0..${K - 1}`);
+      if (!(code >= 0 && code < K))
+        throw new RangeError(`batch code ${code} of cell ${r} is outside 0..${K - 1}`);
       data[o + 5 + code] = 1;
       if (it.noise) data.set(it.noise.subarray(r * L, (r + 1) * L), o + 5 + K);
       if (D > 0) {
         const H = cfg.nHidden;
         // a microbatch without masks keeps every unit (mask 1), as the JS model does
-        if (it.dropout) it.dropout.forEach((d, l) => data.set(d.subarray(r * H, (r + 1) * H), o + 5 + K + L + l * H));
+        if (it.dropout)
+          it.dropout.forEach((d, l) => data.set(d.subarray(r * H, (r + 1) * H), o + 5 + K + L + l * H));
         else data.fill(1, o + 5 + K + L, o + 5 + K + L + D);
       }
       const row = j * m + r;

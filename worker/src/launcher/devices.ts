@@ -29,8 +29,12 @@ export function discoverGpus(inputs: DiscoveryInputs = {}): DiscoveredGpus {
   const cvd = env.CUDA_VISIBLE_DEVICES;
   if (cvd !== undefined) {
     // "" or -1 hide every GPU; "NoDevFiles" is what Slurm sets when the job has none
-    const ids = cvd.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    if (ids.length === 0 || ids[0] === '-1' || ids[0] === 'NoDevFiles') return { ids: [], source: 'CUDA_VISIBLE_DEVICES' };
+    const ids = cvd
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (ids.length === 0 || ids[0] === '-1' || ids[0] === 'NoDevFiles')
+      return { ids: [], source: 'CUDA_VISIBLE_DEVICES' };
     return { ids, source: 'CUDA_VISIBLE_DEVICES' };
   }
   const smi = (inputs.nvidiaSmi ?? runNvidiaSmi)();
@@ -48,7 +52,11 @@ export function discoverGpus(inputs: DiscoveryInputs = {}): DiscoveredGpus {
 
 function runNvidiaSmi(): string | null {
   try {
-    return execFileSync('nvidia-smi', ['-L'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    return execFileSync('nvidia-smi', ['-L'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
   } catch {
     return null;
   }
@@ -74,27 +82,34 @@ export interface DeviceSlot {
  */
 export function selectDevices(spec: string, found: DiscoveredGpus): DeviceSlot[] {
   const s = spec.trim();
-  const where = found.source === 'none'
-    ? 'no GPU found (CUDA_VISIBLE_DEVICES unset, no nvidia-smi, no /dev/nvidia[0-9]*)'
-    : found.ids.length === 0 ? `no GPU visible (CUDA_VISIBLE_DEVICES=${JSON.stringify(process.env.CUDA_VISIBLE_DEVICES ?? '')})`
-    : `GPUs ${found.ids.join(',')} (from ${found.source})`;
+  const where =
+    found.source === 'none'
+      ? 'no GPU found (CUDA_VISIBLE_DEVICES unset, no nvidia-smi, no /dev/nvidia[0-9]*)'
+      : found.ids.length === 0
+        ? `no GPU visible (CUDA_VISIBLE_DEVICES=${JSON.stringify(process.env.CUDA_VISIBLE_DEVICES ?? '')})`
+        : `GPUs ${found.ids.join(',')} (from ${found.source})`;
   if (s === 'all') {
-    if (found.ids.length === 0) throw new Error(`--devices all: ${where}; give --devices N to start N CPU workers`);
+    if (found.ids.length === 0)
+      throw new Error(`--devices all: ${where}; give --devices N to start N CPU workers`);
     return found.ids.map((gpu, index) => ({ index, gpu }));
   }
   if (/^\d+$/.test(s)) {
     const n = Number(s);
     if (n < 1 || n > 1024) throw new Error(`--devices ${s}: give 1 or more workers`);
     if (found.ids.length === 0) return Array.from({ length: n }, (_, index) => ({ index, gpu: null }));
-    if (n > found.ids.length) throw new Error(`--devices ${s}: only ${found.ids.length} on this node: ${where}`);
+    if (n > found.ids.length)
+      throw new Error(`--devices ${s}: only ${found.ids.length} on this node: ${where}`);
     return found.ids.slice(0, n).map((gpu, index) => ({ index, gpu }));
   }
   const ids = s.split(',').map((x) => x.trim());
   if (ids.length === 0 || ids.some((x) => x === '' || !/^[A-Za-z0-9_-]+$/.test(x))) {
-    throw new Error(`--devices '${spec}': expected all, a number of workers, or a comma-separated list of GPU IDs such as 0,2`);
+    throw new Error(
+      `--devices '${spec}': expected all, a number of workers, or a comma-separated list of GPU IDs such as 0,2`,
+    );
   }
   if (new Set(ids).size !== ids.length) throw new Error(`--devices '${spec}': a GPU is listed twice`);
   const missing = ids.filter((x) => !found.ids.includes(x));
-  if (missing.length > 0) throw new Error(`--devices '${spec}': GPU ${missing.join(',')} not on this node: ${where}`);
+  if (missing.length > 0)
+    throw new Error(`--devices '${spec}': GPU ${missing.join(',')} not on this node: ${where}`);
   return ids.map((gpu, index) => ({ index, gpu }));
 }

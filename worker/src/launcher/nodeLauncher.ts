@@ -4,7 +4,13 @@
 // no child outliving the launcher).
 
 import type { DeviceSlot } from './devices.js';
-import { Supervisor, type ChildOutcome, type ChildSpec, type SupervisorLog, type SupervisorOptions } from './supervisor.js';
+import {
+  Supervisor,
+  type ChildOutcome,
+  type ChildSpec,
+  type SupervisorLog,
+  type SupervisorOptions,
+} from './supervisor.js';
 
 export interface NodeLaunchOptions {
   /** the `atlasvae` CLI script the children run */
@@ -27,7 +33,8 @@ export function nodeChildSpecs(o: NodeLaunchOptions): ChildSpec[] {
   return o.slots.map((slot) => {
     const name = slot.gpu === null ? `${o.name}-cpu${slot.index}` : `${o.name}-gpu${slot.gpu}`;
     const args = ['worker', ...o.workerArgs, '--name', name];
-    if (o.metricsPort !== undefined) args.push('--metrics-port', String(o.metricsPort === 0 ? 0 : o.metricsPort + slot.index));
+    if (o.metricsPort !== undefined)
+      args.push('--metrics-port', String(o.metricsPort === 0 ? 0 : o.metricsPort + slot.index));
     const env: NodeJS.ProcessEnv = { ...base, CUDA_VISIBLE_DEVICES: slot.gpu ?? '' };
     if (o.token !== undefined) {
       env.ATLASVAE_TOKEN = o.token;
@@ -41,11 +48,17 @@ export function nodeChildSpecs(o: NodeLaunchOptions): ChildSpec[] {
  * Start the node's workers and supervise them until they are done (the coordinator said training
  * is over), given up on, or stopped by SIGTERM/SIGINT.
  */
-export async function launchNode(o: NodeLaunchOptions & { log: SupervisorLog; supervisor?: SupervisorOptions }): Promise<ChildOutcome[]> {
+export async function launchNode(
+  o: NodeLaunchOptions & { log: SupervisorLog; supervisor?: SupervisorOptions },
+): Promise<ChildOutcome[]> {
   const specs = nodeChildSpecs(o);
   const sup = new Supervisor({ ...o.supervisor, log: o.log });
   const unforward = sup.forwardSignals();
-  for (const s of specs) o.log.info(`starting ${s.name}`, { cudaVisibleDevices: s.env.CUDA_VISIBLE_DEVICES, args: s.args.join(' ') });
+  for (const s of specs)
+    o.log.info(`starting ${s.name}`, {
+      cudaVisibleDevices: s.env.CUDA_VISIBLE_DEVICES,
+      args: s.args.join(' '),
+    });
   sup.start(specs);
   try {
     return await sup.wait();

@@ -74,7 +74,8 @@ const quietLog: SupervisorLog = { info: () => undefined, warn: () => undefined, 
 
 export class Supervisor {
   private readonly slots: Slot[] = [];
-  private readonly opts: Required<Omit<SupervisorOptions, 'onRestart' | 'onSpawn'>> & Pick<SupervisorOptions, 'onRestart' | 'onSpawn'>;
+  private readonly opts: Required<Omit<SupervisorOptions, 'onRestart' | 'onSpawn'>> &
+    Pick<SupervisorOptions, 'onRestart' | 'onSpawn'>;
   private stopping = false;
   /** a child ended with 0: training is over, nothing is restarted any more */
   private finished = false;
@@ -101,7 +102,15 @@ export class Supervisor {
   start(specs: ChildSpec[]): void {
     if (this.slots.length === 0) process.on('exit', this.killAll);
     for (const spec of specs) {
-      const slot: Slot = { spec, child: null, timer: null, restarts: 0, failures: 0, startedAt: 0, outcome: null };
+      const slot: Slot = {
+        spec,
+        child: null,
+        timer: null,
+        restarts: 0,
+        failures: 0,
+        startedAt: 0,
+        outcome: null,
+      };
       this.slots.push(slot);
       this.spawn(slot);
     }
@@ -130,13 +139,21 @@ export class Supervisor {
         s.outcome ??= { name: s.spec.name, code: null, signal: null, restarts: s.restarts, done: false };
       }
     }
-    await Promise.all(this.slots.map((s) => new Promise<void>((resolve) => {
-      const c = s.child;
-      if (!isRunning(c)) return resolve();
-      const force = setTimeout(() => c!.kill('SIGKILL'), this.opts.stopGraceMs);
-      c!.once('exit', () => { clearTimeout(force); resolve(); });
-      c!.kill(signal);
-    })));
+    await Promise.all(
+      this.slots.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            const c = s.child;
+            if (!isRunning(c)) return resolve();
+            const force = setTimeout(() => c!.kill('SIGKILL'), this.opts.stopGraceMs);
+            c!.once('exit', () => {
+              clearTimeout(force);
+              resolve();
+            });
+            c!.kill(signal);
+          }),
+      ),
+    );
     this.settle();
     return this.wait();
   }
@@ -153,7 +170,9 @@ export class Supervisor {
         this.killAll();
         process.exit(130);
       }
-      this.opts.log.warn(`${signal}: stopping ${this.children.length} worker process(es) (again to kill them at once)`);
+      this.opts.log.warn(
+        `${signal}: stopping ${this.children.length} worker process(es) (again to kill them at once)`,
+      );
       onFirst?.(signal);
       void this.stop(signal);
     };
@@ -170,7 +189,10 @@ export class Supervisor {
     const { spec } = slot;
     const child = fork(spec.modulePath, spec.args, {
       env: spec.env,
-      stdio: this.opts.stdio === 'pipe' ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
+      stdio:
+        this.opts.stdio === 'pipe'
+          ? ['ignore', 'pipe', 'pipe', 'ipc']
+          : ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     slot.child = child;
     slot.startedAt = Date.now();
@@ -207,12 +229,16 @@ export class Supervisor {
     }
     if (Date.now() - slot.startedAt >= this.opts.stableAfterMs) slot.failures = 0;
     if (slot.failures >= this.opts.maxRestarts) {
-      this.opts.log.error(`${name} exited (${why}) after ${slot.failures} restarts in a row; giving up on it`);
+      this.opts.log.error(
+        `${name} exited (${why}) after ${slot.failures} restarts in a row; giving up on it`,
+      );
       return end(false);
     }
     const delay = Math.min(this.opts.backoffMaxMs, this.opts.backoffInitialMs * 2 ** slot.failures);
     slot.failures++;
-    this.opts.log.warn(`${name} exited (${why}); restarting it in ${(delay / 1000).toFixed(1)} s (restart ${slot.failures} of at most ${this.opts.maxRestarts} in a row)`);
+    this.opts.log.warn(
+      `${name} exited (${why}); restarting it in ${(delay / 1000).toFixed(1)} s (restart ${slot.failures} of at most ${this.opts.maxRestarts} in a row)`,
+    );
     slot.timer = setTimeout(() => {
       if (this.stopping || this.finished) return;
       slot.restarts++;
