@@ -8,7 +8,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import { defaultModelConfig, type ModelConfig } from '@atlasvae/shared/config';
 import { initBackend } from '@atlasvae/shared/backend';
 import { encodeCellBatch } from '@atlasvae/shared/arrowBatch';
@@ -18,9 +17,9 @@ import { ModelEngine } from '@atlasvae/worker/modelEngine';
 import { DeviceEngine } from '@atlasvae/worker/device/engine';
 import type { GroupGradient, WorkItem } from '@atlasvae/worker/engine';
 import type { InferOutput, InferRequest } from '@atlasvae/shared/model/inference';
-import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
+import { skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { webgpuEnv, webgpuTestBed } from '../helpers/webgpu.js';
-import { runOk } from './dist-harness.js';
+import { prepareKang } from './kang-reference.js';
 
 const KANG = 'data/kang_example_sce_1556';
 const skipData = skipUnlessShared(KANG, 'labels.tsv');
@@ -56,22 +55,7 @@ const buffers = new Map<string, Float32Array>();
 before(async () => {
   if (skipData) return;
   dir = tempDir('atlasvae-device-engine-');
-  const data = path.join(dir, 'kang');
-  const src = sharedPath(KANG)!;
-  await runOk([
-    'prepare',
-    src,
-    '--obs',
-    path.join(src, 'labels.tsv'),
-    '--batch-key',
-    'batch',
-    '--label-key',
-    'cell_type',
-    '--out',
-    data,
-    '--log-level',
-    'warn',
-  ]);
+  const data = await prepareKang(dir);
   const ds = await openDataset(data);
   const base = defaultModelConfig(ds.manifest.nGenes, ds.manifest.batchCategories.length);
   cfgs = [

@@ -35,8 +35,8 @@ export interface KangSetup {
   ref: TrainerReference;
 }
 
-export async function prepareKangWithReference(prefix: string, steps: number): Promise<KangSetup> {
-  const dir = tempDir(prefix);
+/** kang_example prepared by the CLI into `dir/kang` (batch and cell-type labels); returns its path. */
+export async function prepareKang(dir: string): Promise<string> {
   const data = path.join(dir, 'kang');
   const src = sharedPath(KANG)!;
   await runOk([
@@ -53,6 +53,12 @@ export async function prepareKangWithReference(prefix: string, steps: number): P
     '--log-level',
     'warn',
   ]);
+  return data;
+}
+
+export async function prepareKangWithReference(prefix: string, steps: number): Promise<KangSetup> {
+  const dir = tempDir(prefix);
+  const data = await prepareKang(dir);
   const ds = await openDataset(data);
   await initBackend('wasm', () => undefined);
   const modelConfig = defaultModelConfig(ds.manifest.nGenes, ds.manifest.batchCategories.length);
