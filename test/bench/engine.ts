@@ -33,11 +33,27 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+interface CallMeasurement {
+  cells: number;
+  cellsPerSecond: number;
+  msPerCall: number;
+  cpuMsPerCall: number;
+  cpuMsPerCell: number;
+  kernelsPerCall: number;
+  viewKernelsPerCall: number;
+  uploadsPerCall: number;
+  uploadMBPerCall: number;
+  readbacksPerCall: number;
+  readbackMBPerCall: number;
+  firstCallMs: number;
+  repeats: number;
+}
+
 async function measure(
   engine: GradientEngine,
   items: WorkItem[],
   params: Float32Array[],
-): Promise<Record<string, number>> {
+): Promise<CallMeasurement> {
   const counters = engineCounters(tf);
   const call = async (r: number): Promise<void> => {
     engine.setParams(params[r % params.length]!);

@@ -26,7 +26,7 @@ export function benchBatch(nCells: number, nGenes: number, density: number, seed
       while (rng.uniform() < 0.6 && v < 500) v++;
       idx.push(g);
       vals.push(v);
-      library[i] += v;
+      library[i]! += v;
     }
     indptr[i + 1] = idx.length;
   }

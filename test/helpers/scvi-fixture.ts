@@ -45,7 +45,7 @@ export function denseToBatch(x: number[][], batch: number[]): CellBatch {
       if (v !== 0) {
         idx.push(j);
         vals.push(v);
-        library[i] += v;
+        library[i]! += v;
       }
     });
     indptr[i + 1] = idx.length;

@@ -98,7 +98,7 @@ test('--lr and other numeric flags are checked before anything runs', async () =
     ['--lr', '0'],
     ['--kl-warmup', '-1'],
     ['--seed', '1.5'],
-  ]) {
+  ] as const) {
     const p = run(['train', '--data', data, '--local-workers', '0', flag, value]);
     const { code } = await p.exited;
     assert.equal(code, 1, p.output());

@@ -49,7 +49,7 @@ test('wrong, truncated and corrupted checkpoints get clear errors', () => {
   fs.writeFileSync(path.join(dir, 'trunc'), good.subarray(0, good.length - 10));
   assert.throws(() => loadCheckpoint(path.join(dir, 'trunc')), /trunc: checkpoint is truncated/);
   const bad = Buffer.from(good);
-  bad[bad.length - 5] ^= 0xff;
+  bad[bad.length - 5]! ^= 0xff;
   fs.writeFileSync(path.join(dir, 'bad'), bad);
   assert.throws(() => loadCheckpoint(path.join(dir, 'bad')), /bad: checkpoint is corrupted/);
   assert.throws(() => loadCheckpoint(path.join(dir, 'missing')), /missing: checkpoint file does not exist/);

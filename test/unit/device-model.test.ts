@@ -170,7 +170,7 @@ async function compareWithJs(cfg: ModelConfig, k: number, lastSize: number): Pro
     const sum = new Float64Array(js.layout.size);
     mbs.forEach((mb, j) => {
       const g = js.gradient(mb.batch, mb.noise, mb.klWeight);
-      for (let i = 0; i < sum.length; i++) sum[i] += g.grad[i]!;
+      for (let i = 0; i < sum.length; i++) sum[i]! += g.grad[i]!;
       const t = res.microbatches[j]!;
       const what = `${cfg.likelihood} k=${k} microbatch ${j}`;
       assert.equal(t.nCells, mb.batch.nCells);

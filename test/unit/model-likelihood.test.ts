@@ -31,7 +31,7 @@ function randomBatch(rng: Rng): CellBatch {
         const v = 1 + rng.int(30);
         idx.push(g);
         vals.push(v);
-        library[i] += v;
+        library[i]! += v;
       }
     }
     if (library[i] === 0) {

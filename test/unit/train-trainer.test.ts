@@ -46,7 +46,7 @@ function synthetic(nCells: number, nGenes: number, nBatch: number, seed: number)
       if (k > 0) {
         idx.push(g);
         vals.push(k);
-        library[i] += k;
+        library[i]! += k;
       }
     }
     indptr[i + 1] = idx.length;

@@ -20,12 +20,12 @@ export function bnTrain(
 ): BnTrainResult {
   const mean = new Float64Array(f);
   const v = new Float64Array(f);
-  for (let i = 0; i < n; i++) for (let j = 0; j < f; j++) mean[j] += a[i * f + j]!;
-  for (let j = 0; j < f; j++) mean[j] /= n;
+  for (let i = 0; i < n; i++) for (let j = 0; j < f; j++) mean[j]! += a[i * f + j]!;
+  for (let j = 0; j < f; j++) mean[j]! /= n;
   for (let i = 0; i < n; i++)
     for (let j = 0; j < f; j++) {
       const d = a[i * f + j]! - mean[j]!;
-      v[j] += d * d;
+      v[j]! += d * d;
     }
   const invStd = new Float64Array(f);
   const varUnbiased = new Float64Array(f);
@@ -79,13 +79,13 @@ export function bnBackward(
   for (let i = 0; i < n; i++)
     for (let j = 0; j < f; j++) {
       const k = i * f + j;
-      sumDy[j] += dy[k]!;
-      sumDyXhat[j] += dy[k]! * r.xhat[k]!;
+      sumDy[j]! += dy[k]!;
+      sumDyXhat[j]! += dy[k]! * r.xhat[k]!;
     }
   const da = new Float32Array(n * f);
   for (let j = 0; j < f; j++) {
-    dGamma[j] += sumDyXhat[j]!;
-    dBeta[j] += sumDy[j]!;
+    dGamma[j]! += sumDyXhat[j]!;
+    dBeta[j]! += sumDy[j]!;
   }
   // da = γ/(nσ) (n dy − Σdy − x̂ Σ(dy x̂))
   for (let i = 0; i < n; i++)

@@ -95,7 +95,7 @@ function expRow(logits: Float32Array, i: number, G: number, out: Float64Array): 
 /** softmax of row `i` of logits into `out` */
 function softmaxRow(logits: Float32Array, i: number, G: number, out: Float64Array): void {
   const inv = 1 / expRow(logits, i, G, out);
-  for (let g = 0; g < G; g++) out[g] *= inv;
+  for (let g = 0; g < G; g++) out[g]! *= inv;
 }
 
 function softplus(v: number): number {
@@ -180,7 +180,7 @@ function negativeBinomialFast(inp: LikelihoodInput): LikelihoodOutput {
         const b = -mu * thInv;
         bb[g] = b;
         sumB += b;
-        dPxr![off + g] -= (d + tte[off + g]! - thInv) * th;
+        dPxr![off + g]! -= (d + tte[off + g]! - thInv) * th;
       }
     } else {
       for (let g = 0; g < G; g++) {
@@ -202,9 +202,9 @@ function negativeBinomialFast(inp: LikelihoodInput): LikelihoodOutput {
       if (needGrad) {
         const inv = 1 / (th + mu + EPS);
         const b = mu * (x / (mu + EPS) - x * inv);
-        bb[g] += b;
+        bb[g]! += b;
         sumB += b;
-        dPxr![j] -= (-x * inv + digammaShiftDiff(x, th, tab.dgTheta[j]!)) * th;
+        dPxr![j]! -= (-x * inv + digammaShiftDiff(x, th, tab.dgTheta[j]!)) * th;
       }
     }
     rec[i] = -ll;
@@ -307,7 +307,7 @@ function zeroInflatedFast(inp: LikelihoodInput): LikelihoodOutput {
       }
       bb[g] = b;
       sumB += b;
-      dPxr![j] -= dth * th;
+      dPxr![j]! -= dth * th;
       dDrop![i * si + g * sg] = dpi;
     }
     rec[i] = -ll;
@@ -384,7 +384,7 @@ export function negativeBinomialReference(inp: LikelihoodInput): LikelihoodOutpu
           const b = mu * dmu;
           bb[g] = b;
           sumB += b;
-          dPxr![j] -= dth * th;
+          dPxr![j]! -= dth * th;
           if (zinb) dDrop![i * si + g * sg] = sigmoid(pi); // −(sigmoid(−π) − 1)
         }
       } else if (zinb) {
@@ -396,7 +396,7 @@ export function negativeBinomialReference(inp: LikelihoodInput): LikelihoodOutpu
           const b = mu * (-sgm * th * inv);
           bb[g] = b;
           sumB += b;
-          dPxr![j] -= sgm * (tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv) * th;
+          dPxr![j]! -= sgm * (tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv) * th;
           dDrop![i * si + g * sg] = sgm - sigmoid(-pi);
         }
       } else {
@@ -406,7 +406,7 @@ export function negativeBinomialReference(inp: LikelihoodInput): LikelihoodOutpu
           const b = -mu * th * inv;
           bb[g] = b;
           sumB += b;
-          dPxr![j] -= (tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv) * th;
+          dPxr![j]! -= (tab.logThetaEps[j]! - lthmu + tab.thetaOverThetaEps[j]! - th * inv) * th;
         }
       }
     }
@@ -443,7 +443,7 @@ function poisson(inp: LikelihoodInput): LikelihoodOutput {
       const gi = i * si;
       const sumB = xSum - lib;
       for (let g = 0; g < G; g++) dLogits![gi + g * sg] = lib * s[g]! + s[g]! * sumB;
-      for (let p = indptr[i]!; p < indptr[i + 1]!; p++) dLogits![gi + indices[p]! * sg] -= counts[p]!;
+      for (let p = indptr[i]!; p < indptr[i + 1]!; p++) dLogits![gi + indices[p]! * sg]! -= counts[p]!;
     }
   }
   return { rec, dLogits, dDrop: null, dPxr: null };
@@ -476,7 +476,7 @@ function gaussian(inp: LikelihoodInput): LikelihoodOutput {
       nll += 0.5 * (q + logVar + LOG_2PI);
       if (needGrad) {
         dLogits![i * si + g * sg] = -d * invVar;
-        dPxr![k] += 0.5 * (1 - q);
+        dPxr![k]! += 0.5 * (1 - q);
       }
     }
     rec[i] = nll;

@@ -78,7 +78,7 @@ function matmulJs(a: Float32Array, m: number, k: number, b: Float32Array, n: num
       const av = a[i * k + p]!;
       if (av === 0) continue;
       const bp = p * n;
-      for (let j = 0; j < n; j++) c[ci + j] += av * b[bp + j]!;
+      for (let j = 0; j < n; j++) c[ci + j]! += av * b[bp + j]!;
     }
   }
   return c;
@@ -144,7 +144,7 @@ export function addColumnSums(
 ): void {
   for (let i = 0; i < rows; i++) {
     const ai = i * cols;
-    for (let j = 0; j < cols; j++) out[outOffset + j] += a[ai + j]!;
+    for (let j = 0; j < cols; j++) out[outOffset + j]! += a[ai + j]!;
   }
 }
 
@@ -152,6 +152,6 @@ export function addColumnSums(
 export function addBias(a: Float32Array, rows: number, cols: number, bias: Float32Array): void {
   for (let i = 0; i < rows; i++) {
     const ai = i * cols;
-    for (let j = 0; j < cols; j++) a[ai + j] += bias[j]!;
+    for (let j = 0; j < cols; j++) a[ai + j]! += bias[j]!;
   }
 }

@@ -218,12 +218,12 @@ export class VaeModel implements VaeModelApi {
         const w = batch.indices[p]! * H;
         let h = 0;
         for (; h < H4; h += 4) {
-          acc[h] += v * wT[w + h]!;
-          acc[h + 1] += v * wT[w + h + 1]!;
-          acc[h + 2] += v * wT[w + h + 2]!;
-          acc[h + 3] += v * wT[w + h + 3]!;
+          acc[h]! += v * wT[w + h]!;
+          acc[h + 1]! += v * wT[w + h + 1]!;
+          acc[h + 2]! += v * wT[w + h + 2]!;
+          acc[h + 3]! += v * wT[w + h + 3]!;
         }
-        for (; h < H; h++) acc[h] += v * wT[w + h]!;
+        for (; h < H; h++) acc[h]! += v * wT[w + h]!;
       }
       a.set(acc, i * H);
     }
@@ -249,12 +249,12 @@ export class VaeModel implements VaeModelApi {
         const w = batch.indices[p]! * H;
         let h = 0;
         for (; h < H4; h += 4) {
-          dWT[w + h] += v * d[h]!;
-          dWT[w + h + 1] += v * d[h + 1]!;
-          dWT[w + h + 2] += v * d[h + 2]!;
-          dWT[w + h + 3] += v * d[h + 3]!;
+          dWT[w + h]! += v * d[h]!;
+          dWT[w + h + 1]! += v * d[h + 1]!;
+          dWT[w + h + 2]! += v * d[h + 2]!;
+          dWT[w + h + 3]! += v * d[h + 3]!;
         }
-        for (; h < H; h++) dWT[w + h] += v * d[h]!;
+        for (; h < H; h++) dWT[w + h]! += v * d[h]!;
       }
     }
     transpose(dWT, s.in, H, grad.get(`${prefix}.weight`));
@@ -276,7 +276,7 @@ export class VaeModel implements VaeModelApi {
     for (let o = 0; o < s.out; o++) {
       const bo = b[o]!;
       const r = o * n;
-      for (let i = 0; i < n; i++) yT[r + i] += bo;
+      for (let i = 0; i < n; i++) yT[r + i]! += bo;
     }
     return transpose(yT, s.out, n, this.scratch(`logits:${prefix}`, yT.length));
   }
@@ -423,12 +423,12 @@ export class VaeModel implements VaeModelApi {
     const grad = new GradViews(this.layout, out?.grad);
     if (lik.dPxr) {
       const g = grad.get('px_r');
-      for (let k = 0; k < g.length; k++) g[k] += lik.dPxr[k]!;
+      for (let k = 0; k < g.length; k++) g[k]! += lik.dPxr[k]!;
     }
     let dh = this.headBackward(lik.dLogits!, h, B, 'scale', grad);
     if (dropLogits) {
       const dh2 = this.headBackward(lik.dDrop!, h, B, 'drop_logit', grad);
-      for (let j = 0; j < dh.length; j++) dh[j] += dh2[j]!;
+      for (let j = 0; j < dh.length; j++) dh[j]! += dh2[j]!;
     }
     for (let k = cfg.nLayers - 1; k >= 0; k--) {
       const pre = hiddenPrefix('dec', k, cfg.nLayers);
@@ -459,7 +459,7 @@ export class VaeModel implements VaeModelApi {
     }
     const dx = this.linearBackward(dqm, encOut, B, 'mean', grad, true)!;
     const dx2 = this.linearBackward(dlv, encOut, B, 'var', grad, true)!;
-    for (let j = 0; j < dx.length; j++) dx[j] += dx2[j]!;
+    for (let j = 0; j < dx.length; j++) dx[j]! += dx2[j]!;
     let dOut = dx;
     for (let k = cfg.nLayers - 1; k >= 0; k--) {
       const pre = hiddenPrefix('enc', k, cfg.nLayers);

@@ -172,12 +172,12 @@ function addInto(s: Float64Array, g: Float32Array): void {
   const n = g.length;
   let i = 0;
   for (; i + 3 < n; i += 4) {
-    s[i] += g[i]!;
-    s[i + 1] += g[i + 1]!;
-    s[i + 2] += g[i + 2]!;
-    s[i + 3] += g[i + 3]!;
+    s[i]! += g[i]!;
+    s[i + 1]! += g[i + 1]!;
+    s[i + 2]! += g[i + 2]!;
+    s[i + 3]! += g[i + 3]!;
   }
-  for (; i < n; i++) s[i] += g[i]!;
+  for (; i < n; i++) s[i]! += g[i]!;
 }
 
 /** one accumulator per parameter count, reused by applyStep (saves a large allocation per step) */
