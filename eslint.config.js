@@ -40,9 +40,6 @@ export default tseslint.config(
         'error',
         { allowNumber: true, allowBoolean: true, allowNullish: true },
       ],
-      // Off until noUncheckedIndexedAccess is on: without it every `xs[i]!` is "unnecessary", and
-      // which of those assertions stay is that change's decision, not this rule's.
-      '@typescript-eslint/no-unnecessary-type-assertion': 'off',
       // Methods that implement a Promise-returning interface (sources, writers, engines) are async
       // so that a throw becomes a rejection; an await inside is not what makes them right.
       '@typescript-eslint/require-await': 'off',

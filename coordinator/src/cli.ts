@@ -6,14 +6,7 @@ import type YargsFactory from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
 import { CliError } from '@atlasvae/shared/errors';
-import {
-  configureLogging,
-  log,
-  LOG_FORMATS,
-  LOG_LEVELS,
-  type LogFormat,
-  type LogLevel,
-} from '@atlasvae/shared/log';
+import { configureLogging, log, LOG_FORMATS, LOG_LEVELS } from '@atlasvae/shared/log';
 import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
 
 // yargs' CommonJS build: its help layout wraps at word boundaries (wrap-ansi); the ES module
@@ -40,19 +33,17 @@ async function main(): Promise<void> {
     .wrap(Math.min(110, process.stdout.columns || 110))
     .option('log-format', {
       choices: LOG_FORMATS,
-      default: 'text' as LogFormat,
+      default: 'text' as const,
       global: true,
       describe: 'log lines for people (text) or one JSON object per line for cluster log collectors (json)',
     })
     .option('log-level', {
       choices: LOG_LEVELS,
-      default: 'info' as LogLevel,
+      default: 'info' as const,
       global: true,
       describe: 'least severe level logged',
     })
-    .middleware((argv) =>
-      configureLogging({ format: argv['log-format'] as LogFormat, level: argv['log-level'] as LogLevel }),
-    )
+    .middleware((argv) => configureLogging({ format: argv['log-format'], level: argv['log-level'] }))
     .fail((msg, err) => {
       if (err) throw err;
       console.error(msg);

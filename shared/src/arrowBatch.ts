@@ -117,7 +117,7 @@ function utf8Data(strings: readonly string[]): Data<Utf8> {
   const offsets = new Int32Array(strings.length + 1);
   for (let i = 0; i < parts.length; i++) offsets[i + 1] = offsets[i]! + parts[i]!.length;
   const bytes = new Uint8Array(offsets[strings.length]!);
-  for (let i = 0; i < parts.length; i++) bytes.set(parts[i]!, offsets[i]!);
+  for (let i = 0; i < parts.length; i++) bytes.set(parts[i]!, offsets[i]);
   return makeData({
     type: new Utf8(),
     length: strings.length,
@@ -322,8 +322,9 @@ export class CellBatchFormatError extends Error {
 
 function child(rb: RecordBatch, name: string): Data {
   const idx = rb.schema.fields.findIndex((f) => f.name === name);
-  if (idx < 0) throw new CellBatchFormatError(`missing column "${name}"`);
-  return rb.data.children[idx]!;
+  const data = rb.data.children[idx];
+  if (idx < 0 || !data) throw new CellBatchFormatError(`missing column "${name}"`);
+  return data;
 }
 
 function values<T extends Int32Array | Uint32Array | Float32Array>(
@@ -334,7 +335,7 @@ function values<T extends Int32Array | Uint32Array | Float32Array>(
 ): T {
   const v = d.values as unknown;
   if (!(v instanceof ctor)) throw new CellBatchFormatError(`column "${name}" has the wrong type`);
-  const arr = v as T;
+  const arr = v;
   const start = d.offset;
   if (arr.length < start + n) throw new CellBatchFormatError(`column "${name}" is too short`);
   return (start === 0 && arr.length === n ? arr : arr.subarray(start, start + n)) as T;
@@ -353,8 +354,8 @@ export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number, checkAll
   const co = c.valueOffsets as unknown;
   if (!(go instanceof Int32Array) || !(co instanceof Int32Array) || !g.children[0] || !c.children[0])
     throw new CellBatchFormatError('genes and counts must be List<Int32> and List<Float32>');
-  let indptr = (go as Int32Array).subarray(g.offset, g.offset + n + 1);
-  const cOff = (co as Int32Array).subarray(c.offset, c.offset + n + 1);
+  let indptr = go.subarray(g.offset, g.offset + n + 1);
+  const cOff = co.subarray(c.offset, c.offset + n + 1);
   if (indptr.length !== n + 1) throw new CellBatchFormatError('genes offsets are too short');
   for (let i = 0; i <= n; i++)
     if (indptr[i] !== cOff[i]) throw new CellBatchFormatError('genes and counts have different row lengths');
@@ -366,10 +367,10 @@ export function recordBatchToCellBatch(rb: RecordBatch, nGenes: number, checkAll
     throw new CellBatchFormatError('genes and counts must be List<Int32> and List<Float32>');
   const giOff = g.children[0].offset,
     cvOff = c.children[0].offset;
-  if ((gi as Int32Array).length < giOff + base + nnz || (cv as Float32Array).length < cvOff + base + nnz)
+  if (gi.length < giOff + base + nnz || cv.length < cvOff + base + nnz)
     throw new CellBatchFormatError('list values are too short');
-  const indices = (gi as Int32Array).subarray(giOff + base, giOff + base + nnz);
-  const counts = (cv as Float32Array).subarray(cvOff + base, cvOff + base + nnz);
+  const indices = gi.subarray(giOff + base, giOff + base + nnz);
+  const counts = cv.subarray(cvOff + base, cvOff + base + nnz);
   if (base !== 0) {
     const re = new Int32Array(n + 1);
     for (let i = 0; i <= n; i++) re[i] = indptr[i]! - base;
@@ -412,12 +413,16 @@ export function recordBatchSourceRows(rb: RecordBatch): Uint32Array {
 /** Barcodes of a shard record batch. */
 export function recordBatchBarcodes(rb: RecordBatch): string[] {
   const d = child(rb, COL.barcode);
-  const offs = d.valueOffsets as Int32Array;
-  const bytes = d.values as Uint8Array;
+  const offs = d.valueOffsets as unknown;
+  const bytes = d.values as unknown;
+  if (!(offs instanceof Int32Array) || !(bytes instanceof Uint8Array))
+    throw new CellBatchFormatError(`column "${COL.barcode}" must be Utf8`);
+  const at = offs.subarray(d.offset, d.offset + rb.numRows + 1);
+  if (at.length !== rb.numRows + 1)
+    throw new CellBatchFormatError(`column "${COL.barcode}" has too few offsets`);
   const dec = new TextDecoder();
   const out: string[] = [];
-  for (let i = 0; i < rb.numRows; i++)
-    out.push(dec.decode(bytes.subarray(offs[d.offset + i]!, offs[d.offset + i + 1]!)));
+  for (let i = 0; i < rb.numRows; i++) out.push(dec.decode(bytes.subarray(at[i], at[i + 1])));
   return out;
 }
 

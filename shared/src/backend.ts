@@ -86,7 +86,7 @@ export function isSoftwareAdapter(description: string): boolean {
   return /llvmpipe|lavapipe|swiftshader|softpipe|software|microsoft basic render/i.test(description);
 }
 
-/** The subset of Dawn's Node bindings used here (npm `webgpu`, not a compile-time dependency). */
+/** The subset of Dawn's Node bindings used here (npm `webgpu`, whose own types must satisfy it). */
 interface DawnModule {
   create(flags: string[]): { requestAdapter(o?: object): Promise<DawnAdapter | null> };
   globals: object;
@@ -104,7 +104,7 @@ interface DawnAdapter {
 export async function startWebgpu(hardwareOnly: boolean): Promise<{ device: string } | { refused: string }> {
   let dawn: DawnModule;
   try {
-    dawn = (await import('webgpu' as string)) as DawnModule;
+    dawn = await import('webgpu');
   } catch (e) {
     throw new CliError(
       `webgpu backend: the npm package webgpu (Dawn's Node bindings, 0.6.2) cannot be loaded: ${(e as Error).message.split('\n')[0]}`,
@@ -137,7 +137,7 @@ export async function startWebgpu(hardwareOnly: boolean): Promise<{ device: stri
   if (nav) Object.defineProperty(nav, 'gpu', { value: gpu, configurable: true });
   else Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   try {
-    await import('@tensorflow/tfjs-backend-webgpu' as string);
+    await import('@tensorflow/tfjs-backend-webgpu');
   } catch (e) {
     throw new CliError(
       `webgpu backend: @tensorflow/tfjs-backend-webgpu@${tf.version_core} cannot be loaded: ${(e as Error).message.split('\n')[0]}`,

@@ -59,8 +59,8 @@ export function selectRows(b: CellBatch, rows: ArrayLike<number>): CellBatch {
     const r = rows[i]!;
     const s = b.indptr[r]!,
       e = b.indptr[r + 1]!;
-    indices.set(b.indices.subarray(s, e), indptr[i]!);
-    counts.set(b.counts.subarray(s, e), indptr[i]!);
+    indices.set(b.indices.subarray(s, e), indptr[i]);
+    counts.set(b.counts.subarray(s, e), indptr[i]);
     library[i] = b.library[r]!;
     batch[i] = b.batch[r]!;
     label[i] = b.label[r]!;

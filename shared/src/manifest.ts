@@ -118,9 +118,9 @@ export function manifestProblems(m: unknown): string[] {
       if (sh.firstCell !== next) p.push(`shard ${i}: first cell ${sh.firstCell}, expected ${next}`);
       if (typeof sh.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sh.sha256))
         p.push(`shard ${i}: bad sha256`);
-      next = sh.firstCell! + sh.cells!;
-      cells += sh.cells!;
-      nnz += sh.nnz!;
+      next = sh.firstCell + sh.cells;
+      cells += sh.cells;
+      nnz += sh.nnz;
     });
     if (cells !== o.nCells) p.push(`shards hold ${cells} cells, nCells is ${String(o.nCells)}`);
     if (nnz !== o.nnz) p.push(`shards hold ${nnz} entries, nnz is ${String(o.nnz)}`);

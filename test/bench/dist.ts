@@ -284,7 +284,7 @@ async function computeCeiling(dataDir: string, seconds: number): Promise<{ solo:
     });
   const solo = await runOne();
   const [a, b] = await Promise.all([runOne(), runOne()]);
-  return { solo, pair: a! + b! };
+  return { solo, pair: a + b };
 }
 
 /** Raw ws ceiling: the server sends `bytes` to each of N echo clients and waits for all N echoes, `rounds` times after `warmup`. */

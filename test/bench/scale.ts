@@ -108,8 +108,8 @@ async function measure(cells: number): Promise<Record<string, number>> {
       }
     }
   };
-  coord.stdout!.on('data', onData);
-  coord.stderr!.on('data', onData);
+  coord.stdout.on('data', onData);
+  coord.stderr.on('data', onData);
   // from the coordinator's "evaluating" line on, samples count as evaluation
   const t0 = performance.now();
   let tEval = 0;

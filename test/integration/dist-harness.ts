@@ -32,8 +32,8 @@ export function run(args: string[], env: Record<string, string> = {}): Proc {
     out += d.toString('utf8');
     for (const l of [...listeners]) l();
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => {
       for (const l of [...listeners]) l();

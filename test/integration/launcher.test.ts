@@ -168,7 +168,7 @@ test(
         g.labels.atlasvae_worker!.slice(9, 10),
         'its label is the GPU the launcher gave it',
       );
-      devices.push(info.labels.cuda_visible_devices!);
+      devices.push(info.labels.cuda_visible_devices);
     }
     assert.deepEqual(devices.sort(), ['0', '1']);
     assert.deepEqual(

@@ -91,8 +91,8 @@ test('prepare: CSR rows clean, unsorted, with duplicates or explicit zeros, and 
   const b = await ds.source.getCells(expected.map((_, i) => i));
   const src = await ds.source.getSourceRows(expected.map((_, i) => i));
   expected.forEach((e, i) => {
-    assert.deepEqual([...b.indices.subarray(b.indptr[i]!, b.indptr[i + 1]!)], e.genes, `cell ${i}`);
-    assert.deepEqual([...b.counts.subarray(b.indptr[i]!, b.indptr[i + 1]!)], e.counts, `cell ${i}`);
+    assert.deepEqual([...b.indices.subarray(b.indptr[i], b.indptr[i + 1])], e.genes, `cell ${i}`);
+    assert.deepEqual([...b.counts.subarray(b.indptr[i], b.indptr[i + 1])], e.counts, `cell ${i}`);
     assert.equal(
       b.library[i],
       e.counts.reduce((x, y) => x + y, 0),

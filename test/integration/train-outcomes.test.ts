@@ -199,7 +199,7 @@ test('train without --checkpoint: a loadable checkpoint at the printed default p
   assert.ok(printed.length >= 2, 'printed at the start and at the end');
   assert.equal(printed[0], `${own}.ckpt`);
   assert.equal(printed[printed.length - 1], printed[0]);
-  const c = loadCheckpoint(printed[0]!);
+  const c = loadCheckpoint(printed[0]);
   assert.equal(c.position.epoch, 2);
   // the default batch sizes for 2 workers: the 128-cell step in two 64-cell microbatches, recorded
   assert.equal(c.trainConfig.globalBatch, 128);

@@ -108,7 +108,7 @@ test('encodeCellRows gathers rows of several batches into one message, equal to 
   const a = randomBatch(40, 60, 7),
     b = randomBatch(25, 60, 8);
   b.indptr[3] = b.indptr[2]!; // row 2 of b: no entries
-  for (let i = 4; i <= 25; i++) b.indptr[i] = Math.max(b.indptr[i]!, b.indptr[3]!);
+  for (let i = 4; i <= 25; i++) b.indptr[i] = Math.max(b.indptr[i]!, b.indptr[3]);
   const picks: [CellBatch, number][] = [
     [a, 39],
     [b, 2],

@@ -20,11 +20,11 @@ const OVERLAYS = ['cpu', 'nvidia-gpu'];
 type Obj = Record<string, any>;
 
 const MODELS: Record<string, new (o: Obj) => { validate(): void }> = {
-  'v1/Namespace': Namespace as never,
-  'v1/Secret': Secret as never,
-  'v1/Service': Service as never,
-  'v1/PersistentVolumeClaim': PersistentVolumeClaim as never,
-  'batch/v1/Job': Job as never,
+  'v1/Namespace': Namespace,
+  'v1/Secret': Secret,
+  'v1/Service': Service,
+  'v1/PersistentVolumeClaim': PersistentVolumeClaim,
+  'batch/v1/Job': Job,
   'monitoring.coreos.com/v1/PodMonitor': PodMonitor as never,
 };
 
@@ -150,11 +150,11 @@ test('every base manifest and every built overlay validates against the Kubernet
   // the validator is really at work: a wrong completion mode and a non-integer parallelism fail
   const workers = find(build(path.join(root, 'overlays', 'cpu')), 'Job', 'atlasvae-workers');
   assert.throws(
-    () => new Job({ ...workers, spec: { ...workers.spec, completionMode: 'Ordered' } } as never).validate(),
+    () => new Job({ ...workers, spec: { ...workers.spec, completionMode: 'Ordered' } }).validate(),
     /completionMode/,
   );
   assert.throws(
-    () => new Job({ ...workers, spec: { ...workers.spec, parallelism: 'two' } } as never).validate(),
+    () => new Job({ ...workers, spec: { ...workers.spec, parallelism: 'two' } }).validate(),
     /parallelism/,
   );
 });

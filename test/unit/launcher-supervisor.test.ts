@@ -150,7 +150,7 @@ for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
       }),
     );
     let out = '';
-    parent.stdout!.on('data', (d: Buffer) => {
+    parent.stdout.on('data', (d: Buffer) => {
       out += d.toString();
     });
     await until(

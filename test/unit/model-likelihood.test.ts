@@ -3,12 +3,7 @@
 // gaussian likelihood and gene-batch dispersion.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  defaultModelConfig,
-  type DispersionMode,
-  type Likelihood,
-  type ModelConfig,
-} from '@atlasvae/shared/config';
+import { defaultModelConfig, type ModelConfig } from '@atlasvae/shared/config';
 import type { CellBatch } from '@atlasvae/shared/batch';
 import { Rng } from '@atlasvae/shared/rng';
 import { likelihood, negativeBinomialReference } from '@atlasvae/shared/model/likelihood';
@@ -74,10 +69,10 @@ function fd(arr: Float32Array, k: number, f: () => number): number {
   const x = arr[k]!;
   const h = 1e-3 * Math.max(1, Math.abs(x));
   arr[k] = x + h;
-  const up = arr[k]!;
+  const up = arr[k];
   const fu = f();
   arr[k] = x - h;
-  const down = arr[k]!;
+  const down = arr[k];
   const fdn = f();
   arr[k] = x;
   return (fu - fdn) / (up - down);
@@ -100,8 +95,8 @@ for (const lik of ['nb', 'zinb', 'poisson', 'gaussian'] as const) {
     test(`likelihood ${lik} (${disp} dispersion): gradients match finite differences`, () => {
       const rng = new Rng(42, lik.length, disp.length);
       const cfg = defaultModelConfig(G, K, {
-        likelihood: lik as Likelihood,
-        dispersion: disp as DispersionMode,
+        likelihood: lik,
+        dispersion: disp,
       });
       const batch = randomBatch(rng);
       const logits = randomArray(rng, B * G, 1);

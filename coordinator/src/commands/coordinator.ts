@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
 import { metricsCliOptions } from '../metrics.js';
-import { trainingOptions, type TrainingFlags } from '../server/setup.js';
+import { trainingOptions } from '../server/setup.js';
 import { runCoordinator } from '../server/run.js';
 import { reportOutcome } from '../server/report.js';
 
@@ -54,7 +54,7 @@ export const coordinatorCommand = (y: Argv): Argv =>
           'continue after a crash or stop',
         ),
     async (argv) => {
-      const r = await runCoordinator(argv as unknown as TrainingFlags, {
+      const r = await runCoordinator(argv, {
         host: argv.host,
         port: argv.port,
         token: resolveToken({ token: argv.token, tokenFile: argv['token-file'] }) ?? null,

@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
 import { getLogger } from '@atlasvae/shared/log';
-import { JS_MODEL_BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
+import { JS_MODEL_BACKEND_CHOICES, initBackend } from '@atlasvae/shared/backend';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { createModel } from '@atlasvae/shared/model/vae';
 import { simulateToDataset, defaultSimulationOptions } from '../data/simulate.js';
@@ -32,7 +32,7 @@ export const demoCommand = (y: Argv): Argv =>
         .option('local-workers', { type: 'number', default: 2, describe: 'worker processes' })
         .option('backend', {
           choices: JS_MODEL_BACKEND_CHOICES,
-          default: 'auto' as BackendChoice,
+          default: 'auto' as const,
           describe: 'compute backend of the workers',
         })
         .option('seed', { type: 'number', default: 0, describe: 'seed of simulation and training' })

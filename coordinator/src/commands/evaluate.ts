@@ -25,7 +25,7 @@ export function evaluateCommand(y: Argv): Argv {
       withModelAndData(c)
         .option('split', {
           choices: SPLITS,
-          default: 'all' as (typeof SPLITS)[number],
+          default: 'all' as const,
           describe: "cells to evaluate (the dataset's own train/validation split)",
         })
         .option('samples', {

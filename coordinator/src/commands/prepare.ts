@@ -64,7 +64,7 @@ export function prepareCommand(y: Argv): Argv {
       let last = 0,
         lastPhase = '';
       const { manifest } = await prepareDataset({
-        input: a.input as string,
+        input: a.input,
         out: a.out,
         batchKey: a['batch-key'],
         labelKey: a['label-key'],

@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
-import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
+import { BACKEND_CHOICES } from '@atlasvae/shared/backend';
 import { getLogger, log as rootLog } from '@atlasvae/shared/log';
 import { WorkerClient } from '@atlasvae/worker/client';
 import { SimulatedEngine, type GradientEngine } from '@atlasvae/worker/engine';
-import { createEngine, ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker/engineChoice';
+import { createEngine, ENGINE_CHOICES } from '@atlasvae/worker/engineChoice';
 import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
 import { WorkerMetrics } from '@atlasvae/worker/metrics';
 import { discoverGpus, selectDevices } from '@atlasvae/worker/launcher/devices';
@@ -43,13 +43,13 @@ export const workerCommand = (y: Argv): Argv =>
         })
         .option('backend', {
           choices: BACKEND_CHOICES,
-          default: 'auto' as BackendChoice,
+          default: 'auto' as const,
           describe:
             "compute backend (auto: tensorflow on a GPU, then webgpu on a hardware GPU adapter, else tensorflow/wasm on the CPU); webgpu test bed without a GPU: ATLASVAE_WEBGPU_FLAGS='backend=opengl featureLevel=compatibility'",
         })
         .option('engine', {
           choices: ENGINE_CHOICES,
-          default: 'auto' as EngineChoice,
+          default: 'auto' as const,
           describe:
             "js: the hand-written model, matrix products on the backend; device: the whole step on the backend's device; auto: device on tensorflow/webgpu, else js",
         })

@@ -226,7 +226,7 @@ export class DatasetSource implements CellSource {
     if (cells.cellIndex[0] !== info.firstCell + r * this.rbCells)
       throw new InputError(path.join(this.dir, info.file), `record batch ${r} starts at the wrong cell`);
     this.blocksRead++;
-    return { cells, rb, bytes, buffer: buffer!, pins: 0, evicted: false, recycled: false };
+    return { cells, rb, bytes, buffer, pins: 0, evicted: false, recycled: false };
   }
 
   /**
@@ -395,8 +395,8 @@ export class DatasetSource implements CellSource {
         r = rows[i]!;
       const s = c.indptr[r]!,
         e = c.indptr[r + 1]!;
-      indicesOut.set(c.indices.subarray(s, e), indptr[i]!);
-      countsOut.set(c.counts.subarray(s, e), indptr[i]!);
+      indicesOut.set(c.indices.subarray(s, e), indptr[i]);
+      countsOut.set(c.counts.subarray(s, e), indptr[i]);
       library[i] = c.library[r]!;
       batch[i] = c.batch[r]!;
       label[i] = c.label[r]!;

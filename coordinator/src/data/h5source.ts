@@ -175,24 +175,36 @@ function sparseLayout(
   return { kind, data, indices, indptr, nCells, nGenes, where };
 }
 
+/** A matrix shape read from the file (`what` names where): exactly two whole sizes. */
+function matrixShape(file: string, what: string, shape: ArrayLike<number>): [number, number] {
+  const [rows, cols, ...more] = Array.from(shape);
+  if (rows === undefined || cols === undefined || more.length > 0)
+    throw new InputError(file, `${what} is [${Array.from(shape).join(', ')}], not a 2-d matrix shape`);
+  if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(cols) || rows < 0 || cols < 0)
+    throw new InputError(file, `${what} is [${rows}, ${cols}]: sizes must be whole numbers ≥ 0`);
+  return [rows, cols];
+}
+
 /** X-like element of an .h5ad at `where` (group or dataset). */
 function h5adMatrix(file: string, f: H5File, where: string): MatrixLayout {
   const e = f.get(where);
   if (!e) throw new InputError(file, `has no ${where}`);
   if (isDataset(e)) {
-    const shape = e.shape ?? [];
-    if (shape.length !== 2)
-      throw new InputError(file, `${where} is not a 2-d matrix (shape [${shape.join(', ')}])`);
-    return { kind: 'dense', dense: e, nCells: shape[0]!, nGenes: shape[1]!, where };
+    const [nCells, nGenes] = matrixShape(file, `${where}'s shape`, e.shape ?? []);
+    return { kind: 'dense', dense: e, nCells, nGenes, where };
   }
   if (!isGroup(e)) throw new InputError(file, `${where} is not a matrix`);
   const enc = attrString(e, 'encoding-type') ?? attrString(e, 'h5sparse_format');
   const shapeAttr = attr(e, 'shape') ?? attr(e, 'h5sparse_shape');
   if (!shapeAttr || !ArrayBuffer.isView(shapeAttr))
     throw new InputError(file, `${where} has no shape attribute`);
-  const shape = Array.from(shapeAttr as unknown as ArrayLike<number | bigint>, Number);
-  if (enc === 'csr_matrix' || enc === 'csr') return sparseLayout(file, e, where, 'csr', shape[0]!, shape[1]!);
-  if (enc === 'csc_matrix' || enc === 'csc') return sparseLayout(file, e, where, 'csc', shape[0]!, shape[1]!);
+  const shape = matrixShape(
+    file,
+    `${where}'s shape attribute`,
+    Array.from(shapeAttr as unknown as ArrayLike<number | bigint>, Number),
+  );
+  if (enc === 'csr_matrix' || enc === 'csr') return sparseLayout(file, e, where, 'csr', ...shape);
+  if (enc === 'csc_matrix' || enc === 'csc') return sparseLayout(file, e, where, 'csc', ...shape);
   throw new InputError(file, `${where} has unsupported encoding "${enc}"`);
 }
 
@@ -542,9 +554,13 @@ function open10xV3(file: string, f: H5File, o: OpenSourceOptions): MatrixSource 
   const g = f.get('matrix') as H5Group;
   const shapeSet = g.get('shape');
   if (!isDataset(shapeSet)) throw new InputError(file, 'matrix/shape is missing');
-  const shape = Array.from(toNumbers(read(file, shapeSet, 'matrix/shape'), file, 'matrix/shape'));
+  const [nGenes, nCells] = matrixShape(
+    file,
+    'matrix/shape',
+    toNumbers(read(file, shapeSet, 'matrix/shape'), file, 'matrix/shape'),
+  );
   // 10x stores genes × cells as CSC: its columns (cells) are our rows
-  const m = sparseLayout(file, g, 'matrix', 'csr', shape[1]!, shape[0]!);
+  const m = sparseLayout(file, g, 'matrix', 'csr', nCells, nGenes);
   const feats = g.get('features');
   if (!isGroup(feats)) throw new InputError(file, 'matrix/features is missing');
   const nameSet = feats.get('name'),
@@ -572,8 +588,12 @@ function open10xV3(file: string, f: H5File, o: OpenSourceOptions): MatrixSource 
 function open10xV2(file: string, f: H5File, g: H5Group, genome: string, o: OpenSourceOptions): MatrixSource {
   const shapeSet = g.get('shape');
   if (!isDataset(shapeSet)) throw new InputError(file, `${genome}/shape is missing`);
-  const shape = Array.from(toNumbers(read(file, shapeSet, `${genome}/shape`), file, `${genome}/shape`));
-  const m = sparseLayout(file, g, genome, 'csr', shape[1]!, shape[0]!);
+  const [nGenes, nCells] = matrixShape(
+    file,
+    `${genome}/shape`,
+    toNumbers(read(file, shapeSet, `${genome}/shape`), file, `${genome}/shape`),
+  );
+  const m = sparseLayout(file, g, genome, 'csr', nCells, nGenes);
   const genes = strings(
     read(file, g.get('gene_names') as H5Dataset, `${genome}/gene_names`),
     file,

@@ -137,7 +137,7 @@ class MtxParser {
         nRows: 0,
         nCols: 0,
         nnz: 0,
-        field: field === 'double' ? 'real' : (field as MtxHeader['field']),
+        field: field === 'double' ? 'real' : field,
       };
       return;
     }

@@ -36,7 +36,15 @@ async function loadChunk(plan: ChunkPlan, index: number): Promise<Chunk> {
   if (plan.batchMap) {
     const map = plan.batchMap;
     const mapped = new Int32Array(batch.nCells);
-    for (let i = 0; i < batch.nCells; i++) mapped[i] = map[batch.batch[i]!]!;
+    for (let i = 0; i < batch.nCells; i++) {
+      const code = batch.batch[i]!;
+      const model = map[code];
+      if (model === undefined)
+        throw new Error(
+          `cell ${batch.cellIndex[i]} has batch code ${code}; the dataset has ${map.length} batches`,
+        );
+      mapped[i] = model;
+    }
     return { index, offset, batch: { ...batch, batch: mapped }, datasetBatch: batch.batch };
   }
   return { index, offset, batch, datasetBatch: batch.batch };

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
-import { JS_MODEL_BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
+import { JS_MODEL_BACKEND_CHOICES } from '@atlasvae/shared/backend';
 import { CliError } from '@atlasvae/shared/errors';
 import { Progress } from '../progress.js';
 import type { ChunkPlan } from './cell-stream.js';
@@ -14,7 +14,7 @@ export function withModelAndData<T>(y: Argv<T>) {
     .option('data', { type: 'string', describe: 'prepared dataset folder (`atlasvae prepare`)' })
     .option('backend', {
       choices: JS_MODEL_BACKEND_CHOICES,
-      default: 'auto' as BackendChoice,
+      default: 'auto' as const,
       describe: 'compute backend',
     })
     .option('as-batch', {

@@ -255,7 +255,7 @@ export class FleetEngine implements InferenceEngine {
         }
         c.inflight.delete(msg.id);
         // copies: aligned, and independent of the message buffer
-        const bytes = Uint8Array.from(payload!);
+        const bytes = Uint8Array.from(payload);
         const f64 = new Float64Array(bytes.buffer, 0, msg.f64Length);
         const f32 = new Float32Array(bytes.buffer, 8 * msg.f64Length, msg.f32Length);
         job.resolve({ f64, f32 });

@@ -45,14 +45,16 @@ function obsCountOf(f: InstanceType<typeof h5wasm.File>, file: string): number {
   if (!(obs instanceof h5wasm.Group)) throw new InputError(file, 'not an AnnData file (no obs group)');
   const indexName = (obs.attrs['_index']?.value as string | undefined) ?? '_index';
   const idx = obs.get(indexName);
-  if (idx instanceof h5wasm.Dataset && idx.shape) return idx.shape[0]!;
+  const indexRows = idx instanceof h5wasm.Dataset ? idx.shape?.[0] : undefined;
+  if (indexRows !== undefined) return indexRows;
   const x = f.get('X');
-  if (x instanceof h5wasm.Dataset && x.shape) return x.shape[0]!;
-  const shape =
-    x instanceof h5wasm.Group
-      ? (x.attrs['shape']?.value as ArrayLike<number | bigint> | undefined)
-      : undefined;
-  if (shape) return Number(shape[0]);
+  const xRows =
+    x instanceof h5wasm.Dataset
+      ? x.shape?.[0]
+      : x instanceof h5wasm.Group
+        ? (x.attrs['shape']?.value as ArrayLike<number | bigint> | undefined)?.[0]
+        : undefined;
+  if (xRows !== undefined) return Number(xRows);
   throw new InputError(file, 'cannot tell the number of cells (no obs index and no X)');
 }
 

@@ -147,11 +147,10 @@ export function batchMixingEntropy(
     nBatch,
     normalizedEntropy: sum / n,
     expectedIfMixed: hGlobal / logB,
-    perBatch: [...per].map((s, b) => ({
-      batch: b,
-      nCells: perN[b]!,
-      normalizedEntropy: perN[b]! ? s / perN[b]! : NaN,
-    })),
+    perBatch: [...per].map((s, b) => {
+      const cells = perN[b]!;
+      return { batch: b, nCells: cells, normalizedEntropy: cells ? s / cells : NaN };
+    }),
   };
 }
 

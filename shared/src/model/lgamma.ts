@@ -50,11 +50,11 @@ export function digamma(x: tf.Tensor): tf.Tensor {
 }
 
 /** log Γ(x) for x > 0, differentiable (gradient ψ(x)). */
-export const lgamma: (x: tf.Tensor) => tf.Tensor = tf.customGrad((x, save) => {
+export const lgamma: (x: tf.Tensor) => tf.Tensor = tf.customGrad<tf.Tensor>((x, save) => {
   const input = x as tf.Tensor;
   (save as (t: tf.Tensor[]) => void)([input]);
   return {
     value: lgammaForward(input),
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, digamma(saved[0]!)),
   };
-}) as (x: tf.Tensor) => tf.Tensor;
+});

@@ -304,9 +304,9 @@ function checkShape(header: unknown, allowed: Set<string>): Header {
   if (header === null || typeof header !== 'object' || Array.isArray(header))
     throw new ProtocolError('header is not a map');
   const h = header as Record<string, unknown>;
-  if (typeof h.type !== 'string' || !allowed.has(h.type))
-    throw new ProtocolError(`unknown message type ${JSON.stringify(String(h.type)).slice(0, 40)}`);
-  checkFields(h as Header, SCHEMAS[h.type]!);
+  const schema = typeof h.type === 'string' && allowed.has(h.type) ? SCHEMAS[h.type] : undefined;
+  if (!schema) throw new ProtocolError(`unknown message type ${JSON.stringify(String(h.type)).slice(0, 40)}`);
+  checkFields(h as Header, schema);
   return h as Header;
 }
 
