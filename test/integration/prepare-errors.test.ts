@@ -209,3 +209,39 @@ test(
     fs.rmSync(tmp, { recursive: true });
   },
 );
+
+test('a matrix shape that is not two whole sizes is named (h5ad shape attribute, 10x matrix/shape)', async () => {
+  const h5 = (await import('h5wasm/node')).default;
+  await h5.ready;
+  const tmp = tempDir();
+  const inputs = path.join(tmp, 'in');
+  fs.mkdirSync(inputs);
+  const sparseX = (name: string, shape: BigInt64Array | Float64Array): string => {
+    const file = path.join(inputs, name);
+    const f = new h5.File(file, 'w');
+    const X = f.create_group('X');
+    X.create_attribute('encoding-type', 'csr_matrix');
+    X.create_attribute('shape', shape);
+    X.create_dataset({ name: 'data', data: new Float32Array([1, 2]) });
+    X.create_dataset({ name: 'indices', data: new Int32Array([0, 2]) });
+    X.create_dataset({ name: 'indptr', data: new Int32Array([0, 1, 2]) });
+    f.close();
+    return file;
+  };
+  await refuses(
+    tmp,
+    { input: sparseX('one-d.h5ad', new BigInt64Array([2n])) },
+    /one-d\.h5ad: X's shape attribute is \[2\], not a 2-d matrix shape/,
+  );
+  await refuses(
+    tmp,
+    { input: sparseX('fraction.h5ad', new Float64Array([2, 2.5])) },
+    /fraction\.h5ad: X's shape attribute is \[2, 2\.5\]: sizes must be whole numbers ≥ 0/,
+  );
+  const tenx = path.join(inputs, 'one-d.h5');
+  const f = new h5.File(tenx, 'w');
+  f.create_group('matrix').create_dataset({ name: 'shape', data: new Int32Array([3]) });
+  f.close();
+  await refuses(tmp, { input: tenx }, /one-d\.h5: matrix\/shape is \[3\], not a 2-d matrix shape/);
+  fs.rmSync(tmp, { recursive: true });
+});

@@ -38,7 +38,7 @@ function hdf5Problem(e: unknown): string {
     .split('\n')
     .map((l) => /#\d+: .* in [\w]+\(\): (.*)$/.exec(l)?.[1])
     .filter((x): x is string => !!x);
-  return lines.length ? lines[lines.length - 1]! : text.split('\n')[0]!;
+  return lines.at(-1) ?? text.split('\n')[0]!;
 }
 
 /**

@@ -60,8 +60,7 @@ export async function readTsvRows(file: string): Promise<string[][]> {
   await forEachLine(file, (buf, s, e) => {
     rows.push(buf.toString('utf8', s, e).split('\t'));
   });
-  while (rows.length > 0 && rows[rows.length - 1]!.length === 1 && rows[rows.length - 1]![0] === '')
-    rows.pop();
+  while (rows.at(-1)?.join('\t') === '') rows.pop();
   return rows;
 }
 

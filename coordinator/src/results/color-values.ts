@@ -14,7 +14,8 @@ export function colorCodes(values: string[]): { codes: Int32Array; names: string
   const edges: number[] = [];
   for (let b = 1; b <= NUMERIC_BINS; b++) {
     const e = sorted[Math.min(sorted.length - 1, Math.ceil((b * sorted.length) / NUMERIC_BINS) - 1)]!;
-    if (edges.length === 0 || e > edges[edges.length - 1]!) edges.push(e);
+    const last = edges.at(-1);
+    if (last === undefined || e > last) edges.push(e);
   }
   const fmt = (x: number): string =>
     Math.abs(x) >= 1000 || Number.isInteger(x) ? String(Math.round(x)) : x.toPrecision(3);

@@ -62,9 +62,9 @@ export function createTableWriter(file: string): TableWriter {
 }
 
 function columnLength(columns: Record<string, Column>): number {
-  const lens = new Set(Object.values(columns).map((c) => c.length));
-  if (lens.size > 1) throw new Error(`table columns differ in length: ${[...lens].join(', ')}`);
-  return lens.size ? [...lens][0]! : 0;
+  const [length = 0, ...others] = new Set(Object.values(columns).map((c) => c.length));
+  if (others.length) throw new Error(`table columns differ in length: ${[length, ...others].join(', ')}`);
+  return length;
 }
 
 class ArrowTableWriter implements TableWriter {
@@ -93,10 +93,8 @@ class ArrowTableWriter implements TableWriter {
     else if (names.join('\0') !== this.names.join('\0'))
       throw new Error('table columns changed between chunks');
     const data: Record<string, Data> = {};
-    for (const n of names) {
-      const c = columns[n]!;
+    for (const [n, c] of Object.entries(columns))
       data[n] = (Array.isArray(c) ? vectorFromArray(c, new Utf8()) : makeVector(c)).data[0]!;
-    }
     this.writer.write(new RecordBatch(data));
     // let the pump flush this batch before the caller computes the next one
     await new Promise<void>((r) => setImmediate(r));
@@ -166,8 +164,7 @@ class DelimitedTableWriter implements TableWriter {
       fs.writeSync(this.fd, names.map((x) => quoteField(x, this.sep)).join(this.sep) + '\n');
     } else if (names.join('\0') !== this.names.join('\0'))
       throw new Error('table columns changed between chunks');
-    const cols = names.map((k) => columns[k]!);
-    const fmt = cols.map((c) =>
+    const fmt = Object.values(columns).map((c) =>
       Array.isArray(c)
         ? (i: number) => quoteField(c[i]!, this.sep)
         : c instanceof Float32Array

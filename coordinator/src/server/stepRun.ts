@@ -160,9 +160,9 @@ export class StepRun {
         if (this.results[i] === undefined && !this.holders.get(i)!.length) this.requeue(i);
       return 'duplicate';
     }
-    for (let k = 0; k < count; k++) {
+    for (const [k, r] of rs.entries()) {
       const i = first + k;
-      this.results[i] = rs[k]!;
+      this.results[i] = r;
       this.unitSize[i] = k === 0 ? count : 0;
       this.remaining--;
       // a copy handed out again after a timeout may still be queued: nobody needs it now
@@ -210,8 +210,8 @@ export class StepRun {
   expire(now: number, timeoutMs: number): { index: number; workerId: number }[] {
     const out: { index: number; workerId: number }[] = [];
     for (const [i, list] of this.holders) {
-      if (list.length === 0 || this.results[i] !== undefined) continue;
-      const last = list[list.length - 1]!;
+      const last = list.at(-1);
+      if (last === undefined || this.results[i] !== undefined) continue;
       if (now - last.sentAt >= timeoutMs && this.requeue(i)) {
         this.failures.set(i, (this.failures.get(i) ?? 0) + 1);
         out.push({ index: i, workerId: last.workerId });
