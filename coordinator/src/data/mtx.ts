@@ -48,8 +48,8 @@ export async function readGeneList(
   const geneIds: string[] = [];
   const types: string[] = [];
   for (const r of rows) {
-    geneIds.push(r[0]!);
-    genes.push(r.length > 1 && r[1] !== '' ? r[1]! : r[0]!);
+    geneIds.push(r[0]);
+    genes.push(r[1] || r[0]);
     types.push(r[2] ?? '');
   }
   return { genes, geneIds, featureTypes: types.every((t) => t !== '') ? types : null };
@@ -57,7 +57,7 @@ export async function readGeneList(
 
 /** Barcodes: the first column of each line. */
 export async function readBarcodes(file: string): Promise<string[]> {
-  return (await readTsvRows(file)).map((r) => r[0]!);
+  return (await readTsvRows(file)).map((r) => r[0]);
 }
 
 export interface MtxEntries {

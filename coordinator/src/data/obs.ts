@@ -13,8 +13,8 @@ export interface ObsTable {
 /** A metadata TSV: header line, first column barcodes, other columns by name. */
 export async function readObsTsv(file: string): Promise<ObsTable> {
   const rows = await readTsvRows(file);
-  if (rows.length === 0) throw new InputError(file, 'empty metadata table');
-  const header = rows[0]!;
+  const header = rows[0];
+  if (!header) throw new InputError(file, 'empty metadata table');
   const names = header.slice(1);
   const columns = new Map<string, string[]>();
   for (const n of names) columns.set(n, []);
@@ -23,7 +23,7 @@ export async function readObsTsv(file: string): Promise<ObsTable> {
     const r = rows[i]!;
     if (r.length !== header.length)
       throw new InputError(file, `line ${i + 1} has ${r.length} fields, the header has ${header.length}`);
-    barcodes.push(r[0]!);
+    barcodes.push(r[0]);
     for (let j = 0; j < names.length; j++) columns.get(names[j]!)!.push(r[j + 1]!);
   }
   return { file, barcodes, columns };

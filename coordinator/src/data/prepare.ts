@@ -70,7 +70,7 @@ async function imposedGenes(
   if (!fs.existsSync(file)) throw new InputError(file, 'no such gene list');
   const rows = (await readTsvRows(file)).filter((r) => r[0] !== '');
   if (rows.length === 0) throw new InputError(file, 'empty gene list');
-  const names = rows.map((r) => r[0]!.trim());
+  const names = rows.map((r) => r[0].trim());
   const seen = new Set<string>();
   for (const n of names) {
     if (seen.has(n)) throw new InputError(file, `gene "${n}" is listed twice`);

@@ -54,11 +54,14 @@ export async function forEachLine(
   }
 }
 
+/** One line split on tabs: never empty (an empty line is one empty field). */
+export type TsvRow = [string, ...string[]];
+
 /** All lines of a (small) text file, split on tabs. Empty trailing lines are dropped. */
-export async function readTsvRows(file: string): Promise<string[][]> {
-  const rows: string[][] = [];
+export async function readTsvRows(file: string): Promise<TsvRow[]> {
+  const rows: TsvRow[] = [];
   await forEachLine(file, (buf, s, e) => {
-    rows.push(buf.toString('utf8', s, e).split('\t'));
+    rows.push(buf.toString('utf8', s, e).split('\t') as TsvRow);
   });
   while (rows.at(-1)?.join('\t') === '') rows.pop();
   return rows;
