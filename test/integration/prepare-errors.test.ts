@@ -210,7 +210,7 @@ test(
   },
 );
 
-test('a matrix shape that is not two whole sizes is named (h5ad shape attribute, 10x matrix/shape)', async () => {
+test('matrix shapes that are not two whole sizes and gene ids that miss genes are named', async () => {
   const h5 = (await import('h5wasm/node')).default;
   await h5.ready;
   const tmp = tempDir();
@@ -243,5 +243,19 @@ test('a matrix shape that is not two whole sizes is named (h5ad shape attribute,
   f.create_group('matrix').create_dataset({ name: 'shape', data: new Int32Array([3]) });
   f.close();
   await refuses(tmp, { input: tenx }, /one-d\.h5: matrix\/shape is \[3\], not a 2-d matrix shape/);
+  // a 10x file of 3 genes × 2 cells whose features/id lists 2 ids
+  const shortIds = path.join(inputs, 'short-ids.h5');
+  const g = new h5.File(shortIds, 'w');
+  const m = g.create_group('matrix');
+  m.create_dataset({ name: 'shape', data: new Int32Array([3, 2]) });
+  m.create_dataset({ name: 'data', data: new Int32Array([1, 2]) });
+  m.create_dataset({ name: 'indices', data: new Int32Array([0, 2]) });
+  m.create_dataset({ name: 'indptr', data: new Int32Array([0, 1, 2]) });
+  m.create_dataset({ name: 'barcodes', data: ['c1', 'c2'] });
+  const feats = m.create_group('features');
+  feats.create_dataset({ name: 'name', data: ['g1', 'g2', 'g3'] });
+  feats.create_dataset({ name: 'id', data: ['i1', 'i2'] });
+  g.close();
+  await refuses(tmp, { input: shortIds }, /short-ids\.h5: the matrix has 3 genes but 2 gene ids/);
   fs.rmSync(tmp, { recursive: true });
 });

@@ -254,6 +254,12 @@ class Hdf5Source implements MatrixSource {
         file,
         `the matrix has ${this.nGenes} genes but the gene list has ${this.genes.length}`,
       );
+    for (const [what, list] of [
+      ['ids', this.geneIds],
+      ['feature types', this.featureTypes],
+    ] as const)
+      if (list && list.length !== this.nGenes)
+        throw new InputError(file, `the matrix has ${this.nGenes} genes but ${list.length} gene ${what}`);
     const nb = this.barcodeSet.shape?.[0] ?? -1;
     if (nb !== this.nCells)
       throw new InputError(file, `the matrix has ${this.nCells} cells but there are ${nb} barcodes`);

@@ -68,9 +68,7 @@ export function writeObsFile(dir: string, columns: ObsColumn[], nRows: number): 
   for (const c of columns) {
     if (c.kind === 'category') {
       // a dictionary column of the category names; a missing value (−1) is null
-      const values = Array.from(c.codes, (k) =>
-        k >= 0 && k < c.categories.length ? c.categories[k]! : null,
-      );
+      const values = Array.from(c.codes, (k) => c.categories[k] ?? null);
       vectors[c.name] = vectorFromArray(values, new Dictionary(new Utf8(), new Int32()));
     } else if (c.kind === 'number') {
       vectors[c.name] = vectorFromArray(c.values);

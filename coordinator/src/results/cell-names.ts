@@ -18,5 +18,5 @@ export interface CellNaming {
 }
 
 export function nameOf(names: string[], code: number): string {
-  return code >= 0 && code < names.length ? names[code]! : '';
+  return names[code] ?? '';
 }
