@@ -71,19 +71,21 @@ function fleet(workers: number, out: string): Promise<string> {
 }
 
 test('train-local: the same bits as before the one loop', { skip: skipKang, timeout: 300_000 }, async () => {
+  // recorded as `--batch-size 256 --out FILE`; the old spelling is rerun below
   const out = path.join(dir, 'local.ckpt');
-  await runOk([
+  const log = await runOk([
     'train-local',
     '--mtx',
     sharedPath(KANG)!,
     '--batch-key',
     'batch',
-    '--batch-size',
+    '--global-batch',
     '256',
-    '--out',
+    '--checkpoint',
     out,
     ...COMMON,
   ]);
+  assert.doesNotMatch(log, /deprecated/);
   assert.equal(stateHash(out), BEFORE.trainLocal);
 });
 
@@ -97,5 +99,48 @@ test(
     const one = path.join(dir, 'fleet1.ckpt');
     await fleet(1, one);
     assert.equal(stateHash(one), BEFORE.fleet1);
+  },
+);
+
+test(
+  'train-local --microbatch sums in the fleet order: bit-identical to train --local-workers 2',
+  { skip: skipKang, timeout: 300_000 },
+  async () => {
+    const out = path.join(dir, 'local-micro.ckpt');
+    const kang = sharedPath(KANG)!;
+    const log = await runOk([
+      'train-local',
+      '--mtx',
+      kang,
+      '--batch-key',
+      'batch',
+      '--global-batch',
+      '256',
+      '--microbatch',
+      '128',
+      '--checkpoint',
+      out,
+      ...COMMON,
+    ]);
+    assert.doesNotMatch(log, /deprecated/);
+    assert.equal(stateHash(out), BEFORE.fleet2);
+    // the old spellings (the command the hash was recorded with) still work, each with one
+    // warning naming the new flag
+    const old = path.join(dir, 'local-old.ckpt');
+    const warned = await runOk([
+      'train-local',
+      '--mtx',
+      kang,
+      '--batch-key',
+      'batch',
+      '--batch-size',
+      '256',
+      '--out',
+      old,
+      ...COMMON,
+    ]);
+    assert.equal((warned.match(/--batch-size is deprecated: use --global-batch/g) ?? []).length, 1, warned);
+    assert.equal((warned.match(/--out is deprecated: use --checkpoint/g) ?? []).length, 1, warned);
+    assert.equal(stateHash(old), BEFORE.trainLocal);
   },
 );

@@ -1,4 +1,4 @@
-// The coordinator: the fleet as the training loop's step executor (trainingLoop.ts). It hands
+// The coordinator: the fleet as the training loop's step executor (shared/train/loop.ts). It hands
 // each step's microbatches (Arrow IPC bytes) to whichever workers are connected (sessions:
 // workerSessions.ts), collects their summed gradients, applies one optimizer step with the results
 // in microbatch order, and broadcasts the new parameters (paramTransport.ts).
@@ -44,14 +44,23 @@ import {
 import {
   TrainingLoop,
   StepAbandoned,
+  type StateSnapshot,
   type StepExecutor,
   type TrainOutcome,
-  type TrainingSetup,
+  type TrainingSetup as LoopSetup,
   type Validator,
-} from './trainingLoop.js';
+} from '@atlasvae/shared/train/loop';
+import type { TrainingData } from './data.js';
+import type { Optimizer } from './optimizer.js';
 
 export { STREAM_PARAMS, type StreamParams } from './paramTransport.js';
-export type { Validator, TrainingSetup, EpochRecord, TrainOutcome } from './trainingLoop.js';
+export type { Validator, EpochRecord, TrainOutcome } from '@atlasvae/shared/train/loop';
+
+/** The loop's setup with the fleet's data (Arrow microbatches) and optimizer. */
+export interface TrainingSetup extends LoopSetup {
+  data: TrainingData;
+  optimizer: Optimizer;
+}
 
 /** the payload of a file result that will be dropped, so its file is never read */
 const NOT_READ = new Float32Array(0);
@@ -636,7 +645,7 @@ export class Coordinator implements StepExecutor<StepItem[]> {
 
   // ---------------------------------------------------------------- the executor of the training loop
 
-  /** Run the training loop (trainingLoop.ts) with this fleet as its executor. */
+  /** Run the training loop (shared/train/loop.ts) with this fleet as its executor. */
   train(): Promise<TrainOutcome> {
     const { checkpointEvery, checkpointPath, maxSteps } = this.opts;
     return new TrainingLoop(
@@ -645,6 +654,10 @@ export class Coordinator implements StepExecutor<StepItem[]> {
       this,
       this.observers,
     ).run();
+  }
+
+  snapshot(): StateSnapshot {
+    return this.setup.optimizer.snapshot();
   }
 
   async begin(needWorkers: boolean): Promise<void> {
