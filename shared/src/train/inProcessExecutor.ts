@@ -32,11 +32,12 @@ export class InProcessExecutor implements StepExecutor<CellBatch[]> {
     readonly model: VaeModel,
     private readonly modelConfig: ModelConfig,
     private readonly trainConfig: TrainConfig,
-    private readonly shouldStop: () => boolean = () => false,
+    /** checked before each step (e.g. set by a signal handler); absent: the run is never stopped */
+    private readonly shouldStop: (() => boolean) | null = null,
   ) {}
 
   get stopRequested(): boolean {
-    return this.shouldStop();
+    return this.shouldStop?.() ?? false;
   }
 
   snapshot(): StateSnapshot {
@@ -93,7 +94,7 @@ export class InProcessExecutor implements StepExecutor<CellBatch[]> {
     const applyMs = performance.now() - tApply;
     checkGradNorm(pos.globalStep, pos.epoch, s.gradNorm);
     // an in-memory source never yields to the event loop: let signal handlers run between steps
-    await new Promise((r) => setImmediate(r));
+    if (this.shouldStop) await new Promise((r) => setImmediate(r));
     return {
       globalStep: pos.globalStep,
       epoch: pos.epoch,
@@ -157,7 +158,7 @@ export async function trainInProcess(o: InProcessOptions): Promise<InProcessResu
     throw new RangeError(`the data has ${source.nGenes} genes, the model ${mc.nGenes}`);
   const state = o.state ?? initTrainingState(mc, tc.seed);
   const model = createModel(mc);
-  const exec = new InProcessExecutor(source, state, model, mc, tc, o.shouldStop);
+  const exec = new InProcessExecutor(source, state, model, mc, tc, o.shouldStop ?? null);
   const validator =
     o.validationCells.length === 0
       ? null
