@@ -16,7 +16,7 @@ import type { ExpectedSizes, HelloMsg, WorkerMessage } from '@atlasvae/shared/pr
 import { maxWorkerPayload } from './connections.js';
 import { WorkerSessions, type WelcomeBody } from './workerSessions.js';
 import { ParamTransport, type StreamParams } from './paramTransport.js';
-import type { StepItem } from './stepRun.js';
+import { StepRun, type StepItem } from './stepRun.js';
 import { StepInFlight, type Conn, type FleetPort } from './stepInFlight.js';
 import {
   notify,
@@ -382,7 +382,7 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     const acc = this.setup.optimizer.accumulator();
     const step = new StepInFlight(
       this.port,
-      items,
+      new StepRun(pos.globalStep, items),
       acc,
       this.transport.version,
       pos.epoch,

@@ -13,7 +13,7 @@ import type { GradientAccumulator } from '@atlasvae/shared/train/step';
 import { DivergenceError, nonFiniteTerm } from '@atlasvae/shared/train/divergence';
 import type { WorkMsg, ResultMsg, FailureMsg } from '@atlasvae/shared/protocol/messages';
 import type { ParamTarget } from './paramTransport.js';
-import { StepRun, type StepItem, type AcceptOutcome } from './stepRun.js';
+import type { StepRun, AcceptOutcome } from './stepRun.js';
 import type { CoordinatorObserver, RejectReason, WorkerInfo } from './events.js';
 
 /** the payload of a file result that will be dropped, so its file is never read */
@@ -49,7 +49,6 @@ export interface FleetPort<C extends Conn> {
 }
 
 export class StepInFlight<C extends Conn> {
-  readonly run: StepRun;
   /** microbatches 0…summed−1 are in acc */
   private summed = 0;
   /** settles when every microbatch is summed (or the step fails) */
@@ -59,7 +58,8 @@ export class StepInFlight<C extends Conn> {
 
   constructor(
     private readonly fleet: FleetPort<C>,
-    items: StepItem[],
+    /** the step's bookkeeping: pending, handed out, accepted */
+    readonly run: StepRun,
     /** gradients summed so far, in microbatch order */
     readonly acc: GradientAccumulator,
     readonly version: number,
@@ -68,7 +68,6 @@ export class StepInFlight<C extends Conn> {
     /** called once, when the step's first result is accepted (starts the next step's prefetch) */
     private onFirstResult: (() => void) | null,
   ) {
-    this.run = new StepRun(version, items);
     this.done = new Promise<void>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
