@@ -18,6 +18,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import type { ModelConfig, TrainConfig } from './config.js';
 import { InputError } from './errors.js';
 import type { EarlyStopping } from './train/earlyStopping.js';
+import { historyFromCheckpoint, type EpochRecord } from './train/history.js';
 
 export interface CheckpointPosition {
   /** epoch the next step belongs to */
@@ -45,14 +46,14 @@ export interface Checkpoint {
   labelCategories: string[];
   /** hash of the prepared dataset's manifest, so a resume on different data is refused */
   manifestHash: string | null;
-  /** per-epoch training history (loss terms etc.), opaque here */
-  history: unknown[];
+  /** per-epoch training history (old single-process records are converted when read) */
+  history: EpochRecord[];
   createdAt: string;
   /** set when early stopping ended training (config in trainConfig.earlyStopping) */
   earlyStopped?: { epoch: number; bestEpoch: number; bestValidationElbo: number };
 }
 
-/** What both training loops (train-local's and the coordinator's) put into a checkpoint. */
+/** What the training loop puts into a checkpoint. */
 export type CheckpointParts = Omit<
   Checkpoint,
   'format' | 'version' | 'createdAt' | 'earlyStopped' | 'rng'
@@ -182,7 +183,7 @@ export function decodeCheckpoint(bytes: Uint8Array, file = 'checkpoint'): Checkp
       `checkpoint optimizer state has ${out.adam.m.length}/${out.adam.v.length} entries for ${out.params.length} parameters`,
     );
   }
-  if (!Array.isArray(out.history)) out.history = [];
+  out.history = historyFromCheckpoint(raw.history);
   if (out.manifestHash === undefined) out.manifestHash = null;
   return out;
 }

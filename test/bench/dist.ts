@@ -20,7 +20,7 @@ import {
   type TrainConfig,
 } from '@atlasvae/shared/config';
 import { initBackend } from '@atlasvae/shared/backend';
-import { train } from '@atlasvae/shared/train/trainer';
+import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
 import { bufferLayout } from '@atlasvae/shared/model/layout';
 import { encodeFrame } from '@atlasvae/shared/protocol/frame';
 import { configureLogging } from '@atlasvae/shared/log';
@@ -247,11 +247,15 @@ async function singleProcess(
     trainCells: ds.train,
     validationCells: new Uint32Array(0),
     maxSteps: steps,
-    onStep: (s) => {
-      stamps.push(performance.now());
-      cells.push(s.cells);
-      if (cells.length === warmup) cpuStart = selfCpuSeconds();
-    },
+    observers: [
+      {
+        stepCompleted: (s) => {
+          stamps.push(performance.now());
+          cells.push(s.nCells);
+          if (cells.length === warmup) cpuStart = selfCpuSeconds();
+        },
+      },
+    ],
   });
   const cpuEnd = selfCpuSeconds();
   r.model.dispose();

@@ -8,6 +8,7 @@ import * as metrics from './metrics.js';
 import * as results from './results.js';
 import * as scale from './scale.js';
 import * as step from './step.js';
+import * as workers from './workers.js';
 import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
 
 // measure what the atlasvae CLI runs: every atlasvae process applies this GC setting first
@@ -21,6 +22,7 @@ const modules: Record<string, { run(): Promise<Record<string, unknown>> }> = {
   results,
   metrics,
   scale,
+  workers,
 };
 
 const only = process.argv.slice(2);

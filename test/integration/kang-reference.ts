@@ -4,7 +4,7 @@
 import path from 'node:path';
 import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
 import { initBackend } from '@atlasvae/shared/backend';
-import { train } from '@atlasvae/shared/train/trainer';
+import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
 import { openDataset } from '@atlasvae/coordinator/data/dataset';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { runOk } from './dist-harness.js';
@@ -82,7 +82,7 @@ export async function prepareKangWithReference(prefix: string, steps: number): P
     m: r.state.adam.m,
     v: r.state.adam.v,
     globalStep: r.state.globalStep,
-    validationElbo: r.history[0]!.validationElbo,
+    validationElbo: r.history[0]!.validationElbo!,
   };
   r.model.dispose();
   const trainCells = ds.train;

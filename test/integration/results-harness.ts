@@ -7,7 +7,8 @@ import { PNG } from 'pngjs';
 import { initBackend } from '@atlasvae/shared/backend';
 import { defaultModelConfig, defaultTrainConfig, type TrainConfig } from '@atlasvae/shared/config';
 import { saveCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
-import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
+import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
+import type { EpochRecord } from '@atlasvae/shared/train/history';
 import type { VaeModel } from '@atlasvae/shared/model/vae';
 import { openDataset, type Dataset } from '@atlasvae/coordinator/data/dataset';
 import { cliPath } from '../helpers/paths.js';
@@ -34,10 +35,15 @@ export async function cli(args: string[]): Promise<string> {
   return r.stdout;
 }
 
+/** An epoch record of a run with validation cells: its held-out terms are there. */
+export type EvaluatedEpoch = EpochRecord &
+  Required<Pick<EpochRecord, 'validationElbo' | 'validationReconstruction' | 'validationKl'>>;
+
 export interface TrainedModel {
   dataset: Dataset;
   model: VaeModel;
-  history: EpochSummary[];
+  /** every epoch, each with its held-out evaluation */
+  history: EvaluatedEpoch[];
   checkpoint: string;
   trainConfig: TrainConfig;
 }
@@ -53,12 +59,20 @@ export async function trainAndSave(
   const m = dataset.manifest;
   const modelConfig = defaultModelConfig(m.nGenes, m.batchCategories.length);
   const trainConfig = defaultTrainConfig(m.nCells, { seed: 0, ...over });
-  const { state, history, model } = await train({
+  const {
+    state,
+    history: records,
+    model,
+  } = await train({
     source: dataset.source,
     modelConfig,
     trainConfig,
     trainCells: dataset.train,
     validationCells: dataset.validation,
+  });
+  const history = records.map((h) => {
+    if (h.validationElbo === undefined) throw new Error(`epoch ${h.epoch} was not evaluated`);
+    return h as EvaluatedEpoch;
   });
   const ckpt: Checkpoint = {
     format: 'atlasvae-checkpoint',

@@ -23,7 +23,7 @@ function sample(): Checkpoint {
     batchCategories: ['b0', 'b1'],
     labelCategories: ['t'],
     manifestHash: 'abc',
-    history: [{ epoch: 0, elbo: 1.5 }],
+    history: [{ epoch: 0, nCells: 900, loss: 1.4, reconstruction: 1.2, kl: 0.3, elbo: 1.5 }],
     createdAt: new Date(0).toISOString(),
   };
 }
@@ -53,4 +53,48 @@ test('wrong, truncated and corrupted checkpoints get clear errors', () => {
   fs.writeFileSync(path.join(dir, 'bad'), bad);
   assert.throws(() => loadCheckpoint(path.join(dir, 'bad')), /bad: checkpoint is corrupted/);
   assert.throws(() => loadCheckpoint(path.join(dir, 'missing')), /missing: checkpoint file does not exist/);
+});
+
+test('a checkpoint whose history has the old train-local shape loads as epoch records', () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'old.ckpt');
+  const old = {
+    ...sample(),
+    history: [
+      {
+        epoch: 0,
+        klWeight: 0.25,
+        steps: 11,
+        cells: 1400,
+        trainLoss: 910.5,
+        trainElbo: 930.25,
+        trainReconstruction: 900.5,
+        trainKl: 29.75,
+        validationElbo: 950.5,
+        validationReconstruction: 920,
+        validationKl: 30.5,
+        seconds: 3.5,
+      },
+      // a run without validation cells wrote NaN: nothing was evaluated
+      { epoch: 1, klWeight: 0.5, steps: 11, cells: 1400, trainLoss: 1, trainElbo: 2, validationElbo: NaN },
+    ],
+  } as unknown as Checkpoint;
+  saveCheckpoint(file, old);
+  const back = loadCheckpoint(file);
+  assert.deepEqual(back.history, [
+    {
+      epoch: 0,
+      nCells: 1400,
+      loss: 910.5,
+      reconstruction: 900.5,
+      kl: 29.75,
+      elbo: 930.25,
+      klWeight: 0.25,
+      validationElbo: 950.5,
+      validationReconstruction: 920,
+      validationKl: 30.5,
+    },
+    { epoch: 1, nCells: 1400, loss: 1, reconstruction: NaN, kl: NaN, elbo: 2, klWeight: 0.5 },
+  ]);
+  fs.rmSync(dir, { recursive: true, force: true });
 });

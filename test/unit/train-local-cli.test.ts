@@ -175,6 +175,56 @@ test(
   },
 );
 
+test(
+  'train-local --checkpoint FILE --resume (the flags of train and coordinator) continues exactly',
+  { timeout: 120_000 },
+  async () => {
+    const dir = tempDir();
+    writeMtxFolder(dir, 150, 20);
+    const common = [
+      'train-local',
+      '--mtx',
+      dir,
+      '--batch-key',
+      'batch',
+      '--kl-warmup',
+      '3',
+      '--n-hidden',
+      '16',
+      '--global-batch',
+      '40',
+      '--microbatch',
+      '16',
+      '--backend',
+      'wasm',
+    ];
+    const straight = path.join(dir, 'straight.ckpt');
+    const run = path.join(dir, 'run.ckpt');
+    assert.equal((await cli([...common, '--epochs', '4', '--checkpoint', straight])).code, 0);
+    assert.equal((await cli([...common, '--epochs', '2', '--checkpoint', run])).code, 0);
+    // a fresh run refuses to replace it; --resume continues it in place
+    const refused = await cli([...common, '--epochs', '4', '--checkpoint', run]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /run\.ckpt exists \(an earlier run's model\): pass --resume/);
+    const r = await cli([...common, '--checkpoint', run, '--resume', '--epochs', '4']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /deprecated/);
+    assert.match(r.stderr, /resuming .*run\.ckpt at epoch 3/);
+    const a = loadCheckpoint(straight);
+    const b = loadCheckpoint(run);
+    assert.equal(a.trainConfig.microbatch, 16);
+    assert.deepEqual(b.params, a.params);
+    assert.deepEqual(b.buffers, a.buffers);
+    assert.deepEqual(b.adam.v, a.adam.v);
+    assert.deepEqual(b.position, a.position);
+    assert.deepEqual(
+      b.history.map((h) => h.epoch),
+      [0, 1, 2, 3],
+    );
+    fs.rmSync(dir, { recursive: true, force: true });
+  },
+);
+
 test('train-local names the file and the problem for bad input', { timeout: 60_000 }, async () => {
   const dir = tempDir();
   writeMtxFolder(dir, 20, 5);

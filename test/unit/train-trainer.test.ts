@@ -9,7 +9,7 @@ import type { CellBatch } from '@atlasvae/shared/batch';
 import { Rng } from '@atlasvae/shared/rng';
 import { trainValidationSplit } from '@atlasvae/shared/plan';
 import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
-import { train } from '@atlasvae/shared/train/trainer';
+import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
 import { cloneTrainingState } from '@atlasvae/shared/train/step';
 import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
 
@@ -114,13 +114,20 @@ test('K-steps mode stops mid-epoch; resuming from that state equals the uninterr
   await initBackend('wasm', () => undefined);
   const full = await train(setup(5));
   const steps: number[] = [];
-  const part = await train({ ...setup(5), maxSteps: 7, onStep: (s) => void steps.push(s.globalStep) });
+  const part = await train({
+    ...setup(5),
+    maxSteps: 7,
+    // a step report names the step by its index: step k leaves k + 1 steps taken
+    observers: [{ stepCompleted: (s) => void steps.push(s.globalStep + 1) }],
+  });
   assert.equal(part.state.globalStep, 7);
   assert.deepEqual(steps, [1, 2, 3, 4, 5, 6, 7]);
   // 270 training cells, global batch 64: 4 full steps + a trailing 14 = 5 steps per epoch
   assert.equal(part.state.epoch, 1);
   assert.equal(part.state.stepInEpoch, 2);
-  assert.equal(part.history.length, 1);
+  // one whole epoch, and the one under way when it stopped
+  assert.equal(part.history.filter((h) => !h.partial).length, 1);
+  assert.equal(part.history.length, 2);
   const resumed = await train({ ...setup(5), state: cloneTrainingState(part.state) });
   assert.deepEqual(resumed.state.params, full.state.params);
   assert.deepEqual(resumed.state.buffers, full.state.buffers);
@@ -133,7 +140,7 @@ test('a trailing global batch under 3 cells is dropped; KL weight warms up by ep
   // 270 training cells with global batch 134: two steps of 134, trailing 2 cells dropped
   const r = await train(setup(6, { globalBatch: 134, microbatch: 134 }));
   assert.deepEqual(
-    r.history.map((h) => h.cells),
+    r.history.map((h) => h.nCells),
     [268, 268, 268, 268],
   );
   assert.deepEqual(
@@ -147,10 +154,10 @@ test('training learns: ELBO falls over epochs and stays finite', async () => {
   const r = await train(setup(7, { epochs: 20, nEpochsKlWarmup: 5, lr: 5e-3 }));
   const first = r.history[0]!;
   const last = r.history[r.history.length - 1]!;
-  for (const h of r.history) assert.ok(Number.isFinite(h.validationElbo) && Number.isFinite(h.trainElbo));
-  assert.ok(last.trainElbo < first.trainElbo - 5, `train ELBO ${first.trainElbo} -> ${last.trainElbo}`);
+  for (const h of r.history) assert.ok(Number.isFinite(h.validationElbo) && Number.isFinite(h.elbo));
+  assert.ok(last.elbo < first.elbo - 5, `train ELBO ${first.elbo} -> ${last.elbo}`);
   assert.ok(
-    last.validationElbo < first.validationElbo - 5,
+    last.validationElbo! < first.validationElbo! - 5,
     `validation ELBO ${first.validationElbo} -> ${last.validationElbo}`,
   );
 });

@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
 import { metricsCliOptions } from '../metrics.js';
-import { trainingOptions } from '../server/setup.js';
+import { fleetTrainingOptions } from './trainingOptions.js';
 import { runCoordinator } from '../server/run.js';
 import { reportOutcome } from '../server/report.js';
 
@@ -42,7 +42,7 @@ export const coordinatorCommand = (y: Argv): Argv =>
     'coordinator',
     'Train on a prepared dataset: wait for workers (`atlasvae worker --connect`) and run synchronous data-parallel steps',
     (b) =>
-      serveOptions(trainingOptions(b))
+      serveOptions(fleetTrainingOptions(b))
         .option('port', { type: 'number', default: 8787, describe: 'TCP port to listen on' })
         .option('host', { type: 'string', default: '0.0.0.0', describe: 'interface to listen on' })
         .example(

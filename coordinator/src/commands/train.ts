@@ -3,7 +3,8 @@ import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
 import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
-import { trainingOptions, type TrainingFlags } from '../server/setup.js';
+import type { TrainingFlags } from '../server/setup.js';
+import { fleetTrainingOptions } from './trainingOptions.js';
 import { runCoordinator } from '../server/run.js';
 import { LocalWorkers } from '../server/localWorkers.js';
 import { reportOutcome } from '../server/report.js';
@@ -17,7 +18,7 @@ export const trainCommand = (y: Argv): Argv =>
     'train',
     'Train on this machine: a coordinator and --local-workers worker processes (more workers may join on --port)',
     (b) =>
-      serveOptions(trainingOptions(b))
+      serveOptions(fleetTrainingOptions(b))
         .option('local-workers', {
           type: 'number',
           default: 2,

@@ -1,37 +1,57 @@
 // `atlasvae train-local`: train in this one process on a 10x MatrixMarket folder held in memory
-// (no workers, no prepared dataset). Same plan, noise and optimizer step as distributed training.
+// (no workers, no prepared dataset): the one training loop over the in-process executor, with the
+// same plan, noise, microbatch order and optimizer step as the fleet, and the same training flags.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { JS_MODEL_BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
-import {
-  defaultModelConfig,
-  defaultTrainConfig,
-  type DispersionMode,
-  type Likelihood,
-} from '@atlasvae/shared/config';
-import { assembleCheckpoint, loadCheckpoint, saveCheckpoint } from '@atlasvae/shared/checkpoint';
+import { defaultModelConfig, defaultTrainConfig, type TrainConfig } from '@atlasvae/shared/config';
+import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { CliError, InputError } from '@atlasvae/shared/errors';
 import { log } from '@atlasvae/shared/log';
 import { trainValidationSplit } from '@atlasvae/shared/plan';
 import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
-import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
+import { trainInProcess } from '@atlasvae/shared/train/inProcessExecutor';
+import type { EpochRecord } from '@atlasvae/shared/train/history';
 import type { TrainingState } from '@atlasvae/shared/train/step';
-import { readMtxInMemory } from '../data/mtx.js';
 import { DivergenceError } from '@atlasvae/shared/train/divergence';
+import { readMtxInMemory } from '../data/mtx.js';
 import { onStopSignals } from '../signals.js';
 import { EXIT_DIVERGED } from '../server/run.js';
-import { earlyStoppingConfig, earlyStoppingOptions } from '../earlyStoppingFlags.js';
-import { refuseOverwrite } from '../outputs.js';
+import {
+  checkTrainingFlags,
+  defaultBatchSizes,
+  refuseCheckpointOverwrite,
+  type CommonTrainingFlags,
+} from '../server/setup.js';
+import { spreadSubset } from '../server/validation.js';
 import { categorize, obsColumnFor, readObsTsv } from '../data/obs.js';
+import { trainingOptions } from './trainingOptions.js';
 
-const LIKELIHOODS: readonly Likelihood[] = ['nb', 'zinb', 'poisson', 'gaussian'];
-const DISPERSIONS: readonly DispersionMode[] = ['gene', 'gene-batch'];
+/** Old spellings: each still works, with one warning naming the new flag. */
+const deprecatedOptions = {
+  'batch-size': { type: 'number', hidden: true, describe: 'deprecated: --global-batch' },
+  out: { type: 'string', hidden: true, describe: 'deprecated: --checkpoint' },
+} as const;
 
-function positiveInt(name: string, v: number | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  if (!Number.isInteger(v) || v < 1) throw new CliError(`--${name} must be a positive integer, got ${v}`);
-  return v;
+/** What the flags ask of the checkpoint file: where to read a resumed run from, where to write. */
+function checkpointFiles(a: { checkpoint?: string; out?: string; resume?: string }): {
+  write: string | null;
+  resumeFrom: string | null;
+} {
+  if (a.out !== undefined) {
+    log.warn('--out is deprecated: use --checkpoint');
+    if (a.checkpoint !== undefined) throw new CliError('--out is the old name of --checkpoint: give one');
+  }
+  const write = a.checkpoint ?? a.out ?? null;
+  // `--resume` alone is the boolean (resume from --checkpoint); `--resume FILE` the old spelling
+  if (a.resume === undefined || a.resume === 'false') return { write, resumeFrom: null };
+  if (a.resume === '' || a.resume === 'true') {
+    if (!write) throw new CliError('--resume continues --checkpoint FILE: give --checkpoint');
+    return { write, resumeFrom: write };
+  }
+  log.warn(`--resume FILE is deprecated: use --checkpoint ${a.resume} --resume`);
+  return { write: write ?? a.resume, resumeFrom: a.resume };
 }
 
 export const trainLocalCommand = (y: Argv): Argv =>
@@ -39,84 +59,70 @@ export const trainLocalCommand = (y: Argv): Argv =>
     'train-local',
     'Train scVI in this single process on a 10x MatrixMarket folder (counts held in memory)',
     (b) =>
-      b
-        .option('mtx', {
-          type: 'string',
-          demandOption: true,
-          describe: 'folder with matrix.mtx[.gz] (genes × cells), features/genes.tsv[.gz], barcodes.tsv[.gz]',
-        })
-        .option('labels', {
+      trainingOptions(
+        b
+          .option('mtx', {
+            type: 'string',
+            demandOption: true,
+            describe:
+              'folder with matrix.mtx[.gz] (genes × cells), features/genes.tsv[.gz], barcodes.tsv[.gz]',
+          })
+          .option('labels', {
+            type: 'string',
+            describe:
+              'cell metadata TSV (first column barcode); default: labels.tsv in the folder when present',
+          })
+          .option('batch-key', {
+            type: 'string',
+            describe: 'metadata column used as the batch covariate (default: one batch)',
+          })
+          .option('label-key', {
+            type: 'string',
+            default: 'cell_type',
+            describe: 'metadata column of cell-type labels (stored in the checkpoint when present)',
+          }),
+        'none: the model is not written',
+      )
+        .option('resume', {
           type: 'string',
           describe:
-            'cell metadata TSV (first column barcode); default: labels.tsv in the folder when present',
+            'continue from --checkpoint exactly where it stopped (its model and training configuration; --epochs may extend it)',
         })
-        .option('batch-key', {
-          type: 'string',
-          describe: 'metadata column used as the batch covariate (default: one batch)',
-        })
-        .option('label-key', {
-          type: 'string',
-          default: 'cell_type',
-          describe: 'metadata column of cell-type labels (stored in the checkpoint when present)',
-        })
-        .option('epochs', {
-          type: 'number',
-          describe: "epochs (default: scvi's min(round(20000 / cells × 400), 400))",
-        })
-        .option('kl-warmup', { type: 'number', default: 400, describe: 'epochs of linear KL warm-up' })
-        .option('seed', {
-          type: 'number',
-          default: 0,
-          describe: 'seed of initialisation, split, plan and noise',
-        })
-        .option('likelihood', { choices: LIKELIHOODS, default: 'nb' as Likelihood })
-        .option('dispersion', { choices: DISPERSIONS, default: 'gene' as DispersionMode })
-        .option('n-hidden', { type: 'number', default: 128 })
-        .option('n-latent', { type: 'number', default: 10 })
-        .option('n-layers', { type: 'number', default: 1 })
-        .option('dropout', { type: 'number', default: 0.1 })
-        .option('batch-size', { type: 'number', default: 128, describe: 'cells per optimizer step' })
-        .option('lr', { type: 'number', default: 1e-3, describe: 'Adam learning rate (> 0)' })
-        .option('max-steps', { type: 'number', describe: 'stop after this many optimizer steps' })
         .option('backend', {
           choices: JS_MODEL_BACKEND_CHOICES,
           default: 'auto' as BackendChoice,
           describe: 'compute backend',
         })
-        .option('out', {
-          type: 'string',
-          describe: 'checkpoint file to write at the end (written atomically; also on SIGINT/SIGTERM)',
-        })
-        .option('force', { type: 'boolean', default: false, describe: 'replace an existing --out file' })
-        .options(earlyStoppingOptions)
-        .option('resume', {
-          type: 'string',
-          describe:
-            'continue from this checkpoint (its model and training configuration; --epochs may extend it)',
-        })
+        .options(deprecatedOptions)
         .example(
-          '$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --out pbmc.ckpt',
+          '$0 train-local --mtx data/pbmc --batch-key batch --epochs 100 --checkpoint pbmc.ckpt',
           'train on a MatrixMarket folder with a batch covariate',
         )
         .example(
-          '$0 train-local --mtx data/pbmc --batch-key batch --resume pbmc.ckpt --epochs 200 --out pbmc200.ckpt',
-          'continue exactly where a checkpoint stopped',
+          '$0 train-local --mtx data/pbmc --batch-key batch --checkpoint pbmc.ckpt --resume --epochs 200',
+          'continue exactly where a checkpoint stopped, to 200 epochs',
         ),
     async (a) => {
       const dir = a.mtx;
       if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError(dir, 'not a folder');
-      const dropout = a.dropout;
-      if (!(dropout >= 0 && dropout < 1)) throw new CliError(`--dropout must be in [0, 1), got ${dropout}`);
-      if (!(Number.isFinite(a.lr) && a.lr > 0))
-        throw new CliError(`--lr must be a finite number > 0, got ${a.lr}`);
-      if (!(Number.isFinite(a['kl-warmup']) && a['kl-warmup'] >= 0))
-        throw new CliError(`--kl-warmup must be a finite number ≥ 0, got ${a['kl-warmup']}`);
-      if (!Number.isSafeInteger(a.seed) || a.seed < 0)
-        throw new CliError(`--seed must be a non-negative integer, got ${a.seed}`);
-      const earlyStopping = earlyStoppingConfig(a);
+      if (a['batch-size'] !== undefined) {
+        log.warn('--batch-size is deprecated: use --global-batch');
+        if (a['global-batch'] !== undefined)
+          throw new CliError('--batch-size is the old name of --global-batch: give one');
+      }
+      const flags: CommonTrainingFlags = {
+        ...a,
+        'global-batch': a['global-batch'] ?? a['batch-size'],
+      };
+      const earlyStopping = checkTrainingFlags(flags);
+      const files = checkpointFiles(a);
       // writing back to the checkpoint it resumes from continues that run: no --force needed
-      if (a.out && !(a.resume && path.resolve(a.out) === path.resolve(a.resume)))
-        refuseOverwrite(a.out, a.force, '--out');
+      if (files.write)
+        refuseCheckpointOverwrite(
+          files.write,
+          files.resumeFrom !== null && path.resolve(files.write) === path.resolve(files.resumeFrom),
+          a.force,
+        );
       const { batch: all, genes, barcodes } = await readMtxInMemory(dir);
       if (all.nCells < 3) throw new InputError(dir, `only ${all.nCells} cells: too few to train`);
       const labelsFile =
@@ -149,41 +155,44 @@ export const trainLocalCommand = (y: Argv): Argv =>
       let modelConfig = defaultModelConfig(all.nGenes, batchCategories.length, {
         likelihood: a.likelihood,
         dispersion: a.dispersion,
-        nHidden: positiveInt('n-hidden', a['n-hidden'])!,
-        nLatent: positiveInt('n-latent', a['n-latent'])!,
-        nLayers: positiveInt('n-layers', a['n-layers'])!,
-        dropoutRate: dropout,
+        nHidden: a['n-hidden'],
+        nLatent: a['n-latent'],
+        nLayers: a['n-layers'],
+        dropoutRate: a.dropout,
       });
-      const batchSize = positiveInt('batch-size', a['batch-size'])!;
-      let trainConfig = defaultTrainConfig(all.nCells, {
+      // one process is one worker: the microbatch defaults to the global batch
+      const over: Partial<TrainConfig> = {
         seed: a.seed,
-        nEpochsKlWarmup: a['kl-warmup'],
-        lr: a.lr,
-        globalBatch: batchSize,
-        microbatch: batchSize,
-        ...(a.epochs !== undefined ? { epochs: positiveInt('epochs', a.epochs)! } : {}),
-        ...(earlyStopping ? { earlyStopping } : {}),
-      });
+        ...defaultBatchSizes(1, flags['global-batch'], a.microbatch),
+      };
+      if (a.epochs !== undefined) over.epochs = a.epochs;
+      if (a.lr !== undefined) over.lr = a.lr;
+      if (a['kl-warmup'] !== undefined) over.nEpochsKlWarmup = a['kl-warmup'];
+      if (earlyStopping) over.earlyStopping = earlyStopping;
+      let trainConfig = defaultTrainConfig(all.nCells, over);
       let state: TrainingState | undefined;
-      const history: EpochSummary[] = [];
-      if (a.resume) {
-        const ckpt = loadCheckpoint(a.resume);
+      let history: EpochRecord[] = [];
+      const resumeFrom = files.resumeFrom && fs.existsSync(files.resumeFrom) ? files.resumeFrom : null;
+      if (files.resumeFrom && !resumeFrom)
+        log.info(`--resume: ${files.resumeFrom} does not exist yet; starting from scratch`);
+      if (resumeFrom) {
+        const ckpt = loadCheckpoint(resumeFrom);
         if (ckpt.genes.length !== genes.length || ckpt.genes.some((g, i) => g !== genes[i])) {
           throw new InputError(
-            a.resume,
+            resumeFrom,
             `was trained on ${ckpt.genes.length} genes that differ from the ${genes.length} genes of ${dir}`,
           );
         }
         if (ckpt.batchCategories.join('\u0000') !== batchCategories.join('\u0000')) {
           throw new InputError(
-            a.resume,
+            resumeFrom,
             `has batches [${ckpt.batchCategories.join(', ')}], the data [${batchCategories.join(', ')}]`,
           );
         }
         modelConfig = ckpt.modelConfig;
         trainConfig = {
           ...ckpt.trainConfig,
-          ...(a.epochs !== undefined ? { epochs: positiveInt('epochs', a.epochs)! } : {}),
+          ...(a.epochs !== undefined ? { epochs: a.epochs } : {}),
           ...(earlyStopping ? { earlyStopping } : {}),
         };
         state = {
@@ -194,8 +203,8 @@ export const trainLocalCommand = (y: Argv): Argv =>
           epoch: ckpt.position.epoch,
           stepInEpoch: ckpt.position.stepInEpoch,
         };
-        history.push(...(ckpt.history as EpochSummary[]));
-        log.info(`resuming ${a.resume} at epoch ${state.epoch + 1}, step ${state.globalStep}`);
+        history = ckpt.history;
+        log.info(`resuming ${resumeFrom} at epoch ${state.epoch + 1}, step ${state.globalStep}`);
       }
       const split = trainValidationSplit(all.nCells, trainConfig.seed, trainConfig.trainFraction);
       log.info(
@@ -203,70 +212,65 @@ export const trainLocalCommand = (y: Argv): Argv =>
       );
       const t0 = performance.now();
       let stopRequested = false;
+      const out = files.write;
       const signals = onStopSignals((sig) => {
         stopRequested = true;
         log.warn(
-          `${sig}: stopping after the current step${a.out ? `, writing ${a.out}` : ''} (${sig} again quits at once)`,
+          `${sig}: stopping after the current step${out ? `, writing ${out}` : ''} (${sig} again quits at once)`,
         );
       });
-      const result = await train({
+      const validationCells = spreadSubset(split.validation, a['validation-cells']);
+      const result = await trainInProcess({
         source,
         modelConfig,
         trainConfig,
         trainCells: split.train,
-        validationCells: split.validation,
-        state,
-        maxSteps: positiveInt('max-steps', a['max-steps']),
+        validationCells,
+        ...(state ? { state } : {}),
+        history,
+        ...(a['max-steps'] !== undefined ? { maxSteps: a['max-steps'] } : {}),
         shouldStop: () => stopRequested,
-        previousEpochs: history,
-        onEpoch: (e) => {
-          history.push(e);
-          log.info(
-            `epoch ${e.epoch + 1}/${trainConfig.epochs}: train ELBO ${e.trainElbo.toFixed(2)}, validation ELBO ${e.validationElbo.toFixed(2)}, kl weight ${e.klWeight.toFixed(3)}, ${(e.cells / e.seconds).toFixed(0)} cells/s`,
-          );
-        },
+        observers: [
+          {
+            epochCompleted: (e) =>
+              log.info(
+                `epoch ${e.epoch + 1}/${trainConfig.epochs}: train ELBO ${e.elbo.toFixed(2)}, validation ELBO ${(e.validationElbo ?? NaN).toFixed(2)}, kl weight ${(e.klWeight ?? NaN).toFixed(3)}, ${(e.nCells / (e.ms / 1000)).toFixed(0)} cells/s`,
+              ),
+            checkpointWritten: (c) => log.debug(`checkpoint written to ${c.path} (step ${c.globalStep})`),
+            log: (level, m) => log[level](m),
+          },
+        ],
+        ...(out
+          ? {
+              checkpoint: {
+                path: out,
+                every: a['checkpoint-every'],
+                data: { genes, batchCategories, labelCategories, manifestHash: null },
+              },
+            }
+          : {}),
       })
         .catch((e: unknown) => {
-          // nothing is written: --out keeps what it held (a resumed run's checkpoint stays finite)
-          if (e instanceof DivergenceError)
-            throw new CliError(e.withCheckpoint(a.resume ?? null).message, EXIT_DIVERGED);
+          // the error names the last checkpoint with finite parameters (this run's or the resumed one)
+          if (e instanceof DivergenceError) throw new CliError(e.message, EXIT_DIVERGED);
           throw e;
         })
         .finally(() => signals.dispose());
-      if (result.earlyStopping) log.info(result.earlyStopping.describe());
       const seconds = (performance.now() - t0) / 1000;
-      if (a.out) {
-        const s = result.state;
-        const ckpt = assembleCheckpoint({
-          modelConfig,
-          trainConfig,
-          params: s.params,
-          buffers: s.buffers,
-          adam: s.adam,
-          position: { epoch: s.epoch, stepInEpoch: s.stepInEpoch, globalStep: s.globalStep },
-          genes,
-          batchCategories,
-          labelCategories,
-          manifestHash: null,
-          history,
-          earlyStopping: result.earlyStopping ?? null,
-        });
-        saveCheckpoint(a.out, ckpt);
-        log.info(`checkpoint written to ${a.out}`);
-      }
-      const last = history[history.length - 1];
+      if (out) log.info(`checkpoint written to ${out}`);
+      const last = result.history.filter((h) => !h.partial).at(-1);
       process.stdout.write(
         JSON.stringify({
           cells: all.nCells,
           genes: all.nGenes,
-          epochs: result.state.epoch,
-          steps: result.state.globalStep,
+          epochs: result.position.epoch,
+          steps: result.position.globalStep,
           stopped: result.stopped,
           seconds: Number(seconds.toFixed(2)),
-          trainElbo: last?.trainElbo ?? null,
+          trainElbo: last?.elbo ?? null,
           validationElbo: last?.validationElbo ?? null,
           backend,
-          checkpoint: a.out ?? null,
+          checkpoint: out,
         }) + '\n',
       );
     },

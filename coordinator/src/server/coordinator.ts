@@ -1,60 +1,50 @@
-// The coordinator: the fleet as the training loop's step executor (trainingLoop.ts). It hands
+// The coordinator: the fleet as the training loop's step executor (shared/train/loop.ts). It hands
 // each step's microbatches (Arrow IPC bytes) to whichever workers are connected (sessions:
 // workerSessions.ts), collects their summed gradients, applies one optimizer step with the results
 // in microbatch order, and broadcasts the new parameters (paramTransport.ts).
 //
-// Invariants:
-// - the plan comes from (seed, epoch) only; a microbatch's noise from (seed, step, microbatch);
-//   so the parameters never depend on how many workers there were or who computed what;
-// - a result is accepted only for the current parameter version and only once per microbatch;
-//   a step completes only when every microbatch has exactly one accepted result;
-// - a worker that leaves, fails or exceeds the step timeout has its microbatches handed out again.
+// Dispatch, acceptance and the in-order sum of one step are stepInFlight.ts's; this file is the glue:
+// sessions in, the step in flight, the optimizer step and the broadcast out.
+//
+// Invariant: the plan comes from (seed, epoch) only, a microbatch's noise from (seed, step,
+// microbatch), so the parameters never depend on how many workers there were or who computed what.
 
 import type { PlannedStep } from '@atlasvae/shared/plan';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import type { CheckpointPosition } from '@atlasvae/shared/checkpoint';
-import { encodeFrameParts, payloadAsFloat32 } from '@atlasvae/shared/protocol/frame';
-import type { GradientAccumulator } from '@atlasvae/shared/train/step';
-import {
-  DivergenceError,
-  checkGradNorm,
-  checkStepLoss,
-  nonFiniteTerm,
-} from '@atlasvae/shared/train/divergence';
-import {
-  type ExpectedSizes,
-  type WorkMsg,
-  type ResultMsg,
-  type FailureMsg,
-  type HelloMsg,
-  type WorkerMessage,
-} from '@atlasvae/shared/protocol/messages';
+import { checkGradNorm, checkStepLoss } from '@atlasvae/shared/train/divergence';
+import type { ExpectedSizes, HelloMsg, WorkerMessage } from '@atlasvae/shared/protocol/messages';
 import { maxWorkerPayload } from './connections.js';
 import { WorkerSessions, type WelcomeBody } from './workerSessions.js';
-import { ParamTransport, type ParamTarget, type StreamParams } from './paramTransport.js';
-import { StepRun, type StepItem, type AcceptOutcome } from './stepRun.js';
+import { ParamTransport, type StreamParams } from './paramTransport.js';
+import { StepRun, type StepItem } from './stepRun.js';
+import { StepInFlight, type Conn, type FleetPort } from './stepInFlight.js';
 import {
   notify,
   type CoordinatorObserver,
   type ObserverList,
   type RejectReason,
   type StepReport,
-  type WorkerInfo,
 } from './events.js';
 import {
   TrainingLoop,
   StepAbandoned,
+  type StateSnapshot,
   type StepExecutor,
   type TrainOutcome,
-  type TrainingSetup,
+  type TrainingSetup as LoopSetup,
   type Validator,
-} from './trainingLoop.js';
+} from '@atlasvae/shared/train/loop';
+import type { TrainingData } from './data.js';
+import type { Optimizer } from './optimizer.js';
 
 export { STREAM_PARAMS, type StreamParams } from './paramTransport.js';
-export type { Validator, TrainingSetup, EpochRecord, TrainOutcome } from './trainingLoop.js';
+export type { Validator, EpochRecord, TrainOutcome } from '@atlasvae/shared/train/loop';
 
-/** the payload of a file result that will be dropped, so its file is never read */
-const NOT_READ = new Float32Array(0);
+/** The loop's setup with the fleet's data (Arrow microbatches) and optimizer. */
+export interface TrainingSetup extends LoopSetup {
+  data: TrainingData;
+  optimizer: Optimizer;
+}
 
 export interface CoordinatorOptions {
   host: string;
@@ -90,34 +80,12 @@ export interface CoordinatorOptions {
   sharedMemory?: 'auto' | 'never';
 }
 
-interface Conn extends ParamTarget {
-  info: WorkerInfo;
-  /** microbatches it takes per work request (its hello's `group`) */
-  group: number;
-  /** exceeded --step-timeout: gets no new work until it answers again */
-  stalled: boolean;
-}
-
-interface Current {
-  run: StepRun;
-  /** gradients summed so far, in microbatch order */
-  acc: GradientAccumulator;
-  /** microbatches 0…summed−1 are in acc */
-  summed: number;
-  version: number;
-  epoch: number;
-  klWeight: number;
-  /** called once, when the step's first result is accepted (starts the next step's prefetch) */
-  onFirstResult: (() => void) | null;
-  resolve: () => void;
-  reject: (e: Error) => void;
-}
-
 export class Coordinator implements StepExecutor<StepItem[]> {
   private readonly observers: ObserverList = [];
   private sessions: WorkerSessions<Conn> | null = null;
   private readonly transport: ParamTransport<Conn>;
-  private current: Current | null = null;
+  private current: StepInFlight<Conn> | null = null;
+  private readonly port: FleetPort<Conn>;
   private readonly sizes: ExpectedSizes;
   stopRequested = false;
   private workerWaiters: (() => void)[] = [];
@@ -150,6 +118,19 @@ export class Coordinator implements StepExecutor<StepItem[]> {
       },
     );
     this.maxWorkBytes = setup.data.maxMicrobatchBytes(setup.trainConfig.microbatch);
+    this.port = {
+      workers: () => [...(this.sessions?.all() ?? [])],
+      worker: (id) => this.sessions?.get(id),
+      sendParts: (c, parts) => this.sessions?.sendParts(c, parts),
+      drop: (c, reason, detail) => this.drop(c, reason, detail),
+      disconnect: (c, why) => this.sessions?.disconnect(c, why),
+      emit: (name, ...args) => this.emit(name, ...args),
+      transport: this.transport,
+      bnLength: this.sizes.bnLength,
+      workerDepth: opts.workerDepth ?? 2,
+      stepTimeoutMs: opts.stepTimeoutMs,
+      maxFailures: opts.maxFailures ?? 3,
+    };
   }
 
   /** Evaluate the held-out ELBO at the end of each epoch with `v`. */
@@ -255,27 +236,19 @@ export class Coordinator implements StepExecutor<StepItem[]> {
       'info',
       `worker ${c.id} (${c.info.name}, ${c.info.backend}) left: ${why}; ${this.connectedWorkers} connected`,
     );
-    const cur = this.current;
-    if (cur) {
-      for (const i of cur.run.release(c.id)) {
-        this.emit('microbatchRedone', {
-          globalStep: cur.version,
-          microbatch: i,
-          reason: 'disconnect',
-          workerId: c.id,
-        });
-        if (this.failedTooOften(cur, i, `worker ${c.id} left while computing it: ${why}`)) return;
-      }
-      this.dispatch();
-    }
+    this.current?.release(c, why);
   }
 
   private onMessage(c: Conn, msg: WorkerMessage, payload: Uint8Array): void {
     switch (msg.type) {
-      case 'result':
-        return this.onResult(c, msg, payload);
+      case 'result': {
+        c.stalled = false;
+        const cur = this.current;
+        if (!cur || msg.version !== cur.version) return this.emit('resultDropped', 'stale', c.id);
+        return cur.result(c, msg, payload);
+      }
       case 'failure':
-        return this.onFailure(c, msg);
+        return this.current?.failure(c, msg);
       case 'paramsFilesReady':
         if (!this.transport.filesReady(c))
           return this.drop(c, 'unexpected-message', 'paramsFilesReady without an offer');
@@ -325,7 +298,7 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     const waiters = this.workerWaiters;
     this.workerWaiters = [];
     for (const w of waiters) w();
-    this.dispatch();
+    this.current?.dispatch();
   }
 
   /** Warn (once per worker count) when a step has fewer microbatches than workers: some idle every step. */
@@ -342,286 +315,6 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     );
   }
 
-  private onResult(c: Conn, r: ResultMsg, payload: Uint8Array): void {
-    c.stalled = false;
-    const cur = this.current;
-    if (!cur || r.version !== cur.version) return this.emit('resultDropped', 'stale', c.id);
-    if (r.step !== r.version)
-      return this.drop(c, 'invalid-message', `result.step ${r.step} != version ${r.version}`);
-    const item = cur.run.items[r.microbatch];
-    if (!item)
-      return this.drop(
-        c,
-        'invalid-message',
-        `microbatch ${r.microbatch} does not exist in step ${cur.version}`,
-      );
-    if (r.count !== undefined) return this.onGroupResult(c, cur, r, payload);
-    if (r.nCells !== item.nCells)
-      return this.drop(c, 'invalid-message', `result for ${r.nCells} cells, microbatch has ${item.nCells}`);
-    let flat: Float32Array;
-    if (r.file !== undefined) {
-      if (!this.transport.hasResultFile(c, r.file))
-        return this.drop(
-          c,
-          'invalid-message',
-          `result names file ${r.file}, which this worker was not given`,
-        );
-      if (cur.run.wouldAccept(c.id, r.microbatch)) {
-        const read = this.transport.readResult(c, r.file, r.seq!, r.microbatch);
-        if (!read) {
-          // rewritten before we read it (cannot happen while results are handled in order); the
-          // microbatch goes back to the queue when the connection is gone, and is redone
-          this.emit(
-            'log',
-            'warn',
-            `worker ${c.id}: result ${r.seq} of microbatch ${r.microbatch} no longer in its file; reconnecting it`,
-          );
-          this.sessions!.disconnect(c, 'result file unreadable');
-          return;
-        }
-        flat = read;
-      } else {
-        flat = NOT_READ; // dropped below (duplicate or unassigned): the file is not read
-      }
-    } else {
-      flat = payloadAsFloat32(payload);
-    }
-    const g: MicrobatchGradient = {
-      grad: flat.subarray(0, r.gradLength),
-      bnStats: flat.subarray(r.gradLength),
-      nCells: r.nCells,
-      reconstructionSum: r.reconstructionSum,
-      klSum: r.klSum,
-      lossSum: r.lossSum,
-    };
-    if (r.nonFinite && cur.run.wouldAccept(c.id, r.microbatch)) {
-      const bad =
-        nonFiniteTerm({ loss: r.lossSum, reconstruction: r.reconstructionSum, kl: r.klSum }) ??
-        'a loss term is not finite';
-      cur.reject(
-        new DivergenceError(cur.version, cur.epoch, `${bad} on microbatch ${r.microbatch} (worker ${c.id})`),
-      );
-      return;
-    }
-    const outcome = cur.run.accept(c.id, r.microbatch, g, r.computeMs);
-    if (outcome !== 'accepted') {
-      this.emit('resultDropped', outcome, c.id);
-    } else {
-      this.emit('microbatchAccepted', {
-        globalStep: cur.version,
-        epoch: cur.epoch,
-        microbatch: r.microbatch,
-        workerId: c.id,
-        cells: item.cells,
-        computeMs: r.computeMs,
-      });
-    }
-    this.afterResult(cur, outcome);
-  }
-
-  /** Sum what now continues the in-order prefix (never out of microbatch order), then go on. */
-  private afterResult(cur: Current, outcome: AcceptOutcome): void {
-    if (outcome === 'accepted') {
-      const { results, unitSize } = cur.run;
-      while (cur.summed < results.length && results[cur.summed] !== undefined) {
-        const k = unitSize[cur.summed]!;
-        if (k <= 1) cur.acc.add(results[cur.summed]!);
-        else
-          cur.acc.addGroup(
-            results[cur.summed]!.grad,
-            results.slice(cur.summed, cur.summed + k) as MicrobatchGradient[],
-          );
-        cur.summed += Math.max(1, k);
-      }
-    }
-    if (cur.run.complete) return cur.resolve();
-    this.dispatch();
-    if (outcome === 'accepted' && cur.onFirstResult) {
-      const first = cur.onFirstResult;
-      cur.onFirstResult = null;
-      first();
-    }
-  }
-
-  /** A group result: one summed gradient, then each microbatch's BatchNorm statistics (socket only). */
-  private onGroupResult(c: Conn, cur: Current, r: ResultMsg, payload: Uint8Array): void {
-    const count = r.count!;
-    const terms = r.microbatches!;
-    if (r.microbatch + count > cur.run.items.length)
-      return this.drop(
-        c,
-        'invalid-message',
-        `group of ${count} from microbatch ${r.microbatch} runs past the step's ${cur.run.items.length}`,
-      );
-    for (let k = 0; k < count; k++) {
-      const want = cur.run.items[r.microbatch + k]!.nCells;
-      if (terms[k]!.nCells !== want)
-        return this.drop(
-          c,
-          'invalid-message',
-          `group result for ${terms[k]!.nCells} cells in microbatch ${r.microbatch + k}, which has ${want}`,
-        );
-    }
-    const flat = payloadAsFloat32(payload);
-    const grad = flat.subarray(0, r.gradLength);
-    const bn = this.sizes.bnLength;
-    const rs: MicrobatchGradient[] = terms.map((t, k) => ({
-      grad: k === 0 ? grad : NOT_READ,
-      bnStats: flat.subarray(r.gradLength + k * bn, r.gradLength + (k + 1) * bn),
-      nCells: t.nCells,
-      reconstructionSum: t.reconstructionSum,
-      klSum: t.klSum,
-      lossSum: t.lossSum,
-    }));
-    if (r.nonFinite && cur.run.wouldAcceptGroup(c.id, r.microbatch, count)) {
-      const k = terms.findIndex(
-        (t) => nonFiniteTerm({ loss: t.lossSum, reconstruction: t.reconstructionSum, kl: t.klSum }) !== null,
-      );
-      const t = terms[Math.max(k, 0)]!;
-      const bad =
-        nonFiniteTerm({ loss: t.lossSum, reconstruction: t.reconstructionSum, kl: t.klSum }) ??
-        'a loss term is not finite';
-      cur.reject(
-        new DivergenceError(
-          cur.version,
-          cur.epoch,
-          `${bad} on microbatch ${r.microbatch + Math.max(k, 0)} (worker ${c.id})`,
-        ),
-      );
-      return;
-    }
-    const outcome = cur.run.acceptGroup(c.id, r.microbatch, rs, r.computeMs);
-    if (outcome !== 'accepted') {
-      this.emit('resultDropped', outcome, c.id);
-    } else {
-      for (let k = 0; k < count; k++) {
-        const i = r.microbatch + k;
-        this.emit('microbatchAccepted', {
-          globalStep: cur.version,
-          epoch: cur.epoch,
-          microbatch: i,
-          workerId: c.id,
-          cells: cur.run.items[i]!.cells,
-          computeMs: r.computeMs / count,
-        });
-      }
-    }
-    this.afterResult(cur, outcome);
-  }
-
-  private onFailure(c: Conn, f: FailureMsg): void {
-    const cur = this.current;
-    const count = f.count ?? 1;
-    if (!cur || f.version !== cur.version || !cur.run.items[f.microbatch + count - 1]) return;
-    const what =
-      count > 1 ? `microbatches ${f.microbatch}–${f.microbatch + count - 1}` : `microbatch ${f.microbatch}`;
-    this.emit('log', 'warn', `worker ${c.id} failed ${what} of step ${f.step}: ${f.message}`);
-    for (let i = f.microbatch; i < f.microbatch + count; i++) {
-      cur.run.fail(c.id, i);
-      this.emit('microbatchRedone', {
-        globalStep: cur.version,
-        microbatch: i,
-        reason: 'failure',
-        workerId: c.id,
-      });
-    }
-    for (let i = f.microbatch; i < f.microbatch + count; i++)
-      if (this.failedTooOften(cur, i, `error from worker ${c.id}: ${f.message}`)) return;
-    this.dispatch();
-  }
-
-  /** A microbatch that failed `maxFailures` times for any reason (failure message, its worker
-   * leaving or dropped, a step timeout) ends the run: the step's promise rejects. */
-  private failedTooOften(cur: Current, i: number, last: string): boolean {
-    const n = cur.run.failuresOf(i);
-    if (n < (this.opts.maxFailures ?? 3)) return false;
-    cur.reject(
-      new Error(
-        `microbatch ${i} of step ${cur.version + 1} (epoch ${cur.epoch + 1}) failed ${n} times; last: ${last}`,
-      ),
-    );
-    return true;
-  }
-
-  /** Hand pending microbatches to workers: first one request each (a microbatch, or a group for a
-   * worker that takes groups), then up to `workerDepth` requests each. */
-  private dispatch(): void {
-    const cur = this.current;
-    if (!cur || cur.run.pending === 0) return;
-    const ready = [...this.sessions!.all()].filter((c) => c.ready && !c.stalled);
-    if (ready.length === 0) return;
-    const depth = this.opts.workerDepth ?? 2;
-    const now = performance.now();
-    for (let d = 1; d <= depth; d++) {
-      const held = ready
-        .map((c) => ({ c, n: c.group > 1 ? cur.run.requestsHeldBy(c.id) : cur.run.heldBy(c.id) }))
-        .sort((a, b) => a.n - b.n || a.c.id - b.c.id);
-      for (const { c, n } of held) {
-        if (n >= d) continue;
-        if (c.group <= 1) {
-          const item = cur.run.take(c.id, now);
-          if (!item) return;
-          const w: WorkMsg = {
-            type: 'work',
-            version: cur.version,
-            step: cur.version,
-            epoch: cur.epoch,
-            microbatch: item.index,
-            nCells: item.nCells,
-            klWeight: cur.klWeight,
-          };
-          this.sessions!.sendParts(c, encodeFrameParts(w, item.arrow));
-          continue;
-        }
-        const items = cur.run.takeGroup(c.id, now, c.group);
-        if (items.length === 0) return;
-        const w: WorkMsg = {
-          type: 'work',
-          version: cur.version,
-          step: cur.version,
-          epoch: cur.epoch,
-          microbatch: items[0]!.index,
-          nCells: items.reduce((a, it) => a + it.nCells, 0),
-          klWeight: cur.klWeight,
-          count: items.length,
-          cellCounts: items.map((it) => it.nCells),
-          arrowBytes: items.map((it) => it.arrow.byteLength),
-        };
-        this.sessions!.sendParts(c, encodeFrameParts(w, ...items.map((it) => it.arrow)));
-      }
-    }
-  }
-
-  private checkExpiry(): void {
-    const cur = this.current;
-    if (!cur) return;
-    const expired = cur.run.expire(performance.now(), this.opts.stepTimeoutMs);
-    for (const e of expired) {
-      const slow = this.sessions?.get(e.workerId);
-      if (slow) slow.stalled = true;
-      this.emit('microbatchRedone', {
-        globalStep: cur.version,
-        microbatch: e.index,
-        reason: 'timeout',
-        workerId: e.workerId,
-      });
-      this.emit(
-        'log',
-        'warn',
-        `worker ${e.workerId} exceeded the step timeout on microbatch ${e.index} of step ${cur.version}; handing it to another worker`,
-      );
-      if (
-        this.failedTooOften(
-          cur,
-          e.index,
-          `worker ${e.workerId} exceeded the step timeout (${this.opts.stepTimeoutMs / 1000} s)`,
-        )
-      )
-        return;
-    }
-    if (expired.length) this.dispatch();
-  }
-
   private waitForWorkers(n: number): Promise<void> {
     if (this.connectedWorkers >= n) return Promise.resolve();
     this.emit('waitingForWorkers', this.connectedWorkers, n);
@@ -636,7 +329,7 @@ export class Coordinator implements StepExecutor<StepItem[]> {
 
   // ---------------------------------------------------------------- the executor of the training loop
 
-  /** Run the training loop (trainingLoop.ts) with this fleet as its executor. */
+  /** Run the training loop (shared/train/loop.ts) with this fleet as its executor. */
   train(): Promise<TrainOutcome> {
     const { checkpointEvery, checkpointPath, maxSteps } = this.opts;
     return new TrainingLoop(
@@ -647,9 +340,13 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     ).run();
   }
 
+  snapshot(): StateSnapshot {
+    return this.setup.optimizer.snapshot();
+  }
+
   async begin(needWorkers: boolean): Promise<void> {
     const timer = Math.max(50, Math.min(1000, this.opts.stepTimeoutMs / 4));
-    this.expiryTimer = setInterval(() => this.checkExpiry(), timer);
+    this.expiryTimer = setInterval(() => this.current?.expire(), timer);
     this.expiryTimer.unref();
     if (needWorkers) await this.waitForWorkers(Math.max(1, this.opts.minWorkers));
   }
@@ -682,26 +379,22 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     t0: number,
     onFirstResult: () => void,
   ): Promise<StepReport> {
-    const run = new StepRun(pos.globalStep, items);
     const acc = this.setup.optimizer.accumulator();
-    const done = new Promise<void>((resolve, reject) => {
-      this.current = {
-        run,
-        acc,
-        summed: 0,
-        version: this.transport.version,
-        epoch: pos.epoch,
-        klWeight,
-        onFirstResult,
-        resolve,
-        reject,
-      };
-    });
+    const step = new StepInFlight(
+      this.port,
+      new StepRun(pos.globalStep, items),
+      acc,
+      this.transport.version,
+      pos.epoch,
+      klWeight,
+      onFirstResult,
+    );
+    this.current = step;
     const tDispatch = performance.now();
-    this.dispatch();
+    step.dispatch();
     if (this.connectedWorkers === 0) this.emit('waitingForWorkers', 0, 1);
     try {
-      await done;
+      await step.done;
     } finally {
       this.current = null;
     }
@@ -718,7 +411,7 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     checkGradNorm(pos.globalStep, pos.epoch, timing.gradNorm);
     const tEnd = performance.now();
     const collectMs = tCollected - tDispatch;
-    const computeMs = Math.min(collectMs, Math.max(0, ...run.computeMsByWorker.values()));
+    const computeMs = Math.min(collectMs, Math.max(0, ...step.run.computeMsByWorker.values()));
     return {
       globalStep: pos.globalStep,
       epoch: pos.epoch,
@@ -741,7 +434,7 @@ export class Coordinator implements StepExecutor<StepItem[]> {
       dataWaitMs,
       broadcastMs: sendMs,
       workers: this.connectedWorkers,
-      redone: run.redone,
+      redone: step.run.redone,
     };
   }
 }

@@ -1,40 +1,10 @@
 // Hook points of the coordinator for metrics, progress and logs: register an observer with
-// `coordinator.observe({...})`; every callback is optional and called synchronously.
+// `coordinator.observe({...})`; every callback is optional and called synchronously. The training
+// loop's own events (steps, epochs, checkpoints, logs) are part of it.
 
-export interface StepReport {
-  globalStep: number;
-  epoch: number;
-  stepInEpoch: number;
-  stepsInEpoch: number;
-  nCells: number;
-  microbatches: number;
-  /** mean over the step's cells */
-  loss: number;
-  reconstruction: number;
-  kl: number;
-  klWeight: number;
-  /** wall time of the whole step, from dispatch to parameters broadcast */
-  totalMs: number;
-  /** longest per-worker sum of gradient compute time reported by workers (the critical path's compute) */
-  computeMs: number;
-  /** waiting for results beyond the workers' compute: transfer, (de)serialization, queuing, idle */
-  communicationMs: number;
-  /** the optimizer step after the last result arrived (Adam + BatchNorm merge): the coordinator's
-   * compute on the step's critical path */
-  applyMs: number;
-  /** summing microbatch gradients in microbatch order, each as soon as it and all earlier ones
-   * arrived (mostly overlapped with waiting for the slowest microbatch) */
-  aggregationMs: number;
-  optimizerMs: number;
-  /** L2 norm of the step's mean gradient */
-  gradNorm: number;
-  /** fetching and encoding Arrow microbatches that were not prefetched in time */
-  dataWaitMs: number;
-  /** encoding and sending the new parameters to every worker */
-  broadcastMs: number;
-  workers: number;
-  redone: number;
-}
+import type { LoopObserver } from '@atlasvae/shared/train/loop';
+
+export type { StepReport } from '@atlasvae/shared/train/loop';
 
 export interface WorkerInfo {
   id: number;
@@ -61,7 +31,7 @@ export type RejectReason =
   | 'hello-timeout'
   | 'heartbeat-timeout';
 
-export interface CoordinatorObserver {
+export interface CoordinatorObserver extends LoopObserver {
   listening(url: string): void;
   workerConnected(w: WorkerInfo, connected: number): void;
   workerDisconnected(w: WorkerInfo, reason: string, connected: number): void;
@@ -84,23 +54,8 @@ export interface CoordinatorObserver {
     cells: Uint32Array;
     computeMs: number;
   }): void;
-  stepCompleted(s: StepReport): void;
-  epochCompleted(e: {
-    epoch: number;
-    nCells: number;
-    loss: number;
-    reconstruction: number;
-    kl: number;
-    elbo: number;
-    validationElbo?: number;
-    validationReconstruction?: number;
-    validationKl?: number;
-    ms: number;
-  }): void;
   bytes(direction: 'sent' | 'received', n: number): void;
-  checkpointWritten(info: { path: string; globalStep: number; bytes: number; ms: number }): void;
   waitingForWorkers(connected: number, needed: number): void;
-  log(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
 }
 
 export type ObserverList = Partial<CoordinatorObserver>[];

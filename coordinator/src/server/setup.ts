@@ -3,7 +3,6 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Argv } from 'yargs';
 import {
   defaultModelConfig,
   defaultTrainConfig,
@@ -14,15 +13,15 @@ import {
 } from '@atlasvae/shared/config';
 import { loadCheckpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
 import { CliError, InputError } from '@atlasvae/shared/errors';
+import type { EarlyStoppingConfig } from '@atlasvae/shared/train/earlyStopping';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { trainingData, type TrainingData } from './data.js';
 import { SharedStepOptimizer } from './optimizer.js';
 import type { StreamParams, TrainingSetup } from './coordinator.js';
-import { STREAM_PARAMS } from './coordinator.js';
-import { earlyStoppingConfig, earlyStoppingOptions } from '../earlyStoppingFlags.js';
+import { earlyStoppingConfig } from '../earlyStoppingFlags.js';
 
-export interface TrainingFlags {
-  data: string;
+/** Flags of every training command (`train`, `coordinator`, `train-local`). */
+export interface CommonTrainingFlags {
   epochs?: number;
   'max-steps'?: number;
   seed: number;
@@ -38,106 +37,23 @@ export interface TrainingFlags {
   dispersion: DispersionMode;
   checkpoint?: string;
   'checkpoint-every': number;
-  resume: boolean;
   /** replace an existing checkpoint file when not resuming */
   force?: boolean;
-  'step-timeout': number;
-  /** send parameters as they leave Adam: to workers on other hosts (auto), to all, or to none */
-  'stream-params'?: StreamParams;
-  /** workers on this host read parameters from shared-memory files (auto) or the socket (never) */
-  'shared-memory'?: 'auto' | 'never';
   /** held-out cells evaluated at the end of each epoch (0: none) */
   'validation-cells'?: number;
   'early-stopping'?: boolean;
   'early-stopping-patience'?: number;
 }
 
-/** Options shared by `coordinator` and `train`. */
-export function trainingOptions<T>(y: Argv<T>) {
-  return y
-    .option('data', {
-      type: 'string',
-      demandOption: true,
-      describe: 'prepared dataset folder (from `atlasvae prepare` or `atlasvae simulate`)',
-    })
-    .option('epochs', {
-      type: 'number',
-      describe: "epochs to train (default: scvi's min(round(20000 / cells × 400), 400))",
-    })
-    .option('max-steps', {
-      type: 'number',
-      describe: 'stop after this many optimizer steps in total (the plan position is checkpointed)',
-    })
-    .option('seed', { type: 'number', default: 0, describe: 'seed of initialisation, epoch plans and noise' })
-    .option('global-batch', {
-      type: 'number',
-      describe: 'cells per optimizer step (default: 128, or 32 × workers beyond 4 workers)',
-    })
-    .option('microbatch', {
-      type: 'number',
-      describe:
-        'cells per gradient computation; a step is split into microbatches of about this size (default: the global batch / workers, at least 32, so every worker has one; recorded in the checkpoint)',
-    })
-    .option('lr', { type: 'number', describe: 'Adam learning rate (default 1e-3)' })
-    .option('kl-warmup', { type: 'number', describe: "epochs of linear KL warm-up (default 400, scvi's)" })
-    .option('n-hidden', { type: 'number', default: 128, describe: 'hidden units per layer' })
-    .option('n-latent', { type: 'number', default: 10, describe: 'latent dimensions' })
-    .option('n-layers', { type: 'number', default: 1, describe: 'hidden layers in encoder and decoder' })
-    .option('dropout', { type: 'number', default: 0.1, describe: 'encoder dropout rate' })
-    .option('likelihood', {
-      choices: ['nb', 'zinb', 'poisson', 'gaussian'] as const,
-      default: 'nb' as Likelihood,
-      describe: 'count likelihood',
-    })
-    .option('dispersion', {
-      choices: ['gene', 'gene-batch'] as const,
-      default: 'gene' as DispersionMode,
-      describe: 'NB dispersion per gene or per gene and batch',
-    })
-    .option('checkpoint', {
-      type: 'string',
-      describe:
-        'checkpoint file, written atomically every --checkpoint-every steps and at the end (default: DATA.ckpt beside the dataset folder)',
-    })
-    .option('checkpoint-every', {
-      type: 'number',
-      default: 500,
-      describe: 'steps between checkpoints (0: only at the end)',
-    })
-    .option('resume', {
-      type: 'boolean',
-      default: false,
-      describe: 'continue from --checkpoint (when it exists) exactly where it stopped',
-    })
-    .option('force', {
-      type: 'boolean',
-      default: false,
-      describe:
-        'replace an existing --checkpoint file (without it, a run that would overwrite one refuses to start)',
-    })
-    .option('step-timeout', {
-      type: 'number',
-      default: 120,
-      describe: 'seconds a worker may hold a microbatch before it is handed to another worker',
-    })
-    .option('stream-params', {
-      choices: STREAM_PARAMS,
-      default: 'auto' as StreamParams,
-      describe:
-        'send each range of new parameters while Adam computes the next: auto = to workers on other hosts (on this host their reading competes with Adam for the cores)',
-    })
-    .option('shared-memory', {
-      choices: ['auto', 'never'] as const,
-      default: 'auto' as 'auto' | 'never',
-      describe:
-        'workers on this host read each new parameter vector from a shared-memory file (/dev/shm) instead of the socket, when they can open it',
-    })
-    .option('validation-cells', {
-      type: 'number',
-      default: 10000,
-      describe: 'held-out cells whose ELBO the coordinator evaluates after each epoch (0: none)',
-    })
-    .options(earlyStoppingOptions);
+/** Flags of the fleet's commands (`train`, `coordinator`). */
+export interface TrainingFlags extends CommonTrainingFlags {
+  data: string;
+  resume: boolean;
+  'step-timeout': number;
+  /** send parameters as they leave Adam: to workers on other hosts (auto), to all, or to none */
+  'stream-params'?: StreamParams;
+  /** workers on this host read parameters from shared-memory files (auto) or the socket (never) */
+  'shared-memory'?: 'auto' | 'never';
 }
 
 function positiveInt(name: string, v: number | undefined): void {
@@ -171,6 +87,54 @@ export function defaultBatchSizes(
   return { globalBatch: global, microbatch: Math.min(micro, global) };
 }
 
+/** The flags every training command shares, checked (a clear error naming the flag); returns the
+ * early-stopping configuration they ask for. */
+export function checkTrainingFlags(f: CommonTrainingFlags): EarlyStoppingConfig | undefined {
+  for (const k of [
+    'epochs',
+    'max-steps',
+    'global-batch',
+    'microbatch',
+    'n-hidden',
+    'n-latent',
+    'n-layers',
+  ] as const)
+    positiveInt(k, f[k]);
+  if (!Number.isInteger(f['checkpoint-every']) || f['checkpoint-every'] < 0)
+    throw new CliError('--checkpoint-every must be a non-negative integer');
+  for (const k of ['lr', 'kl-warmup', 'dropout'] as const) {
+    const v = f[k];
+    if (v === undefined) continue;
+    const ok = Number.isFinite(v) && (k === 'lr' ? v > 0 : k === 'dropout' ? v >= 0 && v < 1 : v >= 0);
+    if (!ok)
+      throw new CliError(
+        `--${k} must be ${k === 'lr' ? 'a finite number > 0' : k === 'dropout' ? 'in [0, 1)' : 'a finite number ≥ 0'} (got ${v})`,
+      );
+  }
+  const nValidation = f['validation-cells'] ?? 0;
+  if (!Number.isInteger(nValidation) || nValidation < 0)
+    throw new CliError('--validation-cells must be a non-negative integer');
+  const earlyStopping = earlyStoppingConfig(f);
+  if (earlyStopping && f['validation-cells'] === 0)
+    throw new CliError('--early-stopping monitors the validation ELBO: it needs --validation-cells > 0');
+  if (!Number.isSafeInteger(f.seed) || f.seed < 0)
+    throw new CliError(`--seed must be a non-negative integer (got ${f.seed})`);
+  return earlyStopping;
+}
+
+/** Fails when a fresh run would replace an earlier run's checkpoint without --force. */
+export function refuseCheckpointOverwrite(
+  checkpointPath: string,
+  resume: boolean,
+  force: boolean | undefined,
+): void {
+  if (!resume && !force && fs.existsSync(checkpointPath)) {
+    throw new CliError(
+      `${checkpointPath} exists (an earlier run's model): pass --resume to continue it, --force to replace it, or --checkpoint PATH to write another file`,
+    );
+  }
+}
+
 export interface PreparedTraining {
   /** the checkpoint file of this run (--checkpoint, or the default beside the dataset) */
   checkpointPath: string;
@@ -186,39 +150,10 @@ export async function prepareTraining(
   log: (m: string) => void,
   plannedWorkers = 1,
 ): Promise<PreparedTraining> {
-  for (const k of [
-    'epochs',
-    'max-steps',
-    'global-batch',
-    'microbatch',
-    'n-hidden',
-    'n-latent',
-    'n-layers',
-  ] as const)
-    positiveInt(k, f[k]);
+  const earlyStopping = checkTrainingFlags(f);
   if (!(f['step-timeout'] > 0)) throw new CliError('--step-timeout must be a positive number of seconds');
-  if (!Number.isInteger(f['checkpoint-every']) || f['checkpoint-every'] < 0)
-    throw new CliError('--checkpoint-every must be a non-negative integer');
-  for (const k of ['lr', 'kl-warmup', 'dropout'] as const) {
-    const v = f[k];
-    if (v === undefined) continue;
-    const ok = Number.isFinite(v) && (k === 'lr' ? v > 0 : k === 'dropout' ? v >= 0 && v < 1 : v >= 0);
-    if (!ok)
-      throw new CliError(
-        `--${k} must be ${k === 'lr' ? 'a finite number > 0' : k === 'dropout' ? 'in [0, 1)' : 'a finite number ≥ 0'} (got ${v})`,
-      );
-  }
-  const earlyStopping = earlyStoppingConfig(f);
-  if (earlyStopping && f['validation-cells'] === 0)
-    throw new CliError('--early-stopping monitors the validation ELBO: it needs --validation-cells > 0');
-  if (!Number.isSafeInteger(f.seed) || f.seed < 0)
-    throw new CliError(`--seed must be a non-negative integer (got ${f.seed})`);
   const checkpointPath = f.checkpoint ?? defaultCheckpointPath(f.data);
-  if (!f.resume && !f.force && fs.existsSync(checkpointPath)) {
-    throw new CliError(
-      `${checkpointPath} exists (an earlier run's model): pass --resume to continue it, --force to replace it, or --checkpoint PATH to write another file`,
-    );
-  }
+  refuseCheckpointOverwrite(checkpointPath, f.resume, f.force);
   const dataset = await openDataset(f.data);
   const data = trainingData(dataset);
   if (data.train.length === 0) throw new InputError(f.data, 'the dataset has no training cells');

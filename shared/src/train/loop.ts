@@ -1,18 +1,75 @@
-// The training loop over a step executor: epochs of the seeded plan, the KL warm-up, the next
+// The one training loop, over a step executor: epochs of the seeded plan, the KL warm-up, the next
 // step prepared while the current one computes, held-out evaluation at each epoch's end, early
 // stopping, checkpoints, the history and the progress events. What turns a planned step into a
-// step result is the executor's business (the coordinator's fleet of workers); the loop imports
-// nothing of it.
+// step result is the executor's business: the fleet of workers (the coordinator) or this process
+// (inProcessExecutor.ts). The loop imports nothing of either.
 
 import fs from 'node:fs';
-import { epochPlan, type PlannedStep } from '@atlasvae/shared/plan';
-import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared/config';
-import { assembleCheckpoint, saveCheckpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
-import { DivergenceError } from '@atlasvae/shared/train/divergence';
-import { EarlyStopping } from '@atlasvae/shared/train/earlyStopping';
-import { notify, type CoordinatorObserver, type ObserverList, type StepReport } from './events.js';
-import type { TrainingData } from './data.js';
-import type { Optimizer } from './optimizer.js';
+import { epochPlan, type PlannedStep } from '../plan.js';
+import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '../config.js';
+import { assembleCheckpoint, saveCheckpoint, type CheckpointPosition } from '../checkpoint.js';
+import { DivergenceError } from './divergence.js';
+import { EarlyStopping } from './earlyStopping.js';
+import type { EpochRecord } from './history.js';
+
+export type { EpochRecord } from './history.js';
+
+/** One completed optimizer step, as the executor reports it. */
+export interface StepReport {
+  globalStep: number;
+  epoch: number;
+  stepInEpoch: number;
+  stepsInEpoch: number;
+  nCells: number;
+  microbatches: number;
+  /** mean over the step's cells */
+  loss: number;
+  reconstruction: number;
+  kl: number;
+  klWeight: number;
+  /** wall time of the whole step, from dispatch to parameters broadcast */
+  totalMs: number;
+  /** longest per-worker sum of gradient compute time reported by workers (the critical path's compute) */
+  computeMs: number;
+  /** waiting for results beyond the workers' compute: transfer, (de)serialization, queuing, idle */
+  communicationMs: number;
+  /** the optimizer step after the last result arrived (Adam + BatchNorm merge): the coordinator's
+   * compute on the step's critical path */
+  applyMs: number;
+  /** summing microbatch gradients in microbatch order, each as soon as it and all earlier ones
+   * arrived (mostly overlapped with waiting for the slowest microbatch) */
+  aggregationMs: number;
+  optimizerMs: number;
+  /** L2 norm of the step's mean gradient */
+  gradNorm: number;
+  /** fetching and encoding Arrow microbatches that were not prefetched in time */
+  dataWaitMs: number;
+  /** encoding and sending the new parameters to every worker */
+  broadcastMs: number;
+  workers: number;
+  redone: number;
+}
+
+/** What the loop reports; every callback is optional and called synchronously. */
+export interface LoopObserver {
+  stepCompleted(s: StepReport): void;
+  epochCompleted(e: Omit<EpochRecord, 'partial'> & { ms: number }): void;
+  checkpointWritten(info: { path: string; globalStep: number; bytes: number; ms: number }): void;
+  log(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
+}
+
+export type LoopObservers = Partial<LoopObserver>[];
+
+export function notifyLoop<K extends keyof LoopObserver>(
+  list: LoopObservers,
+  name: K,
+  ...args: Parameters<LoopObserver[K]>
+): void {
+  for (const o of list) {
+    const f = o[name] as ((...a: Parameters<LoopObserver[K]>) => void) | undefined;
+    if (f) f.apply(o, args);
+  }
+}
 
 /** Evaluates the held-out ELBO for the parameters and buffers at the end of an epoch. */
 export type Validator = (
@@ -21,30 +78,31 @@ export type Validator = (
   epoch: number,
 ) => Promise<{ elbo: number; reconstruction: number; kl: number }>;
 
+/** The data set facts the loop needs: the cells its plans draw from, what a checkpoint records. */
+export interface LoopData {
+  /** indices of the training cells, ascending */
+  train: Uint32Array;
+  genes: string[];
+  batchCategories: string[];
+  labelCategories: string[];
+  manifestHash: string | null;
+}
+
 export interface TrainingSetup {
   modelConfig: ModelConfig;
   trainConfig: TrainConfig;
-  data: TrainingData;
-  optimizer: Optimizer;
+  data: LoopData;
   /** where to start: the next step to run */
   position: CheckpointPosition;
-  history: unknown[];
+  /** epochs already trained (a resumed run), the last possibly partial */
+  history: EpochRecord[];
 }
 
-export interface EpochRecord {
-  epoch: number;
-  nCells: number;
-  /** per-cell means */
-  loss: number;
-  reconstruction: number;
-  kl: number;
-  /** negative ELBO per cell (reconstruction + KL), scvi's elbo_train */
-  elbo: number;
-  /** held-out negative ELBO per cell (scvi's elbo_validation), when evaluated */
-  validationElbo?: number;
-  validationReconstruction?: number;
-  validationKl?: number;
-  partial?: boolean;
+/** A copy of the optimizer state: what a checkpoint and the held-out evaluation read. */
+export interface StateSnapshot {
+  params: Float32Array;
+  buffers: Float32Array;
+  adam: { m: Float32Array; v: Float32Array; t: number };
 }
 
 export interface TrainOutcome {
@@ -61,6 +119,8 @@ export class StepAbandoned extends Error {}
 
 /** What runs the planned steps. `P` is a step prepared for it (e.g. its microbatches encoded). */
 export interface StepExecutor<P> {
+  /** a copy of the current parameters, buffers and Adam state */
+  snapshot(): StateSnapshot;
   /** before the first step: start watching steps; with `needWorkers`, wait until enough can compute */
   begin(needWorkers: boolean): Promise<void>;
   /** after the last step (also when the loop throws) */
@@ -110,22 +170,19 @@ export class TrainingLoop<P> {
     private readonly setup: TrainingSetup,
     private readonly opts: LoopOptions,
     private readonly exec: StepExecutor<P>,
-    private readonly observers: ObserverList,
+    private readonly observers: LoopObservers,
   ) {}
 
-  private emit<K extends keyof CoordinatorObserver>(
-    name: K,
-    ...args: Parameters<CoordinatorObserver[K]>
-  ): void {
-    notify(this.observers, name, ...args);
+  private emit<K extends keyof LoopObserver>(name: K, ...args: Parameters<LoopObserver[K]>): void {
+    notifyLoop(this.observers, name, ...args);
   }
 
   async run(): Promise<TrainOutcome> {
     const { trainConfig: tc, data } = this.setup;
     const exec = this.exec;
     const pos = { ...this.setup.position };
-    const history = (this.setup.history as EpochRecord[]).filter((h) => !h.partial);
-    const partial = (this.setup.history as EpochRecord[]).find((h) => h.partial && h.epoch === pos.epoch);
+    const history = this.setup.history.filter((h) => !h.partial);
+    const partial = this.setup.history.find((h) => h.partial && h.epoch === pos.epoch);
     let acc: EpochAcc = partial
       ? {
           epoch: pos.epoch,
@@ -252,10 +309,11 @@ export class TrainingLoop<P> {
 
   private async closeEpoch(acc: EpochAcc, ms: number): Promise<EpochRecord> {
     const rec = epochRecord(acc, false);
+    rec.klWeight = klWeightForEpoch(acc.epoch, this.setup.trainConfig);
     const validator = this.opts.validator;
     if (validator) {
       this.emit('log', 'debug', `epoch ${acc.epoch + 1}: evaluating the held-out ELBO`);
-      const snap = this.setup.optimizer.snapshot();
+      const snap = this.exec.snapshot();
       const v = await validator(snap.params, snap.buffers, acc.epoch);
       rec.validationElbo = v.elbo;
       rec.validationReconstruction = v.reconstruction;
@@ -269,8 +327,8 @@ export class TrainingLoop<P> {
     const path = this.opts.checkpointPath;
     if (!path) return null;
     const t0 = performance.now();
-    const { modelConfig, trainConfig, data, optimizer } = this.setup;
-    const snap = optimizer.snapshot();
+    const { modelConfig, trainConfig, data } = this.setup;
+    const snap = this.exec.snapshot();
     const hist: EpochRecord[] = [...history];
     if (acc.nCells > 0 && pos.stepInEpoch > 0) hist.push(epochRecord(acc, true));
     const ckpt = assembleCheckpoint({

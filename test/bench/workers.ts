@@ -1,0 +1,143 @@
+// `npm run bench -- workers`: what a user gets from `atlasvae train --local-workers N` with every
+// batch-size default left alone, for N = 1, 2 (and more where the machine has the cores), rounds
+// interleaved. Per N: training cells/s from the run's final progress line (medians and every
+// round), the ratio to one worker, and the median step broken into the coordinator's phases from
+// its per-step debug reports (compute of the slowest worker, waiting beyond it, summing, Adam,
+// broadcast). The machine's core count and load are printed with them: N workers and a
+// coordinator on fewer than N + 1 cores contend for them.
+// ATLASVAE_BENCH_WORKERS_DATA: a prepared dataset (default: a simulated 10,000 × 1,000 atlas, the
+// shape of mouse_brain_10k, cached in .bench/workers-10000); ATLASVAE_BENCH_WORKERS (default
+// "1 2"); ATLASVAE_BENCH_REPEATS (default 3); ATLASVAE_BENCH_WORKERS_EPOCHS (default 4);
+// ATLASVAE_BENCH_WORKERS_BACKEND (default wasm).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { cliPath, repoRoot } from '../helpers/paths.js';
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  if (n === 0) return NaN;
+  return n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+};
+const round = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
+
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+async function dataset(): Promise<string> {
+  const given = process.env.ATLASVAE_BENCH_WORKERS_DATA;
+  if (given) return given;
+  const dir = path.join(repoRoot, '.bench', 'workers-10000');
+  if (fs.existsSync(path.join(dir, 'manifest.json'))) return dir;
+  fs.rmSync(dir, { recursive: true, force: true });
+  const r = await runCli(['simulate', '--cells', '10000', '--genes', '1000', '--seed', '1', '--out', dir]);
+  if (r.code !== 0) throw new Error(`atlasvae simulate failed: ${r.stderr.slice(-500)}`);
+  return dir;
+}
+
+interface RunResult {
+  cellsPerSecond: number;
+  steps: Record<string, number>;
+}
+
+const PHASES = [
+  'totalMs',
+  'computeMs',
+  'communicationMs',
+  'aggregationMs',
+  'applyMs',
+  'broadcastMs',
+  'dataWaitMs',
+] as const;
+
+async function trainOnce(data: string, workers: number, epochs: number, backend: string): Promise<RunResult> {
+  const ckpt = path.join(repoRoot, '.bench', `workers-${workers}.ckpt`);
+  const r = await runCli([
+    'train',
+    '--data',
+    data,
+    '--local-workers',
+    String(workers),
+    '--backend',
+    backend,
+    '--epochs',
+    String(epochs),
+    '--validation-cells',
+    '0',
+    '--checkpoint',
+    ckpt,
+    '--force',
+    '--log-level',
+    'debug',
+    '--log-format',
+    'json',
+  ]);
+  fs.rmSync(ckpt, { force: true });
+  if (r.code !== 0)
+    throw new Error(`train --local-workers ${workers} exited ${r.code}: ${r.stderr.slice(-800)}`);
+  let cellsPerSecond = NaN;
+  const byPhase = new Map<string, number[]>(PHASES.map((p) => [p, []]));
+  for (const line of (r.stderr + '\n' + r.stdout).split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let rec: Record<string, unknown>;
+    try {
+      rec = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    if (rec.msg === 'progress done' && typeof rec.cellsPerSecond === 'number')
+      cellsPerSecond = rec.cellsPerSecond;
+    // the first epoch's steps include the workers' start (compilation, first allocations)
+    if (rec.msg === 'step' && typeof rec.epoch === 'number' && rec.epoch > 0) {
+      for (const p of PHASES) if (typeof rec[p] === 'number') byPhase.get(p)!.push(rec[p]);
+    }
+  }
+  if (!Number.isFinite(cellsPerSecond)) throw new Error('no final progress line in the train log');
+  const steps: Record<string, number> = {};
+  for (const [p, xs] of byPhase) steps[p] = round(median(xs));
+  return { cellsPerSecond, steps };
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const data = await dataset();
+  const counts = (process.env.ATLASVAE_BENCH_WORKERS ?? '1 2').split(/[ ,]+/).filter(Boolean).map(Number);
+  const repeats = Number(process.env.ATLASVAE_BENCH_REPEATS ?? 3);
+  const epochs = Number(process.env.ATLASVAE_BENCH_WORKERS_EPOCHS ?? 4);
+  const backend = process.env.ATLASVAE_BENCH_WORKERS_BACKEND ?? 'wasm';
+  const loadBefore = os.loadavg()[0];
+  const runs = new Map<number, RunResult[]>(counts.map((n) => [n, []]));
+  for (let i = 0; i < repeats; i++)
+    for (const n of counts) runs.get(n)!.push(await trainOnce(data, n, epochs, backend));
+  const base = median(runs.get(counts[0]!)!.map((r) => r.cellsPerSecond));
+  const out: Record<string, unknown> = {
+    data,
+    backend,
+    epochs,
+    cpus: os.cpus().length,
+    loadAverageBefore: round(loadBefore ?? 0),
+    loadAverageAfter: round(os.loadavg()[0] ?? 0),
+  };
+  for (const [n, rs] of runs) {
+    const cps = median(rs.map((r) => r.cellsPerSecond));
+    const steps: Record<string, number> = {};
+    for (const p of PHASES) steps[p] = round(median(rs.map((r) => r.steps[p] ?? NaN)));
+    out[`workers${n}`] = {
+      cellsPerSecondMedian: Math.round(cps),
+      cellsPerSecondRounds: rs.map((r) => Math.round(r.cellsPerSecond)),
+      ratioToFirst: round(cps / base, 3),
+      medianStepMs: steps,
+    };
+  }
+  return out;
+}
