@@ -2,15 +2,14 @@
 import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
-import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
-import type { TrainingFlags } from '../server/setup.js';
+import { BACKEND_CHOICES } from '@atlasvae/shared/backend';
 import { fleetTrainingOptions } from './trainingOptions.js';
 import { runCoordinator } from '../server/run.js';
 import { LocalWorkers } from '../server/localWorkers.js';
 import { reportOutcome } from '../server/report.js';
 import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
 import { serveOptions } from './coordinator.js';
-import { ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker/engineChoice';
+import { ENGINE_CHOICES } from '@atlasvae/worker/engineChoice';
 import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
 
 export const trainCommand = (y: Argv): Argv =>
@@ -26,12 +25,12 @@ export const trainCommand = (y: Argv): Argv =>
         })
         .option('backend', {
           choices: BACKEND_CHOICES,
-          default: 'auto' as BackendChoice,
+          default: 'auto' as const,
           describe: 'compute backend of the local workers',
         })
         .option('engine', {
           choices: ENGINE_CHOICES,
-          default: 'auto' as EngineChoice,
+          default: 'auto' as const,
           describe: 'engine of the local workers (js, device; auto: device on tensorflow/webgpu, else js)',
         })
         .option('group', {
@@ -72,7 +71,7 @@ export const trainCommand = (y: Argv): Argv =>
         { engine: argv.engine, group: argv.group },
       );
       try {
-        const r = await runCoordinator(argv as unknown as TrainingFlags, {
+        const r = await runCoordinator(argv, {
           host: argv.host,
           port: argv.port,
           token,

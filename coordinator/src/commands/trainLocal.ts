@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv } from 'yargs';
-import { JS_MODEL_BACKEND_CHOICES, initBackend, type BackendChoice } from '@atlasvae/shared/backend';
+import { JS_MODEL_BACKEND_CHOICES, initBackend } from '@atlasvae/shared/backend';
 import { defaultModelConfig, defaultTrainConfig, type TrainConfig } from '@atlasvae/shared/config';
 import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
 import { CliError, InputError } from '@atlasvae/shared/errors';
@@ -90,7 +90,7 @@ export const trainLocalCommand = (y: Argv): Argv =>
         })
         .option('backend', {
           choices: JS_MODEL_BACKEND_CHOICES,
-          default: 'auto' as BackendChoice,
+          default: 'auto' as const,
           describe: 'compute backend',
         })
         .options(deprecatedOptions)

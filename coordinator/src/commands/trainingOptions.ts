@@ -2,8 +2,7 @@
 // and defaults for the same thing (a single process is one worker: its microbatch defaults to the
 // global batch). The fleet's own flags (dataset, step timeout, parameter transport) follow.
 import type { Argv } from 'yargs';
-import { STREAM_PARAMS, type StreamParams } from '../server/coordinator.js';
-import type { DispersionMode, Likelihood } from '@atlasvae/shared/config';
+import { STREAM_PARAMS } from '../server/coordinator.js';
 import { earlyStoppingOptions } from '../earlyStoppingFlags.js';
 
 /** Model, schedule, checkpoint and validation flags of every training command. `checkpointDefault`
@@ -36,12 +35,12 @@ export function trainingOptions<T>(y: Argv<T>, checkpointDefault: string) {
     .option('dropout', { type: 'number', default: 0.1, describe: 'encoder dropout rate' })
     .option('likelihood', {
       choices: ['nb', 'zinb', 'poisson', 'gaussian'] as const,
-      default: 'nb' as Likelihood,
+      default: 'nb' as const,
       describe: 'count likelihood',
     })
     .option('dispersion', {
       choices: ['gene', 'gene-batch'] as const,
-      default: 'gene' as DispersionMode,
+      default: 'gene' as const,
       describe: 'NB dispersion per gene or per gene and batch',
     })
     .option('checkpoint', {
@@ -93,13 +92,13 @@ export function fleetTrainingOptions<T>(y: Argv<T>) {
     })
     .option('stream-params', {
       choices: STREAM_PARAMS,
-      default: 'auto' as StreamParams,
+      default: 'auto' as const,
       describe:
         'send each range of new parameters while Adam computes the next: auto = to workers on other hosts (on this host their reading competes with Adam for the cores)',
     })
     .option('shared-memory', {
       choices: ['auto', 'never'] as const,
-      default: 'auto' as 'auto' | 'never',
+      default: 'auto' as const,
       describe:
         'workers on this host read each new parameter vector from a shared-memory file (/dev/shm) instead of the socket, when they can open it',
     });
