@@ -19,7 +19,7 @@ import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
 import type { TrainingState } from '@atlasvae/shared/train/step';
 import { readMtxInMemory } from '../data/mtx.js';
 import { DivergenceError } from '@atlasvae/shared/train/divergence';
-import { onStopSignals } from '../signals.js';
+import { onStopSignals } from '@atlasvae/shared/runtime/signals';
 import { EXIT_DIVERGED } from '../server/run.js';
 import { earlyStoppingConfig, earlyStoppingOptions } from '../earlyStoppingFlags.js';
 import { refuseOverwrite } from '../outputs.js';

@@ -10,7 +10,7 @@ import { prepareTraining, type TrainingFlags, type PreparedTraining } from './se
 import { wireCoordinator } from './observe.js';
 import { heldOutValidator } from './validation.js';
 import { DivergenceError } from '@atlasvae/shared/train/divergence';
-import { onStopSignals } from '../signals.js';
+import { onStopSignals } from '@atlasvae/shared/runtime/signals';
 
 /** Exit status of a run that diverged (a non-finite loss or gradient). */
 export const EXIT_DIVERGED = 3;

@@ -5,16 +5,16 @@ import type { Argv } from 'yargs';
 import { CliError } from '@atlasvae/shared/errors';
 import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
 import { getLogger, log as rootLog } from '@atlasvae/shared/log';
-import { WorkerClient } from '@atlasvae/worker/client';
-import { SimulatedEngine, type GradientEngine } from '@atlasvae/worker/engine';
-import { createEngine, ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker/engineChoice';
+import { WorkerClient } from '../client.js';
+import { SimulatedEngine, type GradientEngine } from '../engine.js';
+import { createEngine, ENGINE_CHOICES, type EngineChoice } from '../engineChoice.js';
 import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
-import { WorkerMetrics } from '@atlasvae/worker/metrics';
-import { discoverGpus, selectDevices } from '@atlasvae/worker/launcher/devices';
-import { launchNode } from '@atlasvae/worker/launcher/nodeLauncher';
+import { WorkerMetrics } from '../metrics.js';
+import { discoverGpus, selectDevices } from '../launcher/devices.js';
+import { launchNode } from '../launcher/nodeLauncher.js';
 import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
-import { metricsCliOptions, startMetricsServer } from '../metrics.js';
-import { onStopSignals } from '../signals.js';
+import { metricsCliOptions, startMetricsServer } from '../metrics-server.js';
+import { onStopSignals } from '@atlasvae/shared/runtime/signals';
 
 export const workerCommand = (y: Argv): Argv =>
   y.command(
