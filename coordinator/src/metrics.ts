@@ -6,16 +6,15 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   createMetricsRegistry,
   isNum,
-  nowSeconds,
-  ThroughputMeter,
   TrainingMetricFamilies,
   type StepPhase,
-} from '@atlasvae/worker/metrics';
-import { MetricsServer } from '@atlasvae/worker/metrics-server';
+} from '@atlasvae/shared/metrics/families';
+import { nowSeconds, ThroughputMeter } from '@atlasvae/shared/metrics/throughput';
+import { MetricsServer } from '@atlasvae/shared/metrics/server';
 
-export type { StepPhase } from '@atlasvae/worker/metrics';
-export { STEP_PHASES } from '@atlasvae/worker/metrics';
-export { MetricsServer, metricsCliOptions, startMetricsServer } from '@atlasvae/worker/metrics-server';
+export type { StepPhase } from '@atlasvae/shared/metrics/families';
+export { STEP_PHASES } from '@atlasvae/shared/metrics/families';
+export { MetricsServer, metricsCliOptions, startMetricsServer } from '@atlasvae/shared/metrics/server';
 
 /** One completed optimizer step. Losses are per-cell means over the step's cells. */
 export interface StepObservation {

@@ -3,7 +3,7 @@
 // through the logger with `--log-format json` (cluster log collectors).
 
 import { log as rootLog, type Logger, type LogSink } from '@atlasvae/shared/log';
-import { ThroughputMeter, nowSeconds } from '@atlasvae/worker/metrics';
+import { ThroughputMeter, nowSeconds } from '@atlasvae/shared/metrics/throughput';
 
 export type ProgressMode = 'bar' | 'lines' | 'json' | 'off';
 

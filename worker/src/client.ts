@@ -33,7 +33,7 @@ import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
 import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
 import { bearer } from '@atlasvae/shared/protocol/auth';
 import { nonFiniteTerm } from '@atlasvae/shared/train/divergence';
-import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/protocol/sharedMemory';
+import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/transport/sharedMemory';
 import type { GradientEngine, GroupGradient, WorkItem } from './engine.js';
 
 export interface WorkerOptions {

@@ -13,7 +13,7 @@ import { WorkerMetrics } from '../metrics.js';
 import { discoverGpus, selectDevices } from '../launcher/devices.js';
 import { launchNode } from '../launcher/nodeLauncher.js';
 import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
-import { metricsCliOptions, startMetricsServer } from '../metrics-server.js';
+import { metricsCliOptions, startMetricsServer } from '@atlasvae/shared/metrics/server';
 import { onStopSignals } from '@atlasvae/shared/runtime/signals';
 
 export const workerCommand = (y: Argv): Argv =>
