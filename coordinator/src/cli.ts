@@ -5,7 +5,7 @@ import type { Argv } from 'yargs';
 import type YargsFactory from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 import {
   configureLogging,
   log,
@@ -13,8 +13,8 @@ import {
   LOG_LEVELS,
   type LogFormat,
   type LogLevel,
-} from '@atlasvae/shared/log';
-import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
+} from '@atlasvae/shared';
+import { tuneGarbageCollector } from '@atlasvae/shared/runtime';
 
 // yargs' CommonJS build: its help layout wraps at word boundaries (wrap-ansi); the ES module
 // build's cliui cuts words at the column limit

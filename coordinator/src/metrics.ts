@@ -8,13 +8,13 @@ import {
   isNum,
   TrainingMetricFamilies,
   type StepPhase,
-} from '@atlasvae/shared/metrics/families';
-import { nowSeconds, ThroughputMeter } from '@atlasvae/shared/metrics/throughput';
-import { MetricsServer } from '@atlasvae/shared/metrics/server';
+} from '@atlasvae/shared/metrics';
+import { nowSeconds, ThroughputMeter } from '@atlasvae/shared/metrics';
+import { MetricsServer } from '@atlasvae/shared/metrics';
 
-export type { StepPhase } from '@atlasvae/shared/metrics/families';
-export { STEP_PHASES } from '@atlasvae/shared/metrics/families';
-export { MetricsServer, metricsCliOptions, startMetricsServer } from '@atlasvae/shared/metrics/server';
+export type { StepPhase } from '@atlasvae/shared/metrics';
+export { STEP_PHASES } from '@atlasvae/shared/metrics';
+export { MetricsServer, metricsCliOptions, startMetricsServer } from '@atlasvae/shared/metrics';
 
 /** One completed optimizer step. Losses are per-cell means over the step's cells. */
 export interface StepObservation {

@@ -13,23 +13,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
-import {
-  defaultModelConfig,
-  defaultTrainConfig,
-  type ModelConfig,
-  type TrainConfig,
-} from '@atlasvae/shared/config';
+import { defaultModelConfig, defaultTrainConfig, type ModelConfig, type TrainConfig } from '@atlasvae/shared';
 import { initBackend } from '@atlasvae/shared/backend';
-import { train } from '@atlasvae/shared/train/trainer';
-import { bufferLayout } from '@atlasvae/shared/model/layout';
-import { encodeFrame } from '@atlasvae/shared/protocol/frame';
-import { configureLogging } from '@atlasvae/shared/log';
-import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
-import { openDataset, type Dataset } from '@atlasvae/coordinator/data/dataset';
-import { trainingData, type TrainingData } from '@atlasvae/coordinator/server/data';
-import { Coordinator } from '@atlasvae/coordinator/server/coordinator';
-import { SharedStepOptimizer } from '@atlasvae/coordinator/server/optimizer';
-import type { StepReport } from '@atlasvae/coordinator/server/events';
+import { train } from '@atlasvae/shared/train';
+import { bufferLayout } from '@atlasvae/shared/model';
+import { encodeFrame } from '@atlasvae/shared/protocol';
+import { configureLogging } from '@atlasvae/shared';
+import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data';
+import { openDataset, type Dataset } from '@atlasvae/coordinator/data';
+import { trainingData, type TrainingData } from '@atlasvae/coordinator/server';
+import { Coordinator } from '@atlasvae/coordinator/server';
+import { SharedStepOptimizer } from '@atlasvae/coordinator/server';
+import type { StepReport } from '@atlasvae/coordinator/server';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, '../../../coordinator/dist/cli.js');

@@ -8,7 +8,7 @@ import * as metrics from './metrics.js';
 import * as results from './results.js';
 import * as scale from './scale.js';
 import * as step from './step.js';
-import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
+import { tuneGarbageCollector } from '@atlasvae/shared/runtime';
 
 // measure what the atlasvae CLI runs: every atlasvae process applies this GC setting first
 tuneGarbageCollector();

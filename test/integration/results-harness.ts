@@ -5,11 +5,11 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { PNG } from 'pngjs';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig, defaultTrainConfig, type TrainConfig } from '@atlasvae/shared/config';
-import { saveCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
-import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
-import type { VaeModel } from '@atlasvae/shared/model/vae';
-import { openDataset, type Dataset } from '@atlasvae/coordinator/data/dataset';
+import { defaultModelConfig, defaultTrainConfig, type TrainConfig } from '@atlasvae/shared';
+import { saveCheckpoint, type Checkpoint } from '@atlasvae/shared';
+import { train, type EpochSummary } from '@atlasvae/shared/train';
+import type { VaeModel } from '@atlasvae/shared/model';
+import { openDataset, type Dataset } from '@atlasvae/coordinator/data';
 import { cliPath } from '../helpers/paths.js';
 import { track } from '../helpers/children.js';
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '@atlasvae/shared/backend';
-import { lgamma, digamma } from '@atlasvae/shared/model/lgamma';
+import { lgamma, digamma } from '@atlasvae/shared/model';
 import {
   lgammaScalar,
   digammaScalar,
@@ -13,7 +13,7 @@ import {
   lgammaShiftDiff,
   digammaShiftDiff,
   fastExp,
-} from '@atlasvae/shared/model/special';
+} from '@atlasvae/shared/model';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 
 const skip = skipUnlessShared('fixtures', 'lgamma_reference.json');

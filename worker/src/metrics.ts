@@ -2,9 +2,9 @@
 // the coordinator are in @atlasvae/shared's metrics.
 
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { createMetricsRegistry, isNum, TrainingMetricFamilies } from '@atlasvae/shared/metrics/families';
-import { nowSeconds, ThroughputMeter } from '@atlasvae/shared/metrics/throughput';
-import { MetricsServer } from '@atlasvae/shared/metrics/server';
+import { createMetricsRegistry, isNum, TrainingMetricFamilies } from '@atlasvae/shared/metrics';
+import { nowSeconds, ThroughputMeter } from '@atlasvae/shared/metrics';
+import { MetricsServer } from '@atlasvae/shared/metrics';
 
 /** One microbatch as the worker computed it. Loss terms are sums over the microbatch's cells. */
 export interface MicrobatchObservation {

@@ -2,9 +2,9 @@
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { refuseOverwrite } from '../outputs.js';
-import { CliError } from '@atlasvae/shared/errors';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
-import { log } from '@atlasvae/shared/log';
+import { CliError } from '@atlasvae/shared';
+import { loadCheckpoint } from '@atlasvae/shared';
+import { log } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import {
   withModelAndData,

@@ -4,7 +4,7 @@ import type { Argv } from 'yargs';
 import { simulateCommand } from './simulate.js';
 import { prepareCommand } from './prepare.js';
 import { coordinatorCommand } from './coordinator.js';
-import { workerCommand } from '@atlasvae/worker/commands/worker';
+import { workerCommand } from '@atlasvae/worker/commands';
 import { trainCommand } from './train.js';
 import { embedCommand } from './embed.js';
 import { normalizeCommand } from './normalize.js';

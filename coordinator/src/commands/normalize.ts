@@ -1,8 +1,8 @@
 // `atlasvae normalize`: scVI normalized expression (decoder scale × library size) for chosen genes.
 import type { Argv } from 'yargs';
 import { refuseOverwrite } from '../outputs.js';
-import { CliError } from '@atlasvae/shared/errors';
-import { log } from '@atlasvae/shared/log';
+import { CliError } from '@atlasvae/shared';
+import { log } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import {
   withModelAndData,

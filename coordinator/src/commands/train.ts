@@ -1,16 +1,16 @@
 // `atlasvae train`: the embedded default, a coordinator plus N local worker processes.
 import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
 import { trainingOptions, type TrainingFlags } from '../server/setup.js';
 import { runCoordinator } from '../server/run.js';
 import { LocalWorkers } from '../server/localWorkers.js';
 import { reportOutcome } from '../server/report.js';
-import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
+import { resolveToken } from '@atlasvae/shared/protocol';
 import { serveOptions } from './coordinator.js';
-import { ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker/engineChoice';
-import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
+import { ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker';
+import { MAX_GROUP } from '@atlasvae/shared/protocol';
 
 export const trainCommand = (y: Argv): Argv =>
   y.command(

@@ -9,17 +9,17 @@ import {
   defaultTrainConfig,
   type DispersionMode,
   type Likelihood,
-} from '@atlasvae/shared/config';
-import { assembleCheckpoint, loadCheckpoint, saveCheckpoint } from '@atlasvae/shared/checkpoint';
-import { CliError, InputError } from '@atlasvae/shared/errors';
-import { log } from '@atlasvae/shared/log';
-import { trainValidationSplit } from '@atlasvae/shared/plan';
-import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
-import { train, type EpochSummary } from '@atlasvae/shared/train/trainer';
-import type { TrainingState } from '@atlasvae/shared/train/step';
+} from '@atlasvae/shared';
+import { assembleCheckpoint, loadCheckpoint, saveCheckpoint } from '@atlasvae/shared';
+import { CliError, InputError } from '@atlasvae/shared';
+import { log } from '@atlasvae/shared';
+import { trainValidationSplit } from '@atlasvae/shared';
+import { InMemoryCellSource } from '@atlasvae/shared/train';
+import { train, type EpochSummary } from '@atlasvae/shared/train';
+import type { TrainingState } from '@atlasvae/shared/train';
 import { readMtxInMemory } from '../data/mtx.js';
-import { DivergenceError } from '@atlasvae/shared/train/divergence';
-import { onStopSignals } from '@atlasvae/shared/runtime/signals';
+import { DivergenceError } from '@atlasvae/shared/train';
+import { onStopSignals } from '@atlasvae/shared/runtime';
 import { EXIT_DIVERGED } from '../server/run.js';
 import { earlyStoppingConfig, earlyStoppingOptions } from '../earlyStoppingFlags.js';
 import { refuseOverwrite } from '../outputs.js';

@@ -1,7 +1,7 @@
 // `atlasvae umap`: a UMAP picture of the latent space, coloured by cell type, batch or any obs column.
 import type { Argv } from 'yargs';
-import { CliError } from '@atlasvae/shared/errors';
-import { log } from '@atlasvae/shared/log';
+import { CliError } from '@atlasvae/shared';
+import { log } from '@atlasvae/shared';
 import { openResultsInputs } from '../results/inputs.js';
 import { subsampleIndices } from '../results/latent-metrics.js';
 import { withModelAndData, requirePositiveInt, chunkProgress } from '../results/command-options.js';

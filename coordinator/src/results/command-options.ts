@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
 import { JS_MODEL_BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 import { Progress } from '../progress.js';
 import type { ChunkPlan } from './cell-stream.js';
 

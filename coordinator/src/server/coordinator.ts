@@ -10,17 +10,12 @@
 //   a step completes only when every microbatch has exactly one accepted result;
 // - a worker that leaves, fails or exceeds the step timeout has its microbatches handed out again.
 
-import type { PlannedStep } from '@atlasvae/shared/plan';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
-import type { CheckpointPosition } from '@atlasvae/shared/checkpoint';
-import { encodeFrameParts, payloadAsFloat32 } from '@atlasvae/shared/protocol/frame';
-import type { GradientAccumulator } from '@atlasvae/shared/train/step';
-import {
-  DivergenceError,
-  checkGradNorm,
-  checkStepLoss,
-  nonFiniteTerm,
-} from '@atlasvae/shared/train/divergence';
+import type { PlannedStep } from '@atlasvae/shared';
+import type { MicrobatchGradient } from '@atlasvae/shared/model';
+import type { CheckpointPosition } from '@atlasvae/shared';
+import { encodeFrameParts, payloadAsFloat32 } from '@atlasvae/shared/protocol';
+import type { GradientAccumulator } from '@atlasvae/shared/train';
+import { DivergenceError, checkGradNorm, checkStepLoss, nonFiniteTerm } from '@atlasvae/shared/train';
 import {
   type ExpectedSizes,
   type WorkMsg,
@@ -28,7 +23,7 @@ import {
   type FailureMsg,
   type HelloMsg,
   type WorkerMessage,
-} from '@atlasvae/shared/protocol/messages';
+} from '@atlasvae/shared/protocol';
 import { maxWorkerPayload } from './connections.js';
 import { WorkerSessions, type WelcomeBody } from './workerSessions.js';
 import { ParamTransport, type ParamTarget, type StreamParams } from './paramTransport.js';

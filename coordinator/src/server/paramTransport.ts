@@ -7,10 +7,10 @@
 // shared/src/transport/sharedMemory.ts (its readers and writers); this module owns the frames, the
 // files' lifetime and the parameter version.
 
-import { encodeFrame, ReusableFrame } from '@atlasvae/shared/protocol/frame';
-import type { ParamsFilesOffer } from '@atlasvae/shared/transport/sharedMemory';
-import { SharedMemoryFolder, type ResultFiles } from '@atlasvae/shared/transport/sharedMemory';
-import type { GradientAccumulator } from '@atlasvae/shared/train/step';
+import { encodeFrame, ReusableFrame } from '@atlasvae/shared/protocol';
+import type { ParamsFilesOffer } from '@atlasvae/shared/transport';
+import { SharedMemoryFolder, type ResultFiles } from '@atlasvae/shared/transport';
+import type { GradientAccumulator } from '@atlasvae/shared/train';
 import type { Session } from './workerSessions.js';
 import type { Optimizer } from './optimizer.js';
 

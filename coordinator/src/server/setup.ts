@@ -11,9 +11,9 @@ import {
   type DispersionMode,
   type ModelConfig,
   type TrainConfig,
-} from '@atlasvae/shared/config';
-import { loadCheckpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
-import { CliError, InputError } from '@atlasvae/shared/errors';
+} from '@atlasvae/shared';
+import { loadCheckpoint, type CheckpointPosition } from '@atlasvae/shared';
+import { CliError, InputError } from '@atlasvae/shared';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { trainingData, type TrainingData } from './data.js';
 import { SharedStepOptimizer } from './optimizer.js';

@@ -5,8 +5,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { CliError } from '@atlasvae/shared/errors';
-import { getLogger } from '@atlasvae/shared/log';
+import { CliError } from '../errors.js';
+import { getLogger } from '../log.js';
 
 export interface MetricsServerOptions {
   /** 0 picks a free port (see `port` after `start`) */
