@@ -6,13 +6,8 @@ import { CliError } from '@atlasvae/shared';
 import { loadCheckpoint } from '@atlasvae/shared';
 import { log } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
-import {
-  withModelAndData,
-  requireOption,
-  requirePositiveInt,
-  chunkProgress,
-} from '../results/command-options.js';
-import { fleetChoice } from '../results/command-options.js';
+import { withModelAndData, requireOption, requirePositiveInt, chunkProgress } from './results-options.js';
+import { fleetChoice } from './results-options.js';
 import { writeEmbeddingTable, writeEmbeddingH5ad, OBSM_KEY } from '../results/embed.js';
 import { tableFormatOf } from '../results/table-writer.js';
 import type { ChunkPlan } from '../results/cell-stream.js';

@@ -11,8 +11,8 @@ import {
   requirePositiveInt,
   requireNonNegativeInt,
   chunkProgress,
-} from '../results/command-options.js';
-import { fleetChoice } from '../results/command-options.js';
+} from './results-options.js';
+import { fleetChoice } from './results-options.js';
 import { evaluateModel } from '../results/evaluate.js';
 
 const SPLITS = ['all', 'train', 'validation'] as const;

@@ -11,8 +11,8 @@ import {
   requireNonNegativeInt,
   chunkProgress,
   parseGeneList,
-} from '../results/command-options.js';
-import { fleetChoice } from '../results/command-options.js';
+} from './results-options.js';
+import { fleetChoice } from './results-options.js';
 import { writeNormalizedExpression, resolveGenes } from '../results/normalize.js';
 import { tableFormatOf } from '../results/table-writer.js';
 

@@ -11,7 +11,6 @@ import { InputError, CliError } from '@atlasvae/shared';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { LocalEngine, type InferenceEngine } from './engine.js';
 import { FleetEngine } from './fleet.js';
-import type { FleetChoice } from './command-options.js';
 import { log } from '@atlasvae/shared';
 import type { CellNaming } from './cell-names.js';
 
@@ -84,6 +83,17 @@ export function mapBatches(
   }
   const map = Int32Array.from(dataBatches, (n) => pos.get(n)!);
   return map.every((m, i) => m === i) ? undefined : map;
+}
+
+/** Where inference runs when not in this process: local worker processes and/or workers joining on a port. */
+export interface FleetChoice {
+  localWorkers: number;
+  port: number;
+  host: string;
+  token: string;
+  tls: { cert: Buffer; key: Buffer } | null;
+  minWorkers: number;
+  explicitToken: boolean;
 }
 
 export async function openResultsInputs(o: {
