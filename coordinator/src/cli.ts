@@ -5,8 +5,8 @@ import type { Argv } from 'yargs';
 import type YargsFactory from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
-import { CliError } from '@atlasvae/shared';
 import {
+  CliError,
   configureLogging,
   log,
   LOG_FORMATS,

@@ -8,9 +8,10 @@ import {
   isNum,
   TrainingMetricFamilies,
   type StepPhase,
+  nowSeconds,
+  ThroughputMeter,
+  MetricsServer,
 } from '@atlasvae/shared/metrics';
-import { nowSeconds, ThroughputMeter } from '@atlasvae/shared/metrics';
-import { MetricsServer } from '@atlasvae/shared/metrics';
 
 export type { StepPhase } from '@atlasvae/shared/metrics';
 export { STEP_PHASES } from '@atlasvae/shared/metrics';

@@ -8,9 +8,7 @@
 // SECONDS (compute).
 
 import { WebSocket } from 'ws';
-import { WorkerClient } from '@atlasvae/worker';
-import { SimulatedEngine } from '@atlasvae/worker';
-import { ModelEngine } from '@atlasvae/worker';
+import { WorkerClient, SimulatedEngine, ModelEngine } from '@atlasvae/worker';
 import { defaultModelConfig } from '@atlasvae/shared';
 import { initTrainingState } from '@atlasvae/shared/train';
 import { bufferLayout } from '@atlasvae/shared/model';

@@ -13,18 +13,30 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { defaultModelConfig, defaultTrainConfig, type ModelConfig, type TrainConfig } from '@atlasvae/shared';
+import {
+  defaultModelConfig,
+  defaultTrainConfig,
+  type ModelConfig,
+  type TrainConfig,
+  configureLogging,
+} from '@atlasvae/shared';
 import { initBackend } from '@atlasvae/shared/backend';
 import { train } from '@atlasvae/shared/train';
 import { bufferLayout } from '@atlasvae/shared/model';
 import { encodeFrame } from '@atlasvae/shared/protocol';
-import { configureLogging } from '@atlasvae/shared';
-import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data';
-import { openDataset, type Dataset } from '@atlasvae/coordinator/data';
-import { trainingData, type TrainingData } from '@atlasvae/coordinator/server';
-import { Coordinator } from '@atlasvae/coordinator/server';
-import { SharedStepOptimizer } from '@atlasvae/coordinator/server';
-import type { StepReport } from '@atlasvae/coordinator/server';
+import {
+  simulateToDataset,
+  defaultSimulationOptions,
+  openDataset,
+  type Dataset,
+} from '@atlasvae/coordinator/data';
+import {
+  trainingData,
+  type TrainingData,
+  Coordinator,
+  SharedStepOptimizer,
+  type StepReport,
+} from '@atlasvae/coordinator/server';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, '../../../coordinator/dist/cli.js');

@@ -14,10 +14,8 @@ import { initBackend, activeDevice, type BackendChoice } from '@atlasvae/shared/
 import { defaultModelConfig } from '@atlasvae/shared';
 import { encodeCellBatch } from '@atlasvae/shared/arrow';
 import { initParams, bufferLayout } from '@atlasvae/shared/model';
-import { ModelEngine } from '@atlasvae/worker';
-import { DeviceEngine } from '@atlasvae/worker/device';
-import { engineCounters } from '@atlasvae/worker/device';
-import type { GradientEngine, WorkItem } from '@atlasvae/worker';
+import { ModelEngine, type GradientEngine, type WorkItem } from '@atlasvae/worker';
+import { DeviceEngine, engineCounters } from '@atlasvae/worker/device';
 import { benchBatch } from './step.js';
 
 const GENES = 2000;

@@ -1,7 +1,6 @@
 // Cost of monitoring: microseconds per reported step (metrics + progress), and the time and size
 // of one /metrics scrape. Printed as JSON; medians of repeated runs (the machine is shared).
-import { CoordinatorMetrics } from '@atlasvae/coordinator';
-import { Progress } from '@atlasvae/coordinator';
+import { CoordinatorMetrics, Progress } from '@atlasvae/coordinator';
 import { Logger } from '@atlasvae/shared';
 
 function median(xs: number[]): number {

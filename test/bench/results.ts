@@ -6,17 +6,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig } from '@atlasvae/shared';
+import { defaultModelConfig, Rng } from '@atlasvae/shared';
 import { createModel } from '@atlasvae/shared/model';
-import { Rng } from '@atlasvae/shared';
-import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data';
-import { openDataset } from '@atlasvae/coordinator/data';
-import { LocalEngine } from '@atlasvae/coordinator/results';
-import { writeEmbeddingTable } from '@atlasvae/coordinator/results';
-import { writeNormalizedExpression } from '@atlasvae/coordinator/results';
-import { evaluateModel } from '@atlasvae/coordinator/results';
-import { knnCrossValidatedAccuracy, batchMixingEntropy } from '@atlasvae/coordinator/results';
-import { computeUmap } from '@atlasvae/coordinator/results';
+import { simulateToDataset, defaultSimulationOptions, openDataset } from '@atlasvae/coordinator/data';
+import {
+  LocalEngine,
+  writeEmbeddingTable,
+  writeNormalizedExpression,
+  evaluateModel,
+  knnCrossValidatedAccuracy,
+  batchMixingEntropy,
+  computeUmap,
+} from '@atlasvae/coordinator/results';
 
 function seconds(t0: number): number {
   return (performance.now() - t0) / 1000;

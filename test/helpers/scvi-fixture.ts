@@ -4,8 +4,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type { CellBatch } from '@atlasvae/shared';
-import { entry } from '@atlasvae/shared/model';
-import type { CellTerms, ParamLayout } from '@atlasvae/shared/model';
+import { entry, type CellTerms, type ParamLayout } from '@atlasvae/shared/model';
 import { sharedPath, skipUnlessShared } from './paths.js';
 
 export interface FixtureCase {

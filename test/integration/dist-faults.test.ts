@@ -6,11 +6,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import { WebSocket } from 'ws';
-import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared';
-import { encodeFrame } from '@atlasvae/shared/protocol';
-import { PROTOCOL_HEADER } from '@atlasvae/shared/protocol';
-import { bearer } from '@atlasvae/shared/protocol';
-import { Rng } from '@atlasvae/shared';
+import { loadCheckpoint, type Checkpoint, Rng } from '@atlasvae/shared';
+import { encodeFrame, PROTOCOL_HEADER, bearer } from '@atlasvae/shared/protocol';
 import { openDataset } from '@atlasvae/coordinator/data';
 import { tempDir } from '../helpers/paths.js';
 import {

@@ -4,9 +4,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { prepareDataset } from '@atlasvae/coordinator/data';
-import { writeH5ad } from '@atlasvae/coordinator/data';
-import { openDataset } from '@atlasvae/coordinator/data';
+import { prepareDataset, writeH5ad, openDataset } from '@atlasvae/coordinator/data';
 import type { CellBatch } from '@atlasvae/shared';
 import { tempDir } from '../helpers/paths.js';
 

@@ -5,8 +5,13 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { PNG } from 'pngjs';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig, defaultTrainConfig, type TrainConfig } from '@atlasvae/shared';
-import { saveCheckpoint, type Checkpoint } from '@atlasvae/shared';
+import {
+  defaultModelConfig,
+  defaultTrainConfig,
+  type TrainConfig,
+  saveCheckpoint,
+  type Checkpoint,
+} from '@atlasvae/shared';
 import { train, type EpochSummary } from '@atlasvae/shared/train';
 import type { VaeModel } from '@atlasvae/shared/model';
 import { openDataset, type Dataset } from '@atlasvae/coordinator/data';

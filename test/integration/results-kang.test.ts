@@ -7,9 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { openSource } from '@atlasvae/coordinator/data';
-import { readH5adObsm } from '@atlasvae/coordinator/results';
-import { categoryColours } from '@atlasvae/coordinator/results';
-import type { EvaluationReport } from '@atlasvae/coordinator/results';
+import { readH5adObsm, categoryColours, type EvaluationReport } from '@atlasvae/coordinator/results';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { cli, trainAndSave, pngColours, readJson, relDiff, type TrainedModel } from './results-harness.js';
 

@@ -7,8 +7,7 @@ import {
   decodeCellBatch,
   CellBatchFormatError,
 } from '@atlasvae/shared/arrow';
-import { selectRows, type CellBatch } from '@atlasvae/shared';
-import { Rng } from '@atlasvae/shared';
+import { selectRows, type CellBatch, Rng } from '@atlasvae/shared';
 
 function randomBatch(n: number, G: number, seed: number): CellBatch {
   const rng = new Rng(seed);

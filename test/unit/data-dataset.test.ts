@@ -7,8 +7,8 @@ import {
   simulationModel,
   simulateCells,
   defaultSimulationOptions,
+  openDataset,
 } from '@atlasvae/coordinator/data';
-import { openDataset } from '@atlasvae/coordinator/data';
 import { decodeCellBatch } from '@atlasvae/shared/arrow';
 import { trainValidationSplit, epochOrder } from '@atlasvae/shared';
 import { tempDir } from '../helpers/paths.js';

@@ -2,10 +2,17 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loessFit } from '@atlasvae/coordinator/data';
-import { GeneMoments, ClippedMoments, clipModel, selectHvg } from '@atlasvae/coordinator/data';
-import { readMtxInMemory } from '@atlasvae/coordinator/data';
-import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data';
+import {
+  loessFit,
+  GeneMoments,
+  ClippedMoments,
+  clipModel,
+  selectHvg,
+  readMtxInMemory,
+  readObsTsv,
+  obsColumnFor,
+  categorize,
+} from '@atlasvae/coordinator/data';
 import { Rng } from '@atlasvae/shared';
 import { repoRoot, sharedPath, skipUnlessShared } from '../helpers/paths.js';
 

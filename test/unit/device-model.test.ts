@@ -8,18 +8,30 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { defaultModelConfig, type Likelihood, type ModelConfig } from '@atlasvae/shared';
-import { selectRows, type CellBatch } from '@atlasvae/shared';
-import { createModel } from '@atlasvae/shared/model';
-import { entry, initParams } from '@atlasvae/shared/model';
-import { microbatchNoise } from '@atlasvae/shared/model';
-import { DeviceModel, type DeviceCounters, type DeviceMicrobatch } from '@atlasvae/worker/device';
-import { packCall, setSparseUpload } from '@atlasvae/worker/device';
-import { DeviceOps } from '@atlasvae/worker/device';
+import {
+  defaultModelConfig,
+  type Likelihood,
+  type ModelConfig,
+  selectRows,
+  type CellBatch,
+} from '@atlasvae/shared';
+import {
+  createModel,
+  entry,
+  initParams,
+  microbatchNoise,
+  setBackendMatmulThreshold,
+} from '@atlasvae/shared/model';
+import {
+  DeviceModel,
+  type DeviceCounters,
+  type DeviceMicrobatch,
+  packCall,
+  setSparseUpload,
+  DeviceOps,
+} from '@atlasvae/worker/device';
 import type * as tfNs from '@tensorflow/tfjs-core';
-import { setBackendMatmulThreshold } from '@atlasvae/shared/model';
-import { readMtxInMemory } from '@atlasvae/coordinator/data';
-import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data';
+import { readMtxInMemory, readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 import { deviceTestBackend, useDeviceTestBackend } from '../helpers/device-backend.js';
 import {

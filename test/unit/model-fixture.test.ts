@@ -4,8 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initBackend } from '@atlasvae/shared/backend';
 import { defaultModelConfig, type Likelihood } from '@atlasvae/shared';
-import { createModel, setSparseInputDensity } from '@atlasvae/shared/model';
-import { setBackendMatmulThreshold } from '@atlasvae/shared/model';
+import { createModel, setSparseInputDensity, setBackendMatmulThreshold } from '@atlasvae/shared/model';
 import {
   fixture,
   skipFixture as skip,

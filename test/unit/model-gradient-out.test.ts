@@ -4,8 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initBackend } from '@atlasvae/shared/backend';
 import { defaultModelConfig } from '@atlasvae/shared';
-import { createModel, setSparseInputDensity } from '@atlasvae/shared/model';
-import { microbatchNoise } from '@atlasvae/shared/model';
+import { createModel, setSparseInputDensity, microbatchNoise } from '@atlasvae/shared/model';
 import { initTrainingState } from '@atlasvae/shared/train';
 import { benchBatch } from '../bench/step.js';
 

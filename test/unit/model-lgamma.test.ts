@@ -5,8 +5,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '@atlasvae/shared/backend';
-import { lgamma, digamma } from '@atlasvae/shared/model';
 import {
+  lgamma,
+  digamma,
   lgammaScalar,
   digammaScalar,
   logFactorial,

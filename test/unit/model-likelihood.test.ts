@@ -3,13 +3,23 @@
 // gaussian likelihood and gene-batch dispersion.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { defaultModelConfig, type DispersionMode, type Likelihood, type ModelConfig } from '@atlasvae/shared';
-import type { CellBatch } from '@atlasvae/shared';
-import { Rng } from '@atlasvae/shared';
-import { likelihood, negativeBinomialReference } from '@atlasvae/shared/model';
-import { createModel } from '@atlasvae/shared/model';
-import { entry, initParams, slice } from '@atlasvae/shared/model';
-import { microbatchNoise } from '@atlasvae/shared/model';
+import {
+  defaultModelConfig,
+  type DispersionMode,
+  type Likelihood,
+  type ModelConfig,
+  type CellBatch,
+  Rng,
+} from '@atlasvae/shared';
+import {
+  likelihood,
+  negativeBinomialReference,
+  createModel,
+  entry,
+  initParams,
+  slice,
+  microbatchNoise,
+} from '@atlasvae/shared/model';
 
 const G = 7;
 const B = 5;

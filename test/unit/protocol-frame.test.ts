@@ -6,14 +6,13 @@ import {
   payloadAsFloat32,
   FrameError,
   MAX_HEADER_BYTES,
-} from '@atlasvae/shared/protocol';
-import {
   parseWorkerMessage,
   parseCoordinatorMessage,
   ProtocolError,
   PROTOCOL_VERSION,
+  tokenChecker,
+  bearer,
 } from '@atlasvae/shared/protocol';
-import { tokenChecker, bearer } from '@atlasvae/shared/protocol';
 import { Rng } from '@atlasvae/shared';
 
 const sizes = { paramLength: 1000, bnLength: 8 };

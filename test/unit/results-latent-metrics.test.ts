@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '@atlasvae/shared';
-import { exactKnn, majorityLabel } from '@atlasvae/coordinator/results';
 import {
+  exactKnn,
+  majorityLabel,
   knnCrossValidatedAccuracy,
   batchMixingEntropy,
   subsampleIndices,

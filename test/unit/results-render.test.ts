@@ -1,10 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PNG } from 'pngjs';
-import { fontCharacters, glyphSource } from '@atlasvae/coordinator/results';
-import { renderScatter } from '@atlasvae/coordinator/results';
-import { categoryColours } from '@atlasvae/coordinator/results';
-import { computeUmap } from '@atlasvae/coordinator/results';
+import {
+  fontCharacters,
+  glyphSource,
+  renderScatter,
+  categoryColours,
+  computeUmap,
+} from '@atlasvae/coordinator/results';
 import { Rng } from '@atlasvae/shared';
 
 test('every printable ASCII character has a well-formed 5×7 glyph', () => {

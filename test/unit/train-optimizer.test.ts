@@ -2,11 +2,9 @@
 // microbatch BatchNorm statistics into the running statistics by applyStep.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { adamStep, adamStepScaled, initAdam } from '@atlasvae/shared/train';
-import { applyStep, initTrainingState } from '@atlasvae/shared/train';
+import { adamStep, adamStepScaled, initAdam, applyStep, initTrainingState } from '@atlasvae/shared/train';
 import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared';
-import { bufferLayout, paramLayout } from '@atlasvae/shared/model';
-import type { MicrobatchGradient } from '@atlasvae/shared/model';
+import { bufferLayout, paramLayout, type MicrobatchGradient } from '@atlasvae/shared/model';
 
 function near(a: number, b: number, tol: number, what: string): void {
   assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);

@@ -4,13 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared';
-import type { CellBatch } from '@atlasvae/shared';
-import { Rng } from '@atlasvae/shared';
-import { trainValidationSplit } from '@atlasvae/shared';
-import { InMemoryCellSource } from '@atlasvae/shared/train';
-import { train } from '@atlasvae/shared/train';
-import { cloneTrainingState } from '@atlasvae/shared/train';
+import {
+  defaultModelConfig,
+  defaultTrainConfig,
+  type CellBatch,
+  Rng,
+  trainValidationSplit,
+} from '@atlasvae/shared';
+import { InMemoryCellSource, train, cloneTrainingState } from '@atlasvae/shared/train';
 import { setBackendMatmulThreshold } from '@atlasvae/shared/model';
 
 /** Poisson-ish counts from 3 latent cell types with a batch effect (small, for fast tests). */

@@ -11,8 +11,6 @@ import {
   payloadAsFloat32,
   FrameError,
   PayloadFirstFrame,
-} from '@atlasvae/shared/protocol';
-import {
   PROTOCOL_VERSION,
   PROTOCOL_HEADER,
   TOKEN_HEADER,
@@ -28,10 +26,9 @@ import {
   type InferMsg,
   type InferResultMsg,
   type InferFailureMsg,
+  bearer,
 } from '@atlasvae/shared/protocol';
-import { INFER_OPS, type InferOp } from '@atlasvae/shared/model';
-import type { MicrobatchGradient } from '@atlasvae/shared/model';
-import { bearer } from '@atlasvae/shared/protocol';
+import { INFER_OPS, type InferOp, type MicrobatchGradient } from '@atlasvae/shared/model';
 import { nonFiniteTerm } from '@atlasvae/shared/train';
 import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/transport';
 import type { GradientEngine, GroupGradient, WorkItem } from './engine.js';

@@ -5,8 +5,7 @@
 // coordinator's capacity) skips the math and returns a right-sized gradient.
 
 import type { ModelConfig } from '@atlasvae/shared';
-import type { GradientOutput, MicrobatchGradient } from '@atlasvae/shared/model';
-import type { InferOutput, InferRequest } from '@atlasvae/shared/model';
+import type { GradientOutput, MicrobatchGradient, InferOutput, InferRequest } from '@atlasvae/shared/model';
 
 export interface WorkItem {
   /** global step = parameter version the gradient is computed at */

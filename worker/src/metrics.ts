@@ -2,9 +2,14 @@
 // the coordinator are in @atlasvae/shared's metrics.
 
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { createMetricsRegistry, isNum, TrainingMetricFamilies } from '@atlasvae/shared/metrics';
-import { nowSeconds, ThroughputMeter } from '@atlasvae/shared/metrics';
-import { MetricsServer } from '@atlasvae/shared/metrics';
+import {
+  createMetricsRegistry,
+  isNum,
+  TrainingMetricFamilies,
+  nowSeconds,
+  ThroughputMeter,
+  MetricsServer,
+} from '@atlasvae/shared/metrics';
 
 /** One microbatch as the worker computed it. Loss terms are sums over the microbatch's cells. */
 export interface MicrobatchObservation {

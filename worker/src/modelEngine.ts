@@ -5,12 +5,18 @@
 import os from 'node:os';
 
 import type { ModelConfig } from '@atlasvae/shared';
-import type { GradientOutput, MicrobatchGradient } from '@atlasvae/shared/model';
+import {
+  type GradientOutput,
+  type MicrobatchGradient,
+  createModel,
+  type VaeModel,
+  microbatchNoise,
+  runInference,
+  type InferOutput,
+  type InferRequest,
+} from '@atlasvae/shared/model';
 import { initBackend, activeDevice, type BackendChoice } from '@atlasvae/shared/backend';
-import { createModel, type VaeModel } from '@atlasvae/shared/model';
-import { microbatchNoise } from '@atlasvae/shared/model';
 import { decodeCellBatch } from '@atlasvae/shared/arrow';
-import { runInference, type InferOutput, type InferRequest } from '@atlasvae/shared/model';
 import type { GradientEngine, GroupGradient, WorkItem } from './engine.js';
 
 export class ModelEngine implements GradientEngine {

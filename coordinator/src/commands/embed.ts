@@ -2,9 +2,7 @@
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { refuseOverwrite } from '../outputs.js';
-import { CliError } from '@atlasvae/shared';
-import { loadCheckpoint } from '@atlasvae/shared';
-import { log } from '@atlasvae/shared';
+import { CliError, loadCheckpoint, log } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import { withModelAndData, requireOption, requirePositiveInt, chunkProgress } from './results-options.js';
 import { fleetChoice } from './results-options.js';

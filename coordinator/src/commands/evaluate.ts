@@ -1,9 +1,7 @@
 // `atlasvae evaluate`: ELBO terms, marginal log-likelihood and latent-space metrics as a JSON report.
 import type { Argv } from 'yargs';
 import { refuseOverwrite } from '../outputs.js';
-import { CliError } from '@atlasvae/shared';
-import { log } from '@atlasvae/shared';
-import { writeFileAtomic } from '@atlasvae/shared';
+import { CliError, log, writeFileAtomic } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import {
   withModelAndData,

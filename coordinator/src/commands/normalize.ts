@@ -1,8 +1,7 @@
 // `atlasvae normalize`: scVI normalized expression (decoder scale × library size) for chosen genes.
 import type { Argv } from 'yargs';
 import { refuseOverwrite } from '../outputs.js';
-import { CliError } from '@atlasvae/shared';
-import { log } from '@atlasvae/shared';
+import { CliError, log } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import {
   withModelAndData,

@@ -7,10 +7,9 @@ import { trainingOptions, type TrainingFlags } from '../server/setup.js';
 import { runCoordinator } from '../server/run.js';
 import { LocalWorkers } from '../server/localWorkers.js';
 import { reportOutcome } from '../server/report.js';
-import { resolveToken } from '@atlasvae/shared/protocol';
+import { resolveToken, MAX_GROUP } from '@atlasvae/shared/protocol';
 import { serveOptions } from './coordinator.js';
 import { ENGINE_CHOICES, type EngineChoice } from '@atlasvae/worker';
-import { MAX_GROUP } from '@atlasvae/shared/protocol';
 
 export const trainCommand = (y: Argv): Argv =>
   y.command(

@@ -9,16 +9,22 @@ import {
   defaultTrainConfig,
   type DispersionMode,
   type Likelihood,
+  assembleCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+  CliError,
+  InputError,
+  log,
+  trainValidationSplit,
 } from '@atlasvae/shared';
-import { assembleCheckpoint, loadCheckpoint, saveCheckpoint } from '@atlasvae/shared';
-import { CliError, InputError } from '@atlasvae/shared';
-import { log } from '@atlasvae/shared';
-import { trainValidationSplit } from '@atlasvae/shared';
-import { InMemoryCellSource } from '@atlasvae/shared/train';
-import { train, type EpochSummary } from '@atlasvae/shared/train';
-import type { TrainingState } from '@atlasvae/shared/train';
+import {
+  InMemoryCellSource,
+  train,
+  type EpochSummary,
+  type TrainingState,
+  DivergenceError,
+} from '@atlasvae/shared/train';
 import { readMtxInMemory } from '../data/mtx.js';
-import { DivergenceError } from '@atlasvae/shared/train';
 import { onStopSignals } from '@atlasvae/shared/runtime';
 import { EXIT_DIVERGED } from '../server/run.js';
 import { earlyStoppingConfig, earlyStoppingOptions } from '../earlyStoppingFlags.js';

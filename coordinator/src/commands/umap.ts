@@ -1,7 +1,6 @@
 // `atlasvae umap`: a UMAP picture of the latent space, coloured by cell type, batch or any obs column.
 import type { Argv } from 'yargs';
-import { CliError } from '@atlasvae/shared';
-import { log } from '@atlasvae/shared';
+import { CliError, log } from '@atlasvae/shared';
 import { openResultsInputs } from '../results/inputs.js';
 import { subsampleIndices } from '../results/latent-metrics.js';
 import { withModelAndData, requirePositiveInt, chunkProgress } from './results-options.js';

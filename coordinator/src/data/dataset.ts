@@ -6,7 +6,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
-import type { CellBatch, CellSource } from '@atlasvae/shared';
+import {
+  type CellBatch,
+  type CellSource,
+  manifestProblems,
+  MANIFEST_FILE,
+  type DatasetManifest,
+  type ShardInfo,
+  trainValidationSplit,
+  InputError,
+} from '@atlasvae/shared';
 import {
   recordBatchToCellBatch,
   recordBatchSourceRows,
@@ -15,9 +24,6 @@ import {
   shardSchema,
   streamSchemaFrame,
 } from '@atlasvae/shared/arrow';
-import { manifestProblems, MANIFEST_FILE, type DatasetManifest, type ShardInfo } from '@atlasvae/shared';
-import { trainValidationSplit } from '@atlasvae/shared';
-import { InputError } from '@atlasvae/shared';
 
 let shardSchemaFrame: Uint8Array | null = null;
 const SHARD_LAYOUT = shardSchema.fields.map((f) => `${f.name}:${String(f.type)}`).join(',');

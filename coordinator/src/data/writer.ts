@@ -7,9 +7,9 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { RecordBatchFileWriter } from 'apache-arrow';
 import { cellBatchToRecordBatch } from '@atlasvae/shared/arrow';
-import type { CellBatch } from '@atlasvae/shared';
-import { CliError } from '@atlasvae/shared';
 import {
+  type CellBatch,
+  CliError,
   DATASET_FORMAT,
   DATASET_FORMAT_VERSION,
   MANIFEST_FILE,

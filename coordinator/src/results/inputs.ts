@@ -4,14 +4,12 @@
 // `--genes` from the model's gene list), and batches the model knows (or one named with --as-batch).
 
 import { readObsFile } from '../data/obsStore.js';
-import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared';
+import { loadCheckpoint, type Checkpoint, InputError, CliError, log } from '@atlasvae/shared';
 import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { createModel } from '@atlasvae/shared/model';
-import { InputError, CliError } from '@atlasvae/shared';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { LocalEngine, type InferenceEngine } from './engine.js';
 import { FleetEngine } from './fleet.js';
-import { log } from '@atlasvae/shared';
 import type { CellNaming } from './cell-names.js';
 
 export interface ResultsInputs {

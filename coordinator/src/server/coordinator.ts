@@ -10,13 +10,11 @@
 //   a step completes only when every microbatch has exactly one accepted result;
 // - a worker that leaves, fails or exceeds the step timeout has its microbatches handed out again.
 
-import type { PlannedStep } from '@atlasvae/shared';
+import type { PlannedStep, CheckpointPosition } from '@atlasvae/shared';
 import type { MicrobatchGradient } from '@atlasvae/shared/model';
-import type { CheckpointPosition } from '@atlasvae/shared';
-import { encodeFrameParts, payloadAsFloat32 } from '@atlasvae/shared/protocol';
-import type { GradientAccumulator } from '@atlasvae/shared/train';
-import { DivergenceError, checkGradNorm, checkStepLoss, nonFiniteTerm } from '@atlasvae/shared/train';
 import {
+  encodeFrameParts,
+  payloadAsFloat32,
   type ExpectedSizes,
   type WorkMsg,
   type ResultMsg,
@@ -24,6 +22,13 @@ import {
   type HelloMsg,
   type WorkerMessage,
 } from '@atlasvae/shared/protocol';
+import {
+  type GradientAccumulator,
+  DivergenceError,
+  checkGradNorm,
+  checkStepLoss,
+  nonFiniteTerm,
+} from '@atlasvae/shared/train';
 import { maxWorkerPayload } from './connections.js';
 import { WorkerSessions, type WelcomeBody } from './workerSessions.js';
 import { ParamTransport, type ParamTarget, type StreamParams } from './paramTransport.js';

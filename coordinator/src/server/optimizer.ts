@@ -3,8 +3,7 @@
 // merge) over a TrainingState. The single-process trainer's applyStep is the same two calls, so both
 // agree by construction.
 
-import type { ModelConfig, TrainConfig } from '@atlasvae/shared';
-import type { Checkpoint } from '@atlasvae/shared';
+import type { ModelConfig, TrainConfig, Checkpoint } from '@atlasvae/shared';
 import { bufferLayout } from '@atlasvae/shared/model';
 import {
   applyAccumulated,

@@ -8,8 +8,7 @@
 // files' lifetime and the parameter version.
 
 import { encodeFrame, ReusableFrame } from '@atlasvae/shared/protocol';
-import type { ParamsFilesOffer } from '@atlasvae/shared/transport';
-import { SharedMemoryFolder, type ResultFiles } from '@atlasvae/shared/transport';
+import { type ParamsFilesOffer, SharedMemoryFolder, type ResultFiles } from '@atlasvae/shared/transport';
 import type { GradientAccumulator } from '@atlasvae/shared/train';
 import type { Session } from './workerSessions.js';
 import type { Optimizer } from './optimizer.js';

@@ -2,8 +2,7 @@
 
 import fs from 'node:fs';
 import os from 'node:os';
-import { getLogger } from '@atlasvae/shared';
-import { CliError } from '@atlasvae/shared';
+import { getLogger, CliError } from '@atlasvae/shared';
 import { startMetricsServer, type CoordinatorMetrics } from '../metrics.js';
 import { Coordinator, type TrainOutcome } from './coordinator.js';
 import { prepareTraining, type TrainingFlags, type PreparedTraining } from './setup.js';

@@ -11,9 +11,11 @@ import {
   type DispersionMode,
   type ModelConfig,
   type TrainConfig,
+  loadCheckpoint,
+  type CheckpointPosition,
+  CliError,
+  InputError,
 } from '@atlasvae/shared';
-import { loadCheckpoint, type CheckpointPosition } from '@atlasvae/shared';
-import { CliError, InputError } from '@atlasvae/shared';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { trainingData, type TrainingData } from './data.js';
 import { SharedStepOptimizer } from './optimizer.js';

@@ -5,11 +5,17 @@
 // nothing of it.
 
 import fs from 'node:fs';
-import { epochPlan, type PlannedStep } from '@atlasvae/shared';
-import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '@atlasvae/shared';
-import { assembleCheckpoint, saveCheckpoint, type CheckpointPosition } from '@atlasvae/shared';
-import { DivergenceError } from '@atlasvae/shared/train';
-import { EarlyStopping } from '@atlasvae/shared/train';
+import {
+  epochPlan,
+  type PlannedStep,
+  klWeightForEpoch,
+  type ModelConfig,
+  type TrainConfig,
+  assembleCheckpoint,
+  saveCheckpoint,
+  type CheckpointPosition,
+} from '@atlasvae/shared';
+import { DivergenceError, EarlyStopping } from '@atlasvae/shared/train';
 import { notify, type CoordinatorObserver, type ObserverList, type StepReport } from './events.js';
 import type { TrainingData } from './data.js';
 import type { Optimizer } from './optimizer.js';

@@ -5,8 +5,10 @@
 // mean is the role's business: it gets them through callbacks and never sees an invalid one.
 
 import type { WebSocket } from 'ws';
-import { encodeFrame, decodeFrame, FrameError } from '@atlasvae/shared/protocol';
 import {
+  encodeFrame,
+  decodeFrame,
+  FrameError,
   PROTOCOL_VERSION,
   CLOSE,
   ProtocolError,

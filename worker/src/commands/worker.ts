@@ -2,17 +2,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Argv } from 'yargs';
-import { CliError } from '@atlasvae/shared';
+import { CliError, getLogger, log as rootLog } from '@atlasvae/shared';
 import { BACKEND_CHOICES, type BackendChoice } from '@atlasvae/shared/backend';
-import { getLogger, log as rootLog } from '@atlasvae/shared';
 import { WorkerClient } from '../client.js';
 import { SimulatedEngine, type GradientEngine } from '../engine.js';
 import { createEngine, ENGINE_CHOICES, type EngineChoice } from '../engineChoice.js';
-import { MAX_GROUP } from '@atlasvae/shared/protocol';
+import { MAX_GROUP, resolveToken } from '@atlasvae/shared/protocol';
 import { WorkerMetrics } from '../metrics.js';
 import { discoverGpus, selectDevices } from '../launcher/devices.js';
 import { launchNode } from '../launcher/nodeLauncher.js';
-import { resolveToken } from '@atlasvae/shared/protocol';
 import { metricsCliOptions, startMetricsServer } from '@atlasvae/shared/metrics';
 import { onStopSignals } from '@atlasvae/shared/runtime';
 

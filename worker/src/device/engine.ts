@@ -6,15 +6,16 @@
 
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '@atlasvae/shared';
-import type { MicrobatchGradient, ParamLayout } from '@atlasvae/shared/model';
-import { microbatchNoise } from '@atlasvae/shared/model';
-import { decodeCellBatch } from '@atlasvae/shared/arrow';
 import {
+  type MicrobatchGradient,
+  type ParamLayout,
+  microbatchNoise,
   runInferenceAsync,
   type AsyncInferenceModel,
   type InferOutput,
   type InferRequest,
 } from '@atlasvae/shared/model';
+import { decodeCellBatch } from '@atlasvae/shared/arrow';
 import type { GradientEngine, GroupGradient, WorkItem } from '../engine.js';
 import {
   DeviceModel,
