@@ -5,9 +5,8 @@ import type { Argv } from 'yargs';
 import type YargsFactory from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
-import { CliError } from '@atlasvae/shared/errors';
-import { configureLogging, log, LOG_FORMATS, LOG_LEVELS } from '@atlasvae/shared/log';
-import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
+import { CliError, configureLogging, log, LOG_FORMATS, LOG_LEVELS } from '@atlasvae/shared';
+import { tuneGarbageCollector } from '@atlasvae/shared/runtime';
 
 // yargs' CommonJS build: its help layout wraps at word boundaries (wrap-ansi); the ES module
 // build's cliui cuts words at the column limit

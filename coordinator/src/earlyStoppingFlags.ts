@@ -1,6 +1,6 @@
 // `--early-stopping` and `--early-stopping-patience` of `train`, `coordinator` and `train-local`.
-import { CliError } from '@atlasvae/shared/errors';
-import { DEFAULT_EARLY_STOPPING, type EarlyStoppingConfig } from '@atlasvae/shared/train/earlyStopping';
+import { CliError } from '@atlasvae/shared';
+import { DEFAULT_EARLY_STOPPING, type EarlyStoppingConfig } from '@atlasvae/shared/train';
 
 export const earlyStoppingOptions = {
   'early-stopping': {

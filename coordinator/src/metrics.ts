@@ -6,18 +6,16 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import {
   createMetricsRegistry,
   isNum,
-  nowSeconds,
-  ThroughputMeter,
   TrainingMetricFamilies,
   type StepPhase,
-} from '@atlasvae/worker/metrics';
-import { MetricsServer } from '@atlasvae/worker/metrics-server';
-import { CliError } from '@atlasvae/shared/errors';
-import { getLogger } from '@atlasvae/shared/log';
+  nowSeconds,
+  ThroughputMeter,
+  MetricsServer,
+} from '@atlasvae/shared/metrics';
 
-export type { StepPhase } from '@atlasvae/worker/metrics';
-export { STEP_PHASES } from '@atlasvae/worker/metrics';
-export { MetricsServer } from '@atlasvae/worker/metrics-server';
+export type { StepPhase } from '@atlasvae/shared/metrics';
+export { STEP_PHASES } from '@atlasvae/shared/metrics';
+export { MetricsServer, metricsCliOptions, startMetricsServer } from '@atlasvae/shared/metrics';
 
 /** One completed optimizer step. Losses are per-cell means over the step's cells. */
 export interface StepObservation {
@@ -298,39 +296,4 @@ export class CoordinatorMetrics {
  * misbehaving worker cannot create unbounded series. */
 export function backendLabel(name: string): string {
   return /^[A-Za-z0-9_.-]{1,32}$/.test(name) ? name : 'other';
-}
-
-/** yargs options shared by the coordinator, worker and train commands: `.options(metricsCliOptions)`. */
-export const metricsCliOptions = {
-  'metrics-port': {
-    type: 'number',
-    describe:
-      'serve Prometheus /metrics and /healthz on this port (0: any free port; default: none). `train`: local worker i (1…N) serves on this port + i',
-  },
-  'metrics-host': {
-    type: 'string',
-    default: '0.0.0.0',
-    describe: 'interface the metrics server listens on',
-  },
-} as const;
-
-/** Start a metrics server when `--metrics-port` was given; logs where it listens. */
-export async function startMetricsServer(
-  metrics: { server(port: number, host?: string): MetricsServer },
-  port: number | undefined,
-  host?: string,
-): Promise<MetricsServer | null> {
-  if (port === undefined || port === null || Number.isNaN(port)) return null;
-  if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new CliError(`--metrics-port: ${port} is not a port number (0-65535)`);
-  const server = metrics.server(port, host);
-  try {
-    await server.start();
-  } catch (err) {
-    throw new CliError(
-      `--metrics-port ${port}: cannot listen (${err instanceof Error ? err.message : String(err)})`,
-    );
-  }
-  getLogger('metrics').info('metrics server listening', { url: `${server.url}/metrics`, port: server.port });
-  return server;
 }

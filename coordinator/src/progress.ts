@@ -2,8 +2,8 @@
 // TTY, a plain line every few seconds when it is not (CI logs, `nohup`, files), and JSON lines
 // through the logger with `--log-format json` (cluster log collectors).
 
-import { log as rootLog, type Logger, type LogSink } from '@atlasvae/shared/log';
-import { ThroughputMeter, nowSeconds } from '@atlasvae/worker/metrics';
+import { log as rootLog, type Logger, type LogSink } from '@atlasvae/shared';
+import { ThroughputMeter, nowSeconds } from '@atlasvae/shared/metrics';
 
 export type ProgressMode = 'bar' | 'lines' | 'json' | 'off';
 

@@ -3,7 +3,7 @@
 //   node data-child.js prepare <input> <out>
 //   node data-child.js serve <dataset> <cells to serve>
 import fs from 'node:fs';
-import type { CellSink } from '@atlasvae/coordinator/data/simulate';
+import type { CellSink } from '@atlasvae/coordinator/data';
 
 // modules are loaded per task: h5wasm compiles its wasm in the background when imported, which
 // would otherwise run during the serving measurement
@@ -24,9 +24,8 @@ async function main(): Promise<void> {
     return (u.user + u.system) / 1e6;
   };
   if (task === 'simulate') {
-    const { simulateToDataset, defaultSimulationOptions } =
-      await import('@atlasvae/coordinator/data/simulate');
-    const { H5adCellSink } = await import('@atlasvae/coordinator/data/h5adWriter');
+    const { simulateToDataset, defaultSimulationOptions } = await import('@atlasvae/coordinator/data');
+    const { H5adCellSink } = await import('@atlasvae/coordinator/data');
     const [cells, genes, out, h5ad] = [Number(args[0]), Number(args[1]), args[2]!, args[3]];
     fs.rmSync(out, { recursive: true, force: true });
     const o = { ...defaultSimulationOptions, cells, genes, batches: 4, cellTypes: 8, seed: 1 };
@@ -46,7 +45,7 @@ async function main(): Promise<void> {
       }),
     );
   } else if (task === 'prepare') {
-    const { prepareDataset } = await import('@atlasvae/coordinator/data/prepare');
+    const { prepareDataset } = await import('@atlasvae/coordinator/data');
     const [input, out] = [args[0]!, args[1]!];
     fs.rmSync(out, { recursive: true, force: true });
     const { manifest } = await prepareDataset({
@@ -71,8 +70,8 @@ async function main(): Promise<void> {
       }),
     );
   } else if (task === 'serve') {
-    const { openDataset } = await import('@atlasvae/coordinator/data/dataset');
-    const { epochOrder, splitMicrobatches } = await import('@atlasvae/shared/plan');
+    const { openDataset } = await import('@atlasvae/coordinator/data');
+    const { epochOrder, splitMicrobatches } = await import('@atlasvae/shared');
     const [dir, n] = [args[0]!, Number(args[1])];
     const ds = await openDataset(dir);
     const order = epochOrder(ds.train, { seed: 0, epoch: 0, planBlock: 1024, planWindow: 8 });

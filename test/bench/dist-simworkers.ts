@@ -8,14 +8,12 @@
 // SECONDS (compute).
 
 import { WebSocket } from 'ws';
-import { WorkerClient } from '@atlasvae/worker/client';
-import { SimulatedEngine } from '@atlasvae/worker/engine';
-import { ModelEngine } from '@atlasvae/worker/modelEngine';
-import { defaultModelConfig } from '@atlasvae/shared/config';
-import { initTrainingState } from '@atlasvae/shared/train/step';
-import { bufferLayout } from '@atlasvae/shared/model/layout';
-import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
+import { WorkerClient, SimulatedEngine, ModelEngine } from '@atlasvae/worker';
+import { defaultModelConfig } from '@atlasvae/shared';
+import { initTrainingState } from '@atlasvae/shared/train';
+import { bufferLayout } from '@atlasvae/shared/model';
+import { tuneGarbageCollector } from '@atlasvae/shared/runtime';
+import { openDataset } from '@atlasvae/coordinator/data';
 
 // as the atlasvae CLI does in every process
 tuneGarbageCollector();

@@ -18,18 +18,25 @@ import {
   defaultTrainConfig,
   type ModelConfig,
   type TrainConfig,
-} from '@atlasvae/shared/config';
+  configureLogging,
+} from '@atlasvae/shared';
 import { initBackend } from '@atlasvae/shared/backend';
-import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
-import { bufferLayout } from '@atlasvae/shared/model/layout';
-import { encodeFrame } from '@atlasvae/shared/protocol/frame';
-import { configureLogging } from '@atlasvae/shared/log';
-import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
-import { openDataset, type Dataset } from '@atlasvae/coordinator/data/dataset';
-import { trainingData, type TrainingData } from '@atlasvae/coordinator/server/data';
-import { Coordinator } from '@atlasvae/coordinator/server/coordinator';
-import { SharedStepOptimizer } from '@atlasvae/coordinator/server/optimizer';
-import type { StepReport } from '@atlasvae/coordinator/server/events';
+import { trainInProcess as train } from '@atlasvae/shared/train';
+import { bufferLayout } from '@atlasvae/shared/model';
+import { encodeFrame } from '@atlasvae/shared/protocol';
+import {
+  simulateToDataset,
+  defaultSimulationOptions,
+  openDataset,
+  type Dataset,
+} from '@atlasvae/coordinator/data';
+import {
+  trainingData,
+  type TrainingData,
+  Coordinator,
+  SharedStepOptimizer,
+  type StepReport,
+} from '@atlasvae/coordinator/server';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, '../../../coordinator/dist/cli.js');

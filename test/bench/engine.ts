@@ -11,13 +11,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import os from 'node:os';
 import { initBackend, activeDevice, type BackendChoice } from '@atlasvae/shared/backend';
-import { defaultModelConfig } from '@atlasvae/shared/config';
-import { encodeCellBatch } from '@atlasvae/shared/arrowBatch';
-import { initParams, bufferLayout } from '@atlasvae/shared/model/layout';
-import { ModelEngine } from '@atlasvae/worker/modelEngine';
-import { DeviceEngine } from '@atlasvae/worker/device/engine';
-import { engineCounters } from '@atlasvae/worker/device/counters';
-import type { GradientEngine, WorkItem } from '@atlasvae/worker/engine';
+import { defaultModelConfig } from '@atlasvae/shared';
+import { encodeCellBatch } from '@atlasvae/shared/arrow';
+import { initParams, bufferLayout } from '@atlasvae/shared/model';
+import { ModelEngine, type GradientEngine, type WorkItem } from '@atlasvae/worker';
+import { DeviceEngine, engineCounters } from '@atlasvae/worker/device';
 import { benchBatch } from './step.js';
 
 const GENES = 2000;

@@ -1,8 +1,7 @@
 // Cost of monitoring: microseconds per reported step (metrics + progress), and the time and size
 // of one /metrics scrape. Printed as JSON; medians of repeated runs (the machine is shared).
-import { CoordinatorMetrics } from '@atlasvae/coordinator/metrics';
-import { Progress } from '@atlasvae/coordinator/progress';
-import { Logger } from '@atlasvae/shared/log';
+import { CoordinatorMetrics, Progress } from '@atlasvae/coordinator';
+import { Logger } from '@atlasvae/shared';
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

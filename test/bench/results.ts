@@ -6,17 +6,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig } from '@atlasvae/shared/config';
-import { createModel } from '@atlasvae/shared/model/vae';
-import { Rng } from '@atlasvae/shared/rng';
-import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
-import { LocalEngine } from '@atlasvae/coordinator/results/engine';
-import { writeEmbeddingTable } from '@atlasvae/coordinator/results/embed';
-import { writeNormalizedExpression } from '@atlasvae/coordinator/results/normalize';
-import { evaluateModel } from '@atlasvae/coordinator/results/evaluate';
-import { knnCrossValidatedAccuracy, batchMixingEntropy } from '@atlasvae/coordinator/results/latent-metrics';
-import { computeUmap } from '@atlasvae/coordinator/results/umap';
+import { defaultModelConfig, Rng } from '@atlasvae/shared';
+import { createModel } from '@atlasvae/shared/model';
+import { simulateToDataset, defaultSimulationOptions, openDataset } from '@atlasvae/coordinator/data';
+import {
+  LocalEngine,
+  writeEmbeddingTable,
+  writeNormalizedExpression,
+  evaluateModel,
+  knnCrossValidatedAccuracy,
+  batchMixingEntropy,
+  computeUmap,
+} from '@atlasvae/coordinator/results';
 
 function seconds(t0: number): number {
   return (performance.now() - t0) / 1000;

@@ -9,7 +9,7 @@ import * as results from './results.js';
 import * as scale from './scale.js';
 import * as step from './step.js';
 import * as workers from './workers.js';
-import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
+import { tuneGarbageCollector } from '@atlasvae/shared/runtime';
 
 // measure what the atlasvae CLI runs: every atlasvae process applies this GC setting first
 tuneGarbageCollector();

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
+import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data';
 import { cliPath, repoRoot } from '../helpers/paths.js';
 
 function rssMiB(pid: number): number | null {

@@ -2,12 +2,9 @@
 // folding) for G = 2,000 genes, 128 cells, the default model (nb, 128 hidden, 10 latent, dropout 0.1),
 // on one core, for each backend available here. Median over repeats.
 import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
-import type { CellBatch } from '@atlasvae/shared/batch';
-import { Rng } from '@atlasvae/shared/rng';
-import { createModel } from '@atlasvae/shared/model/vae';
-import { microbatchNoise } from '@atlasvae/shared/model/noise';
-import { applyStep, initTrainingState } from '@atlasvae/shared/train/step';
+import { defaultModelConfig, defaultTrainConfig, type CellBatch, Rng } from '@atlasvae/shared';
+import { createModel, microbatchNoise } from '@atlasvae/shared/model';
+import { applyStep, initTrainingState } from '@atlasvae/shared/train';
 
 const GENES = 2000;
 const CELLS = 128;

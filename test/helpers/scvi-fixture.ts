@@ -3,9 +3,8 @@
 // device model's tests run against them. Absent fixture: `skipFixture` says so and `fixture` is empty.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import type { CellBatch } from '@atlasvae/shared/batch';
-import { entry } from '@atlasvae/shared/model/layout';
-import type { CellTerms, ParamLayout } from '@atlasvae/shared/model/types';
+import type { CellBatch } from '@atlasvae/shared';
+import { entry, type CellTerms, type ParamLayout } from '@atlasvae/shared/model';
 import { sharedPath, skipUnlessShared } from './paths.js';
 
 export interface FixtureCase {

@@ -2,7 +2,7 @@
 // prints "children <pid> <pid>" once they run: tests kill it and watch what happens to them.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Supervisor } from '@atlasvae/worker/launcher/supervisor';
+import { Supervisor } from '@atlasvae/worker/launcher';
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'supervised-child.js');
 const sup = new Supervisor({ stopGraceMs: 5000 });

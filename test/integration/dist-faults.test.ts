@@ -6,12 +6,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import { WebSocket } from 'ws';
-import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
-import { encodeFrame } from '@atlasvae/shared/protocol/frame';
-import { PROTOCOL_HEADER } from '@atlasvae/shared/protocol/messages';
-import { bearer } from '@atlasvae/shared/protocol/auth';
-import { Rng } from '@atlasvae/shared/rng';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
+import { loadCheckpoint, type Checkpoint, Rng } from '@atlasvae/shared';
+import { encodeFrame, PROTOCOL_HEADER, bearer } from '@atlasvae/shared/protocol';
+import { openDataset } from '@atlasvae/coordinator/data';
 import { tempDir } from '../helpers/paths.js';
 import {
   run,

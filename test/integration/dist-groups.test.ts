@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
+import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared';
 import { run, maxRelDiff, listeningPort, readAudit } from './dist-harness.js';
 import {
   KANG_PLAN,

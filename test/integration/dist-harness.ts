@@ -8,7 +8,7 @@ import { cliPath } from '../helpers/paths.js';
 import { track, killChildren } from '../helpers/children.js';
 export { killChildren };
 export { freePort } from '../helpers/net.js';
-import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data/simulate';
+import { simulateToDataset, defaultSimulationOptions } from '@atlasvae/coordinator/data';
 
 export interface Proc {
   child: ChildProcess;

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
+import { loadCheckpoint } from '@atlasvae/shared';
 import { tempDir } from '../helpers/paths.js';
 import { run, listeningPort, simulatedDataset, file, cleanUp } from './dist-harness.js';
 

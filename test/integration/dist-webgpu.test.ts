@@ -6,8 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { initParams } from '@atlasvae/shared/model/layout';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
+import { initParams } from '@atlasvae/shared/model';
+import { loadCheckpoint } from '@atlasvae/shared';
 import { webgpuEnv, webgpuTestBed } from '../helpers/webgpu.js';
 import {
   run,

@@ -2,10 +2,10 @@
 // temporary directory, and the single-process trainer's state after K steps of the same plan
 // (global batch 512 in microbatches of ≤ 128, seed 7, a 2-epoch KL warm-up) to compare against.
 import path from 'node:path';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
+import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared';
 import { initBackend } from '@atlasvae/shared/backend';
-import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
+import { trainInProcess as train } from '@atlasvae/shared/train';
+import { openDataset } from '@atlasvae/coordinator/data';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { runOk } from './dist-harness.js';
 export { cleanUp } from './dist-harness.js';

@@ -13,13 +13,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
-import { trainValidationSplit } from '@atlasvae/shared/plan';
-import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
-import { latentMeans } from '@atlasvae/shared/train/trainer';
-import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
-import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
-import { categorize, obsColumnFor, readObsTsv } from '@atlasvae/coordinator/data/obs';
+import { defaultModelConfig, defaultTrainConfig, trainValidationSplit } from '@atlasvae/shared';
+import { InMemoryCellSource, latentMeans, trainInProcess as train } from '@atlasvae/shared/train';
+import { readMtxInMemory, categorize, obsColumnFor, readObsTsv } from '@atlasvae/coordinator/data';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 
 const skip = skipUnlessShared('data', 'kang_example_sce_1556', 'matrix.mtx.gz');

@@ -5,7 +5,7 @@
 import test, { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
+import { loadCheckpoint } from '@atlasvae/shared';
 import { tempDir } from '../helpers/paths.js';
 import { parseExposition } from '../helpers/prom-text.js';
 import {

@@ -7,7 +7,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import path from 'node:path';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
+import { loadCheckpoint } from '@atlasvae/shared';
 import { sharedPath, tempDir } from '../helpers/paths.js';
 import { KANG, cleanUp, prepareKang, skipKang } from './kang-reference.js';
 import { runOk } from './dist-harness.js';

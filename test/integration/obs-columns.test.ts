@@ -4,8 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { PNG } from 'pngjs';
-import { readObsFile } from '@atlasvae/coordinator/data/obsStore';
-import { readObsTsv } from '@atlasvae/coordinator/data/obs';
+import { readObsFile, readObsTsv } from '@atlasvae/coordinator/data';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { run, runOk, file, killChildren } from './dist-harness.js';
 

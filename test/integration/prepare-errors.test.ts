@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
-import { prepareDataset, type PrepareOptions } from '@atlasvae/coordinator/data/prepare';
-import { InputError, CliError } from '@atlasvae/shared/errors';
+import { prepareDataset, type PrepareOptions } from '@atlasvae/coordinator/data';
+import { InputError, CliError } from '@atlasvae/shared';
 import { cliPath, sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 
 const KANG = 'data/kang_example_sce_1556';

@@ -5,13 +5,17 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { prepareDataset, type PrepareOptions } from '@atlasvae/coordinator/data/prepare';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
-import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
-import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data/obs';
-import { writeH5ad } from '@atlasvae/coordinator/data/h5adWriter';
-import type { DatasetManifest } from '@atlasvae/shared/manifest';
-import type { CellBatch } from '@atlasvae/shared/batch';
+import {
+  prepareDataset,
+  type PrepareOptions,
+  openDataset,
+  readMtxInMemory,
+  readObsTsv,
+  obsColumnFor,
+  categorize,
+  writeH5ad,
+} from '@atlasvae/coordinator/data';
+import type { DatasetManifest, CellBatch } from '@atlasvae/shared';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 
 const KANG = 'data/kang_example_sce_1556';

@@ -4,10 +4,8 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { prepareDataset } from '@atlasvae/coordinator/data/prepare';
-import { writeH5ad } from '@atlasvae/coordinator/data/h5adWriter';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
-import type { CellBatch } from '@atlasvae/shared/batch';
+import { prepareDataset, writeH5ad, openDataset } from '@atlasvae/coordinator/data';
+import type { CellBatch } from '@atlasvae/shared';
 import { tempDir } from '../helpers/paths.js';
 
 /** rows as (gene, value) lists, in file order */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import type { DatasetManifest } from '@atlasvae/shared/manifest';
+import type { DatasetManifest } from '@atlasvae/shared';
 import { cliPath, tempDir } from '../helpers/paths.js';
 
 function cli(...args: string[]): string {

@@ -5,11 +5,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
-import { initParams, initBuffers } from '@atlasvae/shared/model/layout';
-import { initAdam } from '@atlasvae/shared/train/adam';
-import { saveCheckpoint } from '@atlasvae/shared/checkpoint';
-import { readManifest } from '@atlasvae/coordinator/data/dataset';
+import { defaultModelConfig, defaultTrainConfig, saveCheckpoint } from '@atlasvae/shared';
+import { initParams, initBuffers } from '@atlasvae/shared/model';
+import { initAdam } from '@atlasvae/shared/train';
+import { readManifest } from '@atlasvae/coordinator/data';
 import { tempDir } from '../helpers/paths.js';
 import { cli, runCli } from './results-harness.js';
 

@@ -5,12 +5,16 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { PNG } from 'pngjs';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig, defaultTrainConfig, type TrainConfig } from '@atlasvae/shared/config';
-import { saveCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
-import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
-import type { EpochRecord } from '@atlasvae/shared/train/history';
-import type { VaeModel } from '@atlasvae/shared/model/vae';
-import { openDataset, type Dataset } from '@atlasvae/coordinator/data/dataset';
+import {
+  defaultModelConfig,
+  defaultTrainConfig,
+  type TrainConfig,
+  saveCheckpoint,
+  type Checkpoint,
+} from '@atlasvae/shared';
+import { trainInProcess as train, type EpochRecord } from '@atlasvae/shared/train';
+import type { VaeModel } from '@atlasvae/shared/model';
+import { openDataset, type Dataset } from '@atlasvae/coordinator/data';
 import { cliPath } from '../helpers/paths.js';
 import { track } from '../helpers/children.js';
 

@@ -6,10 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { openSource } from '@atlasvae/coordinator/data/source';
-import { readH5adObsm } from '@atlasvae/coordinator/results/h5ad-obsm';
-import { categoryColours } from '@atlasvae/coordinator/results/palette';
-import type { EvaluationReport } from '@atlasvae/coordinator/results/evaluate';
+import { openSource } from '@atlasvae/coordinator/data';
+import { readH5adObsm, categoryColours, type EvaluationReport } from '@atlasvae/coordinator/results';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { cli, trainAndSave, pngColours, relDiff } from './results-harness.js';
 

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
+import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared';
 import { cliPath, repoRoot, sharedPath, tempDir } from '../helpers/paths.js';
 import { freePort } from '../helpers/net.js';
 import { parseExposition } from '../helpers/prom-text.js';

@@ -4,7 +4,7 @@
 // the default batch sizes give every local worker microbatches.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
+import { loadCheckpoint } from '@atlasvae/shared';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 import { isAlive } from '../helpers/children.js';
 import { run, listeningPort, simulatedDataset, readAudit, file, cleanUp } from './dist-harness.js';

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { activeBackend, initBackend } from '@atlasvae/shared/backend';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 
 test('auto chooses wasm here, logs it once, and is idempotent', async () => {
   const lines: string[] = [];

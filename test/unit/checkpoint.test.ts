@@ -2,8 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { saveCheckpoint, loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared';
+import {
+  saveCheckpoint,
+  loadCheckpoint,
+  type Checkpoint,
+  defaultModelConfig,
+  defaultTrainConfig,
+} from '@atlasvae/shared';
 import { tempDir } from '../helpers/paths.js';
 
 function sample(): Checkpoint {

@@ -6,9 +6,8 @@ import {
   encodeCellBatchWithArrowWriter,
   decodeCellBatch,
   CellBatchFormatError,
-} from '@atlasvae/shared/arrowBatch';
-import { selectRows, type CellBatch } from '@atlasvae/shared/batch';
-import { Rng } from '@atlasvae/shared/rng';
+} from '@atlasvae/shared/arrow';
+import { selectRows, type CellBatch, Rng } from '@atlasvae/shared';
 
 function randomBatch(n: number, G: number, seed: number): CellBatch {
   const rng = new Rng(seed);

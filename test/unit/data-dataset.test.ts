@@ -7,10 +7,10 @@ import {
   simulationModel,
   simulateCells,
   defaultSimulationOptions,
-} from '@atlasvae/coordinator/data/simulate';
-import { openDataset } from '@atlasvae/coordinator/data/dataset';
-import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
-import { trainValidationSplit, epochOrder } from '@atlasvae/shared/plan';
+  openDataset,
+} from '@atlasvae/coordinator/data';
+import { decodeCellBatch } from '@atlasvae/shared/arrow';
+import { trainValidationSplit, epochOrder } from '@atlasvae/shared';
 import { tempDir } from '../helpers/paths.js';
 
 test('simulated dataset: shards read back exactly, in any order, with split and source rows', async () => {

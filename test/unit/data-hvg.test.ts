@@ -2,11 +2,18 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loessFit } from '@atlasvae/coordinator/data/loess';
-import { GeneMoments, ClippedMoments, clipModel, selectHvg } from '@atlasvae/coordinator/data/hvg';
-import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
-import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data/obs';
-import { Rng } from '@atlasvae/shared/rng';
+import {
+  loessFit,
+  GeneMoments,
+  ClippedMoments,
+  clipModel,
+  selectHvg,
+  readMtxInMemory,
+  readObsTsv,
+  obsColumnFor,
+  categorize,
+} from '@atlasvae/coordinator/data';
+import { Rng } from '@atlasvae/shared';
 import { repoRoot, sharedPath, skipUnlessShared } from '../helpers/paths.js';
 
 test('loess: reproduces a quadratic exactly and smooths noise towards the trend', () => {

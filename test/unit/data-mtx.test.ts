@@ -3,10 +3,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
-import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data/obs';
-import { densify } from '@atlasvae/shared/batch';
-import { InputError } from '@atlasvae/shared/errors';
+import { readMtxInMemory, readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data';
+import { densify, InputError } from '@atlasvae/shared';
 import { sharedPath, skipUnlessShared, tempDir } from '../helpers/paths.js';
 
 function writeMtxFolder(dir: string, mtx: string, genes: string[], barcodes: string[], gz = false): void {

@@ -8,18 +8,30 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { defaultModelConfig, type Likelihood, type ModelConfig } from '@atlasvae/shared/config';
-import { selectRows, type CellBatch } from '@atlasvae/shared/batch';
-import { createModel } from '@atlasvae/shared/model/vae';
-import { entry, initParams } from '@atlasvae/shared/model/layout';
-import { microbatchNoise } from '@atlasvae/shared/model/noise';
-import { DeviceModel, type DeviceCounters, type DeviceMicrobatch } from '@atlasvae/worker/device/deviceModel';
-import { packCall, setSparseUpload } from '@atlasvae/worker/device/packing';
-import { DeviceOps } from '@atlasvae/worker/device/ops';
+import {
+  defaultModelConfig,
+  type Likelihood,
+  type ModelConfig,
+  selectRows,
+  type CellBatch,
+} from '@atlasvae/shared';
+import {
+  createModel,
+  entry,
+  initParams,
+  microbatchNoise,
+  setBackendMatmulThreshold,
+} from '@atlasvae/shared/model';
+import {
+  DeviceModel,
+  type DeviceCounters,
+  type DeviceMicrobatch,
+  packCall,
+  setSparseUpload,
+  DeviceOps,
+} from '@atlasvae/worker/device';
 import type * as tfNs from '@tensorflow/tfjs-core';
-import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
-import { readMtxInMemory } from '@atlasvae/coordinator/data/mtx';
-import { readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data/obs';
+import { readMtxInMemory, readObsTsv, obsColumnFor, categorize } from '@atlasvae/coordinator/data';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 import { deviceTestBackend, useDeviceTestBackend } from '../helpers/device-backend.js';
 import {

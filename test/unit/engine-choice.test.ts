@@ -4,8 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isSoftwareAdapter, webgpuFlags } from '@atlasvae/shared/backend';
-import { createEngine } from '@atlasvae/worker/engineChoice';
-import { WorkerMetrics } from '@atlasvae/worker/metrics';
+import { createEngine, WorkerMetrics } from '@atlasvae/worker';
 import { parseExposition, sampleValue } from '../helpers/prom-text.js';
 import { runOk } from '../integration/dist-harness.js';
 import { TEST_BED_WEBGPU_FLAGS, webgpuTestBed } from '../helpers/webgpu.js';

@@ -1,7 +1,7 @@
 // GPU discovery and `--devices` selection of the node launcher (worker/src/launcher/devices.ts).
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { discoverGpus, selectDevices } from '@atlasvae/worker/launcher/devices';
+import { discoverGpus, selectDevices } from '@atlasvae/worker/launcher';
 
 const none = { nvidiaSmi: () => null, devEntries: () => ['null', 'tty0'] };
 

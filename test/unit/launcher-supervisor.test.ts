@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Supervisor, type SupervisorLog } from '@atlasvae/worker/launcher/supervisor';
+import { Supervisor, type SupervisorLog } from '@atlasvae/worker/launcher';
 import { tempDir } from '../helpers/paths.js';
 import { track, killChildren, isAlive } from '../helpers/children.js';
 

@@ -1,7 +1,7 @@
 // The logger's two formats: human lines and JSON lines (`--log-format json`).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Logger } from '@atlasvae/shared/log';
+import { Logger } from '@atlasvae/shared';
 
 function capture(): { lines: string[]; sink: { write(s: string): boolean } } {
   const lines: string[] = [];

@@ -2,7 +2,7 @@
 // text exposition format, values checked against what was observed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoordinatorMetrics } from '@atlasvae/coordinator/metrics';
+import { CoordinatorMetrics } from '@atlasvae/coordinator';
 import { parseExposition, sampleValue } from '../helpers/prom-text.js';
 
 test('observed steps, workers, rejections and checkpoints show up in /metrics with the right values', async () => {

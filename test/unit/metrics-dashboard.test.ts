@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CoordinatorMetrics } from '@atlasvae/coordinator/metrics';
-import { WorkerMetrics } from '@atlasvae/worker/metrics';
+import { CoordinatorMetrics } from '@atlasvae/coordinator';
+import { WorkerMetrics } from '@atlasvae/worker';
 import { repoRoot } from '../helpers/paths.js';
 
 interface Panel {

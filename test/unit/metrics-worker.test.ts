@@ -2,7 +2,8 @@
 // once however many microbatches a step gives the worker, and healthz follows the connection.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WorkerMetrics, ThroughputMeter } from '@atlasvae/worker/metrics';
+import { WorkerMetrics } from '@atlasvae/worker';
+import { ThroughputMeter } from '@atlasvae/shared/metrics';
 import { parseExposition, sampleValue } from '../helpers/prom-text.js';
 
 test('worker metrics: per-cell losses, steps, phases, bytes, backend and healthz', async () => {

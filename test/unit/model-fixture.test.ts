@@ -3,9 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig, type Likelihood } from '@atlasvae/shared/config';
-import { createModel, setSparseInputDensity } from '@atlasvae/shared/model/vae';
-import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
+import { defaultModelConfig, type Likelihood } from '@atlasvae/shared';
+import { createModel, setSparseInputDensity, setBackendMatmulThreshold } from '@atlasvae/shared/model';
 import {
   fixture,
   skipFixture as skip,

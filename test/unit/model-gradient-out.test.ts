@@ -3,10 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig } from '@atlasvae/shared/config';
-import { createModel, setSparseInputDensity } from '@atlasvae/shared/model/vae';
-import { microbatchNoise } from '@atlasvae/shared/model/noise';
-import { initTrainingState } from '@atlasvae/shared/train/step';
+import { defaultModelConfig } from '@atlasvae/shared';
+import { createModel, setSparseInputDensity, microbatchNoise } from '@atlasvae/shared/model';
+import { initTrainingState } from '@atlasvae/shared/train';
 import { benchBatch } from '../bench/step.js';
 
 test('gradient into given arrays equals the allocating gradient to the bit (dense and sparse first layer, dirty buffers)', async () => {

@@ -5,15 +5,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '@atlasvae/shared/backend';
-import { lgamma, digamma } from '@atlasvae/shared/model/lgamma';
 import {
+  lgamma,
+  digamma,
   lgammaScalar,
   digammaScalar,
   logFactorial,
   lgammaShiftDiff,
   digammaShiftDiff,
   fastExp,
-} from '@atlasvae/shared/model/special';
+} from '@atlasvae/shared/model';
 import { sharedPath, skipUnlessShared } from '../helpers/paths.js';
 
 const skip = skipUnlessShared('fixtures', 'lgamma_reference.json');

@@ -3,13 +3,16 @@
 // gaussian likelihood and gene-batch dispersion.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { defaultModelConfig, type ModelConfig } from '@atlasvae/shared/config';
-import type { CellBatch } from '@atlasvae/shared/batch';
-import { Rng } from '@atlasvae/shared/rng';
-import { likelihood, negativeBinomialReference } from '@atlasvae/shared/model/likelihood';
-import { createModel } from '@atlasvae/shared/model/vae';
-import { entry, initParams, slice } from '@atlasvae/shared/model/layout';
-import { microbatchNoise } from '@atlasvae/shared/model/noise';
+import { defaultModelConfig, type ModelConfig, type CellBatch, Rng } from '@atlasvae/shared';
+import {
+  likelihood,
+  negativeBinomialReference,
+  createModel,
+  entry,
+  initParams,
+  slice,
+  microbatchNoise,
+} from '@atlasvae/shared/model';
 
 const G = 7;
 const B = 5;

@@ -3,8 +3,8 @@
 // below, at and beyond one block, single rows and columns, empty matrices.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { transpose } from '@atlasvae/shared/model/linalg';
-import { Rng } from '@atlasvae/shared/rng';
+import { transpose } from '@atlasvae/shared/model';
+import { Rng } from '@atlasvae/shared';
 
 function naive(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);

@@ -2,8 +2,8 @@
 // --log-format json, a redrawn bar on a TTY. A fake clock drives time; output is checked exactly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Logger } from '@atlasvae/shared/log';
-import { Progress, formatDuration, renderBar, renderLine } from '@atlasvae/coordinator/progress';
+import { Logger } from '@atlasvae/shared';
+import { Progress, formatDuration, renderBar, renderLine } from '@atlasvae/coordinator';
 
 function sink(isTTY = false): {
   out: string[];

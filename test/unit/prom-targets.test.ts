@@ -4,8 +4,8 @@ import test, { after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PrometheusTargetsFile, workerMetricsTarget } from '@atlasvae/coordinator/server/promTargets';
-import { parseWorkerMessage, PROTOCOL_VERSION } from '@atlasvae/shared/protocol/messages';
+import { PrometheusTargetsFile, workerMetricsTarget } from '@atlasvae/coordinator/server';
+import { parseWorkerMessage, PROTOCOL_VERSION } from '@atlasvae/shared/protocol';
 import { tempDir } from '../helpers/paths.js';
 
 const dir = tempDir('atlasvae-targets-');

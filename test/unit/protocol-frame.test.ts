@@ -6,15 +6,14 @@ import {
   payloadAsFloat32,
   FrameError,
   MAX_HEADER_BYTES,
-} from '@atlasvae/shared/protocol/frame';
-import {
   parseWorkerMessage,
   parseCoordinatorMessage,
   ProtocolError,
   PROTOCOL_VERSION,
-} from '@atlasvae/shared/protocol/messages';
-import { tokenChecker, bearer } from '@atlasvae/shared/protocol/auth';
-import { Rng } from '@atlasvae/shared/rng';
+  tokenChecker,
+  bearer,
+} from '@atlasvae/shared/protocol';
+import { Rng } from '@atlasvae/shared';
 
 const sizes = { paramLength: 1000, bnLength: 8 };
 
@@ -120,7 +119,7 @@ test('token check: right token passes, anything else fails', () => {
 });
 
 test('a frame sent in parts is byte-identical to the single-buffer frame', async () => {
-  const { encodeFrameParts } = await import('@atlasvae/shared/protocol/frame');
+  const { encodeFrameParts } = await import('@atlasvae/shared/protocol');
   const grad = new Float32Array([1, 2, 3]);
   const bn = new Float32Array([4]);
   const h = { type: 'params', version: 3 };
@@ -130,7 +129,7 @@ test('a frame sent in parts is byte-identical to the single-buffer frame', async
 });
 
 test('ReusableFrame: same bytes as encodeFrame; reuses its buffer only when told the last frame was flushed', async () => {
-  const { ReusableFrame } = await import('@atlasvae/shared/protocol/frame');
+  const { ReusableFrame } = await import('@atlasvae/shared/protocol');
   const w = new ReusableFrame();
   const p1 = new Float32Array([1, 2, 3, 4]);
   const f1 = w.encode(true, { type: 'params', version: 1 }, p1);
@@ -154,7 +153,7 @@ test('ReusableFrame: same bytes as encodeFrame; reuses its buffer only when told
 });
 
 test('ReusableFrame.begin: a payload filled in place, range by range, makes the same bytes as encodeFrame', async () => {
-  const { ReusableFrame } = await import('@atlasvae/shared/protocol/frame');
+  const { ReusableFrame } = await import('@atlasvae/shared/protocol');
   const w = new ReusableFrame();
   const params = new Float32Array(1001).map((_, i) => Math.sin(i));
   const stale = w.encode(true, { type: 'params', version: 1 }, new Float32Array(1001).fill(7));
@@ -170,7 +169,7 @@ test('ReusableFrame.begin: a payload filled in place, range by range, makes the 
 });
 
 test('PayloadFirstFrame: a payload written before its header makes the same bytes as encodeFrame, in place', async () => {
-  const { PayloadFirstFrame } = await import('@atlasvae/shared/protocol/frame');
+  const { PayloadFirstFrame } = await import('@atlasvae/shared/protocol');
   const w = new PayloadFirstFrame();
   const values = new Float32Array(1008).map((_, i) => i / 7 - 3);
   const headers = [

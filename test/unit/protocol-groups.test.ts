@@ -2,15 +2,15 @@
 // redo after a loss, the messages' validation, and the accumulator's group sum.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { StepRun, type StepItem } from '@atlasvae/coordinator/server/stepRun';
+import { StepRun, type StepItem } from '@atlasvae/coordinator/server';
 import {
   parseWorkerMessage,
   parseCoordinatorMessage,
   ProtocolError,
   MAX_GROUP,
-} from '@atlasvae/shared/protocol/messages';
-import { GradientAccumulator } from '@atlasvae/shared/train/step';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+} from '@atlasvae/shared/protocol';
+import { GradientAccumulator } from '@atlasvae/shared/train';
+import type { MicrobatchGradient } from '@atlasvae/shared/model';
 
 function items(k: number): StepItem[] {
   return Array.from({ length: k }, (_, i) => ({

@@ -5,8 +5,8 @@ import {
   parseWorkerMessage,
   inferArrowOffset,
   ProtocolError,
-} from '@atlasvae/shared/protocol/messages';
-import { inferOutputLengths } from '@atlasvae/shared/model/inference';
+} from '@atlasvae/shared/protocol';
+import { inferOutputLengths } from '@atlasvae/shared/model';
 
 const sizes = { paramLength: 100, bnLength: 8 };
 const infer = {

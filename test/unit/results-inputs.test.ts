@@ -1,8 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkGenes, mapBatches } from '@atlasvae/coordinator/results/inputs';
-import { resolveGenes } from '@atlasvae/coordinator/results/normalize';
-import { splitDelimited, encodeCategories } from '@atlasvae/coordinator/results/embedding-file';
+import {
+  checkGenes,
+  mapBatches,
+  resolveGenes,
+  splitDelimited,
+  encodeCategories,
+} from '@atlasvae/coordinator/results';
 
 test('checkGenes accepts the same genes in order and explains any difference', () => {
   checkGenes(['a', 'b', 'c'], ['a', 'b', 'c'], 'data/', 'm.ckpt');

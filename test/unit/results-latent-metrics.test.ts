@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Rng } from '@atlasvae/shared/rng';
-import { exactKnn, majorityLabel } from '@atlasvae/coordinator/results/knn';
+import { Rng } from '@atlasvae/shared';
 import {
+  exactKnn,
+  majorityLabel,
   knnCrossValidatedAccuracy,
   batchMixingEntropy,
   subsampleIndices,
-} from '@atlasvae/coordinator/results/latent-metrics';
+} from '@atlasvae/coordinator/results';
 
 function gaussianClusters(
   nPer: number,
@@ -170,7 +171,7 @@ test('subsampleIndices is seeded, sorted, without repeats', () => {
 });
 
 test('k-d tree kNN finds exactly the brute-force neighbour distances (clusters, duplicates)', async () => {
-  const { kdTreeKnn } = await import('@atlasvae/coordinator/results/kdtree');
+  const { kdTreeKnn } = await import('@atlasvae/coordinator/results');
   const { pts, dim } = gaussianClusters(
     400,
     [

@@ -3,11 +3,8 @@
 // and the exact posterior is Gaussian. It implements the model contract's inference methods.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { densify, type CellBatch } from '@atlasvae/shared/batch';
-import { defaultModelConfig } from '@atlasvae/shared/config';
-import type { VaeModelApi, CellTerms } from '@atlasvae/shared/model/types';
-import { Rng } from '@atlasvae/shared/rng';
-import { marginalLogLikelihood } from '@atlasvae/shared/model/inference';
+import { densify, type CellBatch, defaultModelConfig, Rng } from '@atlasvae/shared';
+import { type VaeModelApi, type CellTerms, marginalLogLikelihood } from '@atlasvae/shared/model';
 
 const G = 4,
   L = 2,

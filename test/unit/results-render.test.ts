@@ -1,11 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PNG } from 'pngjs';
-import { fontCharacters, glyphSource } from '@atlasvae/coordinator/results/font5x7';
-import { renderScatter } from '@atlasvae/coordinator/results/scatter-png';
-import { categoryColours } from '@atlasvae/coordinator/results/palette';
-import { computeUmap } from '@atlasvae/coordinator/results/umap';
-import { Rng } from '@atlasvae/shared/rng';
+import {
+  fontCharacters,
+  glyphSource,
+  renderScatter,
+  categoryColours,
+  computeUmap,
+} from '@atlasvae/coordinator/results';
+import { Rng } from '@atlasvae/shared';
 
 test('every printable ASCII character has a well-formed 5×7 glyph', () => {
   const chars = fontCharacters();

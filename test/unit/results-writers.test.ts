@@ -4,8 +4,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import h5wasm from 'h5wasm/node';
-import { createTableWriter, formatFloat32 } from '@atlasvae/coordinator/results/table-writer';
-import { writeH5adWithObsm, readH5adObsm, h5adObsCount } from '@atlasvae/coordinator/results/h5ad-obsm';
+import {
+  createTableWriter,
+  formatFloat32,
+  writeH5adWithObsm,
+  readH5adObsm,
+  h5adObsCount,
+} from '@atlasvae/coordinator/results';
 import { tempDir, sharedPath, skipUnlessShared } from '../helpers/paths.js';
 
 test('Arrow table writer streams chunks into one readable IPC file', async () => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tuneGarbageCollector } from '@atlasvae/shared/runtime/gc';
+import { tuneGarbageCollector } from '@atlasvae/shared/runtime';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, '../../../coordinator/dist/cli.js');

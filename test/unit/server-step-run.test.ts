@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { StepRun, type StepItem } from '@atlasvae/coordinator/server/stepRun';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import { StepRun, type StepItem } from '@atlasvae/coordinator/server';
+import type { MicrobatchGradient } from '@atlasvae/shared/model';
 
 function items(k: number): StepItem[] {
   return Array.from({ length: k }, (_, i) => ({
@@ -71,7 +71,7 @@ test("a departed worker's microbatches are handed out again; the first result wi
 });
 
 test('isLoopbackPeer: IPv4, IPv6 and IPv4-mapped loopback peers are this machine; others are not', async () => {
-  const { isLoopbackPeer } = await import('@atlasvae/coordinator/server/connections');
+  const { isLoopbackPeer } = await import('@atlasvae/coordinator/server');
   for (const r of ['127.0.0.1:5000', '127.8.9.10:1', '::1:40000', '::ffff:127.0.0.1:8787'])
     assert.equal(isLoopbackPeer(r), true, r);
   for (const r of ['10.0.0.5:5000', '192.168.1.2:80', '::ffff:10.1.2.3:8787', 'fe80::1:22', '?:?'])

@@ -3,7 +3,7 @@ import test, { after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { readTokenFile, resolveToken } from '@atlasvae/shared/protocol/tokenFile';
+import { readTokenFile, resolveToken } from '@atlasvae/shared/protocol';
 import { tempDir } from '../helpers/paths.js';
 
 const dir = tempDir('atlasvae-token-');

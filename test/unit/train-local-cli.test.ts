@@ -7,8 +7,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
-import { Rng } from '@atlasvae/shared/rng';
+import { loadCheckpoint, Rng } from '@atlasvae/shared';
 import { cliPath, tempDir } from '../helpers/paths.js';
 
 const run = promisify(execFile);

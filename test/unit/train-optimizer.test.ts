@@ -2,11 +2,9 @@
 // microbatch BatchNorm statistics into the running statistics by applyStep.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { adamStep, adamStepScaled, initAdam } from '@atlasvae/shared/train/adam';
-import { applyStep, initTrainingState } from '@atlasvae/shared/train/step';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
-import { bufferLayout, paramLayout } from '@atlasvae/shared/model/layout';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import { adamStep, adamStepScaled, initAdam, applyStep, initTrainingState } from '@atlasvae/shared/train';
+import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared';
+import { bufferLayout, paramLayout, type MicrobatchGradient } from '@atlasvae/shared/model';
 
 function near(a: number, b: number, tol: number, what: string): void {
   assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
@@ -102,7 +100,7 @@ test('applyStep: gradients summed over microbatches and divided by total cells; 
 });
 
 test("GradientAccumulator + applyAccumulated (the coordinator's in-order summing) is bit-identical to applyStep", async () => {
-  const { GradientAccumulator, applyAccumulated } = await import('@atlasvae/shared/train/step');
+  const { GradientAccumulator, applyAccumulated } = await import('@atlasvae/shared/train');
   const mc = defaultModelConfig(30, 2, { nHidden: 8, nLatent: 3 });
   const tc = defaultTrainConfig(100, { lr: 0.01 });
   const size = paramLayout(mc).size;

@@ -3,14 +3,14 @@
 // `nonFinite` result flag that carries a divergence instead of failing validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EarlyStopping } from '@atlasvae/shared/train/earlyStopping';
 import {
+  EarlyStopping,
   DivergenceError,
   checkGradNorm,
   checkStepLoss,
   nonFiniteTerm,
-} from '@atlasvae/shared/train/divergence';
-import { parseWorkerMessage, ProtocolError } from '@atlasvae/shared/protocol/messages';
+} from '@atlasvae/shared/train';
+import { parseWorkerMessage, ProtocolError } from '@atlasvae/shared/protocol';
 
 test('early stopping: patience epochs without an improvement beyond min delta stop; a new best resets the count', () => {
   const es = new EarlyStopping({ patience: 3, minDelta: 0 });

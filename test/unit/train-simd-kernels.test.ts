@@ -3,18 +3,20 @@
 // sizes, odd chunks and extreme values; and the training state lands in the optimizer memory.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { adamStepScaled, initAdam } from '@atlasvae/shared/train/adam';
-import { OptimizerMemory, optimizerMemoryOf, simdEnabled } from '@atlasvae/shared/train/optimizerMemory';
-import { simdKernelModule } from '@atlasvae/shared/train/simdKernels';
 import {
+  adamStepScaled,
+  initAdam,
+  OptimizerMemory,
+  optimizerMemoryOf,
+  simdEnabled,
+  simdKernelModule,
   applyStep,
   GradientAccumulator,
   initTrainingState,
   inOptimizerMemory,
-} from '@atlasvae/shared/train/step';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
-import { bufferLayout, paramLayout } from '@atlasvae/shared/model/layout';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+} from '@atlasvae/shared/train';
+import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared';
+import { bufferLayout, paramLayout, type MicrobatchGradient } from '@atlasvae/shared/model';
 
 function lcg(seed: number): () => number {
   let s = seed >>> 0;

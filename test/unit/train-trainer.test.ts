@@ -4,14 +4,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig, defaultTrainConfig } from '@atlasvae/shared/config';
-import type { CellBatch } from '@atlasvae/shared/batch';
-import { Rng } from '@atlasvae/shared/rng';
-import { trainValidationSplit } from '@atlasvae/shared/plan';
-import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
-import { trainInProcess as train } from '@atlasvae/shared/train/inProcessExecutor';
-import { cloneTrainingState } from '@atlasvae/shared/train/step';
-import { setBackendMatmulThreshold } from '@atlasvae/shared/model/linalg';
+import {
+  defaultModelConfig,
+  defaultTrainConfig,
+  type CellBatch,
+  Rng,
+  trainValidationSplit,
+} from '@atlasvae/shared';
+import { InMemoryCellSource, trainInProcess as train, cloneTrainingState } from '@atlasvae/shared/train';
+import { setBackendMatmulThreshold } from '@atlasvae/shared/model';
 
 /** Poisson-ish counts from 3 latent cell types with a batch effect (small, for fast tests). */
 function synthetic(nCells: number, nGenes: number, nBatch: number, seed: number): CellBatch {

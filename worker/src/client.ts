@@ -11,8 +11,6 @@ import {
   payloadAsFloat32,
   FrameError,
   PayloadFirstFrame,
-} from '@atlasvae/shared/protocol/frame';
-import {
   PROTOCOL_VERSION,
   PROTOCOL_HEADER,
   TOKEN_HEADER,
@@ -28,12 +26,11 @@ import {
   type InferMsg,
   type InferResultMsg,
   type InferFailureMsg,
-} from '@atlasvae/shared/protocol/messages';
-import { INFER_OPS, type InferOp } from '@atlasvae/shared/model/inference';
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
-import { bearer } from '@atlasvae/shared/protocol/auth';
-import { nonFiniteTerm } from '@atlasvae/shared/train/divergence';
-import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/protocol/sharedMemory';
+  bearer,
+} from '@atlasvae/shared/protocol';
+import { INFER_OPS, type InferOp, type MicrobatchGradient } from '@atlasvae/shared/model';
+import { nonFiniteTerm } from '@atlasvae/shared/train';
+import { ParamsFileReader, ResultFileWriter } from '@atlasvae/shared/transport';
 import type { GradientEngine, GroupGradient, WorkItem } from './engine.js';
 
 export interface WorkerOptions {

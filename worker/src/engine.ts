@@ -4,9 +4,8 @@
 // device and returns their summed gradient asynchronously; the simulated one (benchmarks of the
 // coordinator's capacity) skips the math and returns a right-sized gradient.
 
-import type { ModelConfig } from '@atlasvae/shared/config';
-import type { GradientOutput, MicrobatchGradient } from '@atlasvae/shared/model/types';
-import type { InferOutput, InferRequest } from '@atlasvae/shared/model/inference';
+import type { ModelConfig } from '@atlasvae/shared';
+import type { GradientOutput, MicrobatchGradient, InferOutput, InferRequest } from '@atlasvae/shared/model';
 
 export interface WorkItem {
   /** global step = parameter version the gradient is computed at */

@@ -4,7 +4,7 @@
 // → WebGPU with a hardware (not software-rasterizer) adapter → today's JS engine on the default
 // backend (tfjs-node when installed, else wasm). Optional backends load only when chosen or probed.
 
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 import {
   initBackend,
   activeDevice,

@@ -4,13 +4,19 @@
 // sums the group's gradients in float32, in order.
 import os from 'node:os';
 
-import type { ModelConfig } from '@atlasvae/shared/config';
-import type { GradientOutput, MicrobatchGradient } from '@atlasvae/shared/model/types';
+import type { ModelConfig } from '@atlasvae/shared';
+import {
+  type GradientOutput,
+  type MicrobatchGradient,
+  createModel,
+  type VaeModel,
+  microbatchNoise,
+  runInference,
+  type InferOutput,
+  type InferRequest,
+} from '@atlasvae/shared/model';
 import { initBackend, activeDevice, type BackendChoice } from '@atlasvae/shared/backend';
-import { createModel, type VaeModel } from '@atlasvae/shared/model/vae';
-import { microbatchNoise } from '@atlasvae/shared/model/noise';
-import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
-import { runInference, type InferOutput, type InferRequest } from '@atlasvae/shared/model/inference';
+import { decodeCellBatch } from '@atlasvae/shared/arrow';
 import type { GradientEngine, GroupGradient, WorkItem } from './engine.js';
 
 export class ModelEngine implements GradientEngine {

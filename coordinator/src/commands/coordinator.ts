@@ -1,6 +1,6 @@
 // `atlasvae coordinator`: serve a prepared dataset to workers over WebSockets and train.
 import type { Argv } from 'yargs';
-import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
+import { resolveToken } from '@atlasvae/shared/protocol';
 import { metricsCliOptions } from '../metrics.js';
 import { fleetTrainingOptions } from './trainingOptions.js';
 import { runCoordinator } from '../server/run.js';

@@ -2,17 +2,10 @@
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { refuseOverwrite } from '../outputs.js';
-import { CliError } from '@atlasvae/shared/errors';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
-import { log } from '@atlasvae/shared/log';
+import { CliError, loadCheckpoint, log } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
-import {
-  withModelAndData,
-  requireOption,
-  requirePositiveInt,
-  chunkProgress,
-} from '../results/command-options.js';
-import { fleetChoice } from '../results/command-options.js';
+import { withModelAndData, requireOption, requirePositiveInt, chunkProgress } from './results-options.js';
+import { fleetChoice } from './results-options.js';
 import { writeEmbeddingTable, writeEmbeddingH5ad, OBSM_KEY } from '../results/embed.js';
 import { tableFormatOf } from '../results/table-writer.js';
 import type { ChunkPlan } from '../results/cell-stream.js';

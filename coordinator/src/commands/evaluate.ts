@@ -1,9 +1,7 @@
 // `atlasvae evaluate`: ELBO terms, marginal log-likelihood and latent-space metrics as a JSON report.
 import type { Argv } from 'yargs';
 import { refuseOverwrite } from '../outputs.js';
-import { CliError } from '@atlasvae/shared/errors';
-import { log } from '@atlasvae/shared/log';
-import { writeFileAtomic } from '@atlasvae/shared/checkpoint';
+import { CliError, log, writeFileAtomic } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import {
   withModelAndData,
@@ -11,8 +9,8 @@ import {
   requirePositiveInt,
   requireNonNegativeInt,
   chunkProgress,
-} from '../results/command-options.js';
-import { fleetChoice } from '../results/command-options.js';
+} from './results-options.js';
+import { fleetChoice } from './results-options.js';
 import { evaluateModel } from '../results/evaluate.js';
 
 const SPLITS = ['all', 'train', 'validation'] as const;

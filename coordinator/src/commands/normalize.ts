@@ -1,8 +1,7 @@
 // `atlasvae normalize`: scVI normalized expression (decoder scale × library size) for chosen genes.
 import type { Argv } from 'yargs';
 import { refuseOverwrite } from '../outputs.js';
-import { CliError } from '@atlasvae/shared/errors';
-import { log } from '@atlasvae/shared/log';
+import { CliError, log } from '@atlasvae/shared';
 import { openResultsInputs, allCells } from '../results/inputs.js';
 import {
   withModelAndData,
@@ -11,8 +10,8 @@ import {
   requireNonNegativeInt,
   chunkProgress,
   parseGeneList,
-} from '../results/command-options.js';
-import { fleetChoice } from '../results/command-options.js';
+} from './results-options.js';
+import { fleetChoice } from './results-options.js';
 import { writeNormalizedExpression, resolveGenes } from '../results/normalize.js';
 import { tableFormatOf } from '../results/table-writer.js';
 

@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { prepareDataset } from '../data/prepare.js';
 import { Progress } from '../progress.js';
-import { getLogger } from '@atlasvae/shared/log';
+import { getLogger } from '@atlasvae/shared';
 
 export function prepareCommand(y: Argv): Argv {
   return y.command(

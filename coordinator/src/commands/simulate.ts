@@ -10,7 +10,7 @@ import { checkOutputDir } from '../data/writer.js';
 import { MtxCellSink } from '../data/mtxWriter.js';
 import { H5adCellSink } from '../data/h5adWriter.js';
 import { Progress } from '../progress.js';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 
 export function simulateCommand(y: Argv): Argv {
   return y.command(

@@ -1,16 +1,15 @@
 // `atlasvae train`: the embedded default, a coordinator plus N local worker processes.
 import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 import { BACKEND_CHOICES } from '@atlasvae/shared/backend';
 import { fleetTrainingOptions } from './trainingOptions.js';
 import { runCoordinator } from '../server/run.js';
 import { LocalWorkers } from '../server/localWorkers.js';
 import { reportOutcome } from '../server/report.js';
-import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
+import { resolveToken, MAX_GROUP } from '@atlasvae/shared/protocol';
 import { serveOptions } from './coordinator.js';
-import { ENGINE_CHOICES } from '@atlasvae/worker/engineChoice';
-import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
+import { ENGINE_CHOICES } from '@atlasvae/worker';
 
 export const trainCommand = (y: Argv): Argv =>
   y.command(

@@ -5,18 +5,25 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { JS_MODEL_BACKEND_CHOICES, initBackend } from '@atlasvae/shared/backend';
-import { defaultModelConfig, defaultTrainConfig, type TrainConfig } from '@atlasvae/shared/config';
-import { loadCheckpoint } from '@atlasvae/shared/checkpoint';
-import { CliError, InputError } from '@atlasvae/shared/errors';
-import { log } from '@atlasvae/shared/log';
-import { trainValidationSplit } from '@atlasvae/shared/plan';
-import { InMemoryCellSource } from '@atlasvae/shared/train/memory-source';
-import { trainInProcess } from '@atlasvae/shared/train/inProcessExecutor';
-import type { EpochRecord } from '@atlasvae/shared/train/history';
-import type { TrainingState } from '@atlasvae/shared/train/step';
-import { DivergenceError } from '@atlasvae/shared/train/divergence';
+import {
+  defaultModelConfig,
+  defaultTrainConfig,
+  type TrainConfig,
+  loadCheckpoint,
+  CliError,
+  InputError,
+  log,
+  trainValidationSplit,
+} from '@atlasvae/shared';
+import {
+  InMemoryCellSource,
+  trainInProcess,
+  type EpochRecord,
+  type TrainingState,
+  DivergenceError,
+} from '@atlasvae/shared/train';
 import { readMtxInMemory } from '../data/mtx.js';
-import { onStopSignals } from '../signals.js';
+import { onStopSignals } from '@atlasvae/shared/runtime';
 import { EXIT_DIVERGED } from '../server/run.js';
 import {
   checkTrainingFlags,

@@ -1,11 +1,10 @@
 // `atlasvae umap`: a UMAP picture of the latent space, coloured by cell type, batch or any obs column.
 import type { Argv } from 'yargs';
-import { CliError } from '@atlasvae/shared/errors';
-import { log } from '@atlasvae/shared/log';
+import { CliError, log } from '@atlasvae/shared';
 import { openResultsInputs } from '../results/inputs.js';
 import { subsampleIndices } from '../results/latent-metrics.js';
-import { withModelAndData, requirePositiveInt, chunkProgress } from '../results/command-options.js';
-import { fleetChoice } from '../results/command-options.js';
+import { withModelAndData, requirePositiveInt, chunkProgress } from './results-options.js';
+import { fleetChoice } from './results-options.js';
 import { readEmbeddingFile } from '../results/embedding-file.js';
 import { colorCodes } from '../results/color-values.js';
 import { forEachChunk } from '../results/cell-stream.js';

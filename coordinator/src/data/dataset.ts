@@ -6,7 +6,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
-import type { CellBatch, CellSource } from '@atlasvae/shared/batch';
+import {
+  type CellBatch,
+  type CellSource,
+  manifestProblems,
+  MANIFEST_FILE,
+  type DatasetManifest,
+  type ShardInfo,
+  trainValidationSplit,
+  InputError,
+} from '@atlasvae/shared';
 import {
   recordBatchToCellBatch,
   recordBatchSourceRows,
@@ -14,15 +23,7 @@ import {
   encodeCellRows,
   shardSchema,
   streamSchemaFrame,
-} from '@atlasvae/shared/arrowBatch';
-import {
-  manifestProblems,
-  MANIFEST_FILE,
-  type DatasetManifest,
-  type ShardInfo,
-} from '@atlasvae/shared/manifest';
-import { trainValidationSplit } from '@atlasvae/shared/plan';
-import { InputError } from '@atlasvae/shared/errors';
+} from '@atlasvae/shared/arrow';
 
 let shardSchemaFrame: Uint8Array | null = null;
 const SHARD_LAYOUT = shardSchema.fields.map((f) => `${f.name}:${String(f.type)}`).join(',');

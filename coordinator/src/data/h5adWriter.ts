@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import h5wasm from 'h5wasm/node';
-import type { CellBatch } from '@atlasvae/shared/batch';
+import type { CellBatch } from '@atlasvae/shared';
 import type { CellSink, SimulatedCell, SimulationOptions } from './simulate.js';
 import { simulatedNames } from './simulate.js';
 

@@ -4,7 +4,7 @@
 // and 10x CellRanger .h5 (v3 `matrix/` with `features/`, v2 `<genome>/` with `genes`).
 import path from 'node:path';
 import h5wasm from 'h5wasm/node';
-import { InputError } from '@atlasvae/shared/errors';
+import { InputError } from '@atlasvae/shared';
 import { CellBuckets } from './buckets.js';
 import {
   CHUNK_ENTRIES,

@@ -3,8 +3,7 @@
 // whole CSR batch (cells as rows) for small data sets and tests.
 import path from 'node:path';
 import fs from 'node:fs';
-import type { CellBatch } from '@atlasvae/shared/batch';
-import { InputError } from '@atlasvae/shared/errors';
+import { type CellBatch, InputError } from '@atlasvae/shared';
 import { fileChunks, readTsvRows, firstExisting } from './text.js';
 
 export interface MtxFiles {

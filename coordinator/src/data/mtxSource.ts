@@ -1,7 +1,7 @@
 // A 10x MatrixMarket folder as a row source. 10x writes entries column (cell) by column, so rows
 // stream straight out of the parser; a file in any other order goes through the external sort.
 // Whether the file is cell-sorted is found by one parse-only pass the first time rows are asked.
-import { InputError } from '@atlasvae/shared/errors';
+import { InputError } from '@atlasvae/shared';
 import { CellBuckets } from './buckets.js';
 import {
   findMtxFiles,

@@ -1,5 +1,5 @@
 // Cell metadata tables (a TSV with a header, the first column the barcode) and categorical codes.
-import { InputError } from '@atlasvae/shared/errors';
+import { InputError } from '@atlasvae/shared';
 import { readTsvRows } from './text.js';
 
 export interface ObsTable {

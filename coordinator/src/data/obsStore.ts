@@ -14,7 +14,7 @@ import {
   Int32,
   type Vector,
 } from 'apache-arrow';
-import { InputError } from '@atlasvae/shared/errors';
+import { InputError } from '@atlasvae/shared';
 import type { ObsValues } from './source.js';
 
 export const OBS_FILE = 'obs.arrow';

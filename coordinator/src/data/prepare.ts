@@ -4,9 +4,7 @@
 // error removes the partial output.
 import fs from 'node:fs';
 import path from 'node:path';
-import { InputError, CliError } from '@atlasvae/shared/errors';
-import type { DatasetManifest } from '@atlasvae/shared/manifest';
-import { trainValidationSplit } from '@atlasvae/shared/plan';
+import { InputError, CliError, type DatasetManifest, trainValidationSplit } from '@atlasvae/shared';
 import { openSource, type MatrixSource, type ObsValues, type RowChunk } from './source.js';
 import { readObsTsv, obsColumnFor, categorize, type Categorical } from './obs.js';
 import { keepObsColumn, writeObsFile, type ObsColumn } from './obsStore.js';

@@ -1,6 +1,6 @@
 // Random variates for the synthetic atlas: Gamma (Marsaglia–Tsang), Poisson (inversion for small
 // means, PTRS transformed rejection for large ones), hence Negative Binomial as a Gamma–Poisson mixture.
-import type { Rng } from '@atlasvae/shared/rng';
+import type { Rng } from '@atlasvae/shared';
 
 const LOG_FACT_TABLE = (() => {
   const t = new Float64Array(256);

@@ -2,11 +2,9 @@
 // per-batch gene effects, log-normal library sizes and Negative Binomial counts. Cells are
 // generated one at a time from a seeded stream and handed to sinks (the prepared-dataset writer,
 // optionally an .h5ad or MatrixMarket writer), so any number of cells fits in constant memory.
-import { Rng } from '@atlasvae/shared/rng';
+import { Rng, trainValidationSplit, type DatasetManifest } from '@atlasvae/shared';
 import { sampleGamma, samplePoisson } from './sampling.js';
 import { DatasetWriter } from './writer.js';
-import { trainValidationSplit } from '@atlasvae/shared/plan';
-import type { DatasetManifest } from '@atlasvae/shared/manifest';
 
 export interface SimulationOptions {
   cells: number;

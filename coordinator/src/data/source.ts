@@ -2,7 +2,7 @@
 // whatever the storage layout (CSR, CSC, dense, MatrixMarket), so a pass over the atlas never
 // holds more than one chunk.
 import fs from 'node:fs';
-import { InputError } from '@atlasvae/shared/errors';
+import { InputError } from '@atlasvae/shared';
 
 export interface RowChunk {
   /** source row of the first cell */

@@ -1,7 +1,7 @@
 // Line-oriented reading of plain or gzipped text files (MTX, TSV), as raw byte chunks.
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import { InputError } from '@atlasvae/shared/errors';
+import { InputError } from '@atlasvae/shared';
 
 /** The bytes of a file, gunzipped when its name ends in .gz, as a stream of chunks. */
 export async function* fileChunks(file: string): AsyncGenerator<Buffer> {

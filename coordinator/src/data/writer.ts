@@ -6,17 +6,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { RecordBatchFileWriter } from 'apache-arrow';
-import { cellBatchToRecordBatch } from '@atlasvae/shared/arrowBatch';
-import type { CellBatch } from '@atlasvae/shared/batch';
-import { CliError } from '@atlasvae/shared/errors';
+import { cellBatchToRecordBatch } from '@atlasvae/shared/arrow';
 import {
+  type CellBatch,
+  CliError,
   DATASET_FORMAT,
   DATASET_FORMAT_VERSION,
   MANIFEST_FILE,
   RECORD_BATCH_CELLS,
   type DatasetManifest,
   type ShardInfo,
-} from '@atlasvae/shared/manifest';
+} from '@atlasvae/shared';
 
 /** gene names (and ids) of a dataset, one per line */
 export const GENES_FILE = 'genes.tsv';

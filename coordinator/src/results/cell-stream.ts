@@ -1,7 +1,7 @@
 // Cells in chunks, in order, with a bounded number of chunks in flight: the loop every results
 // command runs, so millions of cells stream through bounded memory.
 
-import type { CellBatch, CellSource } from '@atlasvae/shared/batch';
+import type { CellBatch, CellSource } from '@atlasvae/shared';
 
 export interface ChunkPlan {
   source: CellSource;

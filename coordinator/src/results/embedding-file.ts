@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { tableFromIPC } from 'apache-arrow';
-import { InputError } from '@atlasvae/shared/errors';
+import { InputError } from '@atlasvae/shared';
 import { tableFormatOf } from './table-writer.js';
 
 export interface EmbeddingData {

@@ -3,10 +3,14 @@
 // process, the fleet engine (fleet.ts) hands the same requests to WebSocket workers. Requests are
 // pure functions of (parameters, buffers, cells, keys), so the answer does not depend on the engine.
 
-import type { CellBatch } from '@atlasvae/shared/batch';
-import type { VaeModelApi, CellTerms } from '@atlasvae/shared/model/types';
-import type { ModelConfig } from '@atlasvae/shared/config';
-import { runInference, type InferOutput, type InferRequest } from '@atlasvae/shared/model/inference';
+import type { CellBatch, ModelConfig } from '@atlasvae/shared';
+import {
+  type VaeModelApi,
+  type CellTerms,
+  runInference,
+  type InferOutput,
+  type InferRequest,
+} from '@atlasvae/shared/model';
 
 export interface InferenceEngine {
   readonly config: ModelConfig;

@@ -6,13 +6,23 @@
 // time. A worker that leaves hands its requests back to the queue; answers are validated against
 // the expected sizes. Results equal in-process ones: workers run shared/model/inference.
 
-import type { CellBatch } from '@atlasvae/shared/batch';
-import type { ModelConfig } from '@atlasvae/shared/config';
-import { encodeCellBatch } from '@atlasvae/shared/arrowBatch';
-import { encodeFrame, MAX_HEADER_BYTES } from '@atlasvae/shared/protocol/frame';
-import type { InferMsg, ExpectedSizes, HelloMsg, WorkerMessage } from '@atlasvae/shared/protocol/messages';
-import { inferOutputLengths, type InferOutput, type InferRequest } from '@atlasvae/shared/model/inference';
-import { paramLayout, bufferLayout } from '@atlasvae/shared/model/layout';
+import type { CellBatch, ModelConfig } from '@atlasvae/shared';
+import { encodeCellBatch } from '@atlasvae/shared/arrow';
+import {
+  encodeFrame,
+  MAX_HEADER_BYTES,
+  type InferMsg,
+  type ExpectedSizes,
+  type HelloMsg,
+  type WorkerMessage,
+} from '@atlasvae/shared/protocol';
+import {
+  inferOutputLengths,
+  type InferOutput,
+  type InferRequest,
+  paramLayout,
+  bufferLayout,
+} from '@atlasvae/shared/model';
 import { WorkerSessions, type Session, type WelcomeBody } from '../server/workerSessions.js';
 import { LocalWorkers } from '../server/localWorkers.js';
 import type { InferenceEngine } from './engine.js';

@@ -4,15 +4,12 @@
 // `--genes` from the model's gene list), and batches the model knows (or one named with --as-batch).
 
 import { readObsFile } from '../data/obsStore.js';
-import { loadCheckpoint, type Checkpoint } from '@atlasvae/shared/checkpoint';
+import { loadCheckpoint, type Checkpoint, InputError, CliError, log } from '@atlasvae/shared';
 import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
-import { createModel } from '@atlasvae/shared/model/vae';
-import { InputError, CliError } from '@atlasvae/shared/errors';
+import { createModel } from '@atlasvae/shared/model';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { LocalEngine, type InferenceEngine } from './engine.js';
 import { FleetEngine } from './fleet.js';
-import type { FleetChoice } from './command-options.js';
-import { log } from '@atlasvae/shared/log';
 import type { CellNaming } from './cell-names.js';
 
 export interface ResultsInputs {
@@ -84,6 +81,17 @@ export function mapBatches(
   }
   const map = Int32Array.from(dataBatches, (n) => pos.get(n)!);
   return map.every((m, i) => m === i) ? undefined : map;
+}
+
+/** Where inference runs when not in this process: local worker processes and/or workers joining on a port. */
+export interface FleetChoice {
+  localWorkers: number;
+  port: number;
+  host: string;
+  token: string;
+  tls: { cert: Buffer; key: Buffer } | null;
+  minWorkers: number;
+  explicitToken: boolean;
 }
 
 export async function openResultsInputs(o: {

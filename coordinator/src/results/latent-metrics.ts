@@ -1,6 +1,6 @@
 // Quality metrics of a latent space: cross-validated kNN cell-type accuracy and batch mixing.
 
-import { Rng } from '@atlasvae/shared/rng';
+import { Rng } from '@atlasvae/shared';
 import { majorityLabel, type KnnGraph } from './knn.js';
 import { kdTreeKnn } from './kdtree.js';
 

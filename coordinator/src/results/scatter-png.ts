@@ -1,6 +1,6 @@
 // A 2-D scatter plot of cells coloured by category, with a legend and a title, as a PNG.
 
-import { Rng } from '@atlasvae/shared/rng';
+import { Rng } from '@atlasvae/shared';
 import { Raster, textHeight, textWidth, type Rgb } from './raster.js';
 import { categoryColours, UNKNOWN_COLOUR } from './palette.js';
 

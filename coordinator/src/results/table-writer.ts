@@ -14,7 +14,7 @@ import {
   Utf8,
   type Data,
 } from 'apache-arrow';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 
 export type Column = Float32Array | Float64Array | Int32Array | Uint32Array | string[];
 

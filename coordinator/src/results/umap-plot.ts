@@ -1,6 +1,6 @@
 // Latent means → (seeded subsample) → UMAP → scatter PNG coloured by category, written atomically.
 
-import { writeFileAtomic } from '@atlasvae/shared/checkpoint';
+import { writeFileAtomic } from '@atlasvae/shared';
 import { computeUmap, type UmapOptions } from './umap.js';
 import { renderScatter } from './scatter-png.js';
 import { subsampleIndices } from './latent-metrics.js';

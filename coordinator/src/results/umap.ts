@@ -6,7 +6,7 @@
 // Every random draw comes from Rng(UMAP_STREAM, seed): the same input gives the same picture.
 
 import { createRequire } from 'node:module';
-import { Rng } from '@atlasvae/shared/rng';
+import { Rng } from '@atlasvae/shared';
 import { kdTreeKnn } from './kdtree.js';
 
 const UMAP_STREAM = 0x554d4150; // "UMAP"

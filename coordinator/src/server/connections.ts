@@ -7,15 +7,15 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket } from 'ws';
-import { tokenChecker } from '@atlasvae/shared/protocol/auth';
 import {
+  tokenChecker,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
   TOKEN_HEADER,
   CLOSE,
   MAX_GROUP,
-} from '@atlasvae/shared/protocol/messages';
-import { MAX_HEADER_BYTES } from '@atlasvae/shared/protocol/frame';
+  MAX_HEADER_BYTES,
+} from '@atlasvae/shared/protocol';
 import type { RejectReason } from './events.js';
 
 export interface EndpointOptions {

@@ -9,10 +9,19 @@
 // Invariant: the plan comes from (seed, epoch) only, a microbatch's noise from (seed, step,
 // microbatch), so the parameters never depend on how many workers there were or who computed what.
 
-import type { PlannedStep } from '@atlasvae/shared/plan';
-import type { CheckpointPosition } from '@atlasvae/shared/checkpoint';
-import { checkGradNorm, checkStepLoss } from '@atlasvae/shared/train/divergence';
-import type { ExpectedSizes, HelloMsg, WorkerMessage } from '@atlasvae/shared/protocol/messages';
+import type { PlannedStep, CheckpointPosition } from '@atlasvae/shared';
+import {
+  checkGradNorm,
+  checkStepLoss,
+  TrainingLoop,
+  StepAbandoned,
+  type StateSnapshot,
+  type StepExecutor,
+  type TrainOutcome,
+  type TrainingSetup as LoopSetup,
+  type Validator,
+} from '@atlasvae/shared/train';
+import type { ExpectedSizes, HelloMsg, WorkerMessage } from '@atlasvae/shared/protocol';
 import { maxWorkerPayload } from './connections.js';
 import { WorkerSessions, type WelcomeBody } from './workerSessions.js';
 import { ParamTransport, type StreamParams } from './paramTransport.js';
@@ -25,20 +34,11 @@ import {
   type RejectReason,
   type StepReport,
 } from './events.js';
-import {
-  TrainingLoop,
-  StepAbandoned,
-  type StateSnapshot,
-  type StepExecutor,
-  type TrainOutcome,
-  type TrainingSetup as LoopSetup,
-  type Validator,
-} from '@atlasvae/shared/train/loop';
 import type { TrainingData } from './data.js';
 import type { Optimizer } from './optimizer.js';
 
 export { STREAM_PARAMS, type StreamParams } from './paramTransport.js';
-export type { Validator, EpochRecord, TrainOutcome } from '@atlasvae/shared/train/loop';
+export type { Validator, EpochRecord, TrainOutcome } from '@atlasvae/shared/train';
 
 /** The loop's setup with the fleet's data (Arrow microbatches) and optimizer. */
 export interface TrainingSetup extends LoopSetup {

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import type { CellSource } from '@atlasvae/shared/batch';
+import type { CellSource } from '@atlasvae/shared';
 import type { Dataset } from '../data/dataset.js';
 
 export interface TrainingData {

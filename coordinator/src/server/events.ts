@@ -2,9 +2,9 @@
 // `coordinator.observe({...})`; every callback is optional and called synchronously. The training
 // loop's own events (steps, epochs, checkpoints, logs) are part of it.
 
-import type { LoopObserver } from '@atlasvae/shared/train/loop';
+import type { LoopObserver } from '@atlasvae/shared/train';
 
-export type { StepReport } from '@atlasvae/shared/train/loop';
+export type { StepReport } from '@atlasvae/shared/train';
 
 export interface WorkerInfo {
   id: number;

@@ -4,8 +4,8 @@
 
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { getLogger, log as rootLog } from '@atlasvae/shared/log';
-import { Supervisor } from '@atlasvae/worker/launcher/supervisor';
+import { getLogger, log as rootLog } from '@atlasvae/shared';
+import { Supervisor } from '@atlasvae/worker/launcher';
 
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
 

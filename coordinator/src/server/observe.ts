@@ -3,8 +3,7 @@
 // training cell is used exactly once per epoch).
 
 import fs from 'node:fs';
-import { getLogger } from '@atlasvae/shared/log';
-import { stepsPerEpoch } from '@atlasvae/shared/plan';
+import { getLogger, stepsPerEpoch } from '@atlasvae/shared';
 import { CoordinatorMetrics } from '../metrics.js';
 import { Progress } from '../progress.js';
 import type { Coordinator, TrainingSetup } from './coordinator.js';

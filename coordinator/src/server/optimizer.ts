@@ -3,16 +3,15 @@
 // merge) over a TrainingState. The single-process trainer's applyStep is the same two calls, so both
 // agree by construction.
 
-import type { ModelConfig, TrainConfig } from '@atlasvae/shared/config';
-import type { Checkpoint } from '@atlasvae/shared/checkpoint';
-import { bufferLayout } from '@atlasvae/shared/model/layout';
+import type { ModelConfig, TrainConfig, Checkpoint } from '@atlasvae/shared';
+import { bufferLayout } from '@atlasvae/shared/model';
 import {
   applyAccumulated,
   GradientAccumulator,
   initTrainingState,
   inOptimizerMemory,
   type TrainingState,
-} from '@atlasvae/shared/train/step';
+} from '@atlasvae/shared/train';
 
 export interface Optimizer {
   /** current parameters (what workers compute with) */

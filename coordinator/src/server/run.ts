@@ -2,15 +2,14 @@
 
 import fs from 'node:fs';
 import os from 'node:os';
-import { getLogger } from '@atlasvae/shared/log';
-import { CliError } from '@atlasvae/shared/errors';
+import { getLogger, CliError } from '@atlasvae/shared';
 import { startMetricsServer, type CoordinatorMetrics } from '../metrics.js';
 import { Coordinator, type TrainOutcome } from './coordinator.js';
 import { prepareTraining, type TrainingFlags, type PreparedTraining } from './setup.js';
 import { wireCoordinator } from './observe.js';
 import { heldOutValidator } from './validation.js';
-import { DivergenceError } from '@atlasvae/shared/train/divergence';
-import { onStopSignals } from '../signals.js';
+import { DivergenceError } from '@atlasvae/shared/train';
+import { onStopSignals } from '@atlasvae/shared/runtime';
 
 /** Exit status of a run that diverged (a non-finite loss or gradient). */
 export const EXIT_DIVERGED = 3;

@@ -10,10 +10,12 @@ import {
   type DispersionMode,
   type ModelConfig,
   type TrainConfig,
-} from '@atlasvae/shared/config';
-import { loadCheckpoint, type CheckpointPosition } from '@atlasvae/shared/checkpoint';
-import { CliError, InputError } from '@atlasvae/shared/errors';
-import type { EarlyStoppingConfig } from '@atlasvae/shared/train/earlyStopping';
+  loadCheckpoint,
+  type CheckpointPosition,
+  CliError,
+  InputError,
+} from '@atlasvae/shared';
+import type { EarlyStoppingConfig } from '@atlasvae/shared/train';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { trainingData, type TrainingData } from './data.js';
 import { SharedStepOptimizer } from './optimizer.js';

@@ -7,11 +7,15 @@
 // step completes only when every microbatch has exactly one accepted result; a microbatch that
 // failed `maxFailures` times ends the run.
 
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
-import { encodeFrameParts, payloadAsFloat32 } from '@atlasvae/shared/protocol/frame';
-import type { GradientAccumulator } from '@atlasvae/shared/train/step';
-import { DivergenceError, nonFiniteTerm } from '@atlasvae/shared/train/divergence';
-import type { WorkMsg, ResultMsg, FailureMsg } from '@atlasvae/shared/protocol/messages';
+import type { MicrobatchGradient } from '@atlasvae/shared/model';
+import {
+  encodeFrameParts,
+  payloadAsFloat32,
+  type WorkMsg,
+  type ResultMsg,
+  type FailureMsg,
+} from '@atlasvae/shared/protocol';
+import { type GradientAccumulator, DivergenceError, nonFiniteTerm } from '@atlasvae/shared/train';
 import type { ParamTarget } from './paramTransport.js';
 import type { StepRun, AcceptOutcome } from './stepRun.js';
 import type { CoordinatorObserver, RejectReason, WorkerInfo } from './events.js';

@@ -11,7 +11,7 @@
 // at the start of the lowest partly taken block. A group's one summed gradient is kept at its first
 // microbatch (`unitSize`), each microbatch's loss terms and BatchNorm statistics at its own index.
 
-import type { MicrobatchGradient } from '@atlasvae/shared/model/types';
+import type { MicrobatchGradient } from '@atlasvae/shared/model';
 
 export interface StepItem {
   index: number;

@@ -2,11 +2,10 @@
 // noise keyed by (seed, epoch, chunk)): the same numbers as the single-process trainer's when every
 // validation cell is evaluated. Large atlases evaluate an evenly spread subset.
 
-import type { CellSource } from '@atlasvae/shared/batch';
-import type { ModelConfig } from '@atlasvae/shared/config';
+import type { CellSource, ModelConfig } from '@atlasvae/shared';
 import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
-import { createModel } from '@atlasvae/shared/model/vae';
-import { validationElbo } from '@atlasvae/shared/train/trainer';
+import { createModel } from '@atlasvae/shared/model';
+import { validationElbo } from '@atlasvae/shared/train';
 import type { Validator } from './coordinator.js';
 
 /** cells per forward pass of the held-out evaluation */

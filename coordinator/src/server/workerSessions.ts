@@ -5,8 +5,10 @@
 // mean is the role's business: it gets them through callbacks and never sees an invalid one.
 
 import type { WebSocket } from 'ws';
-import { encodeFrame, decodeFrame, FrameError } from '@atlasvae/shared/protocol/frame';
 import {
+  encodeFrame,
+  decodeFrame,
+  FrameError,
   PROTOCOL_VERSION,
   CLOSE,
   ProtocolError,
@@ -15,7 +17,7 @@ import {
   type HelloMsg,
   type WelcomeMsg,
   type WorkerMessage,
-} from '@atlasvae/shared/protocol/messages';
+} from '@atlasvae/shared/protocol';
 import { Endpoint, isLoopbackPeer, type EndpointOptions } from './connections.js';
 import type { RejectReason } from './events.js';
 

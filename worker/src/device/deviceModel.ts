@@ -24,16 +24,17 @@
 // 88 (zinb) float32 tensors of [cells, genes]. Importing this module loads @tensorflow/tfjs (~0.4 s): import it only for a device engine.
 import '@tensorflow/tfjs'; // registers the gradient functions in the (deduplicated) tfjs-core
 import type * as tfNs from '@tensorflow/tfjs-core';
-import type { CellBatch } from '@atlasvae/shared/batch';
-import type { ModelConfig } from '@atlasvae/shared/config';
+import type { CellBatch, ModelConfig } from '@atlasvae/shared';
 import {
   bufferLayout,
   hiddenPrefix,
   initBuffers,
   initParams,
   paramLayout,
-} from '@atlasvae/shared/model/layout';
-import type { CellTerms, MicrobatchNoise, ParamLayout } from '@atlasvae/shared/model/types';
+  type CellTerms,
+  type MicrobatchNoise,
+  type ParamLayout,
+} from '@atlasvae/shared/model';
 import { addDelta, engineCounters, zeroCounters, type DeviceCounters } from './counters.js';
 import { logLikelihood } from './likelihood.js';
 import { DeviceOps } from './ops.js';

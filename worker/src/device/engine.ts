@@ -5,16 +5,17 @@
 // the JS engine does, so both compute the same function.
 
 import * as tf from '@tensorflow/tfjs-core';
-import type { ModelConfig } from '@atlasvae/shared/config';
-import type { MicrobatchGradient, ParamLayout } from '@atlasvae/shared/model/types';
-import { microbatchNoise } from '@atlasvae/shared/model/noise';
-import { decodeCellBatch } from '@atlasvae/shared/arrowBatch';
+import type { ModelConfig } from '@atlasvae/shared';
 import {
+  type MicrobatchGradient,
+  type ParamLayout,
+  microbatchNoise,
   runInferenceAsync,
   type AsyncInferenceModel,
   type InferOutput,
   type InferRequest,
-} from '@atlasvae/shared/model/inference';
+} from '@atlasvae/shared/model';
+import { decodeCellBatch } from '@atlasvae/shared/arrow';
 import type { GradientEngine, GroupGradient, WorkItem } from '../engine.js';
 import {
   DeviceModel,

@@ -3,8 +3,8 @@
 // depend on the counts alone (log x!, and Poisson's x·log(library) − library) arrive precomputed per
 // cell in `llConst`.
 import type * as tfNs from '@tensorflow/tfjs-core';
-import type { ModelConfig } from '@atlasvae/shared/config';
-import { LIKELIHOOD_EPS } from '@atlasvae/shared/model/likelihood';
+import type { ModelConfig } from '@atlasvae/shared';
+import { LIKELIHOOD_EPS } from '@atlasvae/shared/model';
 import type { DeviceOps } from './ops.js';
 
 type Tensor = tfNs.Tensor;

@@ -8,9 +8,8 @@
 // then the counts: dense [rows, nGenes], or (when smaller) sparse as nnz values then nnz (row, gene)
 // pairs, scattered into a dense matrix on the device. Indices travel as floats: exact below 2^24.
 import type * as tfNs from '@tensorflow/tfjs-core';
-import type { CellBatch } from '@atlasvae/shared/batch';
-import type { ModelConfig } from '@atlasvae/shared/config';
-import { logFactorial } from '@atlasvae/shared/model/special';
+import type { CellBatch, ModelConfig } from '@atlasvae/shared';
+import { logFactorial } from '@atlasvae/shared/model';
 
 type Tensor = tfNs.Tensor;
 

@@ -1,4 +1,4 @@
-// The shared-memory parameter files (shared/protocol/sharedMemory.ts): what a worker reads is what
+// The shared-memory parameter files (shared/transport/sharedMemory.ts): what a worker reads is what
 // the coordinator wrote; a file rewritten since, a torn read, another coordinator's files or a
 // wrong size are refused rather than read as parameters; folders of dead coordinators are removed.
 import { test } from 'node:test';
@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ParamsFileReader, SharedMemoryFolder } from '@atlasvae/shared/protocol/sharedMemory';
+import { ParamsFileReader, SharedMemoryFolder } from '@atlasvae/shared/transport';
 
 function root(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'atlasvae-pf-test-'));
@@ -93,7 +93,7 @@ test('params files: a folder left by a coordinator that died (pid gone) is remov
 });
 
 test('result files: a worker rewrites its ring in turn; the coordinator reads exactly result seq, and refuses a rewritten or wrong one', async () => {
-  const { ResultFileWriter } = await import('@atlasvae/shared/protocol/sharedMemory');
+  const { ResultFileWriter } = await import('@atlasvae/shared/transport');
   const r = root();
   const w = new SharedMemoryFolder(16, r);
   const files = w.resultFiles(7, 3, 40);

@@ -1,12 +1,13 @@
-// Options shared by the results commands (embed, normalize, evaluate, umap).
+// Options shared by the results commands (embed, normalize, evaluate, umap), and their checks.
 
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import type { Argv } from 'yargs';
 import { JS_MODEL_BACKEND_CHOICES } from '@atlasvae/shared/backend';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError } from '@atlasvae/shared';
 import { Progress } from '../progress.js';
-import type { ChunkPlan } from './cell-stream.js';
+import type { ChunkPlan } from '../results/cell-stream.js';
+import type { FleetChoice } from '../results/inputs.js';
 
 export function withModelAndData<T>(y: Argv<T>) {
   return y
@@ -83,16 +84,6 @@ export function fleetChoice(a: FleetArgs): FleetChoice | null {
     minWorkers,
     explicitToken: Boolean(a.token ?? process.env.ATLASVAE_TOKEN),
   };
-}
-
-export interface FleetChoice {
-  localWorkers: number;
-  port: number;
-  host: string;
-  token: string;
-  tls: { cert: Buffer; key: Buffer } | null;
-  minWorkers: number;
-  explicitToken: boolean;
 }
 
 export function requirePositiveInt(name: string, v: number): number {

@@ -5,6 +5,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { CliError } from '../errors.js';
+import { getLogger } from '../log.js';
 
 export interface MetricsServerOptions {
   /** 0 picks a free port (see `port` after `start`) */
@@ -106,4 +108,39 @@ export class MetricsServer {
     res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
     res.end('not found: try /metrics or /healthz\n');
   }
+}
+
+/** yargs options shared by the coordinator, worker and train commands: `.options(metricsCliOptions)`. */
+export const metricsCliOptions = {
+  'metrics-port': {
+    type: 'number',
+    describe:
+      'serve Prometheus /metrics and /healthz on this port (0: any free port; default: none). `train`: local worker i (1…N) serves on this port + i',
+  },
+  'metrics-host': {
+    type: 'string',
+    default: '0.0.0.0',
+    describe: 'interface the metrics server listens on',
+  },
+} as const;
+
+/** Start a metrics server when `--metrics-port` was given; logs where it listens. */
+export async function startMetricsServer(
+  metrics: { server(port: number, host?: string): MetricsServer },
+  port: number | undefined,
+  host?: string,
+): Promise<MetricsServer | null> {
+  if (port === undefined || port === null || Number.isNaN(port)) return null;
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new CliError(`--metrics-port: ${port} is not a port number (0-65535)`);
+  const server = metrics.server(port, host);
+  try {
+    await server.start();
+  } catch (err) {
+    throw new CliError(
+      `--metrics-port ${port}: cannot listen (${err instanceof Error ? err.message : String(err)})`,
+    );
+  }
+  getLogger('metrics').info('metrics server listening', { url: `${server.url}/metrics`, port: server.port });
+  return server;
 }

@@ -2,19 +2,17 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Argv } from 'yargs';
-import { CliError } from '@atlasvae/shared/errors';
+import { CliError, getLogger, log as rootLog } from '@atlasvae/shared';
 import { BACKEND_CHOICES } from '@atlasvae/shared/backend';
-import { getLogger, log as rootLog } from '@atlasvae/shared/log';
-import { WorkerClient } from '@atlasvae/worker/client';
-import { SimulatedEngine, type GradientEngine } from '@atlasvae/worker/engine';
-import { createEngine, ENGINE_CHOICES } from '@atlasvae/worker/engineChoice';
-import { MAX_GROUP } from '@atlasvae/shared/protocol/messages';
-import { WorkerMetrics } from '@atlasvae/worker/metrics';
-import { discoverGpus, selectDevices } from '@atlasvae/worker/launcher/devices';
-import { launchNode } from '@atlasvae/worker/launcher/nodeLauncher';
-import { resolveToken } from '@atlasvae/shared/protocol/tokenFile';
-import { metricsCliOptions, startMetricsServer } from '../metrics.js';
-import { onStopSignals } from '../signals.js';
+import { WorkerClient } from '../client.js';
+import { SimulatedEngine, type GradientEngine } from '../engine.js';
+import { createEngine, ENGINE_CHOICES } from '../engineChoice.js';
+import { MAX_GROUP, resolveToken } from '@atlasvae/shared/protocol';
+import { WorkerMetrics } from '../metrics.js';
+import { discoverGpus, selectDevices } from '../launcher/devices.js';
+import { launchNode } from '../launcher/nodeLauncher.js';
+import { metricsCliOptions, startMetricsServer } from '@atlasvae/shared/metrics';
+import { onStopSignals } from '@atlasvae/shared/runtime';
 
 export const workerCommand = (y: Argv): Argv =>
   y.command(

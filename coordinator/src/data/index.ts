@@ -1,0 +1,13 @@
+// @atlasvae/coordinator/data: preparing, simulating and reading atlas datasets (the .h5 and
+// MatrixMarket readers load on demand through openSource).
+export * from './source.js';
+export * from './prepare.js';
+export * from './dataset.js';
+export * from './simulate.js';
+// (not its ObsColumn: the obs column type is obsStore's)
+export { writeH5ad, H5adCellSink, type WholeH5adOptions } from './h5adWriter.js';
+export * from './mtx.js';
+export * from './obs.js';
+export * from './obsStore.js';
+export * from './hvg.js';
+export * from './loess.js';

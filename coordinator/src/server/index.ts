@@ -1,0 +1,8 @@
+// @atlasvae/coordinator/server: the coordinator server and its parts.
+export * from './coordinator.js';
+export * from './connections.js';
+export * from './stepRun.js';
+export * from './optimizer.js';
+export * from './events.js';
+export * from './data.js';
+export * from './promTargets.js';

@@ -1,0 +1,5 @@
+// @atlasvae/shared/protocol: the wire protocol between coordinator and workers.
+export * from './frame.js';
+export * from './messages.js';
+export * from './auth.js';
+export * from './tokenFile.js';

@@ -1,0 +1,2 @@
+// @atlasvae/shared/transport: ways parameters and results travel besides the socket.
+export * from './sharedMemory.js';

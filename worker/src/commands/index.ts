@@ -1,0 +1,2 @@
+// @atlasvae/worker/commands: the worker role's command, registered by the `atlasvae` binary.
+export * from './worker.js';
