@@ -1,7 +1,7 @@
 // Compute backend selection for TensorFlow.js: native TensorFlow (GPU, then CPU) when its package is
 // installed, else the embedded WebAssembly backend (loaded offline from the package's own .wasm files),
 // or the pure-JS CPU backend on request; WebGPU (Dawn's Node bindings, npm `webgpu`) when chosen or
-// probed by the worker's engine choice (worker/src/engineChoice.ts). Every optional backend is
+// probed by the worker's engine choice (worker/src/engine-choice.ts). Every optional backend is
 // imported only when chosen or probed.
 import * as tf from '@tensorflow/tfjs-core';
 import os from 'node:os';
@@ -173,7 +173,7 @@ async function select(choice: BackendChoice, log: (msg: string) => void): Promis
       break;
     }
     case 'webgpu':
-      // already started by a probe (worker/src/engineChoice.ts)
+      // already started by a probe (worker/src/engine-choice.ts)
       if (!(tf.getBackend() === 'webgpu' && startedDevice)) await startWebgpu(false);
       break;
     case 'wasm':

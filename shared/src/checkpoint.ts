@@ -17,7 +17,7 @@ import crypto from 'node:crypto';
 import { Packr, Unpackr } from 'msgpackr';
 import type { ModelConfig, TrainConfig } from './config.js';
 import { InputError } from './errors.js';
-import type { EarlyStopping } from './train/earlyStopping.js';
+import type { EarlyStopping } from './train/early-stopping.js';
 import { historyFromCheckpoint, type EpochRecord } from './train/history.js';
 
 export interface CheckpointPosition {

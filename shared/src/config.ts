@@ -1,5 +1,5 @@
 // Model and training configuration, with scvi-tools' SCVI defaults.
-import type { EarlyStoppingConfig } from './train/earlyStopping.js';
+import type { EarlyStoppingConfig } from './train/early-stopping.js';
 
 export type Likelihood = 'nb' | 'zinb' | 'poisson' | 'gaussian';
 export type DispersionMode = 'gene' | 'gene-batch';
@@ -43,7 +43,7 @@ export interface TrainConfig {
   planBlock: number;
   /** blocks mixed together by the epoch plan */
   planWindow: number;
-  /** stop when the validation ELBO stops improving (train/earlyStopping.ts); absent: off */
+  /** stop when the validation ELBO stops improving (train/early-stopping.ts); absent: off */
   earlyStopping?: EarlyStoppingConfig;
 }
 

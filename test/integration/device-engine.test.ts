@@ -1,5 +1,5 @@
 // The device engine (worker/src/device/engine.ts: Arrow microbatches → DeviceModel, noise from
-// (seed, step, microbatch)) against the JS engine (worker/src/modelEngine.ts) on real kang_example
+// (seed, step, microbatch)) against the JS engine (worker/src/model-engine.ts) on real kang_example
 // microbatches, groups of k = 1 and k = 8 (the last one ragged): the same summed gradient, BatchNorm
 // statistics and loss terms to 1e-4 relative, on the cpu backend and on webgpu (the test bed of
 // test/helpers/webgpu.ts; skipped with a message when no WebGPU adapter can be created). The JS

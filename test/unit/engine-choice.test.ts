@@ -1,4 +1,4 @@
-// Engine and backend choice (worker/src/engineChoice.ts, shared/src/backend.ts): software adapters
+// Engine and backend choice (worker/src/engine-choice.ts, shared/src/backend.ts): software adapters
 // are refused by `auto`, bad choices fail with a message naming what is wrong, and the engine's
 // labels reach the worker's metrics.
 import { test } from 'node:test';

@@ -1,4 +1,4 @@
-// The coordinator's Prometheus file_sd targets file (coordinator/src/server/promTargets.ts) and
+// The coordinator's Prometheus file_sd targets file (coordinator/src/server/prom-targets.ts) and
 // the hello field that feeds it (a worker's metrics address).
 import test, { after } from 'node:test';
 import assert from 'node:assert/strict';

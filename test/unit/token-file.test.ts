@@ -1,4 +1,4 @@
-// --token-file (shared/src/protocol/tokenFile.ts): the token from a file its owner alone can read.
+// --token-file (shared/src/protocol/token-file.ts): the token from a file its owner alone can read.
 import test, { after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

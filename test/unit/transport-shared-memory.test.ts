@@ -1,4 +1,4 @@
-// The shared-memory parameter files (shared/transport/sharedMemory.ts): what a worker reads is what
+// The shared-memory parameter files (shared/transport/shared-memory.ts): what a worker reads is what
 // the coordinator wrote; a file rewritten since, a torn read, another coordinator's files or a
 // wrong size are refused rather than read as parameters; folders of dead coordinators are removed.
 import { test } from 'node:test';

@@ -1,4 +1,4 @@
-// What a worker computes for one microbatch or a group of them. The JS engine (modelEngine.ts) runs
+// What a worker computes for one microbatch or a group of them. The JS engine (model-engine.ts) runs
 // the shared hand-written model one microbatch at a time, synchronously, straight into the outgoing
 // message; the device engine (device/engine.ts) runs a group of microbatches in one pass on the
 // device and returns their summed gradient asynchronously; the simulated one (benchmarks of the

@@ -2,6 +2,6 @@
 // ./device, loaded only when chosen; the command is ./commands).
 export * from './client.js';
 export * from './engine.js';
-export * from './engineChoice.js';
-export * from './modelEngine.js';
+export * from './engine-choice.js';
+export * from './model-engine.js';
 export * from './metrics.js';

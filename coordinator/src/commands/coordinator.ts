@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { resolveToken } from '@atlasvae/shared/protocol';
 import { metricsCliOptions } from '../metrics.js';
-import { fleetTrainingOptions } from './trainingOptions.js';
+import { fleetTrainingOptions } from './training-options.js';
 import { runCoordinator } from '../server/run.js';
 import { reportOutcome } from '../server/report.js';
 

@@ -13,7 +13,7 @@ import { simulateToDataset, defaultSimulationOptions } from '../data/simulate.js
 import { openDataset } from '../data/dataset.js';
 import { createTableWriter } from '../results/table-writer.js';
 import { runCoordinator } from '../server/run.js';
-import { LocalWorkers } from '../server/localWorkers.js';
+import { LocalWorkers } from '../server/local-workers.js';
 import { reportOutcome } from '../server/report.js';
 import type { TrainingFlags } from '../server/setup.js';
 

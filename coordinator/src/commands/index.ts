@@ -11,7 +11,7 @@ import { normalizeCommand } from './normalize.js';
 import { evaluateCommand } from './evaluate.js';
 import { umapCommand } from './umap.js';
 import { demoCommand } from './demo.js';
-import { trainLocalCommand } from './trainLocal.js';
+import { trainLocalCommand } from './train-local.js';
 
 export type CommandModule = (y: Argv) => Argv;
 

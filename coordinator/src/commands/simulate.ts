@@ -7,8 +7,8 @@ import {
   type CellSink,
 } from '../data/simulate.js';
 import { checkOutputDir } from '../data/writer.js';
-import { MtxCellSink } from '../data/mtxWriter.js';
-import { H5adCellSink } from '../data/h5adWriter.js';
+import { MtxCellSink } from '../data/mtx-writer.js';
+import { H5adCellSink } from '../data/h5ad-writer.js';
 import { Progress } from '../progress.js';
 import { CliError } from '@atlasvae/shared';
 

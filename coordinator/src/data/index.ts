@@ -5,9 +5,9 @@ export * from './prepare.js';
 export * from './dataset.js';
 export * from './simulate.js';
 // (not its ObsColumn: the obs column type is obsStore's)
-export { writeH5ad, H5adCellSink, type WholeH5adOptions } from './h5adWriter.js';
+export { writeH5ad, H5adCellSink, type WholeH5adOptions } from './h5ad-writer.js';
 export * from './mtx.js';
 export * from './obs.js';
-export * from './obsStore.js';
+export * from './obs-store.js';
 export * from './hvg.js';
 export * from './loess.js';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { InputError, CliError, type DatasetManifest, trainValidationSplit } from '@atlasvae/shared';
 import { openSource, type MatrixSource, type ObsValues, type RowChunk } from './source.js';
 import { readObsTsv, obsColumnFor, categorize, type Categorical } from './obs.js';
-import { keepObsColumn, writeObsFile, type ObsColumn } from './obsStore.js';
+import { keepObsColumn, writeObsFile, type ObsColumn } from './obs-store.js';
 import { readTsvRows } from './text.js';
 import { GeneMoments, ClippedMoments, clipModel, selectHvg } from './hvg.js';
 import { DatasetWriter, checkOutputDir, GENES_FILE } from './writer.js';

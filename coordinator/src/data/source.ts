@@ -70,7 +70,7 @@ export interface OpenSourceOptions {
 export async function openSource(input: string, o: OpenSourceOptions = {}): Promise<MatrixSource> {
   if (!fs.existsSync(input)) throw new InputError(input, 'no such file or folder');
   if (fs.statSync(input).isDirectory()) {
-    const { openMtxSource } = await import('./mtxSource.js');
+    const { openMtxSource } = await import('./mtx-source.js');
     if (o.layer || o.useRaw) throw new InputError(input, '--layer and --use-raw apply to .h5ad input only');
     return openMtxSource(input, o);
   }

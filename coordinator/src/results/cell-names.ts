@@ -1,6 +1,6 @@
 // How results name cells: their dataset's batch and label category names, and (when the dataset
 // keeps them) each cell's barcode and row in the source file, looked up a chunk at a time.
-import type { ObsStore } from '../data/obsStore.js';
+import type { ObsStore } from '../data/obs-store.js';
 
 export interface CellIdentity {
   /** row of each cell in the source file (for writing back into the .h5ad) */

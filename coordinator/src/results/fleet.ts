@@ -1,6 +1,6 @@
 // Inference on the worker fleet: the results commands' InferenceEngine over WebSocket workers
 // (`atlasvae worker --connect`, or local worker processes). Same worker sessions as training
-// (server/workerSessions.ts: token, TLS, protocol version, maxPayload, heartbeats, hello, drop);
+// (server/worker-sessions.ts: token, TLS, protocol version, maxPayload, heartbeats, hello, drop);
 // after the hello each worker gets the model
 // (welcome), its parameters and BatchNorm buffers, then `infer` requests, at most `perWorker` at a
 // time. A worker that leaves hands its requests back to the queue; answers are validated against
@@ -23,8 +23,8 @@ import {
   paramLayout,
   bufferLayout,
 } from '@atlasvae/shared/model';
-import { WorkerSessions, type Session, type WelcomeBody } from '../server/workerSessions.js';
-import { LocalWorkers } from '../server/localWorkers.js';
+import { WorkerSessions, type Session, type WelcomeBody } from '../server/worker-sessions.js';
+import { LocalWorkers } from '../server/local-workers.js';
 import type { InferenceEngine } from './engine.js';
 
 export interface FleetOptions {

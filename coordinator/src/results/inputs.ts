@@ -3,7 +3,7 @@
 // dataset fits the model: the same genes in the same order (a query dataset is prepared with
 // `--genes` from the model's gene list), and batches the model knows (or one named with --as-batch).
 
-import { readObsFile } from '../data/obsStore.js';
+import { readObsFile } from '../data/obs-store.js';
 import { loadCheckpoint, type Checkpoint, InputError, CliError, log } from '@atlasvae/shared';
 import { initBackend, type BackendChoice } from '@atlasvae/shared/backend';
 import { createModel } from '@atlasvae/shared/model';

@@ -1,9 +1,9 @@
 // The coordinator: the fleet as the training loop's step executor (shared/train/loop.ts). It hands
 // each step's microbatches (Arrow IPC bytes) to whichever workers are connected (sessions:
-// workerSessions.ts), collects their summed gradients, applies one optimizer step with the results
-// in microbatch order, and broadcasts the new parameters (paramTransport.ts).
+// worker-sessions.ts), collects their summed gradients, applies one optimizer step with the results
+// in microbatch order, and broadcasts the new parameters (param-transport.ts).
 //
-// Dispatch, acceptance and the in-order sum of one step are stepInFlight.ts's; this file is the glue:
+// Dispatch, acceptance and the in-order sum of one step are step-in-flight.ts's; this file is the glue:
 // sessions in, the step in flight, the optimizer step and the broadcast out.
 //
 // Invariant: the plan comes from (seed, epoch) only, a microbatch's noise from (seed, step,
@@ -23,10 +23,10 @@ import {
 } from '@atlasvae/shared/train';
 import type { ExpectedSizes, HelloMsg, WorkerMessage } from '@atlasvae/shared/protocol';
 import { maxWorkerPayload } from './connections.js';
-import { WorkerSessions, type WelcomeBody } from './workerSessions.js';
-import { ParamTransport, type StreamParams } from './paramTransport.js';
-import { StepRun, type StepItem } from './stepRun.js';
-import { StepInFlight, type Conn, type FleetPort } from './stepInFlight.js';
+import { WorkerSessions, type WelcomeBody } from './worker-sessions.js';
+import { ParamTransport, type StreamParams } from './param-transport.js';
+import { StepRun, type StepItem } from './step-run.js';
+import { StepInFlight, type Conn, type FleetPort } from './step-in-flight.js';
 import {
   notify,
   type CoordinatorObserver,
@@ -37,7 +37,7 @@ import {
 import type { TrainingData } from './data.js';
 import type { Optimizer } from './optimizer.js';
 
-export { STREAM_PARAMS, type StreamParams } from './paramTransport.js';
+export { STREAM_PARAMS, type StreamParams } from './param-transport.js';
 export type { Validator, EpochRecord, TrainOutcome } from '@atlasvae/shared/train';
 
 /** The loop's setup with the fleet's data (Arrow microbatches) and optimizer. */
@@ -75,7 +75,7 @@ export interface CoordinatorOptions {
   streamParams?: StreamParams;
   /**
    * 'auto' (default): workers on this host that can open them read each new parameter vector from
-   * two shared-memory files (protocol/sharedMemory.ts) instead of the socket; 'never': sockets only.
+   * two shared-memory files (transport/shared-memory.ts) instead of the socket; 'never': sockets only.
    */
   sharedMemory?: 'auto' | 'never';
 }

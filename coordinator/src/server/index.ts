@@ -1,8 +1,8 @@
 // @atlasvae/coordinator/server: the coordinator server and its parts.
 export * from './coordinator.js';
 export * from './connections.js';
-export * from './stepRun.js';
+export * from './step-run.js';
 export * from './optimizer.js';
 export * from './events.js';
 export * from './data.js';
-export * from './promTargets.js';
+export * from './prom-targets.js';

@@ -13,7 +13,7 @@ import { onStopSignals } from '@atlasvae/shared/runtime';
 
 /** Exit status of a run that diverged (a non-finite loss or gradient). */
 export const EXIT_DIVERGED = 3;
-import { PrometheusTargetsFile } from './promTargets.js';
+import { PrometheusTargetsFile } from './prom-targets.js';
 
 export interface ServeOptions {
   host: string;

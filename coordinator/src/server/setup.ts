@@ -20,7 +20,7 @@ import { openDataset, type Dataset } from '../data/dataset.js';
 import { trainingData, type TrainingData } from './data.js';
 import { SharedStepOptimizer } from './optimizer.js';
 import type { StreamParams, TrainingSetup } from './coordinator.js';
-import { earlyStoppingConfig } from '../earlyStoppingFlags.js';
+import { earlyStoppingConfig } from '../early-stopping-flags.js';
 
 /** Flags of every training command (`train`, `coordinator`, `train-local`). */
 export interface CommonTrainingFlags {

@@ -2,4 +2,4 @@
 export * from './frame.js';
 export * from './messages.js';
 export * from './auth.js';
-export * from './tokenFile.js';
+export * from './token-file.js';

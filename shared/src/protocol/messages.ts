@@ -19,7 +19,7 @@
 //     paramsFilesReady {}                                            no payload: the offered files opened (below)
 //   coordinator → worker
 //     welcome {protocol, workerId, modelConfig, seed, paramLength, bnLength, maxWorkBytes, paramsFiles?}
-//             paramsFiles {paths, runId}: only to workers on the coordinator's host (transport/sharedMemory.ts)
+//             paramsFiles {paths, runId}: only to workers on the coordinator's host (transport/shared-memory.ts)
 //     params  {version}                                             Float32[paramLength]
 //     params  {version, file: 0 | 1}                                no payload: read it from that shared-memory file
 //                                                                   (only after the worker sent paramsFilesReady)

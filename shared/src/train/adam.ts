@@ -1,6 +1,6 @@
 // torch.optim.Adam semantics: coupled L2 weight decay (grad += wd·param before the moments),
 // bias-corrected moments, eps added to the bias-corrected sqrt(v). Arithmetic in float64.
-import { optimizerMemoryOf } from './optimizerMemory.js';
+import { optimizerMemoryOf } from './optimizer-memory.js';
 
 export interface AdamState {
   m: Float32Array;

@@ -2,12 +2,12 @@
 // in-process executor (the fleet is the coordinator's executor).
 export * from './step.js';
 export * from './adam.js';
-export * from './optimizerMemory.js';
-export * from './simdKernels.js';
+export * from './optimizer-memory.js';
+export * from './simd-kernels.js';
 export * from './divergence.js';
-export * from './earlyStopping.js';
+export * from './early-stopping.js';
 export * from './memory-source.js';
 export * from './history.js';
 export * from './loop.js';
-export * from './inProcessExecutor.js';
+export * from './in-process-executor.js';
 export * from './trainer.js';

@@ -2,14 +2,14 @@
 // step prepared while the current one computes, held-out evaluation at each epoch's end, early
 // stopping, checkpoints, the history and the progress events. What turns a planned step into a
 // step result is the executor's business: the fleet of workers (the coordinator) or this process
-// (inProcessExecutor.ts). The loop imports nothing of either.
+// (in-process-executor.ts). The loop imports nothing of either.
 
 import fs from 'node:fs';
 import { epochPlan, type PlannedStep } from '../plan.js';
 import { klWeightForEpoch, type ModelConfig, type TrainConfig } from '../config.js';
 import { assembleCheckpoint, saveCheckpoint, type CheckpointPosition } from '../checkpoint.js';
 import { DivergenceError } from './divergence.js';
-import { EarlyStopping } from './earlyStopping.js';
+import { EarlyStopping } from './early-stopping.js';
 import type { EpochRecord } from './history.js';
 
 export type { EpochRecord } from './history.js';

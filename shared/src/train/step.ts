@@ -5,7 +5,7 @@ import type { ModelConfig, TrainConfig } from '../config.js';
 import { bufferLayout, initBuffers, initParams, paramLayout } from '../model/layout.js';
 import type { MicrobatchGradient } from '../model/types.js';
 import { adamStepScaled, initAdam, type AdamState } from './adam.js';
-import { OptimizerMemory, optimizerMemoryOf } from './optimizerMemory.js';
+import { OptimizerMemory, optimizerMemoryOf } from './optimizer-memory.js';
 
 export interface TrainingState {
   params: Float32Array;

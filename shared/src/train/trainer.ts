@@ -1,6 +1,6 @@
 // Held-out evaluation helpers of the in-process model: the validation ELBO per cell (what the
 // training loop records at each epoch's end) and posterior means. Training itself is the one loop
-// (loop.ts) over an executor (inProcessExecutor.ts, or the coordinator's fleet).
+// (loop.ts) over an executor (in-process-executor.ts, or the coordinator's fleet).
 import type { CellSource } from '../batch.js';
 import { validationNoise } from '../model/noise.js';
 import type { VaeModel } from '../model/vae.js';

@@ -1,2 +1,2 @@
 // @atlasvae/shared/transport: ways parameters and results travel besides the socket.
-export * from './sharedMemory.js';
+export * from './shared-memory.js';

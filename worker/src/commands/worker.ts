@@ -6,11 +6,11 @@ import { CliError, getLogger, log as rootLog } from '@atlasvae/shared';
 import { BACKEND_CHOICES } from '@atlasvae/shared/backend';
 import { WorkerClient } from '../client.js';
 import { SimulatedEngine, type GradientEngine } from '../engine.js';
-import { createEngine, ENGINE_CHOICES } from '../engineChoice.js';
+import { createEngine, ENGINE_CHOICES } from '../engine-choice.js';
 import { MAX_GROUP, resolveToken } from '@atlasvae/shared/protocol';
 import { WorkerMetrics } from '../metrics.js';
 import { discoverGpus, selectDevices } from '../launcher/devices.js';
-import { launchNode } from '../launcher/nodeLauncher.js';
+import { launchNode } from '../launcher/node-launcher.js';
 import { metricsCliOptions, startMetricsServer } from '@atlasvae/shared/metrics';
 import { onStopSignals } from '@atlasvae/shared/runtime';
 

@@ -1,4 +1,4 @@
-// The device engine: a GradientEngine over DeviceModel (device/deviceModel.ts), which keeps the
+// The device engine: a GradientEngine over DeviceModel (device/device-model.ts), which keeps the
 // parameters on the TensorFlow.js backend's device and runs forward and backward of a whole group
 // of microbatches there, with one asynchronous readback per call. This adapter decodes the Arrow
 // microbatches into CellBatches and draws each one's noise from (seed, step, microbatch) exactly as
@@ -22,7 +22,7 @@ import {
   type DeviceMicrobatch,
   type DeviceGroupResult,
   type DeviceCounters,
-} from './deviceModel.js';
+} from './device-model.js';
 
 /** What the device engine needs of a device model (DeviceModel). */
 export interface DeviceModelApi extends AsyncInferenceModel {
@@ -38,7 +38,7 @@ export interface DeviceModelApi extends AsyncInferenceModel {
 /** Builds the device model for a configuration on the active backend. */
 export type DeviceModelFactory = (cfg: ModelConfig) => DeviceModelApi | Promise<DeviceModelApi>;
 
-/** DeviceModel (device/deviceModel.ts) on the active backend. */
+/** DeviceModel (device/device-model.ts) on the active backend. */
 export const deviceModelFactory: DeviceModelFactory = (cfg) => DeviceModel.create(tf, cfg);
 
 export class DeviceEngine implements GradientEngine {

@@ -9,7 +9,7 @@ import {
   instantiateSimdKernels,
   type SimdKernels,
   type WasmMemory,
-} from './simdKernels.js';
+} from './simd-kernels.js';
 
 export class OptimizerMemory {
   readonly params: Float32Array;

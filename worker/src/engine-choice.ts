@@ -13,7 +13,7 @@ import {
   type BackendChoice,
 } from '@atlasvae/shared/backend';
 import type { GradientEngine } from './engine.js';
-import { ModelEngine } from './modelEngine.js';
+import { ModelEngine } from './model-engine.js';
 import type { DeviceModelFactory } from './device/engine.js';
 
 export type EngineChoice = 'auto' | 'js' | 'device';

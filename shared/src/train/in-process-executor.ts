@@ -9,7 +9,7 @@ import type { PlannedStep } from '../plan.js';
 import { microbatchNoise } from '../model/noise.js';
 import { createModel, type VaeModel } from '../model/vae.js';
 import { checkGradNorm, checkStepLoss } from './divergence.js';
-import type { EarlyStopping } from './earlyStopping.js';
+import type { EarlyStopping } from './early-stopping.js';
 import type { EpochRecord } from './history.js';
 import {
   TrainingLoop,

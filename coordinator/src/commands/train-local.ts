@@ -33,7 +33,7 @@ import {
 } from '../server/setup.js';
 import { spreadSubset } from '../server/validation.js';
 import { categorize, obsColumnFor, readObsTsv } from '../data/obs.js';
-import { trainingOptions } from './trainingOptions.js';
+import { trainingOptions } from './training-options.js';
 
 /** Old spellings: each still works, with one warning naming the new flag. */
 const deprecatedOptions = {

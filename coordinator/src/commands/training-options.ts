@@ -3,7 +3,7 @@
 // global batch). The fleet's own flags (dataset, step timeout, parameter transport) follow.
 import type { Argv } from 'yargs';
 import { STREAM_PARAMS } from '../server/coordinator.js';
-import { earlyStoppingOptions } from '../earlyStoppingFlags.js';
+import { earlyStoppingOptions } from '../early-stopping-flags.js';
 
 /** Model, schedule, checkpoint and validation flags of every training command. `checkpointDefault`
  * says where a run without --checkpoint keeps its model. */

@@ -16,8 +16,8 @@ import {
   type FailureMsg,
 } from '@atlasvae/shared/protocol';
 import { type GradientAccumulator, DivergenceError, nonFiniteTerm } from '@atlasvae/shared/train';
-import type { ParamTarget } from './paramTransport.js';
-import type { StepRun, AcceptOutcome } from './stepRun.js';
+import type { ParamTarget } from './param-transport.js';
+import type { StepRun, AcceptOutcome } from './step-run.js';
 import type { CoordinatorObserver, RejectReason, WorkerInfo } from './events.js';
 
 /** the payload of a file result that will be dropped, so its file is never read */

@@ -4,13 +4,13 @@
 // other hosts, `streamParams`); or, for workers on this host that opened them, a shared-memory
 // file written once (`params` then names the file). Results of such workers come back through
 // their ring of shared-memory result files. The worker's side of the files is
-// shared/src/transport/sharedMemory.ts (its readers and writers); this module owns the frames, the
+// shared/src/transport/shared-memory.ts (its readers and writers); this module owns the frames, the
 // files' lifetime and the parameter version.
 
 import { encodeFrame, ReusableFrame } from '@atlasvae/shared/protocol';
 import { type ParamsFilesOffer, SharedMemoryFolder, type ResultFiles } from '@atlasvae/shared/transport';
 import type { GradientAccumulator } from '@atlasvae/shared/train';
-import type { Session } from './workerSessions.js';
+import type { Session } from './worker-sessions.js';
 import type { Optimizer } from './optimizer.js';
 
 /** Where parameters are streamed out of Adam range by range (`applyAndBroadcast`). */
