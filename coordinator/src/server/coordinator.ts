@@ -13,6 +13,7 @@ import type { PlannedStep, CheckpointPosition } from '@atlasvae/shared';
 import {
   checkGradNorm,
   checkStepLoss,
+  notifyObservers,
   TrainingLoop,
   StepAbandoned,
   type StateSnapshot,
@@ -27,13 +28,7 @@ import { WorkerSessions, type WelcomeBody } from './worker-sessions.js';
 import { ParamTransport, type StreamParams } from './param-transport.js';
 import { StepRun, type StepItem } from './step-run.js';
 import { StepInFlight, type Conn, type FleetPort } from './step-in-flight.js';
-import {
-  notify,
-  type CoordinatorObserver,
-  type ObserverList,
-  type RejectReason,
-  type StepReport,
-} from './events.js';
+import { type CoordinatorObserver, type ObserverList, type RejectReason, type StepReport } from './events.js';
 import type { TrainingData } from './data.js';
 import type { Optimizer } from './optimizer.js';
 
@@ -148,7 +143,7 @@ export class Coordinator implements StepExecutor<StepItem[]> {
     name: K,
     ...args: Parameters<CoordinatorObserver[K]>
   ): void {
-    notify(this.observers, name, ...args);
+    notifyObservers(this.observers, name, ...args);
   }
 
   get connectedWorkers(): number {

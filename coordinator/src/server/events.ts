@@ -59,14 +59,3 @@ export interface CoordinatorObserver extends LoopObserver {
 }
 
 export type ObserverList = Partial<CoordinatorObserver>[];
-
-export function notify<K extends keyof CoordinatorObserver>(
-  list: ObserverList,
-  name: K,
-  ...args: Parameters<CoordinatorObserver[K]>
-): void {
-  for (const o of list) {
-    const f = o[name] as ((...a: Parameters<CoordinatorObserver[K]>) => void) | undefined;
-    if (f) f.apply(o, args);
-  }
-}

@@ -60,13 +60,14 @@ export interface LoopObserver {
 
 export type LoopObservers = Partial<LoopObserver>[];
 
-export function notifyLoop<K extends keyof LoopObserver>(
-  list: LoopObservers,
+/** Calls `name` on every observer that has it, in list order (observers of the loop and of its executors). */
+export function notifyObservers<O extends { [M in keyof O]: (...a: never[]) => void }, K extends keyof O>(
+  list: Partial<O>[],
   name: K,
-  ...args: Parameters<LoopObserver[K]>
+  ...args: Parameters<O[K]>
 ): void {
   for (const o of list) {
-    const f = o[name] as ((...a: Parameters<LoopObserver[K]>) => void) | undefined;
+    const f = o[name] as ((...a: Parameters<O[K]>) => void) | undefined;
     if (f) f.apply(o, args);
   }
 }
@@ -174,7 +175,7 @@ export class TrainingLoop<P> {
   ) {}
 
   private emit<K extends keyof LoopObserver>(name: K, ...args: Parameters<LoopObserver[K]>): void {
-    notifyLoop(this.observers, name, ...args);
+    notifyObservers(this.observers, name, ...args);
   }
 
   async run(): Promise<TrainOutcome> {
