@@ -82,7 +82,7 @@ export async function openSource(input: string, o: OpenSourceOptions = {}): Prom
         : 'not an HDF5 file (.h5ad or 10x .h5) and not a MatrixMarket folder',
     );
   }
-  const { openHdf5Source } = await import('./h5source.js');
+  const { openHdf5Source } = await import('./h5-layouts.js');
   return openHdf5Source(input, o);
 }
 
