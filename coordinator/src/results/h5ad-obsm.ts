@@ -6,7 +6,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import h5wasm from 'h5wasm/node';
 import { InputError } from '@atlasvae/shared';
 
 export interface ObsmMatrix {
@@ -16,10 +15,18 @@ export interface ObsmMatrix {
   dim: number;
 }
 
-let ready: Promise<unknown> | null = null;
-async function h5(): Promise<typeof h5wasm> {
-  ready ??= h5wasm.ready;
-  await ready;
+// h5wasm is loaded on first use: importing it is slow, and every command that never touches an
+// .h5ad (train, worker, --help) would pay for it at start-up (docs/benchmarks.md).
+type H5wasm = (typeof import('h5wasm/node'))['default'];
+/** the library, set by `h5()` before anything here uses it */
+let h5wasm: H5wasm;
+let ready: Promise<H5wasm> | null = null;
+async function h5(): Promise<H5wasm> {
+  ready ??= import('h5wasm/node').then(async (m) => {
+    await m.default.ready;
+    return m.default;
+  });
+  h5wasm = await ready;
   return h5wasm;
 }
 
