@@ -1,13 +1,14 @@
 // `npm run bench -- workers`: what a user gets from `atlasvae train --local-workers N` with every
 // batch-size default left alone, for N = 1, 2 (and more where the machine has the cores), rounds
-// interleaved. Per N: training cells/s from the run's final progress line (medians and every
-// round), the ratio to one worker, and the median step broken into the coordinator's phases from
-// its per-step debug reports (compute of the slowest worker, waiting beyond it, summing, Adam,
+// interleaved. Per N: training cells/s after the first epoch (what a run of hundreds of epochs
+// sees; medians and every round) and the ratio to one worker; the same from the run's final
+// progress line (its last 30 s, the workers' start-up included, as in a short run); the median
+// step broken into the coordinator's phases from its per-step debug reports (compute of the slowest worker, waiting beyond it, summing, Adam,
 // broadcast). The machine's core count and load are printed with them: N workers and a
 // coordinator on fewer than N + 1 cores contend for them.
 // ATLASVAE_BENCH_WORKERS_DATA: a prepared dataset (default: a simulated 10,000 × 1,000 atlas, the
 // shape of mouse_brain_10k, cached in .bench/workers-10000); ATLASVAE_BENCH_WORKERS (default
-// "1 2"); ATLASVAE_BENCH_REPEATS (default 3); ATLASVAE_BENCH_WORKERS_EPOCHS (default 4);
+// "1 2"); ATLASVAE_BENCH_REPEATS (default 3); ATLASVAE_BENCH_WORKERS_EPOCHS (default 6, at least 2);
 // ATLASVAE_BENCH_WORKERS_BACKEND (default wasm).
 import fs from 'node:fs';
 import os from 'node:os';
@@ -47,7 +48,11 @@ async function dataset(): Promise<string> {
 }
 
 interface RunResult {
+  /** the run's own final progress line: the last 30 s, the workers' start-up (first epoch) included */
   cellsPerSecond: number;
+  /** after the first epoch: cells of every later step over the wall time from the first epoch's
+   * last step to the run's last (epoch ends, slow steps and all; no start-up) */
+  steadyCellsPerSecond: number;
   steps: Record<string, number>;
 }
 
@@ -87,6 +92,9 @@ async function trainOnce(data: string, workers: number, epochs: number, backend:
   if (r.code !== 0)
     throw new Error(`train --local-workers ${workers} exited ${r.code}: ${r.stderr.slice(-800)}`);
   let cellsPerSecond = NaN;
+  let firstEpochEnd = NaN;
+  let lastStep = NaN;
+  let steadyCells = 0;
   const byPhase = new Map<string, number[]>(PHASES.map((p) => [p, []]));
   for (const line of (r.stderr + '\n' + r.stdout).split('\n')) {
     if (!line.startsWith('{')) continue;
@@ -99,27 +107,36 @@ async function trainOnce(data: string, workers: number, epochs: number, backend:
     if (rec.msg === 'progress done' && typeof rec.cellsPerSecond === 'number')
       cellsPerSecond = rec.cellsPerSecond;
     // the first epoch's steps include the workers' start (compilation, first allocations)
-    if (rec.msg === 'step' && typeof rec.epoch === 'number' && rec.epoch > 0) {
-      for (const p of PHASES) if (typeof rec[p] === 'number') byPhase.get(p)!.push(rec[p]);
+    if (rec.msg === 'step' && typeof rec.epoch === 'number') {
+      const t = Date.parse(String(rec.time));
+      if (rec.epoch === 0) firstEpochEnd = t;
+      else {
+        for (const p of PHASES) if (typeof rec[p] === 'number') byPhase.get(p)!.push(rec[p]);
+        steadyCells += typeof rec.nCells === 'number' ? rec.nCells : 0;
+        lastStep = t;
+      }
     }
   }
   if (!Number.isFinite(cellsPerSecond)) throw new Error('no final progress line in the train log');
+  if (!(lastStep > firstEpochEnd)) throw new Error('the run needs at least 2 epochs of step reports');
+  const steadyCellsPerSecond = (steadyCells * 1000) / (lastStep - firstEpochEnd);
   const steps: Record<string, number> = {};
   for (const [p, xs] of byPhase) steps[p] = round(median(xs));
-  return { cellsPerSecond, steps };
+  return { cellsPerSecond, steadyCellsPerSecond, steps };
 }
 
 export async function run(): Promise<Record<string, unknown>> {
   const data = await dataset();
   const counts = (process.env.ATLASVAE_BENCH_WORKERS ?? '1 2').split(/[ ,]+/).filter(Boolean).map(Number);
   const repeats = Number(process.env.ATLASVAE_BENCH_REPEATS ?? 3);
-  const epochs = Number(process.env.ATLASVAE_BENCH_WORKERS_EPOCHS ?? 4);
+  const epochs = Number(process.env.ATLASVAE_BENCH_WORKERS_EPOCHS ?? 6);
   const backend = process.env.ATLASVAE_BENCH_WORKERS_BACKEND ?? 'wasm';
   const loadBefore = os.loadavg()[0];
   const runs = new Map<number, RunResult[]>(counts.map((n) => [n, []]));
   for (let i = 0; i < repeats; i++)
     for (const n of counts) runs.get(n)!.push(await trainOnce(data, n, epochs, backend));
-  const base = median(runs.get(counts[0]!)!.map((r) => r.cellsPerSecond));
+  const base = median(runs.get(counts[0]!)!.map((r) => r.steadyCellsPerSecond));
+  const baseWhole = median(runs.get(counts[0]!)!.map((r) => r.cellsPerSecond));
   const out: Record<string, unknown> = {
     data,
     backend,
@@ -129,13 +146,19 @@ export async function run(): Promise<Record<string, unknown>> {
     loadAverageAfter: round(os.loadavg()[0] ?? 0),
   };
   for (const [n, rs] of runs) {
-    const cps = median(rs.map((r) => r.cellsPerSecond));
+    const cps = median(rs.map((r) => r.steadyCellsPerSecond));
+    const whole = median(rs.map((r) => r.cellsPerSecond));
     const steps: Record<string, number> = {};
     for (const p of PHASES) steps[p] = round(median(rs.map((r) => r.steps[p] ?? NaN)));
     out[`workers${n}`] = {
       cellsPerSecondMedian: Math.round(cps),
-      cellsPerSecondRounds: rs.map((r) => Math.round(r.cellsPerSecond)),
+      cellsPerSecondRounds: rs.map((r) => Math.round(r.steadyCellsPerSecond)),
       ratioToFirst: round(cps / base, 3),
+      withStartUp: {
+        cellsPerSecondMedian: Math.round(whole),
+        cellsPerSecondRounds: rs.map((r) => Math.round(r.cellsPerSecond)),
+        ratioToFirst: round(whole / baseWhole, 3),
+      },
       medianStepMs: steps,
     };
   }

@@ -170,10 +170,9 @@ export const trainLocalCommand = (y: Argv): Argv =>
       // one process is one worker: the microbatch defaults to the global batch
       const over: Partial<TrainConfig> = {
         seed: a.seed,
-        ...defaultBatchSizes(1, flags['global-batch'], a.microbatch),
+        ...defaultBatchSizes(1, flags['global-batch'], a.microbatch, a.lr),
       };
       if (a.epochs !== undefined) over.epochs = a.epochs;
-      if (a.lr !== undefined) over.lr = a.lr;
       if (a['kl-warmup'] !== undefined) over.nEpochsKlWarmup = a['kl-warmup'];
       if (earlyStopping) over.earlyStopping = earlyStopping;
       let trainConfig = defaultTrainConfig(all.nCells, over);

@@ -20,14 +20,18 @@ export function trainingOptions<T>(y: Argv<T>, checkpointDefault: string) {
     .option('seed', { type: 'number', default: 0, describe: 'seed of initialisation, epoch plans and noise' })
     .option('global-batch', {
       type: 'number',
-      describe: 'cells per optimizer step (default: 128, or 32 × workers beyond 4 workers)',
+      describe:
+        "cells per optimizer step (default: scvi's 128 for one worker; 256 for 2–8 workers, 32 × workers beyond; recorded in the checkpoint)",
     })
     .option('microbatch', {
       type: 'number',
       describe:
-        'cells per gradient computation; a step is split into microbatches of about this size, summed in order (default: the global batch / workers, at least 32, so every worker has one; one process counts as one worker; recorded in the checkpoint)',
+        'cells per gradient computation; a step is split into microbatches of about this size, summed in order (default: the global batch / workers, at least 32, so every worker has one: 128 for 2 workers; one process counts as one worker; recorded in the checkpoint)',
     })
-    .option('lr', { type: 'number', describe: 'Adam learning rate (default 1e-3)' })
+    .option('lr', {
+      type: 'number',
+      describe: "Adam learning rate (default: scvi's 1e-3; 3e-3 with the default batch of 2 or more workers)",
+    })
     .option('kl-warmup', { type: 'number', describe: "epochs of linear KL warm-up (default 400, scvi's)" })
     .option('n-hidden', { type: 'number', default: 128, describe: 'hidden units per layer' })
     .option('n-latent', { type: 'number', default: 10, describe: 'latent dimensions' })

@@ -6,3 +6,4 @@ export * from './optimizer.js';
 export * from './events.js';
 export * from './data.js';
 export * from './prom-targets.js';
+export { defaultBatchSizes, FLEET_GLOBAL_BATCH, FLEET_LR, SCVI_GLOBAL_BATCH, SCVI_LR } from './setup.js';
