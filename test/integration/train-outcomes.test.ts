@@ -201,10 +201,10 @@ test('train without --checkpoint: a loadable checkpoint at the printed default p
   assert.equal(printed[printed.length - 1], printed[0]);
   const c = loadCheckpoint(printed[0]);
   assert.equal(c.position.epoch, 2);
-  // the defaults for 2 workers: a 256-cell step at lr 3e-3 in two 128-cell microbatches, recorded
+  // the defaults for 2 workers: a 256-cell step at lr 2.5e-3 in two 128-cell microbatches, recorded
   assert.equal(c.trainConfig.globalBatch, 256);
   assert.equal(c.trainConfig.microbatch, 128);
-  assert.equal(c.trainConfig.lr, 3e-3);
+  assert.equal(c.trainConfig.lr, 2.5e-3);
 
   const again = run(['train', '--data', own, '--local-workers', '0', '--epochs', '2', ...SMALL]);
   assert.equal((await again.exited).code, 1);

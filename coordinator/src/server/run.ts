@@ -143,6 +143,7 @@ export async function runCoordinator(flags: TrainingFlags, s: ServeOptions): Pro
       epochs: setup.trainConfig.epochs,
       globalBatch: setup.trainConfig.globalBatch,
       microbatch: setup.trainConfig.microbatch,
+      lr: setup.trainConfig.lr,
       parameters: setup.optimizer.params.length,
     });
     await s.onListening?.(url, prepared, wiring.metrics);

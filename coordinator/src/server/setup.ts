@@ -75,12 +75,12 @@ export const MIN_DEFAULT_MICROBATCH = 32;
 export const SCVI_GLOBAL_BATCH = 128;
 export const SCVI_LR = 1e-3;
 /**
- * Several workers: 256 cells per step at three times scvi's learning rate, so two workers each
+ * Several workers: 256 cells per step at 2.5 times scvi's learning rate, so two workers each
  * compute a whole 128-cell microbatch (half a step's cells cost more than half its time). Held-out
- * ELBO on kang and mouse_brain_10k is the same as or better than scvi's step (docs/benchmarks.md).
+ * ELBO on kang and mouse_brain_10k within 0.5% of scvi's step (docs/distributed.md).
  */
 export const FLEET_GLOBAL_BATCH = 256;
-export const FLEET_LR = 3e-3;
+export const FLEET_LR = 2.5e-3;
 
 export interface DefaultBatchSizes {
   globalBatch: number;
@@ -91,7 +91,7 @@ export interface DefaultBatchSizes {
 /**
  * Default batch sizes and learning rate for a run planned for `workers` workers (`--local-workers`
  * of `train`, `--min-workers` of `coordinator`; one process is one worker). One worker: scvi's
- * 128-cell step at lr 1e-3. Two or more: a 256-cell step at lr 3e-3, split into one microbatch per
+ * 128-cell step at lr 1e-3. Two or more: a 256-cell step at lr 2.5e-3, split into one microbatch per
  * worker (at least 32 cells; beyond 8 workers the step grows to 32 × workers). A global batch given
  * keeps scvi's lr unless --lr is given too. Fixed at the start and recorded in the checkpoint, so the
  * result never depends on how many workers happen to connect.
