@@ -30,7 +30,8 @@ export function trainingOptions<T>(y: Argv<T>, checkpointDefault: string) {
     })
     .option('lr', {
       type: 'number',
-      describe: "Adam learning rate (default: scvi's 1e-3; 2.5e-3 with the default batch of 2 or more workers)",
+      describe:
+        "Adam learning rate (default: scvi's 1e-3; 2.5e-3 with the default batch of 2 or more workers)",
     })
     .option('kl-warmup', { type: 'number', describe: "epochs of linear KL warm-up (default 400, scvi's)" })
     .option('n-hidden', { type: 'number', default: 128, describe: 'hidden units per layer' })
