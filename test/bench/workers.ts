@@ -3,8 +3,9 @@
 // interleaved. Per N: training cells/s after the first epoch (what a run of hundreds of epochs
 // sees; medians and every round) and the ratio to one worker; the same from the run's final
 // progress line (its last 30 s, the workers' start-up included, as in a short run); the median
-// step broken into the coordinator's phases from its per-step debug reports (compute of the slowest worker, waiting beyond it, summing, Adam,
-// broadcast). The machine's core count and load are printed with them: N workers and a
+// step broken into the coordinator's phases (compute of the slowest worker, waiting beyond it,
+// summing, Adam, broadcast) from its per-step debug reports, in one more, untimed run per N (those
+// reports slow the runs they describe). The machine's core count and load are printed with them: N workers and a
 // coordinator on fewer than N + 1 cores contend for them.
 // ATLASVAE_BENCH_WORKERS_DATA: a prepared dataset (default: a simulated 10,000 × 1,000 atlas, the
 // shape of mouse_brain_10k, cached in .bench/workers-10000); ATLASVAE_BENCH_WORKERS (default
@@ -50,9 +51,10 @@ async function dataset(): Promise<string> {
 interface RunResult {
   /** the run's own final progress line: the last 30 s, the workers' start-up (first epoch) included */
   cellsPerSecond: number;
-  /** after the first epoch: cells of every later step over the wall time from the first epoch's
-   * last step to the run's last (epoch ends, slow steps and all; no start-up) */
+  /** after the first epoch: the cells of every later epoch over the wall time from the end of the
+   * first epoch to the end of the last (epoch ends and slow steps included; no start-up) */
   steadyCellsPerSecond: number;
+  /** medians of the coordinator's per-step reports after the first epoch (debug runs only) */
   steps: Record<string, number>;
 }
 
@@ -66,7 +68,18 @@ const PHASES = [
   'dataWaitMs',
 ] as const;
 
-async function trainOnce(data: string, workers: number, epochs: number, backend: string): Promise<RunResult> {
+/**
+ * One `train` run with every batch default. Timed runs log at info level, as users run it: the
+ * per-step debug lines are written to a pipe while both workers compute, which on 2 cores slows
+ * the run they measure; `debug` runs give the step phases and are not timed.
+ */
+async function trainOnce(
+  data: string,
+  workers: number,
+  epochs: number,
+  backend: string,
+  debug = false,
+): Promise<RunResult> {
   const ckpt = path.join(repoRoot, '.bench', `workers-${workers}.ckpt`);
   const r = await runCli([
     'train',
@@ -84,7 +97,7 @@ async function trainOnce(data: string, workers: number, epochs: number, backend:
     ckpt,
     '--force',
     '--log-level',
-    'debug',
+    debug ? 'debug' : 'info',
     '--log-format',
     'json',
   ]);
@@ -93,7 +106,7 @@ async function trainOnce(data: string, workers: number, epochs: number, backend:
     throw new Error(`train --local-workers ${workers} exited ${r.code}: ${r.stderr.slice(-800)}`);
   let cellsPerSecond = NaN;
   let firstEpochEnd = NaN;
-  let lastStep = NaN;
+  let lastEpochEnd = NaN;
   let steadyCells = 0;
   const byPhase = new Map<string, number[]>(PHASES.map((p) => [p, []]));
   for (const line of (r.stderr + '\n' + r.stdout).split('\n')) {
@@ -106,20 +119,22 @@ async function trainOnce(data: string, workers: number, epochs: number, backend:
     }
     if (rec.msg === 'progress done' && typeof rec.cellsPerSecond === 'number')
       cellsPerSecond = rec.cellsPerSecond;
-    // the first epoch's steps include the workers' start (compilation, first allocations)
-    if (rec.msg === 'step' && typeof rec.epoch === 'number') {
+    // "epoch k/N done": the first epoch includes the workers' start (compilation, first allocations)
+    const done = typeof rec.msg === 'string' ? /^epoch (\d+)\/\d+ done$/.exec(rec.msg) : null;
+    if (done) {
       const t = Date.parse(String(rec.time));
-      if (rec.epoch === 0) firstEpochEnd = t;
+      if (done[1] === '1') firstEpochEnd = t;
       else {
-        for (const p of PHASES) if (typeof rec[p] === 'number') byPhase.get(p)!.push(rec[p]);
-        steadyCells += typeof rec.nCells === 'number' ? rec.nCells : 0;
-        lastStep = t;
+        steadyCells += typeof rec.cells === 'number' ? rec.cells : 0;
+        lastEpochEnd = t;
       }
     }
+    if (rec.msg === 'step' && typeof rec.epoch === 'number' && rec.epoch > 0)
+      for (const p of PHASES) if (typeof rec[p] === 'number') byPhase.get(p)!.push(rec[p]);
   }
   if (!Number.isFinite(cellsPerSecond)) throw new Error('no final progress line in the train log');
-  if (!(lastStep > firstEpochEnd)) throw new Error('the run needs at least 2 epochs of step reports');
-  const steadyCellsPerSecond = (steadyCells * 1000) / (lastStep - firstEpochEnd);
+  if (!(lastEpochEnd > firstEpochEnd)) throw new Error('the run needs at least 2 epochs');
+  const steadyCellsPerSecond = (steadyCells * 1000) / (lastEpochEnd - firstEpochEnd);
   const steps: Record<string, number> = {};
   for (const [p, xs] of byPhase) steps[p] = round(median(xs));
   return { cellsPerSecond, steadyCellsPerSecond, steps };
@@ -135,6 +150,8 @@ export async function run(): Promise<Record<string, unknown>> {
   const runs = new Map<number, RunResult[]>(counts.map((n) => [n, []]));
   for (let i = 0; i < repeats; i++)
     for (const n of counts) runs.get(n)!.push(await trainOnce(data, n, epochs, backend));
+  const phases = new Map<number, Record<string, number>>();
+  for (const n of counts) phases.set(n, (await trainOnce(data, n, epochs, backend, true)).steps);
   const base = median(runs.get(counts[0]!)!.map((r) => r.steadyCellsPerSecond));
   const baseWhole = median(runs.get(counts[0]!)!.map((r) => r.cellsPerSecond));
   const out: Record<string, unknown> = {
@@ -148,18 +165,21 @@ export async function run(): Promise<Record<string, unknown>> {
   for (const [n, rs] of runs) {
     const cps = median(rs.map((r) => r.steadyCellsPerSecond));
     const whole = median(rs.map((r) => r.cellsPerSecond));
-    const steps: Record<string, number> = {};
-    for (const p of PHASES) steps[p] = round(median(rs.map((r) => r.steps[p] ?? NaN)));
     out[`workers${n}`] = {
       cellsPerSecondMedian: Math.round(cps),
       cellsPerSecondRounds: rs.map((r) => Math.round(r.steadyCellsPerSecond)),
       ratioToFirst: round(cps / base, 3),
+      // each round against the first N's run of the same round: drifts of the machine's speed
+      // slower than a round cancel
+      ratioPerRound: rs.map((r, i) =>
+        round(r.steadyCellsPerSecond / runs.get(counts[0]!)![i]!.steadyCellsPerSecond, 3),
+      ),
       withStartUp: {
         cellsPerSecondMedian: Math.round(whole),
         cellsPerSecondRounds: rs.map((r) => Math.round(r.cellsPerSecond)),
         ratioToFirst: round(whole / baseWhole, 3),
       },
-      medianStepMs: steps,
+      medianStepMs: phases.get(n),
     };
   }
   return out;
