@@ -71,9 +71,9 @@ export function defaultCheckpointPath(data: string): string {
 /** The smallest default microbatch: BatchNorm statistics over fewer cells get noisy. */
 export const MIN_DEFAULT_MICROBATCH = 32;
 
-/** One worker: scvi's step, 128 cells at Adam's lr 1e-3. */
-export const SCVI_GLOBAL_BATCH = 128;
-export const SCVI_LR = 1e-3;
+/** One worker: scvi's step (`defaultTrainConfig`), 128 cells at Adam's lr 1e-3. */
+export const SCVI_GLOBAL_BATCH = defaultTrainConfig(1).globalBatch;
+export const SCVI_LR = defaultTrainConfig(1).lr;
 /**
  * Several workers: 256 cells per step at 2.5 times scvi's learning rate, so two workers each
  * compute a whole 128-cell microbatch (half a step's cells cost more than half its time). Held-out
